@@ -1,0 +1,37 @@
+# Targets named for what a person wants. `make test` is what CI runs (via .ci/run).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint typecheck unit openapi clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-nodeps.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -r gpu_container/requirements-nodeps.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy .
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+openapi: venv
+	$(BIN)/python scripts/gen_openapi.py
+
+clean:
+	rm -rf $(VENV) cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+"""Batchscribe: self-hosted asynchronous Whisper transcription on AWS."""
+
+__version__ = "0.1.0"

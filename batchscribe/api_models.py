@@ -1,0 +1,100 @@
+"""Request and response bodies of the HTTP API (also used by the CLI to read answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from batchscribe.models import ErrorInfo, Job, JobOptions, JobStatus
+
+
+class CreateJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=1024, description="the original file name (metadata only)")
+    content_type: str = Field(min_length=3, max_length=255, description="the media type of the upload")
+    size_bytes: PositiveInt = Field(description="the exact size of the file to upload")
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class UploadTicket(BaseModel):
+    url: str
+    fields: dict[str, str] = Field(description="form fields to send before the file, unchanged")
+    expires_at: str
+
+
+class InputView(BaseModel):
+    filename: str
+    content_type: str
+    size_bytes: int
+
+
+class ResultView(BaseModel):
+    language: str
+    duration_seconds: float
+    engine: str
+    model: str
+    compute_seconds: float
+    real_time_factor: float
+    urls: dict[str, str] = Field(description="format -> presigned GET URL")
+    log_url: str | None = None
+    urls_expire_at: str
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: JobStatus
+    progress: int
+    attempt: int
+    created_at: str
+    updated_at: str
+    queued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    input: InputView
+    options: JobOptions
+    error: ErrorInfo | None = None
+    result: ResultView | None = None
+    log_url: str | None = None
+
+    @classmethod
+    def of(cls, job: Job, **extra: Any) -> JobView:
+        return cls(
+            job_id=job.job_id,
+            status=job.status,
+            progress=job.progress,
+            attempt=job.attempt,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            queued_at=job.queued_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            input=InputView(
+                filename=job.input.filename,
+                content_type=job.input.content_type,
+                size_bytes=job.input.size if job.input.size is not None else job.input.declared_size,
+            ),
+            options=job.options,
+            error=job.error,
+            **extra,
+        )
+
+
+class CreateJobResponse(JobView):
+    upload: UploadTicket | None = Field(description="where to POST the file; null once the upload is done")
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_token: str | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,66 @@
+"""Domain errors. Each carries a stable machine-readable code; handlers map classes to HTTP
+statuses in one table (lambdas/api/handler.py) and never look at message text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatchscribeError(Exception):
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+
+class BadRequest(BatchscribeError):
+    code = "invalid_request"
+
+
+class JobNotFound(BatchscribeError):
+    code = "job_not_found"
+
+
+class InvalidTransition(BatchscribeError):
+    """A conditional write found the job in a state the transition may not start from."""
+
+    code = "invalid_transition"
+
+
+class StaleAttempt(InvalidTransition):
+    """A worker wrote with an attempt number that is no longer the job's (it lost its lease)."""
+
+    code = "stale_attempt"
+
+
+class JobAlreadyExists(BatchscribeError):
+    code = "job_exists"
+
+
+class IdempotencyConflict(BatchscribeError):
+    code = "idempotency_key_reused"
+
+
+class PayloadTooLarge(BatchscribeError):
+    code = "file_too_large"
+
+
+class UnsupportedMediaType(BatchscribeError):
+    code = "unsupported_media_type"
+
+
+# Codes a job can fail with. Stable: clients and alarms match on them.
+UPLOAD_TOO_LARGE = "upload_too_large"
+UPLOAD_EMPTY = "upload_empty"
+UPLOAD_EXPIRED = "upload_expired"
+UPLOAD_CONTENT_TYPE_MISMATCH = "upload_content_type_mismatch"
+RETRIES_EXHAUSTED = "retries_exhausted"
+INVALID_MEDIA = "invalid_media"
+NO_AUDIO = "no_audio"
+TOO_LONG = "too_long"
+DECODED_TOO_LARGE = "decoded_too_large"
+WORKER_LOST = "worker_lost"

@@ -1,0 +1,133 @@
+"""The job model: what a job is, what it may become, and the messages that move it.
+
+Everything here is plain pydantic: the API, the Lambdas, the worker, the CLI and the local
+stack all import these types, so a field means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE_STATUSES = frozenset(set(JobStatus) - TERMINAL_STATUSES)
+
+OutputFormat = Literal["json", "txt", "srt", "vtt"]
+ALL_FORMATS: tuple[OutputFormat, ...] = ("json", "txt", "srt", "vtt")
+Task = Literal["transcribe", "translate"]
+
+_LANGUAGE = re.compile(r"^(auto|[a-z]{2,3})$")
+
+
+class JobOptions(BaseModel):
+    """What the client asks of the transcription. Unknown keys are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str = Field(default="auto", description="ISO 639-1 code such as `en`, or `auto` to detect")
+    task: Task = "transcribe"
+    model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
+        default=None, description="model name; the deployment's default when omitted"
+    )
+    word_timestamps: bool = False
+    formats: list[OutputFormat] = Field(default_factory=lambda: list(ALL_FORMATS), min_length=1)
+    initial_prompt: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _LANGUAGE.match(value):
+            raise ValueError("must be 'auto' or an ISO 639-1 language code such as 'en'")
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _dedupe(cls, value: list[OutputFormat]) -> list[OutputFormat]:
+        return list(dict.fromkeys(value))
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class InputInfo(BaseModel):
+    key: str
+    filename: str
+    content_type: str
+    declared_size: int
+    size: int | None = None
+
+
+class ResultSummary(BaseModel):
+    language: str
+    duration_seconds: float
+    outputs: dict[str, str] = Field(description="format -> S3 key")
+    engine: str
+    model: str
+    compute_seconds: float
+    real_time_factor: float = Field(
+        description="compute seconds / audio seconds; < 1 is faster than real time"
+    )
+    segments: int = 0
+
+
+class Job(BaseModel):
+    """One job record, as stored in DynamoDB (minus the internal index attributes)."""
+
+    job_id: str
+    owner: str
+    owner_key: str
+    status: JobStatus
+    created_at: str
+    updated_at: str
+    queued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    attempt: int = 0
+    progress: int = 0
+    worker: str | None = None
+    lease_expires_at: float | None = None
+    upload_expires_at: float
+    input: InputInfo
+    options: JobOptions
+    result: ResultSummary | None = None
+    error: ErrorInfo | None = None
+    log_key: str | None = None
+    ttl: int
+
+
+class JobMessage(BaseModel):
+    """The body of a message on the jobs queue. Only the id travels: the record is the truth."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    reason: Literal["upload", "requeue", "give_back"] = "upload"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

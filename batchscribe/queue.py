@@ -1,0 +1,77 @@
+"""SQS adapter for the jobs queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from batchscribe import aws
+from batchscribe.models import JobMessage
+
+
+@dataclass(frozen=True)
+class Received:
+    message: JobMessage | None  # None: a body that is not a job message (poison)
+    receipt_handle: str
+    receive_count: int
+    message_id: str
+    raw_body: str
+
+
+class JobQueue:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @property
+    def _sqs(self) -> Any:
+        return aws.client("sqs")
+
+    def send(self, message: JobMessage) -> None:
+        self._sqs.send_message(QueueUrl=self.url, MessageBody=message.model_dump_json())
+
+    def receive(self, wait_seconds: int = 20, max_messages: int = 1) -> list[Received]:
+        resp = self._sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        out = []
+        for msg in resp.get("Messages", []):
+            try:
+                parsed: JobMessage | None = JobMessage.model_validate_json(msg["Body"])
+            except ValueError:
+                parsed = None
+            out.append(
+                Received(
+                    message=parsed,
+                    receipt_handle=msg["ReceiptHandle"],
+                    receive_count=int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+                    message_id=msg["MessageId"],
+                    raw_body=msg["Body"],
+                )
+            )
+        return out
+
+    def delete(self, receipt_handle: str) -> None:
+        try:
+            self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=receipt_handle)
+        except ClientError as exc:
+            # A handle gone stale (the message came back to someone else) is not our failure.
+            if exc.response["Error"]["Code"] not in ("ReceiptHandleIsInvalid", "InvalidParameterValue"):
+                raise
+
+    def extend(self, receipt_handle: str, seconds: int) -> None:
+        self._sqs.change_message_visibility(
+            QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+        )
+
+    def depth(self) -> tuple[int, int]:
+        """(visible, in flight) messages, approximately."""
+        attrs = self._sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])

@@ -1,0 +1,445 @@
+"""DynamoDB repository for jobs: the only code that reads or writes the jobs table.
+
+Every state change is one conditional UpdateItem built from `state_machine.TRANSITIONS`.
+Writes by a worker are also conditioned on `attempt` (the fencing token), so a worker that
+lost its lease can never overwrite a newer attempt. `ConditionalCheckFailedException` is
+translated into domain errors (JobNotFound, StaleAttempt, InvalidTransition) using the
+item's old image, never the message text.
+
+Table layout (one table):
+- key `job_id`; job items carry `owner`, `created_at` (GSI `by_owner`, newest first);
+- while a job can go stale it carries `sweep_status` + `sweep_at` (sparse GSI `by_sweep`):
+  pending jobs until their upload window closes, running jobs until their lease expires;
+- idempotency records `idem#<hash>` point at the job a keyed create made (no `owner`, so
+  they stay out of the listing index), with a TTL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from batchscribe import aws
+from batchscribe.errors import (
+    BadRequest,
+    IdempotencyConflict,
+    InvalidTransition,
+    JobAlreadyExists,
+    JobNotFound,
+    StaleAttempt,
+)
+from batchscribe.keys import is_job_id
+from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary, iso
+from batchscribe.state_machine import Transition, sources, target
+
+OWNER_INDEX = "by_owner"
+SWEEP_INDEX = "by_sweep"
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+_INTERNAL = ("sweep_status", "sweep_at")
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _to_dynamo(value: Any) -> Any:
+    # DynamoDB numbers must be Decimal; a JSON round trip converts every float at once.
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def _serialize(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in _to_dynamo(item).items() if v is not None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_de.deserialize(v)) for k, v in item.items()}
+
+
+def _job(item: dict[str, Any]) -> Job:
+    data = _deserialize(item)
+    for name in _INTERNAL:
+        data.pop(name, None)
+    return Job.model_validate(data)
+
+
+class JobRepository:
+    def __init__(self, table_name: str, clock: Callable[[], float] = time.time) -> None:
+        self.table_name = table_name
+        self.clock = clock
+
+    @property
+    def _db(self) -> Any:
+        return aws.client("dynamodb")
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        if not is_job_id(job_id):
+            raise JobNotFound(f"job {job_id!r} not found")
+        resp = self._db.get_item(
+            TableName=self.table_name, Key={"job_id": {"S": job_id}}, ConsistentRead=True
+        )
+        if "Item" not in resp or "owner" not in resp["Item"]:
+            raise JobNotFound(f"job {job_id!r} not found")
+        return _job(resp["Item"])
+
+    def get_for_owner(self, job_id: str, owner: str) -> Job:
+        """The job, or JobNotFound when it is missing *or* someone else's: the two look alike."""
+        job = self.get(job_id)
+        if job.owner != owner:
+            raise JobNotFound(f"job {job_id!r} not found")
+        return job
+
+    def list_for_owner(
+        self, owner: str, *, status: JobStatus | None = None, limit: int = 20, next_token: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """The owner's jobs, newest first. `next_token` is opaque to clients."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": "#o = :o",
+            "ExpressionAttributeNames": {"#o": "owner"},
+            "ExpressionAttributeValues": {":o": {"S": owner}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if status is not None:
+            kwargs["FilterExpression"] = "#s = :s"
+            kwargs["ExpressionAttributeNames"]["#s"] = "status"
+            kwargs["ExpressionAttributeValues"][":s"] = {"S": status.value}
+        if next_token:
+            kwargs["ExclusiveStartKey"] = self._decode_token(next_token, owner)
+        jobs: list[Job] = []
+        # A status filter is applied after each page is read, so read pages until the page
+        # is full; bounded, so a sparse filter costs at most a few reads per call.
+        for _ in range(10):
+            resp = self._db.query(**kwargs)
+            jobs.extend(_job(item) for item in resp.get("Items", []))
+            last = resp.get("LastEvaluatedKey")
+            if len(jobs) >= limit or not last:
+                break
+            kwargs["ExclusiveStartKey"] = last
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            return jobs, self._encode_token(jobs[-1])
+        if last:
+            return jobs, self._encode_token_key(last)
+        return jobs, None
+
+    @staticmethod
+    def _encode_token(job: Job) -> str:
+        raw = json.dumps({"j": job.job_id, "c": job.created_at}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def _encode_token_key(cls, key: dict[str, Any]) -> str:
+        plain = _deserialize(key)
+        raw = json.dumps({"j": plain["job_id"], "c": plain["created_at"]}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @staticmethod
+    def _decode_token(token: str, owner: str) -> dict[str, Any]:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            job_id, created_at = data["j"], data["c"]
+            if not (isinstance(job_id, str) and is_job_id(job_id) and isinstance(created_at, str)):
+                raise ValueError(token)
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise BadRequest("next_token is not a token this API issued", code="invalid_next_token") from exc
+        return {"job_id": {"S": job_id}, "owner": {"S": owner}, "created_at": {"S": created_at}}
+
+    def due(self, status: JobStatus, now: float | None = None, limit: int = 100) -> Iterator[Job]:
+        """Jobs in `status` whose deadline (upload window or lease) has passed."""
+        now = self.clock() if now is None else now
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "sweep_status = :s AND sweep_at < :now",
+            "ExpressionAttributeValues": {":s": {"S": status.value}, ":now": {"N": repr(now)}},
+            "Limit": limit,
+        }
+        while True:
+            resp = self._db.query(**kwargs)
+            for item in resp.get("Items", []):
+                yield _job(item)
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # ---- create ------------------------------------------------------------------------
+
+    def create(self, job: Job, idempotency_key: str | None = None, fingerprint: str = "") -> tuple[Job, bool]:
+        """Store a new pending job. With an idempotency key, a repeat of the same request
+        returns the job the first one made (created=False); the same key with a different
+        request is refused."""
+        item = job.model_dump(mode="json")
+        item["sweep_status"] = JobStatus.PENDING.value
+        item["sweep_at"] = job.upload_expires_at
+        put_job = {
+            "TableName": self.table_name,
+            "Item": _serialize(item),
+            "ConditionExpression": "attribute_not_exists(job_id)",
+        }
+        if idempotency_key is None:
+            try:
+                self._db.put_item(**put_job)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    raise JobAlreadyExists(f"job {job.job_id} exists") from exc
+                raise
+            return job, True
+
+        idem_id = "idem#" + hashlib.sha256(f"{job.owner}\n{idempotency_key}".encode()).hexdigest()
+        idem_item = {
+            "job_id": idem_id,
+            "idem_owner": job.owner,
+            "target_job_id": job.job_id,
+            "fingerprint": fingerprint,
+            "ttl": int(self.clock()) + IDEMPOTENCY_TTL_SECONDS,
+        }
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {"Put": put_job},
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": _serialize(idem_item),
+                            "ConditionExpression": "attribute_not_exists(job_id)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            resp = self._db.get_item(
+                TableName=self.table_name, Key={"job_id": {"S": idem_id}}, ConsistentRead=True
+            )
+            if "Item" not in resp:
+                raise
+            existing = _deserialize(resp["Item"])
+            if existing.get("fingerprint") != fingerprint:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was already used with a different request; use a new key"
+                ) from exc
+            return self.get(existing["target_job_id"]), False
+        return job, True
+
+    # ---- transitions -------------------------------------------------------------------
+
+    def _transition(
+        self,
+        job_id: str,
+        transition: Transition,
+        *,
+        sets: dict[str, Any] | None = None,
+        removes: tuple[str, ...] = (),
+        attempt: int | None = None,
+        extra_condition: str = "",
+        extra_values: dict[str, Any] | None = None,
+        add_attempt: bool = False,
+    ) -> Job:
+        now = self.clock()
+        new_status = target(transition)
+        sets = {"status": new_status.value, "updated_at": iso(now), **(sets or {})}
+        removes = (*removes, *(field for field, value in sets.items() if value is None))
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        parts = []
+        for i, (field, value) in enumerate(item for item in sets.items() if item[1] is not None):
+            path = []
+            for j, segment in enumerate(field.split(".")):  # "input.size" is a nested path
+                names[f"#f{i}_{j}"] = segment
+                path.append(f"#f{i}_{j}")
+            values[f":v{i}"] = value
+            parts.append(f"{'.'.join(path)} = :v{i}")
+        if add_attempt:
+            parts.append("#att = #att + :one")
+            values[":one"] = 1
+        expr = "SET " + ", ".join(parts)
+        if removes:
+            for i, field in enumerate(removes):
+                names[f"#r{i}"] = field
+            expr += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
+
+        allowed = sorted(s.value for s in sources(transition))
+        names["#st"] = "status"
+        if add_attempt or attempt is not None:
+            names["#att"] = "attempt"
+        status_values = {f":src{i}": s for i, s in enumerate(allowed)}
+        values.update(status_values)
+        condition = f"attribute_exists(job_id) AND #st IN ({', '.join(status_values)})"
+        if attempt is not None:
+            condition += " AND #att = :attempt"
+            values[":attempt"] = attempt
+        if extra_condition:
+            condition += f" AND ({extra_condition})"
+            values.update(extra_values or {})
+        try:
+            resp = self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression=expr,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_serialize(values),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raise self._why(job_id, transition, attempt, exc.response.get("Item")) from exc
+        return _job(resp["Attributes"])
+
+    def _why(
+        self, job_id: str, transition: Transition, attempt: int | None, old: dict[str, Any] | None
+    ) -> Exception:
+        if old is None:
+            try:
+                current = self.get(job_id)
+            except JobNotFound as exc:
+                return exc
+        else:
+            current = _job(old)
+        if current.status not in sources(transition):
+            return InvalidTransition(
+                f"cannot {transition.value} job {job_id}: it is {current.status.value}",
+                details={"status": current.status.value},
+            )
+        if attempt is not None and current.attempt != attempt:
+            return StaleAttempt(
+                f"attempt {attempt} of job {job_id} is stale: the job is on attempt {current.attempt}",
+                details={"attempt": current.attempt},
+            )
+        return InvalidTransition(
+            f"cannot {transition.value} job {job_id} now", details={"status": current.status.value}
+        )
+
+    def enqueue(self, job_id: str, size: int) -> Job:
+        """pending -> queued, once the upload checked out."""
+        now = self.clock()
+        return self._transition(
+            job_id,
+            Transition.ENQUEUE,
+            sets={"queued_at": iso(now), "input.size": size},
+            removes=_INTERNAL,
+        )
+
+    def claim(self, job_id: str, worker: str, lease_seconds: float) -> Job:
+        """queued -> running (or take over a running job whose lease expired): attempt + 1."""
+        now = self.clock()
+        lease = now + lease_seconds
+        return self._transition(
+            job_id,
+            Transition.CLAIM,
+            sets={
+                "worker": worker,
+                "lease_expires_at": lease,
+                "started_at": iso(now),
+                "progress": 0,
+                "sweep_status": JobStatus.RUNNING.value,
+                "sweep_at": lease,
+            },
+            add_attempt=True,
+            extra_condition="#st = :queued OR lease_expires_at < :now",
+            extra_values={":queued": JobStatus.QUEUED.value, ":now": now},
+        )
+
+    def heartbeat(self, job_id: str, attempt: int, lease_seconds: float, progress: int | None = None) -> Job:
+        """Extend the lease (and record progress). Fails once the job was cancelled or taken over."""
+        lease = self.clock() + lease_seconds
+        sets: dict[str, Any] = {"lease_expires_at": lease, "sweep_at": lease}
+        if progress is not None:
+            sets["progress"] = max(0, min(100, int(progress)))
+        return self._transition(job_id, Transition.HEARTBEAT, sets=sets, attempt=attempt)
+
+    def succeed(self, job_id: str, attempt: int, result: ResultSummary, log_key: str | None) -> Job:
+        return self._transition(
+            job_id,
+            Transition.SUCCEED,
+            sets={
+                "finished_at": iso(self.clock()),
+                "progress": 100,
+                "result": result.model_dump(mode="json"),
+                "log_key": log_key,
+            },
+            removes=(*_INTERNAL, "lease_expires_at"),
+            attempt=attempt,
+        )
+
+    def fail(
+        self,
+        job_id: str,
+        error: ErrorInfo,
+        *,
+        attempt: int | None = None,
+        only_from: frozenset[JobStatus] | None = None,
+        log_key: str | None = None,
+    ) -> Job:
+        """Any non-terminal status -> failed (narrowed by `only_from`; fenced by `attempt`)."""
+        sets: dict[str, Any] = {"finished_at": iso(self.clock()), "error": error.model_dump()}
+        if log_key:
+            sets["log_key"] = log_key
+        extra, values = "", {}
+        if only_from is not None:
+            names = {f":only{i}": s.value for i, s in enumerate(sorted(only_from))}
+            extra, values = f"#st IN ({', '.join(names)})", names
+        return self._transition(
+            job_id,
+            Transition.FAIL,
+            sets=sets,
+            removes=(*_INTERNAL, "lease_expires_at"),
+            attempt=attempt,
+            extra_condition=extra,
+            extra_values=values,
+        )
+
+    def give_back(self, job_id: str, attempt: int) -> Job:
+        """running -> queued by the worker that holds it (SIGTERM, Spot reclaim)."""
+        return self._transition(
+            job_id,
+            Transition.GIVE_BACK,
+            sets={"progress": 0},
+            removes=(*_INTERNAL, "lease_expires_at", "worker"),
+            attempt=attempt,
+        )
+
+    def requeue_expired(self, job_id: str, attempt: int) -> Job:
+        """running -> queued for a job whose lease expired with no live worker (the sweeper)."""
+        return self._transition(
+            job_id,
+            Transition.REQUEUE,
+            sets={"progress": 0},
+            removes=(*_INTERNAL, "lease_expires_at", "worker"),
+            attempt=attempt,
+            extra_condition="lease_expires_at < :now",
+            extra_values={":now": self.clock()},
+        )
+
+    def cancel(self, job_id: str) -> Job:
+        return self._transition(
+            job_id,
+            Transition.CANCEL,
+            sets={"finished_at": iso(self.clock())},
+            removes=(*_INTERNAL, "lease_expires_at"),
+        )

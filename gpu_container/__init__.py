@@ -1,0 +1,1 @@
+"""The worker image: the Whisper worker program and its engines (see Dockerfile)."""

@@ -1,0 +1,132 @@
+"""Shared fixtures: fake AWS credentials, moto with the service's resources, API events."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+# Before anything can create a boto3 client: no real account is ever reachable from tests.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "Batchscribe",
+        "POWERTOOLS_DEV": "false",
+    }
+)
+for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(var, None)
+
+
+@dataclass
+class Stack:
+    table: str
+    bucket: str
+    jobs_queue_url: str
+    jobs_dlq_url: str
+    uploads_queue_url: str
+    uploads_dlq_url: str
+    env: dict[str, str]
+
+
+def reset_caches() -> None:
+    from batchscribe import aws
+    from batchscribe.settings import service_settings
+
+    aws.reset()
+    service_settings.cache_clear()
+    import lambdas.api.handler as api
+    import lambdas.dead_letter.handler as dl
+    import lambdas.on_upload.handler as up
+
+    for mod in (api, dl, up):
+        mod.service.cache_clear()
+
+
+@pytest.fixture
+def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """moto (decorator mode) with the table, bucket, queues and notification the stack makes."""
+    from moto import mock_aws
+
+    from batchscribe.resources import Names, provision
+
+    with mock_aws():
+        names = Names(prefix="t" + uuid.uuid4().hex[:8])
+        p = provision(boto3.Session(region_name="us-east-1"), names)
+        env = {
+            "BATCHSCRIBE_TABLE_NAME": p.table,
+            "BATCHSCRIBE_BUCKET_NAME": p.bucket,
+            "BATCHSCRIBE_JOBS_QUEUE_URL": p.jobs_queue_url,
+            "BATCHSCRIBE_MAX_UPLOAD_BYTES": str(50 * 1024 * 1024),
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        reset_caches()
+        yield Stack(
+            p.table, p.bucket, p.jobs_queue_url, p.jobs_dlq_url, p.uploads_queue_url, p.uploads_dlq_url, env
+        )
+        reset_caches()
+
+
+OWNER_A = "arn:aws:iam::111111111111:user/alice"
+OWNER_B = "arn:aws:iam::111111111111:user/bob"
+
+
+def api_event(
+    method: str,
+    path: str,
+    body: Any = None,
+    owner: str | None = OWNER_A,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event as the IAM-authorized API delivers it."""
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "multiValueHeaders": {},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "111111111111",
+            "apiId": "local",
+            "stage": "v1",
+            "requestId": uuid.uuid4().hex,
+            "httpMethod": method,
+            "path": path,
+            "resourcePath": path,
+            "identity": {"userArn": owner, "caller": owner, "sourceIp": "127.0.0.1"},
+        },
+        "body": body if isinstance(body, str) or body is None else json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+class LambdaContextStub:
+    function_name = "test"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:111111111111:function:test"
+    aws_request_id = "req-test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContextStub:
+    return LambdaContextStub()
