@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from batchscribe.models import ErrorInfo, Job, JobOptions, JobStatus
 
@@ -16,6 +16,11 @@ class CreateJobRequest(BaseModel):
     content_type: str = Field(min_length=3, max_length=255, description="the media type of the upload")
     size_bytes: PositiveInt = Field(description="the exact size of the file to upload")
     options: JobOptions = Field(default_factory=JobOptions)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _null_options(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class UploadTicket(BaseModel):

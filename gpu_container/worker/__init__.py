@@ -1,0 +1,1 @@
+"""The Batchscribe worker: pulls jobs from SQS, transcribes with Whisper, writes results."""

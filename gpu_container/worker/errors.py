@@ -1,0 +1,49 @@
+"""How the worker classifies failures: permanent ones fail the job at once (no retry);
+everything else is transient and comes back through SQS."""
+
+from __future__ import annotations
+
+from batchscribe import errors as codes
+
+
+class PermanentJobError(Exception):
+    """The input itself is the problem: retrying cannot help."""
+
+    code = "permanent_error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class InvalidMedia(PermanentJobError):
+    code = codes.INVALID_MEDIA
+
+
+class NoAudio(PermanentJobError):
+    code = codes.NO_AUDIO
+
+
+class TooLong(PermanentJobError):
+    code = codes.TOO_LONG
+
+
+class UnsupportedModel(PermanentJobError):
+    code = "unsupported_model"
+
+
+class Interrupted(Exception):
+    """Transcription stopped between segments; the subclass says why."""
+
+
+class JobCancelled(Interrupted):
+    pass
+
+
+class LeaseLost(Interrupted):
+    pass
+
+
+class ShutdownRequested(Interrupted):
+    pass

@@ -1,0 +1,431 @@
+"""The worker against moto with the real tiny.en model on speech made by espeak-ng."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jiwer
+import numpy as np
+import pytest
+
+from batchscribe.models import JobMessage, JobOptions, JobStatus
+from batchscribe.repository import JobRepository
+from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhisperEngine
+from gpu_container.worker.main import Worker
+from gpu_container.worker.settings import WorkerSettings
+from gpu_container.worker.transcript import Transcript
+from tests.audio import SHORT_TEXT, convert, long_text, make_video_only, speak
+from tests.conftest import Stack
+from tests.helpers import call, create, deliver_uploads, post_upload
+
+pytestmark = pytest.mark.slow
+
+# ---- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    d = tmp_path_factory.mktemp("speech")
+    wav = speak(SHORT_TEXT, d / "short.wav")
+    text60 = long_text(60)
+    files = {
+        "wav": (wav, SHORT_TEXT),
+        "mp3": (convert(wav, d / "short.mp3"), SHORT_TEXT),
+        "ogg": (convert(wav, d / "short.ogg", "-c:a", "libvorbis"), SHORT_TEXT),
+        "long": (speak(text60, d / "long.wav"), text60),
+    }
+    corrupt = d / "corrupt.wav"
+    corrupt.write_bytes(os.urandom(4096))
+    header_only = d / "empty.wav"
+    header_only.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 36)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+        + b"data"
+        + struct.pack("<I", 0)
+    )
+    video_only = d / "video.mp4"
+    make_video_only(video_only)
+    files["corrupt"] = (corrupt, "")
+    files["empty"] = (header_only, "")
+    files["video"] = (video_only, "")
+    return files
+
+
+@pytest.fixture(scope="session")
+def engines() -> dict[str, Engine]:
+    return {"faster-whisper": FasterWhisperEngine(), "openai-whisper": OpenAIWhisperEngine()}
+
+
+def worker_settings(stack: Stack, **over: Any) -> WorkerSettings:
+    base: dict[str, Any] = {
+        "table_name": stack.table,
+        "bucket_name": stack.bucket,
+        "jobs_queue_url": stack.jobs_queue_url,
+        "idle_exit_seconds": 1,
+        "poll_seconds": 0,
+        "heartbeat_seconds": 0.2,
+        "lease_seconds": 30,
+        "visibility_seconds": 60,
+        "worker_id": "test-worker",
+    }
+    return WorkerSettings(**{**base, **over})
+
+
+def make_worker(stack: Stack, engine: Engine, **over: Any) -> Worker:
+    return Worker(worker_settings(stack, **over), engine_loader=lambda _engine, _model: engine)
+
+
+def submit(stack: Stack, path: Path, content_type: str = "audio/wav", **options: Any) -> str:
+    data = path.read_bytes()
+    job = create(size=len(data), content_type=content_type, options=options or None)
+    post_upload(job["upload"], data)
+    deliver_uploads(stack)
+    assert call("GET", f"/jobs/{job['job_id']}")[1]["status"] == "queued"
+    return str(job["job_id"])
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+
+
+def s3_text(stack: Stack, key: str) -> str:
+    return str(boto3.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode())
+
+
+def queue_counts(stack: Stack, url: str | None = None) -> tuple[int, int]:
+    attrs = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=url or stack.jobs_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+class Scripted:
+    """A real engine with a hook on its progress callback (to inject faults mid-job)."""
+
+    def __init__(self, inner: Engine, hook: Callable[[float], None]) -> None:
+        self.inner, self.hook = inner, hook
+        self.name, self.model_name, self.device = inner.name, inner.model_name, inner.device
+        self.calls = 0
+
+    def transcribe(
+        self, audio: np.ndarray, options: JobOptions, on_progress: Callable[[float], None]
+    ) -> Transcript:
+        def wrapped(seconds: float) -> None:
+            self.calls += 1
+            self.hook(seconds)
+            on_progress(seconds)
+
+        return self.inner.transcribe(audio, options, wrapped)
+
+
+# ---- output validity -------------------------------------------------------------------
+
+_SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
+_VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"
+
+
+def _secs(m: tuple[str, ...]) -> float:
+    h, mi, s, ms = (int(x) for x in m)
+    return h * 3600 + mi * 60 + s + ms / 1000
+
+
+def check_srt(text: str) -> None:
+    blocks = [b for b in text.strip().split("\n\n") if b]
+    assert blocks
+    prev_end = 0.0
+    for i, block in enumerate(blocks, start=1):
+        lines = block.split("\n")
+        assert lines[0] == str(i)
+        m = re.fullmatch(f"{_SRT_TIME} --> {_SRT_TIME}", lines[1])
+        assert m, lines[1]
+        start, end = _secs(m.groups()[:4]), _secs(m.groups()[4:])
+        assert prev_end <= start < end
+        assert lines[2].strip()
+        prev_end = end
+
+
+def check_vtt(text: str) -> None:
+    assert text.startswith("WEBVTT\n\n")
+    cues = [c for c in text[len("WEBVTT\n\n") :].strip().split("\n\n") if c]
+    assert cues
+    prev_end = 0.0
+    for cue in cues:
+        lines = cue.split("\n")
+        m = re.fullmatch(f"{_VTT_TIME} --> {_VTT_TIME}", lines[0])
+        assert m, lines[0]
+        start, end = _secs(m.groups()[:4]), _secs(m.groups()[4:])
+        assert prev_end <= start < end
+        prev_end = end
+
+
+def check_json(text: str) -> dict[str, Any]:
+    data = json.loads(text)
+    assert data["language"] == "en" and data["duration"] > 0
+    prev_end = 0.0
+    for seg in data["segments"]:
+        assert prev_end <= seg["start"] < seg["end"] <= data["duration"] + 0.01
+        prev_end = seg["end"]
+    return dict(data)
+
+
+# ---- transcription on the real model ----------------------------------------------------
+
+
+@pytest.mark.parametrize("engine_name", ["faster-whisper", "openai-whisper"])
+@pytest.mark.parametrize(
+    ("kind", "content_type"),
+    [("wav", "audio/wav"), ("mp3", "audio/mpeg"), ("ogg", "audio/ogg"), ("long", "audio/wav")],
+)
+def test_worker_transcribes_speech(
+    aws_stack: Stack,
+    speech: dict[str, tuple[Path, str]],
+    engines: dict[str, Engine],
+    engine_name: str,
+    kind: str,
+    content_type: str,
+) -> None:
+    path, spoken = speech[kind]
+    job_id = submit(aws_stack, path, content_type)
+
+    assert make_worker(aws_stack, engines[engine_name], max_jobs=1).run() == 0
+
+    _status, job = call("GET", f"/jobs/{job_id}")
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 100 and job["attempt"] == 1
+    result = job["result"]
+    assert result["engine"] == engine_name and result["model"] == "tiny.en"
+    assert result["language"] == "en"
+    assert result["real_time_factor"] > 0 and result["compute_seconds"] > 0
+    record = JobRepository(aws_stack.table).get(job_id)
+    assert record.result is not None
+    outputs = record.result.outputs
+    data = check_json(s3_text(aws_stack, outputs["json"]))
+    check_srt(s3_text(aws_stack, outputs["srt"]))
+    check_vtt(s3_text(aws_stack, outputs["vtt"]))
+    txt = s3_text(aws_stack, outputs["txt"])
+    error_rate = jiwer.wer(words(spoken), words(txt))
+    assert error_rate <= 0.3, (error_rate, txt)
+    assert words(data["text"]) == words(txt)
+    log = s3_text(aws_stack, record.log_key or "")
+    assert "transcribed" in log and "succeeded" in log
+    assert queue_counts(aws_stack) == (0, 0)
+
+
+def test_word_timestamps_and_selected_formats(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    job_id = submit(aws_stack, speech["wav"][0], word_timestamps=True, formats=["json", "srt"])
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
+    record = JobRepository(aws_stack.table).get(job_id)
+    assert record.result is not None and set(record.result.outputs) == {"json", "srt"}
+    data = check_json(s3_text(aws_stack, record.result.outputs["json"]))
+    all_words = [w for seg in data["segments"] for w in seg["words"]]
+    assert len(all_words) >= 10
+    assert all(w["start"] <= w["end"] for w in all_words)
+
+
+# ---- permanent faults: failed at once, no retry -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"), [("corrupt", "invalid_media"), ("empty", "no_audio"), ("video", "no_audio")]
+)
+def test_bad_media_fails_without_retry(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine], kind: str, code: str
+) -> None:
+    content_type = "video/mp4" if kind == "video" else "audio/wav"
+    job_id = submit(aws_stack, speech[kind][0], content_type)
+
+    make_worker(aws_stack, engines["faster-whisper"]).run()
+
+    _, job = call("GET", f"/jobs/{job_id}")
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == code
+    assert job["attempt"] == 1
+    assert queue_counts(aws_stack) == (0, 0)  # deleted, not left to retry
+    assert queue_counts(aws_stack, aws_stack.jobs_dlq_url) == (0, 0)
+    assert job["log_url"]
+
+
+def test_audio_over_the_duration_limit_is_too_long(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    job_id = submit(aws_stack, speech["long"][0])
+    make_worker(aws_stack, engines["faster-whisper"], max_duration_seconds=10).run()
+    _, job = call("GET", f"/jobs/{job_id}")
+    assert (job["status"], job["error"]["code"]) == ("failed", "too_long")
+
+
+def test_unknown_model_fails_with_unsupported_model(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]]
+) -> None:
+    job_id = submit(aws_stack, speech["wav"][0], model="large-v9")
+    Worker(worker_settings(aws_stack)).run()  # the real loader: no such model, downloads off
+    _, job = call("GET", f"/jobs/{job_id}")
+    assert (job["status"], job["error"]["code"]) == ("failed", "unsupported_model")
+
+
+# ---- duplicates, fencing, poison ------------------------------------------------------
+
+
+def test_duplicate_message_for_a_finished_job_is_deleted_and_nothing_rewritten(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    job_id = submit(aws_stack, speech["wav"][0])
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
+    repo = JobRepository(aws_stack.table)
+    before = repo.get(job_id)
+    s3 = boto3.client("s3")
+    assert before.result is not None
+    etags = {
+        k: s3.head_object(Bucket=aws_stack.bucket, Key=k)["LastModified"]
+        for k in before.result.outputs.values()
+    }
+    boto3.client("sqs").send_message(
+        QueueUrl=aws_stack.jobs_queue_url, MessageBody=JobMessage(job_id=job_id).model_dump_json()
+    )
+    time.sleep(1.1)  # S3 LastModified has one-second resolution
+
+    worker = make_worker(aws_stack, engines["faster-whisper"])
+    worker.run()
+
+    assert worker.jobs_done == 0
+    assert repo.get(job_id) == before
+    assert {k: s3.head_object(Bucket=aws_stack.bucket, Key=k)["LastModified"] for k in etags} == etags
+    assert queue_counts(aws_stack) == (0, 0)
+
+
+def test_a_stale_attempt_cannot_commit(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    """Worker A loses its lease mid-job (another worker took the job over); A's commit is refused and
+    only the newer attempt's result stands."""
+    job_id = submit(aws_stack, speech["long"][0])
+    repo = JobRepository(aws_stack.table)
+    later = JobRepository(aws_stack.table, clock=lambda: time.time() + 3600)  # A's lease has expired by then
+
+    def take_over(_seconds: float) -> None:
+        if hook.calls == 1:
+            later.claim(job_id, "worker-b", lease_seconds=300)  # what a second worker does
+
+    hook = Scripted(engines["faster-whisper"], take_over)
+    make_worker(aws_stack, hook, max_jobs=1, heartbeat_seconds=0.1).run()
+
+    job = repo.get(job_id)
+    assert job.status is JobStatus.RUNNING and job.attempt == 2 and job.worker == "worker-b"
+    assert job.result is None
+
+
+def test_poison_message_is_deleted(aws_stack: Stack, engines: dict[str, Engine]) -> None:
+    boto3.client("sqs").send_message(QueueUrl=aws_stack.jobs_queue_url, MessageBody="not json at all")
+    worker = make_worker(aws_stack, engines["faster-whisper"])
+    worker.run()
+    assert queue_counts(aws_stack) == (0, 0)
+
+
+# ---- interruptions --------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.usefixtures("restore_signals")
+def test_sigterm_mid_job_gives_the_job_back_and_exits(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    job_id = submit(aws_stack, speech["long"][0])
+
+    def sigterm(_seconds: float) -> None:
+        if hook.calls == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    hook = Scripted(engines["faster-whisper"], sigterm)
+    worker = make_worker(aws_stack, hook, idle_exit_seconds=600)
+    worker.install_signal_handlers()
+
+    assert worker.run() == 0  # exits cleanly, without waiting for the idle period
+
+    job = JobRepository(aws_stack.table).get(job_id)
+    assert job.status is JobStatus.QUEUED and job.attempt == 1 and job.worker is None
+    assert queue_counts(aws_stack) == (1, 0)  # visible again at once
+    # and the next worker finishes it
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
+    done = JobRepository(aws_stack.table).get(job_id)
+    assert (done.status, done.attempt) == (JobStatus.SUCCEEDED, 2)
+
+
+def test_cancel_mid_job_stops_within_a_segment(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    job_id = submit(aws_stack, speech["long"][0])
+    seen: list[int] = []
+
+    def cancel(_seconds: float) -> None:
+        if hook.calls == 1:
+            assert call("POST", f"/jobs/{job_id}/cancel")[0] == 200
+            time.sleep(0.6)  # a few heartbeats: the worker learns of it
+        seen.append(hook.calls)
+
+    hook = Scripted(engines["faster-whisper"], cancel)
+    worker = make_worker(aws_stack, hook, heartbeat_seconds=0.1)
+    worker.run()
+
+    job = JobRepository(aws_stack.table).get(job_id)
+    assert job.status is JobStatus.CANCELLED
+    assert job.result is None
+    assert hook.calls == 1  # stopped at the first segment boundary after the cancel
+    assert queue_counts(aws_stack) == (0, 0)
+    listing = boto3.client("s3").list_objects_v2(Bucket=aws_stack.bucket, Prefix="outputs/")
+    assert [o["Key"] for o in listing.get("Contents", [])] == [
+        job.log_key or f"outputs/{job.owner_key}/{job_id}/log.txt"
+    ]
+
+
+def test_transient_failure_gives_the_job_back_for_a_retry(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    job_id = submit(aws_stack, speech["wav"][0])
+
+    def boom(_seconds: float) -> None:
+        raise ConnectionError("S3 went away")
+
+    make_worker(aws_stack, Scripted(engines["faster-whisper"], boom)).run()
+
+    job = JobRepository(aws_stack.table).get(job_id)
+    assert job.status is JobStatus.QUEUED and job.attempt == 1
+    assert sum(queue_counts(aws_stack)) == 1  # the message comes back after a short backoff
+
+
+def test_idle_worker_exits_after_the_idle_period(aws_stack: Stack, engines: dict[str, Engine]) -> None:
+    worker = make_worker(aws_stack, engines["faster-whisper"], idle_exit_seconds=1.5)
+    started = time.monotonic()
+    assert worker.run() == 0
+    assert 1.5 <= time.monotonic() - started < 10
+    assert worker.jobs_done == 0
+
+
+def test_max_jobs_caps_a_worker(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    ids = [submit(aws_stack, speech["wav"][0]) for _ in range(2)]
+    worker = make_worker(aws_stack, engines["faster-whisper"], max_jobs=1, idle_exit_seconds=600)
+    worker.run()
+    statuses = sorted(JobRepository(aws_stack.table).get(i).status.value for i in ids)
+    assert statuses == ["queued", "succeeded"]
