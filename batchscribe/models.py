@@ -85,9 +85,7 @@ class ResultSummary(BaseModel):
     engine: str
     model: str
     compute_seconds: float
-    real_time_factor: float = Field(
-        description="compute seconds / audio seconds; < 1 is faster than real time"
-    )
+    real_time_factor: float = Field(description="compute seconds / audio seconds; < 1 is faster than real time")
     segments: int = 0
 
 

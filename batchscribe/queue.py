@@ -64,9 +64,7 @@ class JobQueue:
                 raise
 
     def extend(self, receipt_handle: str, seconds: int) -> None:
-        self._sqs.change_message_visibility(
-            QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
-        )
+        self._sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds)
 
     def depth(self) -> tuple[int, int]:
         """(visible, in flight) messages, approximately."""

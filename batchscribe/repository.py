@@ -94,9 +94,7 @@ class JobRepository:
     def get(self, job_id: str) -> Job:
         if not is_job_id(job_id):
             raise JobNotFound(f"job {job_id!r} not found")
-        resp = self._db.get_item(
-            TableName=self.table_name, Key={"job_id": {"S": job_id}}, ConsistentRead=True
-        )
+        resp = self._db.get_item(TableName=self.table_name, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
         if "Item" not in resp or "owner" not in resp["Item"]:
             raise JobNotFound(f"job {job_id!r} not found")
         return _job(resp["Item"])
@@ -167,13 +165,14 @@ class JobRepository:
         return {"job_id": {"S": job_id}, "owner": {"S": owner}, "created_at": {"S": created_at}}
 
     def due(self, status: JobStatus, now: float | None = None, limit: int = 100) -> Iterator[Job]:
-        """Jobs in `status` whose deadline (upload window or lease) has passed."""
+        """Jobs in `status` whose deadline (upload window or lease) has passed; with
+        now=inf, every pending or running job."""
         now = self.clock() if now is None else now
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": SWEEP_INDEX,
             "KeyConditionExpression": "sweep_status = :s AND sweep_at < :now",
-            "ExpressionAttributeValues": {":s": {"S": status.value}, ":now": {"N": repr(now)}},
+            "ExpressionAttributeValues": {":s": {"S": status.value}, ":now": {"N": repr(min(now, 1e30))}},
             "Limit": limit,
         }
         while True:
@@ -231,9 +230,7 @@ class JobRepository:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
-            resp = self._db.get_item(
-                TableName=self.table_name, Key={"job_id": {"S": idem_id}}, ConsistentRead=True
-            )
+            resp = self._db.get_item(TableName=self.table_name, Key={"job_id": {"S": idem_id}}, ConsistentRead=True)
             if "Item" not in resp:
                 raise
             existing = _deserialize(resp["Item"])
@@ -311,9 +308,7 @@ class JobRepository:
             raise self._why(job_id, transition, attempt, exc.response.get("Item")) from exc
         return _job(resp["Attributes"])
 
-    def _why(
-        self, job_id: str, transition: Transition, attempt: int | None, old: dict[str, Any] | None
-    ) -> Exception:
+    def _why(self, job_id: str, transition: Transition, attempt: int | None, old: dict[str, Any] | None) -> Exception:
         if old is None:
             try:
                 current = self.get(job_id)
@@ -434,6 +429,16 @@ class JobRepository:
             attempt=attempt,
             extra_condition="lease_expires_at < :now",
             extra_values={":now": self.clock()},
+        )
+
+    def requeue(self, job_id: str, attempt: int) -> Job:
+        """running -> queued for an attempt whose worker is known to be gone (the reconciler)."""
+        return self._transition(
+            job_id,
+            Transition.REQUEUE,
+            sets={"progress": 0},
+            removes=(*_INTERNAL, "lease_expires_at", "worker"),
+            attempt=attempt,
         )
 
     def cancel(self, job_id: str) -> Job:

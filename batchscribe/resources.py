@@ -93,23 +93,17 @@ def create_table(dynamodb: Any, name: str) -> None:
     )
 
 
-def create_queue_pair(
-    sqs: Any, name: str, dlq_name: str, visibility: int, max_receive: int
-) -> tuple[str, str]:
-    dlq_url = sqs.create_queue(
-        QueueName=dlq_name, Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
-    )["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
+def create_queue_pair(sqs: Any, name: str, dlq_name: str, visibility: int, max_receive: int) -> tuple[str, str]:
+    dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})[
+        "QueueUrl"
     ]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     url = sqs.create_queue(
         QueueName=name,
         Attributes={
             "VisibilityTimeout": str(visibility),
             "MessageRetentionPeriod": str(RETENTION_SECONDS),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}
-            ),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}),
         },
     )["QueueUrl"]
     return url, dlq_url
@@ -140,9 +134,7 @@ def provision(session: Any, names: Names, region: str = "us-east-1") -> Provisio
     uploads_url, uploads_dlq = create_queue_pair(
         sqs, names.uploads_queue, names.uploads_dlq, UPLOADS_VISIBILITY_SECONDS, UPLOADS_MAX_RECEIVE_COUNT
     )
-    uploads_arn = sqs.get_queue_attributes(QueueUrl=uploads_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    uploads_arn = sqs.get_queue_attributes(QueueUrl=uploads_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     s3.put_bucket_notification_configuration(
         Bucket=names.bucket,
         NotificationConfiguration={

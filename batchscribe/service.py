@@ -80,9 +80,7 @@ class JobService:
                 details={"max_bytes": self.settings.max_upload_bytes},
             )
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-            raise errors.BadRequest(
-                "Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key"
-            )
+            raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
         now = self.clock()
         job_id = keys.new_job_id()
         okey = keys.owner_key(owner)
@@ -149,10 +147,7 @@ class JobService:
         if job.result is not None:
             stem = job.input.filename.rsplit(".", 1)[0] or "transcript"
             urls = (
-                {
-                    fmt: self.store.presign_get(key, expires, f"{stem}.{fmt}")
-                    for fmt, key in job.result.outputs.items()
-                }
+                {fmt: self.store.presign_get(key, expires, f"{stem}.{fmt}") for fmt, key in job.result.outputs.items()}
                 if with_urls
                 else {}
             )
@@ -193,9 +188,7 @@ class JobService:
             if job.status in (JobStatus.CANCELLED, JobStatus.FAILED) and job.queued_at is None:
                 # Cancelled (or expired) before the upload: nothing will read it.
                 self.store.delete(key)
-            logger.info(
-                "duplicate or late upload notification", extra={"job_id": job_id, "status": job.status}
-            )
+            logger.info("duplicate or late upload notification", extra={"job_id": job_id, "status": job.status})
             return "duplicate"
         info = self.store.head(key)
         if info is None:
@@ -213,8 +206,7 @@ class JobService:
         elif info.content_type and media_types.normalize(info.content_type) != job.input.content_type:
             problem = (
                 errors.UPLOAD_CONTENT_TYPE_MISMATCH,
-                f"the upload's Content-Type {info.content_type!r} differs from the declared "
-                f"{job.input.content_type!r}",
+                f"the upload's Content-Type {info.content_type!r} differs from the declared {job.input.content_type!r}",
             )
         if problem is not None:
             try:
@@ -231,13 +223,20 @@ class JobService:
         # Send first, then flip the status: if we crash in between, the redelivered
         # notification finds the job still pending and does both again; a message that
         # arrives before the flip is put back by the worker (the job is not queued yet).
-        self.queue.send(JobMessage(job_id=job_id, reason="upload"))
+        self.queue_for(info.size).send(JobMessage(job_id=job_id, reason="upload"))
         try:
             self.repo.enqueue(job_id, info.size)
         except InvalidTransition:
             return "duplicate"
         logger.info("job queued", extra={"job_id": job_id, "size": info.size})
         return "queued"
+
+    def queue_for(self, size: int) -> JobQueue:
+        """Small uploads go to the CPU pool's queue (when the deployment has one)."""
+        s = self.settings
+        if s.small_jobs_queue_url and size <= s.small_job_max_bytes:
+            return JobQueue(s.small_jobs_queue_url)
+        return self.queue
 
     # ---- failure paths ---------------------------------------------------------------
 
@@ -287,13 +286,45 @@ class JobService:
         for job in self.repo.due(JobStatus.RUNNING, now):
             # Message first: a worker that picks it up before the flip takes the job over
             # (its lease is expired); if the flip then loses, the message is a duplicate.
-            self.queue.send(JobMessage(job_id=job.job_id, reason="requeue"))
+            self.queue_for(job.input.size or job.input.declared_size).send(
+                JobMessage(job_id=job.job_id, reason="requeue")
+            )
             try:
                 self.repo.requeue_expired(job.job_id, job.attempt)
                 counts["requeued"] += 1
-                logger.info(
-                    "lease expired; job requeued", extra={"job_id": job.job_id, "attempt": job.attempt}
-                )
+                logger.info("lease expired; job requeued", extra={"job_id": job.job_id, "attempt": job.attempt})
             except (InvalidTransition, StaleAttempt):
                 pass
         return counts
+
+
+def worker_exited(service: JobService, worker_id: str, max_attempts: int) -> dict[str, int]:
+    """A Batch worker ended (state change event). Jobs it still held were not given back
+    (killed, OOM, host lost): requeue them at once, or fail them when their attempts are
+    used up. A worker that gave its job back or finished holds nothing, so this is a no-op."""
+    counts = {"requeued": 0, "failed": 0}
+    for job in service.repo.due(JobStatus.RUNNING, now=float("inf")):
+        if job.worker != worker_id:
+            continue
+        try:
+            if job.attempt >= max_attempts:
+                service.repo.fail(
+                    job.job_id,
+                    ErrorInfo(
+                        code=errors.RETRIES_EXHAUSTED,
+                        message=f"the worker died on each of {job.attempt} "
+                        "attempts (out of memory, or the instance was lost); see the job log",
+                    ),
+                    attempt=job.attempt,
+                    log_key=job.log_key,
+                )
+                counts["failed"] += 1
+            else:
+                service.queue_for(job.input.size or job.input.declared_size).send(
+                    JobMessage(job_id=job.job_id, reason="requeue")
+                )
+                service.repo.requeue(job.job_id, job.attempt)
+                counts["requeued"] += 1
+        except InvalidTransition:
+            pass  # it moved on meanwhile (finished, cancelled, taken over)
+    return counts

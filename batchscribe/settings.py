@@ -25,6 +25,10 @@ class ServiceSettings(BaseModel):
     job_retention_days: int = Field(default=30, gt=0)
     lease_seconds: int = Field(default=300, gt=0)
     default_model: str = "tiny.en"
+    # small jobs go to a CPU pool when a queue for it exists (0 bytes: never)
+    small_jobs_queue_url: str | None = None
+    small_job_max_bytes: int = Field(default=0, ge=0)
+    scaler_function_name: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
@@ -33,11 +37,7 @@ class ServiceSettings(BaseModel):
 
 def load(model: type[T], environ: dict[str, str] | None = None) -> T:
     env = os.environ if environ is None else environ
-    values = {
-        name: env[ENV_PREFIX + name.upper()]
-        for name in model.model_fields
-        if ENV_PREFIX + name.upper() in env
-    }
+    values = {name: env[ENV_PREFIX + name.upper()] for name in model.model_fields if ENV_PREFIX + name.upper() in env}
     try:
         return model.model_validate(values)
     except ValidationError as exc:

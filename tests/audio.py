@@ -42,9 +42,7 @@ def speak(text: str, out: Path) -> Path:
 
 
 def convert(src: Path, out: Path, *args: str) -> Path:
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *args, str(out)], check=True
-    )
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *args, str(out)], check=True)
     return out
 
 

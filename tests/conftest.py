@@ -73,9 +73,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         reset_caches()
-        yield Stack(
-            p.table, p.bucket, p.jobs_queue_url, p.jobs_dlq_url, p.uploads_queue_url, p.uploads_dlq_url, env
-        )
+        yield Stack(p.table, p.bucket, p.jobs_queue_url, p.jobs_dlq_url, p.uploads_queue_url, p.uploads_dlq_url, env)
         reset_caches()
 
 

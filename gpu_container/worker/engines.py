@@ -39,9 +39,7 @@ class Engine(Protocol):
     model_name: str
     device: str
 
-    def transcribe(
-        self, audio: np.ndarray, options: JobOptions, on_progress: ProgressCallback
-    ) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, options: JobOptions, on_progress: ProgressCallback) -> Transcript: ...
 
 
 def resolve_model(model: str, explicit_path: str | None = None, allow_download: bool = False) -> str:

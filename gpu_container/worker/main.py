@@ -284,9 +284,7 @@ class Worker:
         log.add("decoded", container=audio.container, codec=audio.codec, seconds=round(audio.duration, 2))
         return audio
 
-    def transcribe(
-        self, engine: Engine, job: Job, audio: media.Audio, beat: Heartbeat, log: JobLog
-    ) -> Transcript:
+    def transcribe(self, engine: Engine, job: Job, audio: media.Audio, beat: Heartbeat, log: JobLog) -> Transcript:
         duration = audio.duration
 
         def on_progress(done_seconds: float) -> None:

@@ -89,8 +89,7 @@ def decode(path: Path, max_duration_seconds: float) -> Audio:
                     total += len(chunk)
                     if total > max_samples:
                         raise TooLong(
-                            f"the audio is longer than this deployment's limit of "
-                            f"{max_duration_seconds:.0f} s"
+                            f"the audio is longer than this deployment's limit of {max_duration_seconds:.0f} s"
                         )
                     chunks.append(chunk)
             for out in resampler.resample(None):

@@ -63,8 +63,7 @@ def _clock(seconds: float, sep: str) -> str:
 
 def to_srt(t: Transcript) -> str:
     blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n"
-        for i, s in enumerate(t.segments, start=1)
+        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n" for i, s in enumerate(t.segments, start=1)
     ]
     return "\n".join(blocks)
 

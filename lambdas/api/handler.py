@@ -91,9 +91,7 @@ def _domain_error(exc: errors.BatchscribeError) -> Response[Any]:
         if isinstance(exc, cls):
             return _error(status, exc.code, exc.message, exc.details)
     logger.exception("unmapped domain error")
-    return _error(
-        HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error; the request id is logged"
-    )
+    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error; the request id is logged")
 
 
 @app.exception_handler(RequestValidationError)

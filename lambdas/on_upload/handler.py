@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
+from batchscribe import aws
 from batchscribe.service import JobService
 from batchscribe.settings import service_settings
 
@@ -58,15 +59,36 @@ def keys_of(body: str) -> list[str]:
     return [unquote_plus(r.s3.object.key) for r in note.Records if r.eventName.startswith("ObjectCreated")]
 
 
+_queued: list[str] = []
+
+
 def record_handler(record: SQSRecord) -> None:
     for key in keys_of(record.body):
         outcome = service().accept_upload(key)
         logger.info("upload processed", extra={"key": key, "outcome": outcome})
+        if outcome == "queued":
+            _queued.append(key)
+
+
+def wake_scaler() -> None:
+    """New work: run the scaler now rather than at the next minute (asynchronously; the
+    schedule is the safety net if this fails)."""
+    name = service().settings.scaler_function_name
+    if not name:
+        return
+    try:
+        aws.client("lambda").invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
+    except Exception:
+        logger.warning("could not wake the scaler", exc_info=True)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
+    _queued.clear()
+    response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    if _queued:
+        wake_scaler()
+    return response

@@ -64,9 +64,7 @@ def test_common_media_types_are_accepted(content_type: str) -> None:
 
 def test_declared_size_over_the_limit_is_413(aws_stack: Stack) -> None:
     limit = int(aws_stack.env["BATCHSCRIBE_MAX_UPLOAD_BYTES"])
-    status, body = call(
-        "POST", "/jobs", {"filename": "a.wav", "content_type": "audio/wav", "size_bytes": limit + 1}
-    )
+    status, body = call("POST", "/jobs", {"filename": "a.wav", "content_type": "audio/wav", "size_bytes": limit + 1})
     assert status == 413
     assert body["error"]["code"] == "file_too_large"
     assert body["error"]["details"]["max_bytes"] == limit
@@ -274,9 +272,7 @@ def test_list_filters_by_status() -> None:
     _, pending = call("GET", "/jobs", query={"status": "pending", "limit": "1"})
     assert [j["job_id"] for j in cancelled["jobs"]] == [b["job_id"]]
     assert [j["job_id"] for j in pending["jobs"]] == [c["job_id"]]
-    _, rest = call(
-        "GET", "/jobs", query={"status": "pending", "limit": "1", "next_token": pending["next_token"]}
-    )
+    _, rest = call("GET", "/jobs", query={"status": "pending", "limit": "1", "next_token": pending["next_token"]})
     assert [j["job_id"] for j in rest["jobs"]] == [a["job_id"]]
 
 

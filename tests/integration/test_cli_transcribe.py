@@ -16,9 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchscribe.cli", *args], capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "batchscribe.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_transcribe_prints_text_and_writes_files(tmp_path: Path) -> None:
@@ -29,9 +27,7 @@ def test_transcribe_prints_text_and_writes_files(tmp_path: Path) -> None:
     assert "real-time factor" in out.stderr
 
     target = tmp_path / "a.json"
-    out = run(
-        "transcribe", str(mp3), "--engine", "openai-whisper", "--format", "json", "-o", str(target), "-q"
-    )
+    out = run("transcribe", str(mp3), "--engine", "openai-whisper", "--format", "json", "-o", str(target), "-q")
     assert out.returncode == 0, out.stderr
     assert json.loads(target.read_text())["segments"]
 

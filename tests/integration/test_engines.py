@@ -102,9 +102,7 @@ def test_decode_bounds(tmp_path: Path) -> None:
         decode(tmp_path / "empty.wav", 60)
 
 
-def test_bake_puts_the_model_where_the_worker_resolves_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bake_puts_the_model_where_the_worker_resolves_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gpu_container.worker.bake import bake
 
     monkeypatch.setenv("BATCHSCRIBE_CACHE_DIR", str(tmp_path / "cache"))

@@ -123,9 +123,7 @@ def test_sweeper_fails_pending_jobs_whose_upload_window_closed(svc: JobService, 
     assert svc.sweep() == {"upload_expired": 0, "requeued": 0}
 
 
-def test_sweeper_requeues_a_running_job_whose_lease_expired(
-    aws_stack: Stack, svc: JobService, clock: Clock
-) -> None:
+def test_sweeper_requeues_a_running_job_whose_lease_expired(aws_stack: Stack, svc: JobService, clock: Clock) -> None:
     job_id = queued_job(svc)
     lost = svc.repo.claim(job_id, "dead-worker", lease_seconds=60)
     live_id = queued_job(svc)
@@ -137,9 +135,7 @@ def test_sweeper_requeues_a_running_job_whose_lease_expired(
     job = svc.repo.get(job_id)
     assert job.status is JobStatus.QUEUED and job.worker is None
     assert svc.repo.get(live_id).status is JobStatus.RUNNING
-    assert [
-        JobMessage.model_validate_json(m["Body"]).job_id for m in receive_all(aws_stack.jobs_queue_url)
-    ] == [job_id]
+    assert [JobMessage.model_validate_json(m["Body"]).job_id for m in receive_all(aws_stack.jobs_queue_url)] == [job_id]
     # the worker that lost its lease comes back: its writes are fenced off
     svc.repo.claim(job_id, "new-worker", 60)
     with pytest.raises(StaleAttempt):

@@ -69,9 +69,7 @@ def test_url_encoded_keys_are_decoded(aws_stack: Stack) -> None:
     boto3.client("s3").put_object(Bucket=aws_stack.bucket, Key=key, Body=b"12345", ContentType="audio/wav")
     receive_all(aws_stack.uploads_queue_url)  # drop moto's own notification; deliver an encoded one
     encoded = key.replace("/", "%2F")
-    body = json.dumps(
-        {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": encoded, "size": 5}}}]}
-    )
+    body = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": encoded, "size": 5}}}]})
 
     assert handler(sqs_event([{"Body": body}]), LambdaContextStub()) == {"batchItemFailures": []}
     assert status_of(job["job_id"])["status"] == "queued"

@@ -91,9 +91,7 @@ class JobLifecycle(RuleBasedStateMachine):
     def attempt_for(self, m: ModelJob, stale: bool) -> int:
         return m.attempt - 1 if stale else m.attempt
 
-    def fenced_error(
-        self, m: ModelJob, attempt: int, sources: set[JobStatus]
-    ) -> tuple[bool, type[Exception]]:
+    def fenced_error(self, m: ModelJob, attempt: int, sources: set[JobStatus]) -> tuple[bool, type[Exception]]:
         if m.status not in sources:
             return False, InvalidTransition
         if attempt != m.attempt:

@@ -119,9 +119,7 @@ class Scripted:
         self.name, self.model_name, self.device = inner.name, inner.model_name, inner.device
         self.calls = 0
 
-    def transcribe(
-        self, audio: np.ndarray, options: JobOptions, on_progress: Callable[[float], None]
-    ) -> Transcript:
+    def transcribe(self, audio: np.ndarray, options: JobOptions, on_progress: Callable[[float], None]) -> Transcript:
         def wrapped(seconds: float) -> None:
             self.calls += 1
             self.hook(seconds)
@@ -239,9 +237,7 @@ def test_word_timestamps_and_selected_formats(
 # ---- permanent faults: failed at once, no retry -----------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("kind", "code"), [("corrupt", "invalid_media"), ("empty", "no_audio"), ("video", "no_audio")]
-)
+@pytest.mark.parametrize(("kind", "code"), [("corrupt", "invalid_media"), ("empty", "no_audio"), ("video", "no_audio")])
 def test_bad_media_fails_without_retry(
     aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine], kind: str, code: str
 ) -> None:
@@ -268,9 +264,7 @@ def test_audio_over_the_duration_limit_is_too_long(
     assert (job["status"], job["error"]["code"]) == ("failed", "too_long")
 
 
-def test_unknown_model_fails_with_unsupported_model(
-    aws_stack: Stack, speech: dict[str, tuple[Path, str]]
-) -> None:
+def test_unknown_model_fails_with_unsupported_model(aws_stack: Stack, speech: dict[str, tuple[Path, str]]) -> None:
     job_id = submit(aws_stack, speech["wav"][0], model="large-v9")
     Worker(worker_settings(aws_stack)).run()  # the real loader: no such model, downloads off
     _, job = call("GET", f"/jobs/{job_id}")
@@ -289,10 +283,7 @@ def test_duplicate_message_for_a_finished_job_is_deleted_and_nothing_rewritten(
     before = repo.get(job_id)
     s3 = boto3.client("s3")
     assert before.result is not None
-    etags = {
-        k: s3.head_object(Bucket=aws_stack.bucket, Key=k)["LastModified"]
-        for k in before.result.outputs.values()
-    }
+    etags = {k: s3.head_object(Bucket=aws_stack.bucket, Key=k)["LastModified"] for k in before.result.outputs.values()}
     boto3.client("sqs").send_message(
         QueueUrl=aws_stack.jobs_queue_url, MessageBody=JobMessage(job_id=job_id).model_dump_json()
     )

@@ -27,10 +27,7 @@ def test_renderings() -> None:
             Segment(id=1, start=3723.25, end=3725.5, text="Two."),
         ],
     )
-    assert (
-        render(t, "srt")
-        == "1\n00:00:00,000 --> 00:00:01,500\nOne.\n\n2\n01:02:03,250 --> 01:02:05,500\nTwo.\n"
-    )
+    assert render(t, "srt") == "1\n00:00:00,000 --> 00:00:01,500\nOne.\n\n2\n01:02:03,250 --> 01:02:05,500\nTwo.\n"
     assert render(t, "vtt") == (
         "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nOne.\n\n01:02:03.250 --> 01:02:05.500\nTwo.\n"
     )

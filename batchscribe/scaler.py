@@ -1,0 +1,126 @@
+"""Scaling lives in the workers, not the API: this decides how many worker processes to
+start, from the queue backlog and the workers already active, per pool (GPU, CPU).
+
+The decision is plain code behind a `Compute` interface: AWS Batch when deployed
+(`BatchCompute`), local processes in the local stack. Workers exit on their own when idle,
+so scaling down is theirs; the scaler only ever adds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from batchscribe import aws
+
+ACTIVE_BATCH_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+
+
+class Pool(BaseModel):
+    """One kind of worker and the queue it drains."""
+
+    name: str = Field(pattern=r"^[a-z0-9-]{1,20}$")
+    queue_url: str
+    max_workers: int = Field(ge=0)
+    jobs_per_worker: int = Field(default=4, ge=1)
+    job_queue: str = ""  # Batch job queue (deployed)
+    job_definition: str = ""  # Batch job definition (deployed)
+
+
+class Compute(Protocol):
+    def active(self, pool: Pool) -> int:
+        """Workers of this pool submitted or running now."""
+        ...
+
+    def submit(self, pool: Pool, count: int) -> None:
+        """Start `count` more workers of this pool."""
+        ...
+
+
+def plan(backlog: int, active: int, max_workers: int, jobs_per_worker: int) -> int:
+    """How many workers to add: enough for the backlog, never more than the cap."""
+    wanted = min(max_workers, math.ceil(backlog / jobs_per_worker)) if backlog > 0 else 0
+    return max(0, wanted - active)
+
+
+QueueDepth = Callable[[str], tuple[int, int]]
+
+
+@dataclass
+class Decision:
+    pool: str
+    backlog: int
+    active: int
+    submitted: int
+
+
+def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decision]:
+    decisions = []
+    for pool in pools:
+        visible, in_flight = depth(pool.queue_url)
+        backlog = visible + in_flight
+        active = compute.active(pool) if backlog else 0
+        n = plan(backlog, active, pool.max_workers, pool.jobs_per_worker)
+        if n:
+            compute.submit(pool, n)
+        decisions.append(Decision(pool.name, backlog, active, n))
+    return decisions
+
+
+def sqs_depth(queue_url: str) -> tuple[int, int]:
+    attrs = aws.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+class BatchCompute:
+    """Workers as AWS Batch jobs; more than one at a time goes as one array job."""
+
+    def __init__(self, name_prefix: str = "batchscribe-worker", clock: Callable[[], float] = time.time) -> None:
+        self.prefix = name_prefix
+        self.clock = clock
+
+    @property
+    def _batch(self) -> Any:
+        return aws.client("batch")
+
+    def active(self, pool: Pool) -> int:
+        total = 0
+        name = f"{self.prefix}-{pool.name}"
+        for status in ACTIVE_BATCH_STATUSES:
+            token = None
+            while True:
+                kwargs: dict[str, Any] = {"jobQueue": pool.job_queue, "jobStatus": status}
+                if token:
+                    kwargs["nextToken"] = token
+                resp = self._batch.list_jobs(**kwargs)
+                for job in resp.get("jobSummaryList", []):
+                    # array children ("parent:index") are counted through their parent's size
+                    if job.get("jobName", "").startswith(name) and ":" not in job.get("jobId", ""):
+                        total += int(job.get("arrayProperties", {}).get("size", 1) or 1)
+                token = resp.get("nextToken")
+                if not token:
+                    break
+        return total
+
+    def submit(self, pool: Pool, count: int) -> None:
+        kwargs: dict[str, Any] = {
+            "jobName": f"{self.prefix}-{pool.name}-{int(self.clock())}",
+            "jobQueue": pool.job_queue,
+            "jobDefinition": pool.job_definition,
+        }
+        if count > 1:
+            kwargs["arrayProperties"] = {"size": count}
+        self._batch.submit_job(**kwargs)
+
+
+def pools_from_json(text: str) -> list[Pool]:
+    return [Pool.model_validate(p) for p in json.loads(text)]

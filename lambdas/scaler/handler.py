@@ -1,0 +1,37 @@
+"""Every minute and after each enqueue: start workers for the backlog (AWS Batch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
+
+from batchscribe.scaler import BatchCompute, pools_from_json, scale, sqs_depth
+from batchscribe.settings import load
+
+logger = Logger(service="batchscribe")
+tracer = Tracer(service="batchscribe")
+metrics = Metrics(namespace="Batchscribe", service="scaler")
+
+
+class ScalerSettings(BaseModel):
+    pools: str  # JSON list of batchscribe.scaler.Pool
+    worker_name_prefix: str = "batchscribe-worker"
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> list[dict[str, Any]]:
+    settings = load(ScalerSettings)
+    decisions = scale(pools_from_json(settings.pools), sqs_depth, BatchCompute(settings.worker_name_prefix))
+    for d in decisions:
+        metrics.add_metric(name=f"Backlog_{d.pool}", unit="Count", value=d.backlog)
+        metrics.add_metric(name=f"ActiveWorkers_{d.pool}", unit="Count", value=d.active)
+        metrics.add_metric(name=f"WorkersStarted_{d.pool}", unit="Count", value=d.submitted)
+    result = [asdict(d) for d in decisions]
+    logger.info("scaled", extra={"decisions": result})
+    return result
