@@ -5,16 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit openapi clean
+.PHONY: venv test lint typecheck unit openapi synth clean
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-nodeps.txt pyproject.toml package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -r gpu_container/requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
 
 lint: venv
@@ -33,5 +36,9 @@ unit: venv
 openapi: venv
 	$(BIN)/python scripts/gen_openapi.py
 
+synth: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth -q
+	$(BIN)/cfn-lint --non-zero-exit-code error cdk.out/*.template.json
+
 clean:
-	rm -rf $(VENV) cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -45,7 +45,7 @@ class JobOptions(BaseModel):
     language: str = Field(default="auto", description="ISO 639-1 code such as `en`, or `auto` to detect")
     task: Task = "transcribe"
     model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
-        default=None, description="model name; the deployment's default when omitted"
+        default=None, description="model name; the worker pool's configured model when omitted"
     )
     word_timestamps: bool = False
     formats: list[OutputFormat] = Field(default_factory=lambda: list(ALL_FORMATS), min_length=1)

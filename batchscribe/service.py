@@ -84,9 +84,7 @@ class JobService:
         now = self.clock()
         job_id = keys.new_job_id()
         okey = keys.owner_key(owner)
-        options = request.options
-        if options.model is None:
-            options = options.model_copy(update={"model": self.settings.default_model})
+        options = request.options  # model None: the worker's configured model
         job = Job(
             job_id=job_id,
             owner=owner,

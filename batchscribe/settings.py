@@ -24,7 +24,6 @@ class ServiceSettings(BaseModel):
     result_url_seconds: int = Field(default=3600, gt=0, description="lifetime of presigned result URLs")
     job_retention_days: int = Field(default=30, gt=0)
     lease_seconds: int = Field(default=300, gt=0)
-    default_model: str = "tiny.en"
     # small jobs go to a CPU pool when a queue for it exists (0 bytes: never)
     small_jobs_queue_url: str | None = None
     small_job_max_bytes: int = Field(default=0, ge=0)

@@ -32,7 +32,7 @@ def test_create_returns_pending_job_and_a_pinned_presigned_post() -> None:
     assert len(job["job_id"]) == 32
     assert job["options"]["language"] == "en"
     assert job["options"]["formats"] == ["srt", "txt"]
-    assert job["options"]["model"] == "tiny.en"  # the deployment default fills in
+    assert job["options"]["model"] is None  # the worker pool's configured model
     ticket = job["upload"]
     assert ticket["fields"]["key"].endswith(f"/{job['job_id']}/input")
     assert ticket["fields"]["key"].startswith("uploads/")

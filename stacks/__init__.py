@@ -1,0 +1,1 @@
+"""The CDK app: one thin stack composing one construct per concern."""

@@ -1,0 +1,75 @@
+"""The deployment's configuration: one validated model, read from cdk.json context under
+the key `batchscribe` (override any field with `cdk deploy -c batchscribe='{"spot": false}'`
+or by editing cdk.json). Every default is documented here and in the README."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "g5g", "p3", "p4d", "p5")
+
+
+class DeploymentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stack_name: str = Field(default="Batchscribe", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,100}$")
+    account: str | None = Field(default=None, pattern=r"^\d{12}$", description="omit for an environment-agnostic stack")
+    region: str = "us-east-1"
+
+    # compute
+    gpu_instance_types: list[str] = Field(
+        default_factory=lambda: ["g4dn.xlarge", "g5.xlarge", "g6.xlarge"], min_length=1
+    )
+    cpu_instance_types: list[str] = Field(
+        default_factory=lambda: ["c6i.xlarge", "c7i.xlarge", "m6i.xlarge"], min_length=1
+    )
+    max_gpu_vcpus: int = Field(default=64, ge=4)
+    max_cpu_vcpus: int = Field(default=32, ge=2)
+    spot: bool = Field(default=True, description="Spot first, on-demand as the fallback in the queue order")
+    max_gpu_workers: int = Field(default=8, ge=1)
+    max_cpu_workers: int = Field(default=4, ge=0)
+    jobs_per_worker: int = Field(default=4, ge=1, description="backlog a worker is expected to drain")
+    small_job_max_mb: int = Field(default=5, ge=0, description="uploads up to this size run on CPU; 0: all on GPU")
+    worker_idle_seconds: int = Field(default=120, ge=10, description="a worker exits after this long with no job")
+    root_volume_gib: int = Field(default=100, ge=30)
+    batch_job_timeout_minutes: int = Field(default=360, ge=10)
+    runnable_timeout_minutes: int = Field(default=30, ge=10, description="cancel workers stuck RUNNABLE this long")
+
+    # transcription
+    engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    model: str = Field(default="large-v3-turbo", description="baked into the GPU image")
+    cpu_model: str = Field(default="small", description="baked into the CPU image (small jobs)")
+
+    # limits and retention
+    max_upload_mb: int = Field(default=2048, ge=1)
+    max_duration_minutes: int = Field(default=240, ge=1)
+    upload_window_minutes: int = Field(default=60, ge=1)
+    upload_retention_days: int = Field(default=3, ge=1)
+    output_retention_days: int = Field(default=30, ge=1)
+    log_retention_days: int = Field(default=30, ge=1)
+
+    # API
+    api_rate_limit: int = Field(default=50, ge=1)
+    api_burst_limit: int = Field(default=100, ge=1)
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+
+    # operations
+    alarm_email: str | None = None
+    powertools_layer_version: int = Field(default=27, ge=1, description="AWS-managed Powertools v3 layer version")
+
+    @field_validator("gpu_instance_types")
+    @classmethod
+    def _gpu_only(cls, value: list[str]) -> list[str]:
+        for t in value:
+            if t.split(".", 1)[0] not in GPU_FAMILIES:
+                raise ValueError(f"{t} is not a GPU instance type ({', '.join(GPU_FAMILIES)})")
+        return value
+
+    @classmethod
+    def from_context(cls, raw: Any) -> DeploymentConfig:
+        if isinstance(raw, str):
+            raw = json.loads(raw)
+        return cls.model_validate(raw or {})

@@ -1,0 +1,98 @@
+"""The REST API: IAM auth on every method, request validation, access and execution logs,
+X-Ray, throttling, CORS; one Lambda proxy integration for all routes."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.config import DeploymentConfig
+from stacks.constructs.functions import retention
+
+# (path, method) pairs; the Lambda's router owns the behaviour, API Gateway owns auth.
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("/jobs", "GET"),
+    ("/jobs", "POST"),
+    ("/jobs/{job_id}", "GET"),
+    ("/jobs/{job_id}/cancel", "POST"),
+)
+
+
+class Api(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig, handler: lambda_.IFunction) -> None:
+        super().__init__(scope, id)
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            description="Batchscribe job API",
+            cloud_watch_role=True,
+            deploy_options=apigw.StageOptions(
+                stage_name="v1",
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                metrics_enabled=True,
+                tracing_enabled=True,
+                throttling_rate_limit=config.api_rate_limit,
+                throttling_burst_limit=config.api_burst_limit,
+            ),
+            default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
+            default_cors_preflight_options=apigw.CorsOptions(
+                allow_origins=config.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=[
+                    "Content-Type",
+                    "Authorization",
+                    "X-Amz-Date",
+                    "X-Amz-Security-Token",
+                    "X-Amz-Content-Sha256",
+                    "Idempotency-Key",
+                ],
+            ),
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+        )
+        self.validator = apigw.RequestValidator(
+            self, "Validator", rest_api=self.api, validate_request_body=True, validate_request_parameters=True
+        )
+        integration = apigw.LambdaIntegration(handler, proxy=True)
+        for path, method in ROUTES:
+            resource = self.api.root.resource_for_path(path)
+            resource.add_method(
+                method,
+                integration,
+                authorization_type=apigw.AuthorizationType.IAM,
+                request_validator=self.validator,
+                request_parameters={"method.request.path.job_id": True} if "{job_id}" in path else None,
+            )
+        # Errors API Gateway itself answers (auth, throttling) in the service's one error shape.
+        for response_type, code in (
+            (apigw.ResponseType.ACCESS_DENIED, "forbidden"),
+            (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "route_not_found"),
+            (apigw.ResponseType.THROTTLED, "throttled"),
+            (apigw.ResponseType.BAD_REQUEST_BODY, "invalid_request"),
+            (apigw.ResponseType.DEFAULT_5_XX, "internal_error"),
+        ):
+            self.api.add_gateway_response(
+                f"Gw{code}",
+                type=response_type,
+                templates={
+                    "application/json": f'{{"error": {{"code": "{code}", "message": $context.error.messageString}}}}'
+                },
+            )

@@ -1,0 +1,176 @@
+"""Alarms (each with a runbook entry in the README) and one dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.config import DeploymentConfig
+
+NAMESPACE = "Batchscribe"
+STARVATION_SECONDS = 1800
+FAILED_RATE_THRESHOLD = 0.2
+
+
+def _jobs_metric(name: str) -> cw.Metric:
+    return cw.Metric(
+        namespace=NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": "jobs"},
+        statistic="Sum",
+        period=Duration.minutes(15),
+    )
+
+
+class Monitoring(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: DeploymentConfig,
+        dlqs: Mapping[str, sqs.IQueue],
+        job_queues: Mapping[str, sqs.IQueue],
+        api: apigw.RestApi,
+        functions: Mapping[str, lambda_.IFunction],
+    ) -> None:
+        super().__init__(scope, id)
+        self.topic = sns.Topic(
+            self,
+            "Alarms",
+            display_name="Batchscribe alarms",
+            enforce_ssl=True,
+            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+        )
+        if config.alarm_email:
+            self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))
+        action = cw_actions.SnsAction(self.topic)
+        self.alarms: list[cw.Alarm] = []
+
+        def alarm(
+            name: str,
+            metric: cw.IMetric,
+            threshold: float,
+            description: str,
+            comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        ) -> None:
+            a = cw.Alarm(
+                self,
+                name,
+                metric=metric,
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=comparison,
+                alarm_description=description,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+            a.add_alarm_action(action)
+            self.alarms.append(a)
+
+        for name, dlq in dlqs.items():
+            alarm(
+                f"{name}DeadLetters",
+                dlq.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
+                0,
+                f"Messages in the {name} dead-letter queue. Runbook: README 'DLQ redrive'.",
+            )
+        for name, queue in job_queues.items():
+            alarm(
+                f"{name}Starvation",
+                queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(5), statistic="Maximum"),
+                STARVATION_SECONDS,
+                f"A {name} job waited over {STARVATION_SECONDS // 60} min: no worker is taking work. "
+                "Runbook: README 'Starvation'.",
+            )
+        failed, succeeded = _jobs_metric("JobsFailed"), _jobs_metric("JobsSucceeded")
+        self.failure_rate = cw.MathExpression(
+            expression="IF(f + s >= 5, f / (f + s), 0)",
+            using_metrics={"f": failed, "s": succeeded},
+            label="failed job rate",
+            period=Duration.minutes(15),
+        )
+        alarm(
+            "FailedJobRate",
+            self.failure_rate,
+            FAILED_RATE_THRESHOLD,
+            "Over 20% of recent jobs failed (at least 5 finished). Runbook: README 'Failed jobs'.",
+        )
+        alarm(
+            "Api5xx",
+            api.metric_server_error(period=Duration.minutes(5), statistic="Sum"),
+            0,
+            "The API answered 5xx. Runbook: README 'API errors'.",
+        )
+        for name, fn in functions.items():
+            alarm(
+                f"{name}Errors",
+                fn.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+                0,
+                f"The {name} function raised. Runbook: README 'Lambda errors'.",
+            )
+
+        dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"{config.stack_name}-jobs")
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Queue depth (visible / in flight)",
+                width=12,
+                left=[
+                    m
+                    for q in job_queues.values()
+                    for m in (
+                        q.metric_approximate_number_of_messages_visible(),
+                        q.metric_approximate_number_of_messages_not_visible(),
+                    )
+                ],
+            ),
+            cw.GraphWidget(
+                title="Oldest queued job (s)",
+                width=12,
+                left=[q.metric_approximate_age_of_oldest_message() for q in job_queues.values()],
+            ),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Job outcomes",
+                width=12,
+                left=[_jobs_metric(n) for n in ("JobsSucceeded", "JobsFailed", "JobsCancelled")],
+            ),
+            cw.GraphWidget(
+                title="Workers (active / started)",
+                width=12,
+                left=[
+                    cw.Metric(
+                        namespace=NAMESPACE,
+                        metric_name=f"{kind}_{pool}",
+                        dimensions_map={"service": "scaler"},
+                        statistic="Maximum",
+                        period=Duration.minutes(1),
+                    )
+                    for pool in ("gpu", "cpu")
+                    for kind in ("ActiveWorkers", "WorkersStarted")
+                ],
+            ),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="API latency p50 / p90 / p99 (ms)",
+                width=12,
+                left=[api.metric_latency(statistic=s, period=Duration.minutes(5)) for s in ("p50", "p90", "p99")],
+            ),
+            cw.GraphWidget(
+                title="Failed job rate / dead letters",
+                width=12,
+                left=[self.failure_rate],
+                right=[d.metric_approximate_number_of_messages_visible() for d in dlqs.values()],
+            ),
+        )

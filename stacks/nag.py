@@ -1,0 +1,73 @@
+"""cdk-nag AwsSolutions: every finding this stack keeps is acknowledged here, with why.
+(cdk-nag 3.x reports through CDK's validation plugins; an IAM4/IAM5 finding is one per
+detail, so each detail is acknowledged on its own.)"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from aws_cdk import Acknowledgment, CfnElement, Validations
+from constructs import Construct
+
+if TYPE_CHECKING:
+    from stacks.batchscribe_stack import BatchscribeStack
+
+
+def _logical_id(stack: BatchscribeStack, construct: Construct) -> str:
+    return str(stack.resolve(stack.get_logical_id(cast(CfnElement, construct.node.default_child))))
+
+
+def acknowledge(stack: BatchscribeStack) -> None:
+    table = _logical_id(stack, stack.table)
+    bucket = _logical_id(stack, stack.storage.bucket)
+    scaler = _logical_id(stack, stack.functions.functions["Scaler"])
+    details = {
+        **ACKNOWLEDGED,
+        f"IAM5[Resource::<{table}.Arn>/index/*]": "Queries go to the table's two GSIs (listing by owner, the "
+        "sweep index); CDK's table grant names them as index/*, scoped to this one table.",
+        f"IAM5[Resource::<{bucket}.Arn>/uploads/*]": "Access is scoped to the uploads/ prefix; object keys are "
+        "per job and made by the server, so no narrower static resource exists.",
+        f"IAM5[Resource::<{bucket}.Arn>/outputs/*]": "Access is scoped to the outputs/ prefix; object keys are "
+        "per job and made by the server, so no narrower static resource exists.",
+        f"IAM5[Resource::<{scaler}.Arn>:*]": "on_upload invokes the scaler function (any of its versions); "
+        "CDK's grant_invoke adds the version wildcard of this one function.",
+    }
+    for rule, reason in details.items():
+        Validations.of(stack).acknowledge(Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason))
+
+
+ACKNOWLEDGED: dict[str, str] = {
+    "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]": (
+        "The AWS-managed basic execution policy only lets a function write its own CloudWatch logs."
+    ),
+    "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role]": (
+        "AWS Batch's ECS container instances need this managed role to join their cluster; it is what AWS "
+        "documents for Batch compute environments."
+    ),
+    "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]": (
+        "API Gateway's account-level role for writing execution and access logs; the managed policy is the "
+        "documented one."
+    ),
+    "IAM5[Action::s3:GetBucket*]": "From CDK's grant_read on one prefix of one bucket (HeadObject, presigned GET).",
+    "IAM5[Action::s3:GetObject*]": "From CDK's grant_read on one prefix of one bucket (HeadObject, presigned GET).",
+    "IAM5[Action::s3:List*]": "From CDK's grant_read on one prefix of one bucket.",
+    "IAM5[Action::s3:Abort*]": "From CDK's grant_put/grant_write: aborting multipart uploads on one prefix.",
+    "IAM5[Action::s3:DeleteObject*]": (
+        "From CDK's grant_delete on one prefix: on_upload deletes rejected uploads, the worker removes outputs "
+        "of a job cancelled while it committed."
+    ),
+    "IAM5[Resource::*]": (
+        "Only actions without resource-level permissions: X-Ray PutTraceSegments/PutTelemetryRecords, "
+        "batch:ListJobs, and ecr:GetAuthorizationToken for the workers' image pull."
+    ),
+    "L1": (
+        "Python 3.12 is pinned on purpose: it matches the AWS-managed Powertools layer build "
+        "(python312-arm64) the functions load and the runtime the tests cover."
+    ),
+    "SQS3": "NotifyFailures is itself the dead-letter destination of the table stream's event source.",
+    "APIG3": (
+        "Every method requires SigV4 (IAM) and the stage is throttled; a WAF web ACL adds cost and can be "
+        "attached to the stage by operators who expose the API more widely."
+    ),
+    "COG4": "Methods are authorized with IAM (SigV4) rather than a Cognito user pool, by design.",
+}
