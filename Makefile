@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck unit openapi synth clean
+.PHONY: venv demo test lint typecheck unit openapi synth clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.t
 	$(BIN)/python -m pip install -q --no-deps -e .
 	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
+
+# The whole pipeline on this machine: local stack, a sample transcribed end to end, stopped.
+demo: venv
+	$(BIN)/batchscribe demo
 
 lint: venv
 	$(BIN)/ruff check .

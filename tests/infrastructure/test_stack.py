@@ -422,6 +422,8 @@ def test_python_app_and_pinned_cdk_cli_synth_offline(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
         "AWS_EC2_METADATA_DISABLED": "true",
+        # cdk.json runs `python3 app.py`: the virtual environment's python must come first
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     out = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

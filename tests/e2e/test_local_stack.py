@@ -1,0 +1,206 @@
+"""End to end over real HTTP: a local stack (moto server, the API handler behind an HTTP
+server, emulated event sources, the scaler with local worker processes) started by the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import jiwer
+import pytest
+
+from batchscribe.client import ApiError, Client
+from batchscribe.local import LocalConfig, LocalStack
+from tests.audio import SHORT_TEXT, convert, long_text, speak
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    lines: list[str] = []
+    config = LocalConfig(port=0, max_workers=2, data_dir=tmp_path_factory.mktemp("local"), worker_idle_seconds=3)
+    s = LocalStack(config, say=lines.append)
+    s.lines = lines  # type: ignore[attr-defined]
+    with s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("audio")
+    wav = speak(SHORT_TEXT, d / "short.wav")
+    return {"wav": wav, "mp3": convert(wav, d / "short.mp3"), "long": speak(long_text(90), d / "long.wav")}
+
+
+def client(stack: LocalStack, owner: str = "alice") -> Client:
+    return Client(stack.url, owner=owner)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")
+
+
+def wait_for_no_workers(stack: LocalStack, timeout: float = 30) -> None:
+    compute, pool = stack.compute, stack.pool
+    assert compute is not None and pool is not None
+    wait_until(lambda: compute.active(pool) == 0, timeout)
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3"])
+def test_full_flow(stack: LocalStack, audio: dict[str, Path], kind: str) -> None:
+    c = client(stack)
+    job = c.submit(audio[kind], {"language": "en"})
+    assert job["status"] == "pending"
+
+    done = c.wait(job["job_id"], timeout=120)
+
+    assert done["status"] == "succeeded", done
+    assert done["result"]["language"] == "en"
+    text = c.result_text(done, "txt")
+    assert jiwer.wer(SHORT_TEXT.lower(), " ".join(text.lower().split())) <= 0.35
+    srt = c.result_text(done, "srt")
+    assert srt.startswith("1\n00:00:")
+    assert c.result_text(done, "vtt").startswith("WEBVTT")
+    assert any(j["job_id"] == job["job_id"] for j in c.list(status="succeeded")["jobs"])
+
+
+def test_two_owners_cannot_see_each_other(stack: LocalStack, audio: dict[str, Path]) -> None:
+    alice, bob = client(stack, "alice"), client(stack, "bob")
+    job = alice.create_job(audio["wav"])
+    with pytest.raises(ApiError) as err:
+        bob.get(job["job_id"])
+    assert (err.value.status, err.value.code) == (404, "job_not_found")
+    with pytest.raises(ApiError) as err:
+        bob.cancel(job["job_id"])
+    assert err.value.status == 404
+    assert job["job_id"] not in [j["job_id"] for j in bob.list()["jobs"]]
+    assert alice.get(job["job_id"])["status"] == "pending"
+
+
+def test_bad_input_gets_clear_errors_over_http(stack: LocalStack, tmp_path: Path) -> None:
+    c = client(stack)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(ApiError) as err:
+        c.create_job(notes, content_type="text/plain")
+    assert (err.value.status, err.value.code) == (415, "unsupported_media_type")
+    with pytest.raises(ApiError) as err:
+        c.request("POST", "/jobs", {"filename": "a.wav"})
+    assert (err.value.status, err.value.code) == (400, "invalid_request")
+
+
+def test_cancel_while_queued(stack: LocalStack, audio: dict[str, Path]) -> None:
+    assert stack.pool is not None
+    c = client(stack)
+    stack.pool.max_workers = 0  # hold the workers back so the job stays queued
+    try:
+        job = c.submit(audio["wav"])
+        wait_until(lambda: c.get(job["job_id"])["status"] == "queued")
+        assert c.cancel(job["job_id"])["status"] == "cancelled"
+    finally:
+        stack.pool.max_workers = 2
+    time.sleep(3)  # a worker picks the message up and drops it as a duplicate
+    final = c.get(job["job_id"])
+    assert final["status"] == "cancelled" and final["attempt"] == 0 and final["result"] is None
+
+
+def test_cancel_while_running(stack: LocalStack, audio: dict[str, Path]) -> None:
+    c = client(stack)
+    job = c.submit(audio["long"])
+    wait_until(lambda: c.get(job["job_id"])["status"] == "running", timeout=60, every=0.05)
+
+    assert c.cancel(job["job_id"])["status"] == "cancelled"
+
+    time.sleep(3)  # the worker notices at its next heartbeat and stops at a segment boundary
+    final = c.get(job["job_id"])
+    assert final["status"] == "cancelled" and final["result"] is None
+    # the worker moved on: a new job still gets done
+    assert c.wait(c.submit(audio["wav"])["job_id"], timeout=120)["status"] == "succeeded"
+
+
+def test_twenty_jobs_two_workers_scale_up_and_back_to_zero(stack: LocalStack, audio: dict[str, Path]) -> None:
+    assert stack.compute is not None
+    wait_for_no_workers(stack)
+    started_before = stack.compute.started
+    stack.compute.peak = 0
+    c = client(stack)
+
+    ids = [c.submit(audio["mp3"])["job_id"] for _ in range(20)]
+    finals = [c.wait(i, timeout=300)["status"] for i in ids]
+
+    assert finals == ["succeeded"] * 20
+    assert stack.compute.peak == 2  # scaled up to the cap, never past it
+    assert stack.compute.started - started_before >= 2
+    wait_for_no_workers(stack)  # and back to zero once the queue drained
+    lines = stack.lines  # type: ignore[attr-defined]
+    assert any("scaler: started" in line for line in lines)
+    assert any("idle, exited; 0 running" in line for line in lines)
+
+
+def test_worker_killed_mid_job_still_ends_succeeded_once(stack: LocalStack, audio: dict[str, Path]) -> None:
+    assert stack.compute is not None and stack.resources is not None
+    wait_for_no_workers(stack)
+    c = client(stack)
+    job = c.submit(audio["long"])
+    wait_until(lambda: c.get(job["job_id"])["status"] == "running", timeout=60, every=0.05)
+    [victim] = stack.compute.pids()
+
+    os.kill(victim, signal.SIGKILL)
+
+    done = c.wait(job["job_id"], timeout=180)
+    assert done["status"] == "succeeded"
+    assert done["attempt"] >= 2  # a second attempt finished what the killed one started
+    outputs = boto3.client("s3").list_objects_v2(Bucket=stack.resources.bucket, Prefix="outputs/")["Contents"]
+    mine = [o["Key"] for o in outputs if job["job_id"] in o["Key"]]
+    assert sorted(k.rsplit("/", 1)[1] for k in mine) == [
+        "log.txt",
+        "transcript.json",
+        "transcript.srt",
+        "transcript.txt",
+        "transcript.vtt",
+    ]
+    log = (
+        boto3.client("s3")
+        .get_object(Bucket=stack.resources.bucket, Key=next(k for k in mine if k.endswith("log.txt")))["Body"]
+        .read()
+        .decode()
+    )
+    assert log.count("succeeded") == 1  # exactly one committed result
+    transitions = [t for t in stack.transitions if t[0] == job["job_id"]]
+    assert [t[2] for t in transitions][-1] == "succeeded"
+
+
+def test_local_up_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    """`batchscribe local up` in the foreground: prints the URL, serves, and Ctrl-C stops it with
+    no process left behind."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchscribe.cli", "local", "up", "--port", "0", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = ""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not url:
+        line = proc.stdout.readline()
+        if line.startswith("BATCHSCRIBE_API="):
+            url = line.strip().split("=", 1)[1]
+    assert url.startswith("http://127.0.0.1:")
+    assert Client(url).list()["jobs"] == []
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "local stack stopped" in out
