@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit openapi synth clean
+.PHONY: venv demo test lint typecheck unit openapi synth bench clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -43,6 +43,10 @@ openapi: venv
 synth: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth -q
 	$(BIN)/cfn-lint --non-zero-exit-code error cdk.out/*.template.json
+
+# Engines on the same audio in one process: medians and ratios, recorded in bench/results/.
+bench: venv
+	$(BIN)/python bench/bench_engines.py --seconds 60 --repeats 3
 
 clean:
 	rm -rf $(VENV) node_modules build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis
