@@ -205,3 +205,39 @@ def test_local_up_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "local stack stopped" in out
+
+
+def test_cli_job_commands_against_the_local_stack(stack: LocalStack, audio: dict[str, Path], tmp_path: Path) -> None:
+    env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": "carol"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "batchscribe.cli", *args], env=env, capture_output=True, text=True, timeout=180
+        )
+
+    out = cli("submit", str(audio["mp3"]), "--wait", "--format", "srt", "--language", "en")
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.splitlines()[0]
+    assert "\n1\n00:00:00," in "\n" + out.stdout.split("\n", 1)[1]
+    assert "succeeded 100%" in out.stderr  # progress while it waited
+    assert job_id in cli("list", "--status", "succeeded").stdout
+    assert cli("result", job_id, "--format", "vtt", "-o", str(tmp_path / "t.vtt")).returncode == 0
+    assert (tmp_path / "t.vtt").read_text().startswith("WEBVTT")
+    assert "succeeded" in cli("status", job_id).stdout
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio")
+    bad = cli("submit", str(notes))
+    assert bad.returncode == 1
+    assert "unsupported_media_type" in bad.stderr and "hint: convert it" in bad.stderr
+    missing = cli("status", "0" * 32)
+    assert missing.returncode == 1 and "job_not_found" in missing.stderr and "hint:" in missing.stderr
+    again = cli("cancel", job_id)
+    assert again.returncode == 1 and "job_not_cancellable" in again.stderr
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "batchscribe.cli", "list", "--api", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 1 and "batchscribe local up" in unreachable.stderr
