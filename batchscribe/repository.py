@@ -137,20 +137,16 @@ class JobRepository:
             kwargs["ExclusiveStartKey"] = last
         if len(jobs) > limit:
             jobs = jobs[:limit]
-            return jobs, self._encode_token(jobs[-1])
+            return jobs, self._encode_token(jobs[-1].job_id, jobs[-1].created_at)
         if last:
-            return jobs, self._encode_token_key(last)
+            plain = _deserialize(last)
+            return jobs, self._encode_token(plain["job_id"], plain["created_at"])
         return jobs, None
 
     @staticmethod
-    def _encode_token(job: Job) -> str:
-        raw = json.dumps({"j": job.job_id, "c": job.created_at}).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def _encode_token_key(cls, key: dict[str, Any]) -> str:
-        plain = _deserialize(key)
-        raw = json.dumps({"j": plain["job_id"], "c": plain["created_at"]}).encode()
+    def _encode_token(job_id: str, created_at: str) -> str:
+        """The position after (job_id, created_at); the owner is the caller's, never in the token."""
+        raw = json.dumps({"j": job_id, "c": created_at}).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @staticmethod
@@ -409,37 +405,29 @@ class JobRepository:
             extra_values=values,
         )
 
-    def give_back(self, job_id: str, attempt: int) -> Job:
-        """running -> queued by the worker that holds it (SIGTERM, Spot reclaim)."""
+    def _release(self, job_id: str, attempt: int, transition: Transition, expired_only: bool = False) -> Job:
+        """running -> queued: the attempt's worker, lease and progress are dropped."""
         return self._transition(
             job_id,
-            Transition.GIVE_BACK,
+            transition,
             sets={"progress": 0},
             removes=(*_INTERNAL, "lease_expires_at", "worker"),
             attempt=attempt,
+            extra_condition="lease_expires_at < :now" if expired_only else "",
+            extra_values={":now": self.clock()} if expired_only else None,
         )
+
+    def give_back(self, job_id: str, attempt: int) -> Job:
+        """running -> queued by the worker that holds it (SIGTERM, Spot reclaim)."""
+        return self._release(job_id, attempt, Transition.GIVE_BACK)
 
     def requeue_expired(self, job_id: str, attempt: int) -> Job:
         """running -> queued for a job whose lease expired with no live worker (the sweeper)."""
-        return self._transition(
-            job_id,
-            Transition.REQUEUE,
-            sets={"progress": 0},
-            removes=(*_INTERNAL, "lease_expires_at", "worker"),
-            attempt=attempt,
-            extra_condition="lease_expires_at < :now",
-            extra_values={":now": self.clock()},
-        )
+        return self._release(job_id, attempt, Transition.REQUEUE, expired_only=True)
 
     def requeue(self, job_id: str, attempt: int) -> Job:
         """running -> queued for an attempt whose worker is known to be gone (the reconciler)."""
-        return self._transition(
-            job_id,
-            Transition.REQUEUE,
-            sets={"progress": 0},
-            removes=(*_INTERNAL, "lease_expires_at", "worker"),
-            attempt=attempt,
-        )
+        return self._release(job_id, attempt, Transition.REQUEUE)
 
     def cancel(self, job_id: str) -> Job:
         return self._transition(

@@ -229,6 +229,10 @@ class JobService:
         logger.info("job queued", extra={"job_id": job_id, "size": info.size})
         return "queued"
 
+    def send_again(self, job: Job) -> None:
+        """Put a job's message back on its queue (requeues; duplicates are harmless)."""
+        self.queue_for(job.input.size or job.input.declared_size).send(JobMessage(job_id=job.job_id, reason="requeue"))
+
     def queue_for(self, size: int) -> JobQueue:
         """Small uploads go to the CPU pool's queue (when the deployment has one)."""
         s = self.settings
@@ -284,9 +288,7 @@ class JobService:
         for job in self.repo.due(JobStatus.RUNNING, now):
             # Message first: a worker that picks it up before the flip takes the job over
             # (its lease is expired); if the flip then loses, the message is a duplicate.
-            self.queue_for(job.input.size or job.input.declared_size).send(
-                JobMessage(job_id=job.job_id, reason="requeue")
-            )
+            self.send_again(job)
             try:
                 self.repo.requeue_expired(job.job_id, job.attempt)
                 counts["requeued"] += 1
@@ -318,9 +320,7 @@ def worker_exited(service: JobService, worker_id: str, max_attempts: int) -> dic
                 )
                 counts["failed"] += 1
             else:
-                service.queue_for(job.input.size or job.input.declared_size).send(
-                    JobMessage(job_id=job.job_id, reason="requeue")
-                )
+                service.send_again(job)
                 service.repo.requeue(job.job_id, job.attempt)
                 counts["requeued"] += 1
         except InvalidTransition:

@@ -6,11 +6,13 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import boto3
 import pytest
+
+from batchscribe.resources import Provisioned
 
 # Before anything can create a boto3 client: no real account is ever reachable from tests.
 os.environ.update(
@@ -29,14 +31,10 @@ for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(var, None)
 
 
-@dataclass
-class Stack:
-    table: str
-    bucket: str
-    jobs_queue_url: str
-    jobs_dlq_url: str
-    uploads_queue_url: str
-    uploads_dlq_url: str
+@dataclass(frozen=True)
+class Stack(Provisioned):
+    """What `provision` made, plus the environment the handlers read."""
+
     env: dict[str, str]
 
 
@@ -73,7 +71,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         reset_caches()
-        yield Stack(p.table, p.bucket, p.jobs_queue_url, p.jobs_dlq_url, p.uploads_queue_url, p.uploads_dlq_url, env)
+        yield Stack(**asdict(p), env=env)
         reset_caches()
 
 
