@@ -106,6 +106,7 @@ def test_cancel_while_queued(stack: LocalStack, audio: dict[str, Path]) -> None:
     c = client(stack)
     stack.pool.max_workers = 0  # hold the workers back so the job stays queued
     try:
+        wait_for_no_workers(stack)  # idle workers of earlier tests would take it at once
         job = c.submit(audio["wav"])
         wait_until(lambda: c.get(job["job_id"])["status"] == "queued")
         assert c.cancel(job["job_id"])["status"] == "cancelled"
