@@ -227,14 +227,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     job = _client(args).get(args.job_id)
-    print(json.dumps(job, indent=2) if args.json else "", end="\n" if args.json else "")
-    if not args.json:
-        _print_job(job)
-        for key in ("created_at", "started_at", "finished_at"):
-            if job.get(key):
-                print(f"  {key}: {job[key]}")
-        if job.get("log_url"):
-            print(f"  log: {job['log_url']}")
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return 0
+    _print_job(job)
+    for key in ("created_at", "started_at", "finished_at"):
+        if job.get(key):
+            print(f"  {key}: {job[key]}")
+    if job.get("log_url"):
+        print(f"  log: {job['log_url']}")
     return 0
 
 

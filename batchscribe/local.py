@@ -67,14 +67,18 @@ class _Context:
         return 60_000
 
 
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+def sqs_event(
+    messages: list[dict[str, Any]], queue_arn: str = f"arn:aws:sqs:us-east-1:{LOCAL_ACCOUNT}:queue"
+) -> dict[str, Any]:
+    """The event Lambda's SQS event source delivers for ReceiveMessage results (tests pass
+    bodies alone; the id and handle are then made up)."""
     return {
         "Records": [
             {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
+                "messageId": m.get("MessageId") or str(uuid.uuid4()),
+                "receiptHandle": m.get("ReceiptHandle", "rh"),
                 "body": m["Body"],
-                "attributes": {k: str(v) for k, v in m.get("Attributes", {}).items()},
+                "attributes": {k: str(v) for k, v in m.get("Attributes", {"ApproximateReceiveCount": 1}).items()},
                 "messageAttributes": {},
                 "md5OfBody": m.get("MD5OfBody", ""),
                 "eventSource": "aws:sqs",

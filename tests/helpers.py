@@ -4,12 +4,12 @@ SQS -> Lambda deliveries."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import boto3
 import requests
 
+from batchscribe.local import sqs_event
 from tests.conftest import OWNER_A, LambdaContextStub, Stack, api_event
 
 
@@ -35,27 +35,6 @@ def post_upload(ticket: dict[str, Any], data: bytes, content_type: str | None = 
     resp = requests.post(ticket["url"], data=fields, files={"file": ("input", data)}, timeout=30)
     assert resp.status_code in (200, 201, 204), resp.text
     return resp
-
-
-def sqs_event(
-    messages: list[dict[str, Any]], queue_arn: str = "arn:aws:sqs:us-east-1:111111111111:q"
-) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": m.get("MessageId", str(uuid.uuid4())),
-                "receiptHandle": m.get("ReceiptHandle", "rh"),
-                "body": m["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
 
 
 def receive_all(queue_url: str, wait: int = 0) -> list[dict[str, Any]]:
