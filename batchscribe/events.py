@@ -1,13 +1,15 @@
-"""The "Job Status Change" event users subscribe to on the default EventBridge bus."""
+"""The "Job Status Change" event users subscribe to on the default EventBridge bus: what it
+says (logic) and how it is published (adapter)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
+from batchscribe import aws
 from batchscribe.models import Job
-
-EVENT_SOURCE = "batchscribe"
-DETAIL_TYPE = "Job Status Change"
+from batchscribe.resources import DETAIL_TYPE, EVENT_SOURCE
 
 
 def status_change(old: Job | None, new: Job) -> dict[str, Any] | None:
@@ -34,3 +36,29 @@ def status_change(old: Job | None, new: Job) -> dict[str, Any] | None:
             "real_time_factor": new.result.real_time_factor,
         }
     return detail
+
+
+class EventPublisher:
+    """Puts status-change events on an EventBridge bus, ten per call (the API's limit)."""
+
+    BATCH = 10
+
+    def __init__(self, bus_name: str = "default") -> None:
+        self.bus_name = bus_name
+
+    def publish(self, changes: Iterable[tuple[Job, dict[str, Any]]]) -> int:
+        entries = [
+            {
+                "Source": EVENT_SOURCE,
+                "DetailType": DETAIL_TYPE,
+                "Detail": json.dumps(detail),
+                "Resources": [job.job_id],
+                "EventBusName": self.bus_name,
+            }
+            for job, detail in changes
+        ]
+        for i in range(0, len(entries), self.BATCH):
+            resp = aws.client("events").put_events(Entries=entries[i : i + self.BATCH])
+            if resp.get("FailedEntryCount"):
+                raise RuntimeError(f"{resp['FailedEntryCount']} events were not accepted; the batch is retried")
+        return len(entries)

@@ -114,13 +114,19 @@ class Job(BaseModel):
     ttl: int
 
 
+class MessageReason(StrEnum):
+    UPLOAD = "upload"
+    REQUEUE = "requeue"
+    GIVE_BACK = "give_back"
+
+
 class JobMessage(BaseModel):
     """The body of a message on the jobs queue. Only the id travels: the record is the truth."""
 
     model_config = ConfigDict(extra="ignore")
 
     job_id: str
-    reason: Literal["upload", "requeue", "give_back"] = "upload"
+    reason: MessageReason = MessageReason.UPLOAD
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,4 @@
-"""SQS adapter for the jobs queue."""
+"""SQS adapter for the jobs queues, and the dispatcher that picks a job's queue."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchscribe import aws
-from batchscribe.models import JobMessage
+from batchscribe.models import JobMessage, MessageReason
+from batchscribe.settings import RoutingSettings
 
 
 @dataclass(frozen=True)
@@ -73,3 +74,21 @@ class JobQueue:
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+class JobDispatcher:
+    """Sends a job's message to the queue of the pool that runs it: small uploads to the
+    CPU pool's queue when the deployment has one, everything else to the GPU pool's."""
+
+    def __init__(self, routing: RoutingSettings) -> None:
+        self.routing = routing
+        self.default = JobQueue(routing.jobs_queue_url)
+        self.small = JobQueue(routing.small_jobs_queue_url) if routing.small_jobs_queue_url else None
+
+    def queue_for(self, size: int) -> JobQueue:
+        if self.small is not None and size <= self.routing.small_job_max_bytes:
+            return self.small
+        return self.default
+
+    def send(self, job_id: str, size: int, reason: MessageReason) -> None:
+        self.queue_for(size).send(JobMessage(job_id=job_id, reason=reason))

@@ -39,10 +39,9 @@ from batchscribe.errors import (
 )
 from batchscribe.keys import is_job_id
 from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary, iso
+from batchscribe.resources import OWNER_INDEX, SWEEP_INDEX
 from batchscribe.state_machine import Transition, sources, target
 
-OWNER_INDEX = "by_owner"
-SWEEP_INDEX = "by_sweep"
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 _INTERNAL = ("sweep_status", "sweep_at")
 
@@ -78,6 +77,14 @@ def _job(item: dict[str, Any]) -> Job:
     for name in _INTERNAL:
         data.pop(name, None)
     return Job.model_validate(data)
+
+
+def job_from_image(image: dict[str, Any] | None) -> Job | None:
+    """The job in a DynamoDB stream image (typed attribute values), or None for what is not
+    a job: idempotency records, deletions."""
+    if not image or "owner" not in image:
+        return None
+    return _job(image)
 
 
 class JobRepository:

@@ -8,29 +8,18 @@ so scaling down is theirs; the scaler only ever adds.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
-
 from batchscribe import aws
+from batchscribe.queue import JobQueue
+from batchscribe.resources import WORKER_NAME_PREFIX
+from batchscribe.settings import Pool
 
 ACTIVE_BATCH_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
-
-
-class Pool(BaseModel):
-    """One kind of worker and the queue it drains."""
-
-    name: str = Field(pattern=r"^[a-z0-9-]{1,20}$")
-    queue_url: str
-    max_workers: int = Field(ge=0)
-    jobs_per_worker: int = Field(default=4, ge=1)
-    job_queue: str = ""  # Batch job queue (deployed)
-    job_definition: str = ""  # Batch job definition (deployed)
 
 
 class Compute(Protocol):
@@ -74,17 +63,13 @@ def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decisi
 
 
 def sqs_depth(queue_url: str) -> tuple[int, int]:
-    attrs = aws.client("sqs").get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+    return JobQueue(queue_url).depth()
 
 
 class BatchCompute:
     """Workers as AWS Batch jobs; more than one at a time goes as one array job."""
 
-    def __init__(self, name_prefix: str = "batchscribe-worker", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, name_prefix: str = WORKER_NAME_PREFIX, clock: Callable[[], float] = time.time) -> None:
         self.prefix = name_prefix
         self.clock = clock
 
@@ -122,5 +107,14 @@ class BatchCompute:
         self._batch.submit_job(**kwargs)
 
 
-def pools_from_json(text: str) -> list[Pool]:
-    return [Pool.model_validate(p) for p in json.loads(text)]
+class ScalerTrigger:
+    """Runs the scaler function now (asynchronously), when the deployment names one."""
+
+    def __init__(self, function_name: str | None) -> None:
+        self.function_name = function_name
+
+    def wake(self) -> bool:
+        if not self.function_name:
+            return False
+        aws.client("lambda").invoke(FunctionName=self.function_name, InvocationType="Event", Payload=b"{}")
+        return True

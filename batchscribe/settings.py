@@ -1,56 +1,285 @@
-"""Runtime settings, read once from the environment and validated. A missing variable
-fails at start with the variable's name, never later as a silent default."""
+"""Every process's configuration, in one place: one pydantic model per process.
+
+Each process (the API, the upload intake, the lifecycle functions, the scaler, the notifier,
+the worker, the CLI) reads its model once at start with `from_env()`; a missing or invalid
+variable fails at start with the variable's name. The CDK stack and the local stack write
+each process's environment with `to_env()` from the same model, so a variable's name is
+typed exactly once: here, as a field name (`table_name` -> `BATCHSCRIBE_TABLE_NAME`).
+
+Timings live in one model too (`Timings`), with the relations between them checked.
+
+(Plain pydantic rather than pydantic-settings: the Lambda functions get pydantic from the
+AWS-managed Powertools layer, which does not carry pydantic-settings, and their code asset
+is staged without pip. The loader below is the small part of it this service needs.)
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from functools import lru_cache
-from typing import TypeVar
+import socket
+import types
+from collections.abc import Mapping
+from typing import Any, Literal, Self, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from batchscribe.resources import WORKER_NAME_PREFIX
 
 ENV_PREFIX = "BATCHSCRIBE_"
-T = TypeVar("T", bound=BaseModel)
+METRICS_NAMESPACE = "Batchscribe"
+SERVICE_NAME = "batchscribe"
 
 
-class ServiceSettings(BaseModel):
-    """What the Lambdas need. The CDK stack sets these from one place (stacks/config.py)."""
+class ConfigError(RuntimeError):
+    """A process's environment is missing or has invalid settings (raised at start)."""
 
-    table_name: str
-    bucket_name: str
-    jobs_queue_url: str
-    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
-    upload_window_seconds: int = Field(default=3600, gt=0, description="how long a presigned POST is valid")
-    result_url_seconds: int = Field(default=3600, gt=0, description="lifetime of presigned result URLs")
-    job_retention_days: int = Field(default=30, gt=0)
-    lease_seconds: int = Field(default=300, gt=0)
-    # small jobs go to a CPU pool when a queue for it exists (0 bytes: never)
-    small_jobs_queue_url: str | None = None
-    small_job_max_bytes: int = Field(default=0, ge=0)
-    scaler_function_name: str | None = None
+
+def _is_text(annotation: Any) -> bool:
+    """Fields whose environment value is the raw string (everything else is JSON)."""
+    if annotation is str:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return all(a is str or a is type(None) for a in get_args(annotation))
+    return get_origin(annotation) is Literal and all(isinstance(a, str) for a in get_args(annotation))
+
+
+class EnvSettings(BaseModel):
+    """A settings model that reads and writes `BATCHSCRIBE_*` environment variables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
-        return load(cls, environ)
+    def env_name(cls, field: str) -> str:
+        if field not in cls.model_fields:
+            raise KeyError(f"{cls.__name__} has no setting {field!r}")
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def env_names(cls) -> frozenset[str]:
+        return frozenset(cls.env_name(f) for f in cls.model_fields)
+
+    @classmethod
+    def required_env_names(cls) -> frozenset[str]:
+        return frozenset(cls.env_name(f) for f, info in cls.model_fields.items() if info.is_required())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            raw = env.get(cls.env_name(name))
+            if raw is None:
+                continue
+            if _is_text(info.annotation):
+                values[name] = raw
+            else:
+                try:
+                    values[name] = json.loads(raw)
+                except ValueError:
+                    values[name] = raw  # let validation say what is wrong with it
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = [
+                f"{cls.env_name(str(e['loc'][0]))}: {'missing' if e['type'] == 'missing' else e['msg']}"
+                for e in exc.errors()
+                if e["loc"]
+            ] or [str(exc)]
+            raise ConfigError(f"{cls.__name__} from the environment: {'; '.join(problems)}") from exc
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings (None values are left out)."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out[self.env_name(name)] = text
+        return out
 
 
-def load(model: type[T], environ: dict[str, str] | None = None) -> T:
-    env = os.environ if environ is None else environ
-    values = {name: env[ENV_PREFIX + name.upper()] for name in model.model_fields if ENV_PREFIX + name.upper() in env}
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        missing = [ENV_PREFIX + str(e["loc"][0]).upper() for e in exc.errors() if e["type"] == "missing"]
-        if missing:
-            raise RuntimeError(f"missing environment variable(s): {', '.join(missing)}") from exc
-        raise
+# ---- timings --------------------------------------------------------------------------
 
 
-def to_env(settings: BaseModel) -> dict[str, str]:
-    """The environment that reproduces these settings (for the stack and the local stack)."""
-    return {ENV_PREFIX + k.upper(): str(v) for k, v in settings.model_dump().items() if v is not None}
+class Timings(BaseModel):
+    """Every timing the service depends on, and how they must relate.
+
+    Worker leases: the worker's heartbeat extends its job's lease and its message's
+    visibility every `heartbeat_seconds`. The lease is shorter than the visibility, so when a
+    worker dies, its lease has expired by the time its message comes back and the next worker
+    takes the job over at once (a message that came back first would be deferred, costing a
+    receive towards the dead-letter limit).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heartbeat_seconds: float = Field(default=5, gt=0, description="worker heartbeat period")
+    lease_seconds: int = Field(default=90, gt=0, description="a claim lasts this long without a heartbeat")
+    visibility_seconds: int = Field(default=120, gt=0, description="jobs queues' visibility timeout")
+    idle_exit_seconds: float = Field(default=120, gt=0, description="a worker exits after this long idle")
+    poll_seconds: int = Field(default=10, ge=0, le=20, description="SQS long-poll wait of the worker")
+    scale_every_seconds: int = Field(default=60, ge=1, description="scaler schedule")
+    sweep_every_seconds: int = Field(default=60, ge=1, description="sweeper schedule")
+    intake_timeout_seconds: int = Field(default=60, ge=1, description="on_upload function timeout")
+    uploads_visibility_seconds: int = Field(default=360, ge=1, description="uploads queue visibility timeout")
+    dead_letter_timeout_seconds: int = Field(default=60, ge=1, description="dead_letter function timeout")
+    dlq_visibility_seconds: int = Field(default=360, ge=1, description="jobs DLQs' visibility timeout")
+    upload_window_seconds: int = Field(default=3600, ge=60, le=7 * 86400, description="presigned POST lifetime")
+    result_url_seconds: int = Field(default=3600, ge=60, le=7 * 86400, description="presigned result URL lifetime")
+
+    @model_validator(mode="after")
+    def _relations(self) -> Self:
+        problems = [
+            text
+            for ok, text in (
+                (self.heartbeat_seconds * 2 <= self.lease_seconds, "two heartbeats must fit in a lease"),
+                (self.lease_seconds < self.visibility_seconds, "lease_seconds < visibility_seconds"),
+                (self.poll_seconds < self.idle_exit_seconds, "poll_seconds < idle_exit_seconds"),
+                (
+                    self.uploads_visibility_seconds >= 6 * self.intake_timeout_seconds,
+                    "uploads_visibility_seconds >= 6 x intake_timeout_seconds (Lambda's SQS event source rule)",
+                ),
+                (
+                    self.dlq_visibility_seconds >= 6 * self.dead_letter_timeout_seconds,
+                    "dlq_visibility_seconds >= 6 x dead_letter_timeout_seconds (Lambda's SQS event source rule)",
+                ),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError("inconsistent timings: " + "; ".join(problems))
+        return self
+
+    def replace(self, **changes: Any) -> Timings:
+        """A copy with some timings changed, the relations checked again."""
+        return Timings.model_validate({**self.model_dump(), **changes})
+
+    @classmethod
+    def local(cls) -> Timings:
+        """Short timings for the local stack, so recovery paths show within seconds."""
+        return cls(
+            heartbeat_seconds=1,
+            lease_seconds=6,
+            visibility_seconds=10,
+            idle_exit_seconds=5,
+            poll_seconds=1,
+            scale_every_seconds=1,
+            sweep_every_seconds=2,
+            intake_timeout_seconds=10,
+            uploads_visibility_seconds=60,
+            dead_letter_timeout_seconds=10,
+            dlq_visibility_seconds=60,
+        )
 
 
-@lru_cache(maxsize=1)
-def service_settings() -> ServiceSettings:
-    return ServiceSettings.from_env()
+# ---- the processes ---------------------------------------------------------------------
+
+
+class Pool(BaseModel):
+    """One kind of worker and the queue it drains (the scaler's view of a pool)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9-]{1,20}$")
+    queue_url: str
+    max_workers: int = Field(ge=0)
+    jobs_per_worker: int = Field(default=4, ge=1)
+    job_queue: str = ""  # Batch job queue (deployed)
+    job_definition: str = ""  # Batch job definition (deployed)
+
+
+class StoreSettings(EnvSettings):
+    """Where jobs and their files are: every process that reads or writes a job has these."""
+
+    table_name: str = Field(min_length=1)
+    bucket_name: str = Field(min_length=1)
+
+
+class RoutingSettings(EnvSettings):
+    """Which queue a job's message goes to: small uploads to the CPU pool when it exists."""
+
+    jobs_queue_url: str = Field(min_length=1)
+    small_jobs_queue_url: str | None = None
+    small_job_max_bytes: int = Field(default=0, ge=0, description="0: every job goes to the GPU pool")
+
+
+class ApiSettings(StoreSettings):
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    upload_window_seconds: int = Field(default=Timings().upload_window_seconds, gt=0)
+    result_url_seconds: int = Field(default=Timings().result_url_seconds, gt=0)
+    job_retention_days: int = Field(default=30, gt=0)
+
+
+class IntakeSettings(StoreSettings, RoutingSettings):
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    scaler_function_name: str | None = Field(default=None, description="woken after an enqueue, when set")
+
+
+class LifecycleSettings(StoreSettings, RoutingSettings):
+    """dead_letter, sweeper and reconciler."""
+
+    max_attempts: int = Field(default=3, ge=1, description="attempts before a job whose workers die fails")
+
+
+class ScalerSettings(EnvSettings):
+    pools: list[Pool] = Field(min_length=1)
+    worker_name_prefix: str = Field(default=WORKER_NAME_PREFIX, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class NotifySettings(EnvSettings):
+    event_bus_name: str = "default"
+
+
+class WorkerSettings(StoreSettings):
+    jobs_queue_url: str = Field(min_length=1)
+    engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    model: str = "tiny.en"
+    model_path: str | None = Field(default=None, description="an explicit model folder for `model`")
+    model_dir: str | None = Field(default=None, description="where the image baked its models")
+    cache_dir: str | None = Field(default=None, description="converted checkpoints (default ~/.cache/batchscribe)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = "auto"
+    cpu_threads: int = Field(default=0, ge=0)
+    beam_size: int = Field(default=5, ge=1, le=10)
+    batched: Literal["auto", "always", "never"] = "auto"
+    allow_download: bool = False
+    max_jobs: int = Field(default=0, ge=0, description="exit after this many jobs; 0: no cap")
+    max_duration_seconds: float = Field(default=4 * 3600, gt=0)
+    timings: Timings = Field(default_factory=Timings)
+    worker_id: str | None = Field(default=None, description="default: the Batch job id, else host-pid")
+
+    @property
+    def worker_name(self) -> str:
+        return self.worker_id or os.environ.get("AWS_BATCH_JOB_ID") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ClientSettings(EnvSettings):
+    """The CLI's defaults (`--api` and `--owner` override them)."""
+
+    api: str | None = Field(default=None, description="the API's base URL")
+    owner: str | None = Field(default=None, description="local stack only: the caller to act as")
+    progress: bool = Field(default=False, description="draw progress bars even when stderr is not a terminal")
+
+
+# process -> its settings model (the stack and the local stack check each process's
+# environment against this; each runtime imports its own model directly)
+PROCESS_SETTINGS: dict[str, type[EnvSettings]] = {
+    "api": ApiSettings,
+    "on_upload": IntakeSettings,
+    "dead_letter": LifecycleSettings,
+    "sweeper": LifecycleSettings,
+    "reconciler": LifecycleSettings,
+    "scaler": ScalerSettings,
+    "notify": NotifySettings,
+    "worker": WorkerSettings,
+}
+
+
+def powertools_env(log_level: str = "INFO") -> dict[str, str]:
+    """Powertools' own variables (its names, not ours), the same for every process."""
+    return {
+        "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": log_level,
+    }

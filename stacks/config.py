@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
+from batchscribe.settings import Timings
 
 GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "g5g", "p3", "p4d", "p5")
 
@@ -33,7 +36,7 @@ class DeploymentConfig(BaseModel):
     max_cpu_workers: int = Field(default=4, ge=0)
     jobs_per_worker: int = Field(default=4, ge=1, description="backlog a worker is expected to drain")
     small_job_max_mb: int = Field(default=5, ge=0, description="uploads up to this size run on CPU; 0: all on GPU")
-    worker_idle_seconds: int = Field(default=120, ge=10, description="a worker exits after this long with no job")
+    max_attempts: int = Field(default=3, ge=1, description="attempts before a job whose workers keep dying fails")
     root_volume_gib: int = Field(default=100, ge=30)
     batch_job_timeout_minutes: int = Field(default=360, ge=10)
     runnable_timeout_minutes: int = Field(default=30, ge=10, description="cancel workers stuck RUNNABLE this long")
@@ -46,7 +49,6 @@ class DeploymentConfig(BaseModel):
     # limits and retention
     max_upload_mb: int = Field(default=2048, ge=1)
     max_duration_minutes: int = Field(default=240, ge=1)
-    upload_window_minutes: int = Field(default=60, ge=1)
     upload_retention_days: int = Field(default=3, ge=1)
     output_retention_days: int = Field(default=30, ge=1)
     log_retention_days: int = Field(default=30, ge=1)
@@ -55,6 +57,9 @@ class DeploymentConfig(BaseModel):
     api_rate_limit: int = Field(default=50, ge=1)
     api_burst_limit: int = Field(default=100, ge=1)
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+
+    # every timing (leases, heartbeats, visibility, idle exit, schedules, URL lifetimes), checked
+    timings: Timings = Field(default_factory=Timings)
 
     # operations
     alarm_email: str | None = None
@@ -67,6 +72,18 @@ class DeploymentConfig(BaseModel):
             if t.split(".", 1)[0] not in GPU_FAMILIES:
                 raise ValueError(f"{t} is not a GPU instance type ({', '.join(GPU_FAMILIES)})")
         return value
+
+    @model_validator(mode="after")
+    def _relations(self) -> DeploymentConfig:
+        if self.max_attempts > JOBS_MAX_RECEIVE_COUNT:
+            raise ValueError(f"max_attempts may not exceed the jobs queues' maxReceiveCount ({JOBS_MAX_RECEIVE_COUNT})")
+        if self.upload_retention_days * 86400 <= self.timings.upload_window_seconds:
+            raise ValueError("uploads must be kept longer than the upload window")
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
 
     @classmethod
     def from_context(cls, raw: Any) -> DeploymentConfig:

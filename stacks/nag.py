@@ -18,9 +18,9 @@ def _logical_id(stack: BatchscribeStack, construct: Construct) -> str:
 
 
 def acknowledge(stack: BatchscribeStack) -> None:
-    table = _logical_id(stack, stack.table)
-    bucket = _logical_id(stack, stack.storage.bucket)
-    scaler = _logical_id(stack, stack.functions.functions["Scaler"])
+    table = _logical_id(stack, stack.jobs.table)
+    bucket = _logical_id(stack, stack.jobs.bucket)
+    scaler = _logical_id(stack, stack.scaling.function)
     details = {
         **ACKNOWLEDGED,
         f"IAM5[Resource::<{table}.Arn>/index/*]": "Queries go to the table's two GSIs (listing by owner, the "
@@ -64,7 +64,7 @@ ACKNOWLEDGED: dict[str, str] = {
         "Python 3.12 is pinned on purpose: it matches the AWS-managed Powertools layer build "
         "(python312-arm64) the functions load and the runtime the tests cover."
     ),
-    "SQS3": "NotifyFailures is itself the dead-letter destination of the table stream's event source.",
+    "SQS3": "Notify's Failures queue is itself the dead-letter destination of the table stream's event source.",
     "APIG3": (
         "Every method requires SigV4 (IAM) and the stage is throttled; a WAF web ACL adds cost and can be "
         "attached to the stage by operators who expose the API more widely."

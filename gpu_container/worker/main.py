@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
 from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary
 from batchscribe.queue import JobQueue, Received
 from batchscribe.repository import JobRepository
+from batchscribe.settings import WorkerSettings
 from batchscribe.storage import MediaStore
 from gpu_container.worker import media
 from gpu_container.worker.engines import Engine, load_engine
@@ -39,12 +41,27 @@ from gpu_container.worker.errors import (
     PermanentJobError,
     ShutdownRequested,
 )
-from gpu_container.worker.settings import WorkerSettings
 from gpu_container.worker.transcript import CONTENT_TYPES, Transcript, render
 
 logger = Logger(service="batchscribe-worker")
 
 EngineLoader = Callable[[str, str], Engine]
+
+
+class Outcome(StrEnum):
+    """What became of one message."""
+
+    SUCCEEDED = "succeeded"
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease_lost"
+    GIVEN_BACK = "given_back"
+    RETRY = "retry"  # a transient failure: the job was given back for another attempt
+    FAILED = "failed"  # a permanent failure: the job failed with its code
+    POISON_MESSAGE = "poison_message"
+    UNKNOWN_JOB = "unknown_job"
+    DUPLICATE = "duplicate"
+    DEFERRED = "deferred"  # another worker holds a live lease
+    NOT_READY = "not_ready"  # still pending: the intake sends just before it flips the status
 
 
 class JobLog:
@@ -75,17 +92,17 @@ class Heartbeat(threading.Thread):
         self._stop = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.worker.settings.heartbeat_seconds):
+        while not self._stop.wait(self.worker.settings.timings.heartbeat_seconds):
             self.beat()
 
     def beat(self) -> None:
-        s = self.worker.settings
+        t = self.worker.settings.timings
         try:
-            self.worker.queue.extend(self.receipt, s.visibility_seconds)
+            self.worker.queue.extend(self.receipt, t.visibility_seconds)
         except Exception as exc:
             logger.warning("could not extend message visibility", extra={"error": str(exc)})
         try:
-            self.worker.repo.heartbeat(self.job.job_id, self.job.attempt, s.lease_seconds, self.progress)
+            self.worker.repo.heartbeat(self.job.job_id, self.job.attempt, t.lease_seconds, self.progress)
         except StaleAttempt:
             self.lost.set()
         except InvalidTransition as exc:
@@ -108,6 +125,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.worker_id = settings.worker_name
         self.repo = JobRepository(settings.table_name)
         self.store = MediaStore(settings.bucket_name)
         self.queue = JobQueue(settings.jobs_queue_url)
@@ -128,21 +146,21 @@ class Worker:
         self.stopping.set()
 
     def run(self) -> int:
-        s = self.settings
-        logger.info("worker started", extra={"worker": s.worker_id, "engine": s.engine, "model": s.model})
+        s, t = self.settings, self.settings.timings
+        logger.info("worker started", extra={"worker": self.worker_id, "engine": s.engine, "model": s.model})
         idle_since = self.clock()
         while not self.stopping.is_set():
             if s.max_jobs and self.jobs_done >= s.max_jobs:
                 logger.info("took its maximum number of jobs; exiting", extra={"jobs": self.jobs_done})
                 break
             idle = self.clock() - idle_since
-            if idle >= s.idle_exit_seconds:
+            if idle >= t.idle_exit_seconds:
                 logger.info(
                     "idle; exiting so the compute environment can scale to zero",
                     extra={"idle_seconds": round(idle, 1), "jobs": self.jobs_done},
                 )
                 break
-            wait = int(max(0, min(s.poll_seconds, s.idle_exit_seconds - idle)))
+            wait = int(max(0, min(t.poll_seconds, t.idle_exit_seconds - idle)))
             messages = self.queue.receive(wait_seconds=wait)
             for received in messages:
                 if self.stopping.is_set():
@@ -155,64 +173,63 @@ class Worker:
 
     # ---- one message -----------------------------------------------------------------
 
-    def handle(self, received: Received) -> str:
+    def handle(self, received: Received) -> Outcome:
         if received.message is None:
             logger.error("not a job message; deleting", extra={"body": received.raw_body[:300]})
             self.queue.delete(received.receipt_handle)
-            return "poison_message"
+            return Outcome.POISON_MESSAGE
         job_id = received.message.job_id
         try:
-            job = self.repo.claim(job_id, self.settings.worker_id, self.settings.lease_seconds)
+            job = self.repo.claim(job_id, self.worker_id, self.settings.timings.lease_seconds)
         except JobNotFound:
             self.queue.delete(received.receipt_handle)
-            return "unknown_job"
+            return Outcome.UNKNOWN_JOB
         except InvalidTransition:
             return self._not_claimed(job_id, received)
         self.jobs_done += 1
         return self.process(job, received)
 
-    def _not_claimed(self, job_id: str, received: Received) -> str:
+    def _not_claimed(self, job_id: str, received: Received) -> Outcome:
         try:
             current = self.repo.get(job_id)
         except JobNotFound:
             self.queue.delete(received.receipt_handle)
-            return "unknown_job"
+            return Outcome.UNKNOWN_JOB
         if current.status.terminal:
             logger.info(
                 "duplicate message for a finished job; deleted",
                 extra={"job_id": job_id, "status": current.status},
             )
             self.queue.delete(received.receipt_handle)
-            return "duplicate"
+            return Outcome.DUPLICATE
         if current.status is JobStatus.RUNNING:
             # Another worker holds a live lease: come back once it would have expired.
             remaining = (current.lease_expires_at or 0) - time.time()
             self.queue.extend(received.receipt_handle, int(min(43_200, max(1, remaining + 2))))
-            return "deferred"
+            return Outcome.DEFERRED
         # pending: the upload intake sends the message just before it flips the status
         self.queue.extend(received.receipt_handle, 5)
-        return "not_ready"
+        return Outcome.NOT_READY
 
-    def process(self, job: Job, received: Received) -> str:
-        log = JobLog(job.job_id, job.attempt, self.settings.worker_id)
+    def process(self, job: Job, received: Received) -> Outcome:
+        log = JobLog(job.job_id, job.attempt, self.worker_id)
         beat = Heartbeat(self, job, received.receipt_handle)
         beat.start()
-        outcome = "unknown"
         try:
             outcome = self._pipeline(job, beat, log)
             self.queue.delete(received.receipt_handle)
         except JobCancelled:
             log.add("cancelled; stopped")
             self.queue.delete(received.receipt_handle)
-            outcome = "cancelled"
+            outcome = Outcome.CANCELLED
         except LeaseLost:
             log.add("lease lost to another attempt; stopped without writing")
             self.queue.delete(received.receipt_handle)
-            outcome = "lease_lost"
+            outcome = Outcome.LEASE_LOST
         except ShutdownRequested:
             log.add("shutting down; job given back")
             self._give_back(job, received, delay=0)
-            outcome = "given_back"
+            outcome = Outcome.GIVEN_BACK
         except PermanentJobError as exc:
             log.add("failed", code=exc.code, reason=str(exc))
             with contextlib.suppress(InvalidTransition):  # cancelled or taken over: that state stands
@@ -223,12 +240,12 @@ class Worker:
                     log_key=keys.log_key(job.owner_key, job.job_id),
                 )
             self.queue.delete(received.receipt_handle)
-            outcome = exc.code
+            outcome = Outcome.FAILED
         except Exception as exc:
             log.add("transient failure; the job will be retried", error=f"{type(exc).__name__}: {exc}")
             logger.exception("transient failure", extra={"job_id": job.job_id})
             self._give_back(job, received, delay=min(60, 5 * received.receive_count))
-            outcome = "retry"
+            outcome = Outcome.RETRY
         finally:
             beat.stop()
             self._write_log(job, log)
@@ -241,7 +258,7 @@ class Worker:
 
     # ---- the pipeline ----------------------------------------------------------------
 
-    def _pipeline(self, job: Job, beat: Heartbeat, log: JobLog) -> str:
+    def _pipeline(self, job: Job, beat: Heartbeat, log: JobLog) -> Outcome:
         started = time.perf_counter()
         engine = self._engine_for(job)
         with tempfile.TemporaryDirectory(prefix="batchscribe-") as tmp:
@@ -313,7 +330,7 @@ class Worker:
         log.add("outputs written", formats=",".join(outputs))
         return outputs
 
-    def commit(self, job: Job, summary: ResultSummary, outputs: dict[str, str], log: JobLog) -> str:
+    def commit(self, job: Job, summary: ResultSummary, outputs: dict[str, str], log: JobLog) -> Outcome:
         try:
             self.repo.succeed(job.job_id, job.attempt, summary, keys.log_key(job.owner_key, job.job_id))
         except StaleAttempt as exc:
@@ -325,7 +342,7 @@ class Worker:
                 raise JobCancelled(job.job_id) from exc
             raise LeaseLost(job.job_id) from exc
         log.add("succeeded", rtf=summary.real_time_factor, audio_seconds=summary.duration_seconds)
-        return "succeeded"
+        return Outcome.SUCCEEDED
 
     def _write_log(self, job: Job, log: JobLog) -> None:
         key = keys.log_key(job.owner_key, job.job_id)
@@ -359,6 +376,8 @@ class Worker:
             beam_size=s.beam_size,
             batched=s.batched,
             allow_download=s.allow_download,
+            model_dir=s.model_dir,
+            cache_dir=s.cache_dir,
         )
 
 

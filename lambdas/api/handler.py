@@ -1,10 +1,9 @@
-"""The HTTP API: routes parse and validate, call one JobService function, and map the
+"""The HTTP API: routes parse and validate, call one JobApi method, and map the
 answer (or a domain error) to a response. The caller's identity comes from the request
 context that API Gateway's IAM authorizer filled in, never from a header."""
 
 from __future__ import annotations
 
-from functools import cache
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchscribe import errors
+from batchscribe import aws, errors
 from batchscribe.api_models import (
     CreateJobRequest,
     CreateJobResponse,
@@ -25,13 +24,13 @@ from batchscribe.api_models import (
     JobList,
     JobView,
 )
+from batchscribe.jobs import JobApi
 from batchscribe.models import JobStatus
-from batchscribe.service import JobService
-from batchscribe.settings import service_settings
+from batchscribe.settings import METRICS_NAMESPACE, ApiSettings
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
-metrics = Metrics(namespace="Batchscribe", service="api")
+metrics = Metrics(namespace=METRICS_NAMESPACE, service="api")
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -61,9 +60,9 @@ ERROR_RESPONSES: dict[int, Any] = {
 }
 
 
-@cache
-def service() -> JobService:
-    return JobService.from_settings(service_settings())
+@aws.per_process
+def jobs() -> JobApi:
+    return JobApi.from_settings(ApiSettings.from_env())
 
 
 def caller() -> str:
@@ -126,7 +125,7 @@ def _not_found(_: NotFoundError) -> Response[Any]:
 )
 def create_job(body: CreateJobRequest) -> Response[Any]:
     idempotency_key = app.current_event.headers.get("Idempotency-Key")
-    job, created = service().create_job(caller(), body, idempotency_key)
+    job, created = jobs().create_job(caller(), body, idempotency_key)
     metrics.add_metric(name="JobsCreated", unit="Count", value=1 if created else 0)
     return Response(
         status_code=HTTPStatus.CREATED,
@@ -138,7 +137,7 @@ def create_job(body: CreateJobRequest) -> Response[Any]:
 
 @app.get("/jobs/<job_id>", responses=ERROR_RESPONSES, summary="A job's status, progress and result URLs")
 def get_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
-    return service().get_job(caller(), job_id)
+    return jobs().get_job(caller(), job_id)
 
 
 @app.get("/jobs", responses=ERROR_RESPONSES, summary="The caller's jobs, newest first")
@@ -147,12 +146,12 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JobList:
-    return service().list_jobs(caller(), status, limit, next_token)
+    return jobs().list_jobs(caller(), status, limit, next_token)
 
 
 @app.post("/jobs/<job_id>/cancel", responses=ERROR_RESPONSES, summary="Cancel a job that has not finished")
 def cancel_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
-    return service().cancel_job(caller(), job_id)
+    return jobs().cancel_job(caller(), job_id)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

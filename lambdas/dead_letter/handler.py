@@ -1,9 +1,8 @@
-"""Messages that exhausted their receives on the jobs queue -> the job fails with
-`retries_exhausted`, unless it already ended."""
+"""Messages that exhausted their receives on a jobs queue -> the job fails with
+`retries_exhausted`, unless it already ended or a live worker holds it."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -13,19 +12,20 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from batchscribe import aws
+from batchscribe.lifecycle import DeadLetterOutcome, Lifecycle
 from batchscribe.models import JobMessage
-from batchscribe.service import JobService
-from batchscribe.settings import service_settings
+from batchscribe.settings import METRICS_NAMESPACE, LifecycleSettings
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
-metrics = Metrics(namespace="Batchscribe", service="dead_letter")
+metrics = Metrics(namespace=METRICS_NAMESPACE, service="dead_letter")
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@cache
-def service() -> JobService:
-    return JobService.from_settings(service_settings())
+@aws.per_process
+def lifecycle() -> Lifecycle:
+    return Lifecycle.from_settings(LifecycleSettings.from_env())
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -35,10 +35,10 @@ def record_handler(record: SQSRecord) -> None:
         # Not a job message: nothing to fail. Logged, then dropped (retrying cannot help).
         logger.error("dead-lettered message is not a job message", extra={"body": record.body[:500]})
         return
-    outcome = service().dead_letter(message.job_id)
-    if outcome == "failed":
+    outcome = lifecycle().dead_letter(message.job_id)
+    if outcome is DeadLetterOutcome.FAILED:
         metrics.add_metric(name="JobsDeadLettered", unit="Count", value=1)
-    logger.info("dead letter handled", extra={"job_id": message.job_id, "outcome": outcome})
+    logger.info("dead letter handled", extra={"job_id": message.job_id, "outcome": outcome.value})
 
 
 @logger.inject_lambda_context

@@ -1,10 +1,10 @@
-"""S3 ObjectCreated notifications (via the uploads SQS queue) -> JobService.accept_upload.
+"""S3 ObjectCreated notifications (via the uploads SQS queue) -> UploadIntake.accept, then
+wake the scaler when something was queued.
 
 Partial batch failures: a record that raises is retried alone; the rest are deleted."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -13,11 +13,11 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from batchscribe import aws
-from batchscribe.service import JobService
-from batchscribe.settings import service_settings
+from batchscribe.intake import UploadIntake, UploadOutcome
+from batchscribe.settings import IntakeSettings
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
@@ -34,7 +34,6 @@ class _S3Entity(BaseModel):
 
 
 class _S3Record(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
     eventName: str
     s3: _S3Entity
 
@@ -46,9 +45,9 @@ class S3Notification(BaseModel):
     Event: str | None = None
 
 
-@cache
-def service() -> JobService:
-    return JobService.from_settings(service_settings())
+@aws.per_process
+def intake() -> UploadIntake:
+    return UploadIntake.from_settings(IntakeSettings.from_env())
 
 
 def keys_of(body: str) -> list[str]:
@@ -59,36 +58,21 @@ def keys_of(body: str) -> list[str]:
     return [unquote_plus(r.s3.object.key) for r in note.Records if r.eventName.startswith("ObjectCreated")]
 
 
-_queued: list[str] = []
-
-
-def record_handler(record: SQSRecord) -> None:
-    for key in keys_of(record.body):
-        outcome = service().accept_upload(key)
-        logger.info("upload processed", extra={"key": key, "outcome": outcome})
-        if outcome == "queued":
-            _queued.append(key)
-
-
-def wake_scaler() -> None:
-    """New work: run the scaler now rather than at the next minute (asynchronously; the
-    schedule is the safety net if this fails)."""
-    name = service().settings.scaler_function_name
-    if not name:
-        return
-    try:
-        aws.client("lambda").invoke(FunctionName=name, InvocationType="Event", Payload=b"{}")
-    except Exception:
-        logger.warning("could not wake the scaler", exc_info=True)
-
-
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    _queued.clear()
+    queued: list[str] = []
+
+    def record_handler(record: SQSRecord) -> None:
+        for key in keys_of(record.body):
+            outcome = intake().accept(key)
+            logger.info("upload processed", extra={"key": key, "outcome": outcome.value})
+            if outcome is UploadOutcome.QUEUED:
+                queued.append(key)
+
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    if _queued:
-        wake_scaler()
+    if queued:
+        intake().wake_scaler()
     return response

@@ -7,27 +7,21 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
 
-from batchscribe.scaler import BatchCompute, pools_from_json, scale, sqs_depth
-from batchscribe.settings import load
+from batchscribe.scaler import BatchCompute, scale, sqs_depth
+from batchscribe.settings import METRICS_NAMESPACE, ScalerSettings
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
-metrics = Metrics(namespace="Batchscribe", service="scaler")
-
-
-class ScalerSettings(BaseModel):
-    pools: str  # JSON list of batchscribe.scaler.Pool
-    worker_name_prefix: str = "batchscribe-worker"
+metrics = Metrics(namespace=METRICS_NAMESPACE, service="scaler")
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> list[dict[str, Any]]:
-    settings = load(ScalerSettings)
-    decisions = scale(pools_from_json(settings.pools), sqs_depth, BatchCompute(settings.worker_name_prefix))
+    settings = ScalerSettings.from_env()
+    decisions = scale(settings.pools, sqs_depth, BatchCompute(settings.worker_name_prefix))
     for d in decisions:
         metrics.add_metric(name=f"Backlog_{d.pool}", unit="Count", value=d.backlog)
         metrics.add_metric(name=f"ActiveWorkers_{d.pool}", unit="Count", value=d.active)

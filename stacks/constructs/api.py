@@ -1,16 +1,18 @@
-"""The REST API: IAM auth on every method, request validation, access and execution logs,
-X-Ray, throttling, CORS; one Lambda proxy integration for all routes."""
+"""The API: a REST API with IAM auth on every method, request validation, access and
+execution logs, X-Ray, throttling and CORS, and one Lambda proxy integration (the API
+function) for all routes."""
 
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from batchscribe.settings import ApiSettings
 from stacks.config import DeploymentConfig
-from stacks.constructs.functions import retention
+from stacks.constructs.functions import Functions, retention
+from stacks.constructs.jobs import Jobs
 
 # (path, method) pairs; the Lambda's router owns the behaviour, API Gateway owns auth.
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -22,14 +24,30 @@ ROUTES: tuple[tuple[str, str], ...] = (
 
 
 class Api(Construct):
-    def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig, handler: lambda_.IFunction) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, config: DeploymentConfig, functions: Functions, jobs: Jobs
+    ) -> None:
         super().__init__(scope, id)
+        t = config.timings
+        self.function = functions.add(
+            self,
+            "api",
+            ApiSettings(
+                **jobs.store,
+                max_upload_bytes=config.max_upload_bytes,
+                upload_window_seconds=t.upload_window_seconds,
+                result_url_seconds=t.result_url_seconds,
+                job_retention_days=config.output_retention_days,
+            ),
+            memory=512,
+        )
+        jobs.grant_api(self.function)
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
         )
         self.api = apigw.RestApi(
             self,
-            "Api",
+            "Gateway",
             description="Batchscribe job API",
             cloud_watch_role=True,
             deploy_options=apigw.StageOptions(
@@ -71,7 +89,7 @@ class Api(Construct):
         self.validator = apigw.RequestValidator(
             self, "Validator", rest_api=self.api, validate_request_body=True, validate_request_parameters=True
         )
-        integration = apigw.LambdaIntegration(handler, proxy=True)
+        integration = apigw.LambdaIntegration(self.function, proxy=True)
         for path, method in ROUTES:
             resource = self.api.root.resource_for_path(path)
             resource.add_method(

@@ -1,6 +1,7 @@
-"""AWS Batch: GPU workers (Spot first, on-demand fallback) and a CPU pool for small jobs,
-scaling from zero. Public subnets and free gateway endpoints, no NAT gateway: an idle
-deployment costs nothing for compute or networking."""
+"""Compute: the worker pools. Each pool is a jobs queue (SQS, with its DLQ) and the AWS
+Batch capacity that drains it: GPU workers (Spot first, on-demand fallback) and a CPU pool
+for small jobs, both scaling from zero. Public subnets and free gateway endpoints, no NAT
+gateway: an idle deployment costs nothing for compute or networking."""
 
 from __future__ import annotations
 
@@ -16,17 +17,41 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
+from batchscribe.settings import Pool, RoutingSettings, WorkerSettings
 from stacks.config import DeploymentConfig
 from stacks.constructs.functions import ROOT, retention
+from stacks.constructs.jobs import Jobs
+from stacks.constructs.queues import QueuePair
 
 
 @dataclass
 class WorkerPool:
     name: str
+    messages: QueuePair
     job_queue: batch.JobQueue
     job_definition: batch.EcsJobDefinition
     role: iam.Role
-    queue: sqs.IQueue
+    max_workers: int
+    jobs_per_worker: int
+
+    @property
+    def queue(self) -> sqs.IQueue:
+        return self.messages.queue
+
+    @property
+    def dlq(self) -> sqs.IQueue:
+        return self.messages.dlq
+
+    def scaler_view(self) -> Pool:
+        return Pool(
+            name=self.name,
+            queue_url=self.queue.queue_url,
+            max_workers=self.max_workers,
+            jobs_per_worker=self.jobs_per_worker,
+            job_queue=self.job_queue.job_queue_arn,
+            job_definition=self.job_definition.job_definition_arn,
+        )
 
 
 class Network(Construct):
@@ -63,21 +88,11 @@ class Network(Construct):
 
 
 class Compute(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        *,
-        config: DeploymentConfig,
-        network: Network,
-        environment: dict[str, str],
-        gpu_queue: sqs.IQueue,
-        cpu_queue: sqs.IQueue | None,
-    ) -> None:
+    def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig, jobs: Jobs) -> None:
         super().__init__(scope, id)
         self.config = config
-        self.network = network
-        self.environment = environment
+        self.jobs = jobs
+        self.network = Network(self, "Network")
         self.log_group = logs.LogGroup(
             self, "WorkerLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
         )
@@ -109,7 +124,7 @@ class Compute(Construct):
             ),
             gpus=1,
             model=config.model,
-            queue=gpu_queue,
+            max_workers=config.max_gpu_workers,
         )
         self.cpu = (
             self._pool(
@@ -131,15 +146,29 @@ class Compute(Construct):
                 ),
                 gpus=0,
                 model=config.cpu_model,
-                queue=cpu_queue,
+                max_workers=config.max_cpu_workers,
             )
-            if cpu_queue is not None
+            if config.small_job_max_mb > 0 and config.max_cpu_workers > 0
             else None
         )
 
     @property
     def pools(self) -> list[WorkerPool]:
         return [p for p in (self.gpu, self.cpu) if p is not None]
+
+    @property
+    def routing(self) -> RoutingSettings:
+        """Which queue a job's message goes to (the intake's and the lifecycle's settings)."""
+        return RoutingSettings(
+            jobs_queue_url=self.gpu.queue.queue_url,
+            small_jobs_queue_url=self.cpu.queue.queue_url if self.cpu else None,
+            small_job_max_bytes=self.config.small_job_max_mb * 1024 * 1024 if self.cpu else 0,
+        )
+
+    def grant_send(self, grantee: iam.IGrantable) -> None:
+        """Send job messages to every pool's queue (intake, requeues)."""
+        for pool in self.pools:
+            pool.queue.grant_send_messages(grantee)
 
     def _environment(
         self,
@@ -181,8 +210,16 @@ class Compute(Construct):
         image: ecr_assets.DockerImageAsset,
         gpus: int,
         model: str,
-        queue: sqs.IQueue,
+        max_workers: int,
     ) -> WorkerPool:
+        t = self.config.timings
+        messages = QueuePair(
+            self,
+            f"{name}Messages",
+            visibility=t.visibility_seconds,
+            max_receive=JOBS_MAX_RECEIVE_COUNT,
+            dlq_visibility=t.dlq_visibility_seconds,
+        )
         order = []
         kinds = [("Spot", True), ("OnDemand", False)] if self.config.spot else [("OnDemand", False)]
         for i, (kind, spot) in enumerate(kinds, start=1):
@@ -223,13 +260,15 @@ class Compute(Construct):
                 gpu=gpus or None,
                 job_role=role,
                 environment={
-                    **self.environment,
-                    "BATCHSCRIBE_JOBS_QUEUE_URL": queue.queue_url,
-                    "BATCHSCRIBE_MODEL": model,
-                    "BATCHSCRIBE_ENGINE": self.config.engine,
-                    "BATCHSCRIBE_DEVICE": "cuda" if gpus else "cpu",
-                    "BATCHSCRIBE_IDLE_EXIT_SECONDS": str(self.config.worker_idle_seconds),
-                    "BATCHSCRIBE_MAX_DURATION_SECONDS": str(self.config.max_duration_minutes * 60),
+                    **WorkerSettings(
+                        **self.jobs.store,
+                        jobs_queue_url=messages.queue.queue_url,
+                        model=model,
+                        engine=self.config.engine,
+                        device="cuda" if gpus else "cpu",
+                        max_duration_seconds=self.config.max_duration_minutes * 60,
+                        timings=t,
+                    ).to_env(),
                     "AWS_REGION": Stack.of(self).region,
                 },
                 logging=ecs.LogDriver.aws_logs(stream_prefix=name.lower(), log_group=self.log_group),
@@ -243,5 +282,14 @@ class Compute(Construct):
             ],
             propagate_tags=True,
         )
-        queue.grant_consume_messages(role)
-        return WorkerPool(name=name.lower(), job_queue=job_queue, job_definition=definition, role=role, queue=queue)
+        messages.queue.grant_consume_messages(role)
+        self.jobs.grant_worker(role)
+        return WorkerPool(
+            name=name.lower(),
+            messages=messages,
+            job_queue=job_queue,
+            job_definition=definition,
+            role=role,
+            max_workers=max_workers,
+            jobs_per_worker=self.config.jobs_per_worker,
+        )

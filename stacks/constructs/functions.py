@@ -1,9 +1,10 @@
 """Every Lambda through one helper: Python 3.12 on arm64, the AWS-managed Powertools layer
-(it brings pydantic), X-Ray, a log group with retention, the shared environment, and one
-role per function to which each caller grants exactly what that function needs.
+(it brings pydantic), X-Ray, a log group with retention, and one role per function to which
+the construct that owns it grants exactly what it needs.
 
-The code asset is the `lambdas` and `batchscribe` packages staged into build/ at synth
-time: no Docker, no pip."""
+A function's environment is its process's settings model (batchscribe.settings), written
+with `to_env()`: the stack never types a variable's name. The code asset is the `lambdas`
+and `batchscribe` packages staged into build/ at synth time: no Docker, no pip."""
 
 from __future__ import annotations
 
@@ -15,28 +16,32 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from batchscribe.settings import PROCESS_SETTINGS, EnvSettings, powertools_env
 from stacks.config import DeploymentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / "build" / "lambda-src"
 POWERTOOLS_ACCOUNT = "017000801446"
+# what the Lambda runtime imports: the handlers and the core, nothing of the app layer
+LAMBDA_PACKAGES = ("batchscribe", "lambdas")
 
 
 def stage_code(target: Path = STAGE) -> Path:
-    """Copy the handler and shared packages (and nothing else) into one asset folder."""
+    """Copy the handler and core packages (and nothing else) into one asset folder."""
     if target.exists():
         shutil.rmtree(target)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "cli.py")
-    for package in ("batchscribe", "lambdas"):
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in LAMBDA_PACKAGES:
         shutil.copytree(ROOT / package, target / package, ignore=ignore)
     return target
 
 
 class Functions(Construct):
-    def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig, environment: dict[str, str]) -> None:
+    """The shared code asset and layer; `add` makes one function in its owner's scope."""
+
+    def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig) -> None:
         super().__init__(scope, id)
         self.config = config
-        self.environment = environment
         self.code = lambda_.Code.from_asset(str(stage_code()))
         region = Stack.of(self).region
         self.layer = lambda_.LayerVersion.from_layer_version_arn(
@@ -49,25 +54,31 @@ class Functions(Construct):
 
     def add(
         self,
-        name: str,
+        scope: Construct,
+        process: str,
+        settings: EnvSettings,
         *,
         timeout: Duration | None = None,
         memory: int = 512,
-        environment: dict[str, str] | None = None,
         reserved_concurrency: int | None = None,
     ) -> lambda_.Function:
+        """The function that runs `lambdas/<process>/handler.py`, configured by `settings`."""
+        expected = PROCESS_SETTINGS[process]
+        if type(settings) is not expected:
+            raise TypeError(f"{process} reads {expected.__name__}, not {type(settings).__name__}")
+        name = "".join(part.capitalize() for part in process.split("_"))
         log_group = logs.LogGroup(
-            self,
+            scope,
             f"{name}Logs",
             retention=retention(self.config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )
         fn = lambda_.Function(
-            self,
+            scope,
             name,
             runtime=lambda_.Runtime.PYTHON_3_12,
             architecture=lambda_.Architecture.ARM_64,
-            handler=f"lambdas.{_module(name)}.handler.handler",
+            handler=f"lambdas.{process}.handler.handler",
             code=self.code,
             layers=[self.layer],
             timeout=timeout or Duration.seconds(30),
@@ -75,21 +86,10 @@ class Functions(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
             reserved_concurrent_executions=reserved_concurrency,
-            environment={
-                "POWERTOOLS_SERVICE_NAME": "batchscribe",
-                "POWERTOOLS_METRICS_NAMESPACE": "Batchscribe",
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-                **self.environment,
-                **(environment or {}),
-            },
+            environment={**powertools_env(), **settings.to_env()},
         )
         self.functions[name] = fn
         return fn
-
-
-def _module(name: str) -> str:
-    """Api -> api, OnUpload -> on_upload."""
-    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 _RETENTIONS = {

@@ -15,9 +15,10 @@ from aws_cdk import aws_sns_subscriptions as subs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from batchscribe.settings import METRICS_NAMESPACE
 from stacks.config import DeploymentConfig
 
-NAMESPACE = "Batchscribe"
+NAMESPACE = METRICS_NAMESPACE
 STARVATION_SECONDS = 1800
 FAILED_RATE_THRESHOLD = 0.2
 

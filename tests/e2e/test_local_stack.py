@@ -15,8 +15,9 @@ import boto3
 import jiwer
 import pytest
 
-from batchscribe.client import ApiError, Client
-from batchscribe.local import LocalConfig, LocalStack
+from batchscribe.settings import Timings
+from batchscribe_cli.client import ApiError, Client
+from batchscribe_cli.local import LocalConfig, LocalStack
 from tests.audio import SHORT_TEXT, convert, long_text, speak
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     lines: list[str] = []
-    config = LocalConfig(port=0, max_workers=2, data_dir=tmp_path_factory.mktemp("local"), worker_idle_seconds=3)
+    config = LocalConfig(
+        port=0,
+        max_workers=2,
+        data_dir=tmp_path_factory.mktemp("local"),
+        timings=Timings.local().replace(idle_exit_seconds=3),
+    )
     s = LocalStack(config, say=lines.append)
     s.lines = lines  # type: ignore[attr-defined]
     with s:
@@ -53,9 +59,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float 
 
 
 def wait_for_no_workers(stack: LocalStack, timeout: float = 30) -> None:
-    compute, pool = stack.compute, stack.pool
-    assert compute is not None and pool is not None
-    wait_until(lambda: compute.active(pool) == 0, timeout)
+    compute = stack.compute
+    assert compute is not None
+    wait_until(lambda: compute.active(stack.pool) == 0, timeout)
 
 
 @pytest.mark.parametrize("kind", ["wav", "mp3"])
@@ -104,14 +110,14 @@ def test_bad_input_gets_clear_errors_over_http(stack: LocalStack, tmp_path: Path
 def test_cancel_while_queued(stack: LocalStack, audio: dict[str, Path]) -> None:
     assert stack.pool is not None
     c = client(stack)
-    stack.pool.max_workers = 0  # hold the workers back so the job stays queued
+    stack.set_max_workers(0)  # hold the workers back so the job stays queued
     try:
         wait_for_no_workers(stack)  # idle workers of earlier tests would take it at once
         job = c.submit(audio["wav"])
         wait_until(lambda: c.get(job["job_id"])["status"] == "queued")
         assert c.cancel(job["job_id"])["status"] == "cancelled"
     finally:
-        stack.pool.max_workers = 2
+        stack.set_max_workers(2)
     time.sleep(3)  # a worker picks the message up and drops it as a duplicate
     final = c.get(job["job_id"])
     assert final["status"] == "cancelled" and final["attempt"] == 0 and final["result"] is None
@@ -188,7 +194,7 @@ def test_local_up_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
     """`batchscribe local up` in the foreground: prints the URL, serves, and Ctrl-C stops it with
     no process left behind."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchscribe.cli", "local", "up", "--port", "0", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "batchscribe_cli", "local", "up", "--port", "0", "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -213,7 +219,7 @@ def test_cli_job_commands_against_the_local_stack(stack: LocalStack, audio: dict
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "batchscribe.cli", *args], env=env, capture_output=True, text=True, timeout=180
+            [sys.executable, "-m", "batchscribe_cli", *args], env=env, capture_output=True, text=True, timeout=180
         )
 
     out = cli("submit", str(audio["mp3"]), "--wait", "--format", "srt", "--language", "en")
@@ -236,7 +242,7 @@ def test_cli_job_commands_against_the_local_stack(stack: LocalStack, audio: dict
     again = cli("cancel", job_id)
     assert again.returncode == 1 and "job_not_cancellable" in again.stderr
     unreachable = subprocess.run(
-        [sys.executable, "-m", "batchscribe.cli", "list", "--api", "http://127.0.0.1:9"],
+        [sys.executable, "-m", "batchscribe_cli", "list", "--api", "http://127.0.0.1:9"],
         capture_output=True,
         text=True,
         timeout=60,

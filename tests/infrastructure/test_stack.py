@@ -17,6 +17,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 import aws_cdk as cdk
 from aws_cdk.assertions import Match, Template
 
+from batchscribe.settings import WorkerSettings
 from stacks.config import DeploymentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +99,8 @@ def test_gpu_job_definition(template_json: dict[str, Any]) -> None:
     ]
     env = {e["Name"]: e["Value"] for e in jd["ContainerProperties"]["Environment"]}
     assert env["BATCHSCRIBE_DEVICE"] == "cuda" and env["BATCHSCRIBE_MODEL"] == "large-v3-turbo"
-    assert "BATCHSCRIBE_IDLE_EXIT_SECONDS" in env
+    worker = WorkerSettings.from_env({k: v if isinstance(v, str) else "set-at-deploy" for k, v in env.items()})
+    assert worker.timings == DeploymentConfig().timings  # idle exit, lease, heartbeat: the deployment's
     cpu = by_prefix(template_json, "AWS::Batch::JobDefinition", "ComputeCpuJobDefinition")["Properties"]
     assert "GPU" not in {r["Type"] for r in cpu["ContainerProperties"]["ResourceRequirements"]}
 
@@ -134,7 +136,7 @@ def test_queues_have_dlqs_sse_and_longer_dlq_retention(template_json: dict[str, 
         assert queues[dlq_id]["Properties"]["MessageRetentionPeriod"] > props["MessageRetentionPeriod"], name
     for q in queues.values():
         assert q["Properties"]["SqsManagedSseEnabled"] is True
-    jobs = next(v for k, v in sources.items() if k.startswith("QueuesJobsQueue"))
+    jobs = next(v for k, v in sources.items() if k.startswith("ComputeGpuMessagesQueue"))
     assert jobs["Properties"]["VisibilityTimeout"] >= 120
 
 
@@ -181,7 +183,7 @@ def test_table(template: Template) -> None:
 
 
 def test_media_bucket(template_json: dict[str, Any]) -> None:
-    bucket = by_prefix(template_json, "AWS::S3::Bucket", "StorageMedia")["Properties"]
+    bucket = by_prefix(template_json, "AWS::S3::Bucket", "JobsMedia")["Properties"]
     assert bucket["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True,
         "BlockPublicPolicy": True,
@@ -246,18 +248,18 @@ def test_api_stage_logs_traces_and_throttles(template: Template) -> None:
 
 def test_functions_are_arm64_python_with_powertools_and_xray(template_json: dict[str, Any]) -> None:
     fns = {
-        k: v["Properties"]
-        for k, v in resources(template_json, "AWS::Lambda::Function").items()
-        if k.startswith("Functions")
+        v["Properties"]["Handler"]: v["Properties"]
+        for v in resources(template_json, "AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler", "").startswith("lambdas.")
     }
-    assert {k.split("Functions")[1].rstrip("0123456789ABCDEF") for k in fns} >= {
-        "Api",
-        "OnUpload",
-        "DeadLetter",
-        "Sweeper",
-        "Scaler",
-        "Reconciler",
-        "Notify",
+    assert {h.split(".")[1] for h in fns} == {
+        "api",
+        "on_upload",
+        "dead_letter",
+        "sweeper",
+        "scaler",
+        "reconciler",
+        "notify",
     }
     for fn in fns.values():
         assert fn["Architectures"] == ["arm64"] and fn["Runtime"] == "python3.12"
@@ -300,31 +302,88 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
         "sqs:GetQueueAttributes",
     }
     state = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}
-    assert _actions_of(template_json, "FunctionsApiServiceRole") == XRAY | s3_read | s3_put | state | {
-        "dynamodb:PutItem"
-    }
-    assert _actions_of(template_json, "FunctionsOnUploadServiceRole") == XRAY | s3_read | consume | send | {
+    assert _actions_of(template_json, "ApiServiceRole") == XRAY | s3_read | s3_put | state | {"dynamodb:PutItem"}
+    assert _actions_of(template_json, "IntakeOnUploadServiceRole") == XRAY | s3_read | consume | send | {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
         "s3:DeleteObject*",
         "lambda:InvokeFunction",
     }
-    assert _actions_of(template_json, "FunctionsDeadLetterServiceRole") == XRAY | consume | {
+    assert _actions_of(template_json, "LifecycleDeadLetterServiceRole") == XRAY | consume | {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
     }
-    assert _actions_of(template_json, "FunctionsSweeperServiceRole") == XRAY | state | send
-    assert _actions_of(template_json, "FunctionsReconcilerServiceRole") == XRAY | state | send
-    assert _actions_of(template_json, "FunctionsScalerServiceRole") == XRAY | {
+    assert _actions_of(template_json, "LifecycleSweeperServiceRole") == XRAY | state | send
+    assert _actions_of(template_json, "LifecycleReconcilerServiceRole") == XRAY | state | send
+    assert _actions_of(template_json, "ScalingScalerServiceRole") == XRAY | {
         "sqs:GetQueueAttributes",
         "batch:SubmitJob",
         "batch:ListJobs",
     }
-    notify = _actions_of(template_json, "FunctionsNotifyServiceRole")
+    notify = _actions_of(template_json, "NotifyServiceRole")
     assert "events:PutEvents" in notify and not any(a.startswith(("s3:", "sqs:Receive")) for a in notify)
     worker = _actions_of(template_json, "ComputeGpuJobRole")
     assert worker == state | consume | s3_read | s3_put | {"s3:DeleteObject*"}
     assert not any(a.endswith(":*") or a == "*" for a in worker)
+
+
+# ---- process environments ------------------------------------------------------------------
+
+
+def _resolve(value: Any) -> str:
+    """A CloudFormation value as the string it becomes at deploy (references as placeholders)."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return f"ref-{value['Ref']}"
+    if "Fn::GetAtt" in value:
+        return ".".join(value["Fn::GetAtt"])
+    if "Fn::Join" in value:
+        sep, parts = value["Fn::Join"]
+        return str(sep).join(_resolve(p) for p in parts)
+    raise AssertionError(f"unexpected intrinsic {value}")
+
+
+def _check_env(model: type[Any], env: dict[str, Any]) -> None:
+    from batchscribe.settings import ENV_PREFIX
+
+    ours = {k: _resolve(v) for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    assert model.required_env_names() <= set(ours) <= model.env_names(), (model.__name__, sorted(ours))
+    model.from_env(ours)  # every value is valid for the model that reads it
+
+
+def test_every_process_is_configured_from_its_own_settings_model(template_json: dict[str, Any]) -> None:
+    from batchscribe.settings import PROCESS_SETTINGS
+
+    fns = {
+        v["Properties"]["Handler"].split(".")[1]: v["Properties"]
+        for v in resources(template_json, "AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler", "").startswith("lambdas.")
+    }
+    assert set(fns) == set(PROCESS_SETTINGS) - {"worker"}
+    for process, fn in fns.items():
+        _check_env(PROCESS_SETTINGS[process], fn["Environment"]["Variables"])
+    definitions = resources(template_json, "AWS::Batch::JobDefinition").values()
+    assert len(definitions) == 2
+    for jd in definitions:
+        env = {e["Name"]: e["Value"] for e in jd["Properties"]["ContainerProperties"]["Environment"]}
+        _check_env(PROCESS_SETTINGS["worker"], env)
+
+
+def test_queue_visibility_and_function_timeouts_come_from_the_timings(template_json: dict[str, Any]) -> None:
+    t = DeploymentConfig().timings
+    queues = resources(template_json, "AWS::SQS::Queue")
+    for prefix in ("ComputeGpuMessagesQueue", "ComputeCpuMessagesQueue"):
+        assert by_prefix(template_json, "AWS::SQS::Queue", prefix)["Properties"]["VisibilityTimeout"] == (
+            t.visibility_seconds
+        )
+    uploads = next(v for k, v in queues.items() if k.startswith("IntakeUploadsQueue"))["Properties"]
+    on_upload = by_prefix(template_json, "AWS::Lambda::Function", "IntakeOnUpload")["Properties"]
+    assert uploads["VisibilityTimeout"] >= 6 * on_upload["Timeout"]
+    dead_letter = by_prefix(template_json, "AWS::Lambda::Function", "LifecycleDeadLetter")["Properties"]
+    for k, q in queues.items():
+        if k.startswith("ComputeGpuMessagesDlq"):
+            assert q["Properties"]["VisibilityTimeout"] >= 6 * dead_letter["Timeout"]
 
 
 # ---- schedules, events, alarms -------------------------------------------------------------
@@ -333,9 +392,9 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
 def test_schedules_and_event_rules(template_json: dict[str, Any]) -> None:
     rules = {k: v["Properties"] for k, v in resources(template_json, "AWS::Events::Rule").items()}
     scheduled = {k: r for k, r in rules.items() if r.get("ScheduleExpression")}
-    assert {k.rstrip("0123456789ABCDEF") for k in scheduled} == {"ScalerSchedule", "SweeperSchedule"}
+    assert {k.rstrip("0123456789ABCDEF") for k in scheduled} == {"ScalingSchedule", "LifecycleSweeperSchedule"}
     assert all(r["ScheduleExpression"] == "rate(1 minute)" for r in scheduled.values())
-    exited = next(r for k, r in rules.items() if k.startswith("WorkerExited"))
+    exited = next(r for k, r in rules.items() if k.startswith("LifecycleWorkerExited"))
     assert exited["EventPattern"]["detail-type"] == ["Batch Job State Change"]
     assert exited["EventPattern"]["detail"]["status"] == ["SUCCEEDED", "FAILED"]
 

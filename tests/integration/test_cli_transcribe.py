@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "batchscribe.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "batchscribe_cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_transcribe_prints_text_and_writes_files(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import responses
 from moto import mock_aws
 
-from batchscribe.client import ApiError, Client, api_url_from_stack, is_local
+from batchscribe_cli.client import ApiError, Client, api_url_from_stack, is_local
 
 API = "https://abc123.execute-api.eu-west-1.amazonaws.com/v1"
 

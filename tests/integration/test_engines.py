@@ -56,7 +56,7 @@ def test_every_tensor_is_mapped(tmp_path: Path) -> None:
     assert checkpoint["dims"]["n_vocab"] == 51864 and checkpoint["alignment_heads"]
 
 
-def test_model_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_resolution_order(tmp_path: Path) -> None:
     bundled = resolve_model("tiny.en")
     assert (Path(bundled) / "model.bin").exists()
     with pytest.raises(UnsupportedModel):
@@ -67,8 +67,7 @@ def test_model_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     baked = tmp_path / "baked" / "small"
     baked.mkdir(parents=True)
     (baked / "model.bin").write_bytes(b"x")
-    monkeypatch.setenv("BATCHSCRIBE_MODEL_DIR", str(tmp_path / "baked"))
-    assert resolve_model("small") == str(baked)
+    assert resolve_model("small", model_dir=str(tmp_path / "baked")) == str(baked)
     assert resolve_model("tiny.en", explicit_path=bundled) == bundled
 
 
@@ -102,12 +101,13 @@ def test_decode_bounds(tmp_path: Path) -> None:
         decode(tmp_path / "empty.wav", 60)
 
 
-def test_bake_puts_the_model_where_the_worker_resolves_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bake_puts_the_model_where_the_worker_resolves_it(tmp_path: Path) -> None:
+    """The image bakes into <out>/<model> and <out>/cache; the worker's model_dir and cache_dir
+    settings point there, so the engine finds both without converting or downloading."""
     from gpu_container.worker.bake import bake
 
-    monkeypatch.setenv("BATCHSCRIBE_CACHE_DIR", str(tmp_path / "cache"))
     target = bake("tiny.en", "openai-whisper", tmp_path / "models")
     assert (target / "model.bin").exists()
-    assert list((tmp_path / "cache").glob("openai-whisper-tiny.en-*.pt"))
-    monkeypatch.setenv("BATCHSCRIBE_MODEL_DIR", str(tmp_path / "models"))
-    assert resolve_model("tiny.en") == str(target)
+    [checkpoint] = (tmp_path / "models" / "cache").glob("openai-whisper-tiny.en-*.pt")
+    assert resolve_model("tiny.en", model_dir=str(tmp_path / "models")) == str(target)
+    assert openai_checkpoint(str(target), str(tmp_path / "models" / "cache")) == checkpoint

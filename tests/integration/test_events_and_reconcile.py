@@ -10,9 +10,9 @@ import boto3
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
+from batchscribe.lifecycle import ExitCounts, Lifecycle
 from batchscribe.models import JobMessage, JobStatus
-from batchscribe.service import JobService, worker_exited
-from batchscribe.settings import ServiceSettings
+from batchscribe.settings import LifecycleSettings
 from tests.conftest import LambdaContextStub, Stack
 from tests.helpers import create, deliver_uploads, post_upload, receive_all
 
@@ -38,7 +38,7 @@ def test_terminal_statuses_are_published_once(aws_stack: Stack) -> None:
     )
     events.put_targets(Rule="jobs", Targets=[{"Id": "q", "Arn": arn}])
 
-    svc = JobService.from_settings(ServiceSettings.from_env(aws_stack.env))
+    svc = Lifecycle.from_settings(LifecycleSettings.from_env(aws_stack.env))
     job_id = create()["job_id"]
     pending = svc.repo.get(job_id)
     cancelled = svc.repo.cancel(job_id)
@@ -78,7 +78,7 @@ def test_small_uploads_go_to_the_cpu_queue(aws_stack: Stack, monkeypatch: pytest
 
 
 def test_an_enqueue_wakes_the_scaler(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    import lambdas.on_upload.handler as on_upload
+    import batchscribe.scaler as scaler
 
     calls: list[dict[str, Any]] = []
 
@@ -90,9 +90,9 @@ def test_an_enqueue_wakes_the_scaler(aws_stack: Stack, monkeypatch: pytest.Monke
     from tests.conftest import reset_caches
 
     reset_caches()
-    real_client = on_upload.aws.client
+    real_client = scaler.aws.client
     fake_aws = SimpleNamespace(client=lambda name: FakeLambda() if name == "lambda" else real_client(name))
-    monkeypatch.setattr(on_upload, "aws", fake_aws)
+    monkeypatch.setattr(scaler, "aws", fake_aws)
     job = create(size=5)
     post_upload(job["upload"], b"12345")
     deliver_uploads(aws_stack)
@@ -104,7 +104,7 @@ def test_an_enqueue_wakes_the_scaler(aws_stack: Stack, monkeypatch: pytest.Monke
 def test_reconciler_requeues_or_fails_the_jobs_a_dead_worker_held(aws_stack: Stack) -> None:
     from lambdas.reconciler.handler import handler
 
-    svc = JobService.from_settings(ServiceSettings.from_env(aws_stack.env))
+    svc = Lifecycle.from_settings(LifecycleSettings.from_env(aws_stack.env))
     ids = []
     for _ in range(3):
         job_id = create()["job_id"]
@@ -130,7 +130,7 @@ def test_reconciler_requeues_or_fails_the_jobs_a_dead_worker_held(aws_stack: Sta
     assert failed.error.code == "retries_exhausted"
     assert [JobMessage.model_validate_json(m["Body"]).job_id for m in receive_all(aws_stack.jobs_queue_url)] == [ids[0]]
     # a repeat of the event, a running worker's event, and an array parent's event change nothing
-    assert worker_exited(svc, "batch-1:0", 5) == {"requeued": 0, "failed": 0}
+    assert svc.worker_exited("batch-1:0") == ExitCounts(requeued=0, failed=0)
     for detail in (
         {"jobId": "batch-2:0", "status": "RUNNING"},
         {"jobId": "batch-2", "status": "FAILED", "arrayProperties": {"size": 2}},

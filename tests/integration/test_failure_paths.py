@@ -8,9 +8,10 @@ import pytest
 
 from batchscribe.api_models import CreateJobRequest
 from batchscribe.errors import StaleAttempt
+from batchscribe.jobs import JobApi
+from batchscribe.lifecycle import DeadLetterOutcome, Lifecycle, SweepCounts
 from batchscribe.models import JobMessage, JobStatus, ResultSummary
-from batchscribe.service import JobService
-from batchscribe.settings import ServiceSettings
+from batchscribe.settings import ApiSettings, LifecycleSettings
 from tests.conftest import LambdaContextStub, Stack
 from tests.helpers import create, receive_all, sqs_event
 
@@ -29,11 +30,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def svc(aws_stack: Stack, clock: Clock) -> JobService:
-    return JobService.from_settings(ServiceSettings.from_env(aws_stack.env), clock=clock)
+def svc(aws_stack: Stack, clock: Clock) -> Lifecycle:
+    return Lifecycle.from_settings(LifecycleSettings.from_env(aws_stack.env), clock=clock)
 
 
-def queued_job(svc: JobService) -> str:
+@pytest.fixture
+def api(aws_stack: Stack, clock: Clock) -> JobApi:
+    return JobApi.from_settings(ApiSettings.from_env(aws_stack.env), clock=clock)
+
+
+def queued_job(svc: Lifecycle) -> str:
     job = create()
     svc.repo.enqueue(job["job_id"], 1000)
     return str(job["job_id"])
@@ -49,7 +55,7 @@ def dead_letter(job_id: str) -> dict:
 # ---- dead letters --------------------------------------------------------------------
 
 
-def test_dead_letter_fails_a_queued_job_with_retries_exhausted(svc: JobService) -> None:
+def test_dead_letter_fails_a_queued_job_with_retries_exhausted(svc: Lifecycle) -> None:
     job_id = queued_job(svc)
     assert dead_letter(job_id) == {"batchItemFailures": []}
     job = svc.repo.get(job_id)
@@ -57,23 +63,23 @@ def test_dead_letter_fails_a_queued_job_with_retries_exhausted(svc: JobService) 
     assert job.error is not None and job.error.code == "retries_exhausted"
 
 
-def test_dead_letter_fails_a_running_job_whose_worker_is_gone(svc: JobService, clock: Clock) -> None:
+def test_dead_letter_fails_a_running_job_whose_worker_is_gone(svc: Lifecycle, clock: Clock) -> None:
     job_id = queued_job(svc)
     svc.repo.claim(job_id, "w1", lease_seconds=60)
     clock.now += 120
-    assert svc.dead_letter(job_id) == "failed"
+    assert svc.dead_letter(job_id) is DeadLetterOutcome.FAILED
     assert svc.repo.get(job_id).status is JobStatus.FAILED
 
 
-def test_dead_letter_leaves_a_job_a_live_worker_holds(svc: JobService) -> None:
+def test_dead_letter_leaves_a_job_a_live_worker_holds(svc: Lifecycle) -> None:
     job_id = queued_job(svc)
     svc.repo.claim(job_id, "w1", lease_seconds=600)
-    assert svc.dead_letter(job_id) == "live_worker"
+    assert svc.dead_letter(job_id) is DeadLetterOutcome.LIVE_WORKER
     assert svc.repo.get(job_id).status is JobStatus.RUNNING
 
 
 @pytest.mark.parametrize("end", ["succeed", "cancel"])
-def test_dead_letter_never_touches_a_terminal_job(svc: JobService, end: str) -> None:
+def test_dead_letter_never_touches_a_terminal_job(svc: Lifecycle, end: str) -> None:
     job_id = queued_job(svc)
     claimed = svc.repo.claim(job_id, "w1", 60)
     if end == "succeed":
@@ -109,28 +115,28 @@ def test_dead_letter_of_a_non_job_message_is_dropped(aws_stack: Stack) -> None:
 # ---- sweeper -------------------------------------------------------------------------
 
 
-def test_sweeper_fails_pending_jobs_whose_upload_window_closed(svc: JobService, clock: Clock) -> None:
-    stale = svc.create_job("owner", _request())[0].job_id
-    clock.now += svc.settings.upload_window_seconds + 1
-    fresh = svc.create_job("owner", _request())[0].job_id
+def test_sweeper_fails_pending_jobs_whose_upload_window_closed(svc: Lifecycle, api: JobApi, clock: Clock) -> None:
+    stale = api.create_job("owner", _request())[0].job_id
+    clock.now += api.settings.upload_window_seconds + 1
+    fresh = api.create_job("owner", _request())[0].job_id
 
-    assert svc.sweep() == {"upload_expired": 1, "requeued": 0}
+    assert svc.sweep() == SweepCounts(upload_expired=1, requeued=0)
 
     job = svc.repo.get(stale)
     assert job.status is JobStatus.FAILED and job.error is not None
     assert job.error.code == "upload_expired"
     assert svc.repo.get(fresh).status is JobStatus.PENDING
-    assert svc.sweep() == {"upload_expired": 0, "requeued": 0}
+    assert svc.sweep() == SweepCounts(upload_expired=0, requeued=0)
 
 
-def test_sweeper_requeues_a_running_job_whose_lease_expired(aws_stack: Stack, svc: JobService, clock: Clock) -> None:
+def test_sweeper_requeues_a_running_job_whose_lease_expired(aws_stack: Stack, svc: Lifecycle, clock: Clock) -> None:
     job_id = queued_job(svc)
     lost = svc.repo.claim(job_id, "dead-worker", lease_seconds=60)
     live_id = queued_job(svc)
     svc.repo.claim(live_id, "live-worker", lease_seconds=600)
     clock.now += 61
 
-    assert svc.sweep() == {"upload_expired": 0, "requeued": 1}
+    assert svc.sweep() == SweepCounts(upload_expired=0, requeued=1)
 
     job = svc.repo.get(job_id)
     assert job.status is JobStatus.QUEUED and job.worker is None

@@ -22,7 +22,7 @@ from moto import mock_aws
 from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
 from batchscribe.models import ErrorInfo, InputInfo, Job, JobOptions, JobStatus, ResultSummary, iso
 from batchscribe.repository import JobRepository
-from batchscribe.resources import create_table
+from batchscribe_cli.provision import create_table
 
 P, Q, R = JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING
 S, F, C = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED

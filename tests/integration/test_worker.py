@@ -19,9 +19,9 @@ import pytest
 
 from batchscribe.models import JobMessage, JobOptions, JobStatus
 from batchscribe.repository import JobRepository
+from batchscribe.settings import Timings, WorkerSettings
 from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhisperEngine
 from gpu_container.worker.main import Worker
-from gpu_container.worker.settings import WorkerSettings
 from gpu_container.worker.transcript import Transcript
 from tests.audio import SHORT_TEXT, convert, long_text, make_video_only, speak
 from tests.conftest import Stack
@@ -68,15 +68,14 @@ def engines() -> dict[str, Engine]:
 
 
 def worker_settings(stack: Stack, **over: Any) -> WorkerSettings:
+    """Test settings; timing names in `over` change the worker's timings."""
+    timings = {"idle_exit_seconds": 1, "poll_seconds": 0, "heartbeat_seconds": 0.2, "lease_seconds": 30}
+    timings |= {k: over.pop(k) for k in list(over) if k in Timings.model_fields}
     base: dict[str, Any] = {
         "table_name": stack.table,
         "bucket_name": stack.bucket,
         "jobs_queue_url": stack.jobs_queue_url,
-        "idle_exit_seconds": 1,
-        "poll_seconds": 0,
-        "heartbeat_seconds": 0.2,
-        "lease_seconds": 30,
-        "visibility_seconds": 60,
+        "timings": Timings().replace(visibility_seconds=60, **timings),
         "worker_id": "test-worker",
     }
     return WorkerSettings(**{**base, **over})

@@ -6,9 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from batchscribe import keys, media_types
+from batchscribe.jobs import sanitize_filename
 from batchscribe.models import TERMINAL_STATUSES, JobOptions, JobStatus
-from batchscribe.service import sanitize_filename
-from batchscribe.settings import ServiceSettings, to_env
+from batchscribe.settings import ConfigError, IntakeSettings
 from batchscribe.state_machine import TRANSITIONS, Transition, allowed, target
 
 
@@ -88,9 +88,9 @@ def test_job_options_defaults_and_validation() -> None:
 
 
 def test_settings_fail_loudly_naming_the_missing_variable() -> None:
-    with pytest.raises(RuntimeError, match="BATCHSCRIBE_TABLE_NAME"):
-        ServiceSettings.from_env({"BATCHSCRIBE_BUCKET_NAME": "b", "BATCHSCRIBE_JOBS_QUEUE_URL": "q"})
-    s = ServiceSettings(table_name="t", bucket_name="b", jobs_queue_url="q", max_upload_bytes=5)
-    assert ServiceSettings.from_env(to_env(s)) == s
-    with pytest.raises(ValidationError):
-        ServiceSettings.from_env({**to_env(s), "BATCHSCRIBE_MAX_UPLOAD_BYTES": "-1"})
+    with pytest.raises(ConfigError, match="BATCHSCRIBE_TABLE_NAME: missing"):
+        IntakeSettings.from_env({"BATCHSCRIBE_BUCKET_NAME": "b", "BATCHSCRIBE_JOBS_QUEUE_URL": "q"})
+    s = IntakeSettings(table_name="t", bucket_name="b", jobs_queue_url="q", max_upload_bytes=5)
+    assert IntakeSettings.from_env(s.to_env()) == s
+    with pytest.raises(ConfigError, match="BATCHSCRIBE_MAX_UPLOAD_BYTES"):
+        IntakeSettings.from_env({**s.to_env(), "BATCHSCRIBE_MAX_UPLOAD_BYTES": "-1"})

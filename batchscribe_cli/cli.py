@@ -6,7 +6,7 @@
     batchscribe demo                                                          local stack + a sample, end to end
     batchscribe transcribe FILE [--engine E] [--model M] [--batched] [--format F] [-o OUT]   no AWS at all
 
-The job commands talk to `--api URL` (or BATCHSCRIBE_API, or `--stack NAME`'s ApiUrl output);
+The job commands talk to `--api URL` (or $BATCHSCRIBE_API, or `--stack NAME`'s ApiUrl output);
 a deployed API is called with SigV4 from the standard AWS credential chain.
 """
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from batchscribe.settings import ClientSettings
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -127,17 +128,18 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from batchscribe.client import Client, api_url_from_stack
+    from batchscribe_cli.client import Client, api_url_from_stack
 
-    url = args.api or os.environ.get("BATCHSCRIBE_API")
+    env = ClientSettings.from_env()
+    url = args.api or env.api
     if not url and args.stack:
         url = api_url_from_stack(args.stack)
     if not url:
         raise UsageError(
             "no API to talk to: start one with `batchscribe local up` and pass --api URL "
-            "(or set BATCHSCRIBE_API), or name a deployed stack with --stack"
+            f"(or set {ClientSettings.env_name('api')}), or name a deployed stack with --stack"
         )
-    return Client(url, owner=args.owner or os.environ.get("BATCHSCRIBE_OWNER"))
+    return Client(url, owner=args.owner or env.owner)
 
 
 class UsageError(Exception):
@@ -145,7 +147,7 @@ class UsageError(Exception):
 
 
 def _report(error: Any) -> int:
-    from batchscribe.client import ApiError
+    from batchscribe_cli.client import ApiError
 
     if isinstance(error, ApiError):
         _err(str(error), HINTS.get(error.code))
@@ -165,7 +167,7 @@ def _print_job(job: dict[str, Any]) -> None:
 
 
 def _wait(client: Any, job_id: str, quiet: bool = False) -> dict[str, Any]:
-    if quiet or (not sys.stderr.isatty() and os.environ.get("BATCHSCRIBE_PROGRESS") != "1"):
+    if quiet or (not sys.stderr.isatty() and not ClientSettings.from_env().progress):
         last = [""]
 
         def plain(job: dict[str, Any]) -> None:
@@ -269,13 +271,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
-    from batchscribe.local import LocalConfig, LocalStack
+    from batchscribe.settings import Timings
+    from batchscribe_cli.local import LocalConfig, LocalStack
 
     config = LocalConfig(
         port=args.port,
         max_workers=args.max_workers,
         data_dir=Path(args.data_dir),
-        worker_idle_seconds=args.idle_seconds,
+        timings=Timings.local().replace(idle_exit_seconds=args.idle_seconds),
     )
     LocalStack(config).run_forever()
     return 0
@@ -285,8 +288,8 @@ SAMPLE = Path(__file__).resolve().parent / "samples" / "sample.mp3"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from batchscribe.client import Client
-    from batchscribe.local import LocalConfig, LocalStack
+    from batchscribe_cli.client import Client
+    from batchscribe_cli.local import LocalConfig, LocalStack
 
     sample = Path(args.file) if args.file else SAMPLE
     config = LocalConfig(port=0, max_workers=2, data_dir=Path(args.data_dir))
@@ -307,12 +310,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("--- subtitles (srt) ---")
         print(client.result_text(done, "srt"), end="", flush=True)
         print()
-        time.sleep(config.worker_idle_seconds + 2)  # let the worker exit: the stack scales back to zero
+        time.sleep(config.timings.idle_exit_seconds + 2)  # let the worker exit: the stack scales back to zero
     return 0
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api", help="API URL (default: $BATCHSCRIBE_API)")
+    p.add_argument("--api", help=f"API URL (default: ${ClientSettings.env_name('api')})")
     p.add_argument("--stack", help="read the API URL from this deployed stack's outputs")
     p.add_argument("--owner", help="local stack only: act as this owner (default: local)")
 
@@ -393,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import requests
 
-    from batchscribe.client import ApiError
+    from batchscribe_cli.client import ApiError
 
     try:
         return int(args.func(args))
@@ -401,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(exc)
     except requests.ConnectionError:
         _err(
-            f"cannot reach the API at {getattr(args, 'api', None) or os.environ.get('BATCHSCRIBE_API')}",
-            "is the local stack running (`batchscribe local up`)? Or check --api / BATCHSCRIBE_API",
+            f"cannot reach the API at {getattr(args, 'api', None) or ClientSettings.from_env().api}",
+            f"is the local stack running (`batchscribe local up`)? Or check --api / {ClientSettings.env_name('api')}",
         )
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -1,17 +1,20 @@
 """The whole pipeline on one machine: `batchscribe local up`.
 
-- moto in server mode on 127.0.0.1 for S3, SQS and DynamoDB, provisioned by the same
-  `batchscribe.resources` the tests use and the CDK stack mirrors (S3 -> SQS notification too);
+- moto in server mode on 127.0.0.1 for S3, SQS and DynamoDB, provisioned from the same
+  declarations (`batchscribe.resources`, the timings) the CDK stack reads, notification included;
+- each process's environment written from the same settings models the CDK stack uses;
 - an HTTP server on 127.0.0.1 that turns requests into API Gateway proxy events for the real
   API Lambda handler (header `X-Batchscribe-Owner` stands in for the IAM caller);
 - event-source emulation: the uploads queue -> on_upload, the jobs DLQ -> dead_letter, with real
-  SQS batch events; the scaler and the sweeper on their schedules;
+  SQS batch events; the scaler and the sweeper on their schedules; a worker that ends -> the
+  reconciler (Batch's job state change event);
 - a local compute backend behind the scaler's Compute interface: worker processes (the real
   worker program, CPU, tiny.en) that exit when idle, so scale-from-zero-and-back is visible.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -24,15 +27,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from batchscribe.client import OWNER_HEADER
-from batchscribe.resources import Names, Provisioned, provision
+from batchscribe import aws
+from batchscribe.resources import Names
 from batchscribe.scaler import Pool
+from batchscribe.settings import (
+    ENV_PREFIX,
+    ApiSettings,
+    ClientSettings,
+    EnvSettings,
+    IntakeSettings,
+    LifecycleSettings,
+    ScalerSettings,
+    Timings,
+    WorkerSettings,
+    powertools_env,
+)
+from batchscribe_cli.client import OWNER_HEADER
+from batchscribe_cli.provision import Provisioned, provision
 
 LOCAL_ACCOUNT = "000000000000"
+LOCAL_REGION = "us-east-1"
 _OWNER = re.compile(r"^[A-Za-z0-9_.@+=-]{1,64}$")
+# the Lambda handlers the local stack runs in its own process
+IN_PROCESS = ("api", "on_upload", "dead_letter", "sweeper", "reconciler", "scaler")
 
 
 def owner_arn(owner: str) -> str:
@@ -44,17 +64,23 @@ class LocalConfig:
     port: int = 8000
     max_workers: int = 2
     data_dir: Path = field(default_factory=lambda: Path(".local-data"))
-    engine: str = "faster-whisper"
+    engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     model: str = "tiny.en"
     jobs_per_worker: int = 1
-    worker_idle_seconds: float = 5
-    scaler_interval: float = 1.0
-    sweeper_interval: float = 2.0
-    lease_seconds: int = 6
-    visibility_seconds: int = 10
-    heartbeat_seconds: float = 1.0
+    timings: Timings = field(default_factory=Timings.local)
     max_upload_bytes: int = 200 * 1024 * 1024
     quiet: bool = False
+
+
+def merged_env(*parts: dict[str, str]) -> dict[str, str]:
+    """One environment from several processes' settings; a name may not mean two things."""
+    out: dict[str, str] = {}
+    for part in parts:
+        for k, v in part.items():
+            if out.get(k, v) != v:
+                raise ValueError(f"{k} would be both {out[k]!r} and {v!r}")
+            out[k] = v
+    return out
 
 
 class _Context:
@@ -91,25 +117,44 @@ def sqs_event(
 
 
 class LocalCompute:
-    """Workers as local processes (the scaler's Compute interface)."""
+    """Workers as local processes (the scaler's Compute interface). Each gets the worker's
+    settings with its own worker id; when one ends, `on_exit(worker_id, code)` runs (the
+    local stand-in for Batch's job state change event)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, say: Callable[[str], None]) -> None:
-        self.env = env
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        base_env: dict[str, str],
+        log_dir: Path,
+        say: Callable[[str], None],
+        on_exit: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_env = base_env
         self.log_dir = log_dir
         self.say = say
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.on_exit = on_exit
+        self.procs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
         self.started = 0
         self.peak = 0
         self._lock = threading.Lock()
 
+    def env_for(self, worker_id: str) -> dict[str, str]:
+        return {**self.base_env, **self.settings.model_copy(update={"worker_id": worker_id}).to_env()}
+
     def reap(self) -> None:
+        ended: list[tuple[str, int]] = []
         with self._lock:
-            for pid, proc in list(self.procs.items()):
+            for pid, (worker_id, proc) in list(self.procs.items()):
                 code = proc.poll()
                 if code is not None:
                     del self.procs[pid]
                     how = "idle, exited" if code == 0 else f"exited with code {code}"
                     self.say(f"worker {pid} {how}; {len(self.procs)} running")
+                    ended.append((worker_id, code))
+        if self.on_exit is not None:
+            for worker_id, code in ended:
+                self.on_exit(worker_id, code)
 
     def active(self, pool: Pool) -> int:
         self.reap()
@@ -118,27 +163,28 @@ class LocalCompute:
     def submit(self, pool: Pool, count: int) -> None:
         with self._lock:
             for _ in range(count):
+                worker_id = f"local-{uuid.uuid4().hex[:12]}"
                 log = (self.log_dir / f"worker-{int(time.time() * 1000)}-{self.started}.log").open("ab")
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "gpu_container.worker"],
-                    env=self.env,
+                    env=self.env_for(worker_id),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                 )
                 log.close()
-                self.procs[proc.pid] = proc
+                self.procs[proc.pid] = (worker_id, proc)
                 self.started += 1
             self.peak = max(self.peak, len(self.procs))
             self.say(f"scaler: started {count} worker(s); {len(self.procs)} running")
 
     def pids(self) -> list[int]:
         with self._lock:
-            return [pid for pid, p in self.procs.items() if p.poll() is None]
+            return [pid for pid, (_, p) in self.procs.items() if p.poll() is None]
 
     def stop_all(self, timeout: float = 10) -> None:
         with self._lock:
-            procs = list(self.procs.values())
+            procs = [p for _, p in self.procs.values()]
         for p in procs:
             if p.poll() is None:
                 p.terminate()  # SIGTERM: a worker gives its job back and exits
@@ -162,7 +208,8 @@ class LocalStack:
         self.http: ThreadingHTTPServer | None = None
         self.resources: Provisioned | None = None
         self.compute: LocalCompute | None = None
-        self.pool: Pool | None = None
+        self.settings: dict[str, EnvSettings] = {}
+        self.handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
         self.url = ""
         self.transitions: list[tuple[str, str, str]] = []
         self._seen: dict[str, str] = {}
@@ -178,81 +225,121 @@ class LocalStack:
     def start(self) -> LocalStack:
         import logging
 
+        import boto3
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-        cfg = self.config
+        cfg, t = self.config, self.config.timings
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         (cfg.data_dir / "workers").mkdir(exist_ok=True)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        names = Names(prefix="batchscribe-local")
-        base_env = {
+        aws_env = {
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_SESSION_TOKEN": "local",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "AWS_REGION": LOCAL_REGION,
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_EC2_METADATA_DISABLED": "true",
-            "BATCHSCRIBE_TABLE_NAME": names.table,
-            "BATCHSCRIBE_BUCKET_NAME": names.bucket,
         }
-        self._set_env(
-            {
-                **base_env,
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_METRICS_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": "WARNING",
-                "POWERTOOLS_METRICS_NAMESPACE": "Batchscribe",
-            }
-        )
-        self._reset_caches()
-        import boto3
+        self._set_env(aws_env)
+        aws.reset()
+        self.resources = r = provision(boto3.Session(), Names(prefix="batchscribe-local"), t, LOCAL_REGION)
+        self.settings = self.process_settings(r)
 
-        self.resources = r = provision(boto3.Session(), names)
+        # The Lambda handlers run in this process: one environment for all of them.
         self._set_env(
-            {"BATCHSCRIBE_JOBS_QUEUE_URL": r.jobs_queue_url, "BATCHSCRIBE_MAX_UPLOAD_BYTES": str(cfg.max_upload_bytes)}
+            merged_env(
+                *(self.settings[name].to_env() for name in IN_PROCESS),
+                powertools_env(log_level="WARNING"),
+                {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"},
+            )
         )
-        self._reset_caches()
-        worker_env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHSCRIBE_", "POWERTOOLS_"))},
-            **base_env,
-            "BATCHSCRIBE_JOBS_QUEUE_URL": r.jobs_queue_url,
-            "BATCHSCRIBE_ENGINE": cfg.engine,
-            "BATCHSCRIBE_MODEL": cfg.model,
-            "BATCHSCRIBE_DEVICE": "cpu",
-            "BATCHSCRIBE_IDLE_EXIT_SECONDS": str(cfg.worker_idle_seconds),
-            "BATCHSCRIBE_POLL_SECONDS": "1",
-            "BATCHSCRIBE_LEASE_SECONDS": str(cfg.lease_seconds),
-            "BATCHSCRIBE_VISIBILITY_SECONDS": str(cfg.visibility_seconds),
-            "BATCHSCRIBE_HEARTBEAT_SECONDS": str(cfg.heartbeat_seconds),
-            "BATCHSCRIBE_CPU_THREADS": "2",
-            "BATCHSCRIBE_CACHE_DIR": str((cfg.data_dir / "cache").resolve()),
-            "POWERTOOLS_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.compute = LocalCompute(worker_env, cfg.data_dir / "workers", self.say)
-        self.pool = Pool(
-            name="cpu", queue_url=r.jobs_queue_url, max_workers=cfg.max_workers, jobs_per_worker=cfg.jobs_per_worker
+        aws.reset()
+        # Import every handler before any thread runs: concurrent first imports of the same
+        # library (Powertools) from several threads can see half-initialised modules.
+        self.handlers = {name: importlib.import_module(f"lambdas.{name}.handler").handler for name in IN_PROCESS}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", ENV_PREFIX, "POWERTOOLS_"))}
+        worker_settings = self.settings["worker"]
+        assert isinstance(worker_settings, WorkerSettings)
+        self.compute = LocalCompute(
+            worker_settings,
+            {**inherited, **aws_env, **powertools_env(), "PYTHONUNBUFFERED": "1"},
+            cfg.data_dir / "workers",
+            self.say,
+            on_exit=self._worker_exited,
         )
 
         self.http = ThreadingHTTPServer(("127.0.0.1", cfg.port), _handler_class(self))
         self.http.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
         self._thread("api", self.http.serve_forever)
-        self._thread("uploads", lambda: self._poll(r.uploads_queue_url, "lambdas.on_upload.handler"))
-        self._thread("dead-letters", lambda: self._poll(r.jobs_dlq_url, "lambdas.dead_letter.handler"))
-        self._thread("scaler", lambda: self._every(cfg.scaler_interval, self._scale))
-        self._thread("sweeper", lambda: self._every(cfg.sweeper_interval, self._sweep))
+        self._thread("uploads", lambda: self._poll(r.uploads_queue_url, self.handlers["on_upload"]))
+        self._thread("dead-letters", lambda: self._poll(r.jobs_dlq_url, self.handlers["dead_letter"]))
+        self._thread("scaler", lambda: self._every(t.scale_every_seconds, self._scale))
+        self._thread("sweeper", lambda: self._every(t.sweep_every_seconds, self._sweep))
         self._thread("transitions", lambda: self._every(0.3, self._watch))
         self.say(
             f"local stack up: API {self.url} (moto {endpoint}); up to {cfg.max_workers} worker(s), "
             f"{cfg.engine}/{cfg.model} on CPU; worker logs in {cfg.data_dir / 'workers'}"
         )
         return self
+
+    def process_settings(self, r: Provisioned) -> dict[str, EnvSettings]:
+        """Each process's settings, from the same models the CDK stack writes them from."""
+        cfg, t = self.config, self.config.timings
+        store = {"table_name": r.table, "bucket_name": r.bucket}
+        lifecycle = LifecycleSettings(**store, jobs_queue_url=r.jobs_queue_url)
+        return {
+            "api": ApiSettings(
+                **store,
+                max_upload_bytes=cfg.max_upload_bytes,
+                upload_window_seconds=t.upload_window_seconds,
+                result_url_seconds=t.result_url_seconds,
+            ),
+            "on_upload": IntakeSettings(
+                **store, jobs_queue_url=r.jobs_queue_url, max_upload_bytes=cfg.max_upload_bytes
+            ),
+            "dead_letter": lifecycle,
+            "sweeper": lifecycle,
+            "reconciler": lifecycle,
+            "scaler": ScalerSettings(
+                pools=[
+                    Pool(
+                        name="cpu",
+                        queue_url=r.jobs_queue_url,
+                        max_workers=cfg.max_workers,
+                        jobs_per_worker=cfg.jobs_per_worker,
+                    )
+                ]
+            ),
+            "worker": WorkerSettings(
+                **store,
+                jobs_queue_url=r.jobs_queue_url,
+                engine=cfg.engine,
+                model=cfg.model,
+                device="cpu",
+                cpu_threads=2,
+                cache_dir=str((cfg.data_dir / "cache").resolve()),
+                timings=t,
+            ),
+        }
+
+    @property
+    def pool(self) -> Pool:
+        scaler = self.settings["scaler"]
+        assert isinstance(scaler, ScalerSettings)
+        return scaler.pools[0]
+
+    def set_max_workers(self, count: int) -> None:
+        """Change the worker cap while running (tests hold workers back with 0)."""
+        scaler = self.settings["scaler"]
+        assert isinstance(scaler, ScalerSettings)
+        pools = [scaler.pools[0].model_copy(update={"max_workers": count})]
+        self.settings["scaler"] = scaler.model_copy(update={"pools": pools})
 
     def stop(self) -> None:
         if self.stopping.is_set():
@@ -272,7 +359,7 @@ class LocalStack:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        self._reset_caches()
+        aws.reset()
         self.say("local stack stopped")
 
     def __enter__(self) -> LocalStack:
@@ -287,19 +374,6 @@ class LocalStack:
         for k, v in values.items():
             self._saved_env.setdefault(k, os.environ.get(k))
             os.environ[k] = v
-
-    @staticmethod
-    def _reset_caches() -> None:
-        import importlib
-
-        from batchscribe import aws
-        from batchscribe.settings import service_settings
-
-        aws.reset()
-        service_settings.cache_clear()
-        for name in ("lambdas.api.handler", "lambdas.on_upload.handler", "lambdas.dead_letter.handler"):
-            module = sys.modules.get(name) or importlib.import_module(name)
-            module.service.cache_clear()
 
     def _thread(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=self._guard(name, target), name=f"local-{name}", daemon=True)
@@ -324,13 +398,8 @@ class LocalStack:
                 if not self.stopping.is_set():
                     self.say(f"{action.__name__}: {type(exc).__name__}: {exc}")
 
-    def _poll(self, queue_url: str, module_name: str) -> None:
+    def _poll(self, queue_url: str, handler: Callable[[dict[str, Any], Any], Any]) -> None:
         """An SQS event source: receive, invoke with a batch event, delete what succeeded."""
-        import importlib
-
-        from batchscribe import aws
-
-        handler = importlib.import_module(module_name).handler
         sqs = aws.client("sqs")
         arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         while not self.stopping.is_set():
@@ -355,24 +424,29 @@ class LocalStack:
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
 
     def _scale(self) -> None:
+        """The scaler's logic with local processes for compute (Batch when deployed)."""
         from batchscribe.scaler import scale, sqs_depth
 
-        assert self.pool is not None and self.compute is not None
+        assert self.compute is not None
+        scaler = self.settings["scaler"]
+        assert isinstance(scaler, ScalerSettings)
         self.compute.reap()
-        scale([self.pool], sqs_depth, self.compute)
+        scale(scaler.pools, sqs_depth, self.compute)
 
     def _sweep(self) -> None:
-        from batchscribe.service import JobService
-        from batchscribe.settings import service_settings
-
-        counts = JobService.from_settings(service_settings()).sweep()
+        counts = self.handlers["sweeper"]({}, _Context())
         if any(counts.values()):
             self.say(f"sweeper: {counts}")
 
+    def _worker_exited(self, worker_id: str, code: int) -> None:
+        """What Batch's job state change event does when deployed: the reconciler."""
+        event = {"detail": {"jobId": worker_id, "status": "SUCCEEDED" if code == 0 else "FAILED"}}
+        counts = self.handlers["reconciler"](event, _Context())
+        if any(counts.values()):
+            self.say(f"reconciler: worker {worker_id} ended holding jobs: {counts}")
+
     def _watch(self) -> None:
         """Log each job's transitions in one line (a scan; fine for a local table)."""
-        from batchscribe import aws
-
         assert self.resources is not None
         seen = self._seen
         paginator = aws.client("dynamodb").get_paginator("scan")
@@ -406,7 +480,7 @@ class LocalStack:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         self.start()
-        print(f"\nBATCHSCRIBE_API={self.url}\nPress Ctrl-C to stop.\n", flush=True)
+        print(f"\n{ClientSettings.env_name('api')}={self.url}\nPress Ctrl-C to stop.\n", flush=True)
         try:
             while not self.stopping_requested.wait(0.5):
                 pass
@@ -424,8 +498,7 @@ def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             return
 
         def _handle(self) -> None:
-            from lambdas.api.handler import handler
-
+            handler = stack.handlers["api"]
             split = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode("utf-8", "replace") if length else None

@@ -1,0 +1,146 @@
+"""What the API does with jobs: plain Python that knows nothing of API Gateway.
+
+The API handler parses a request, calls one method here and maps the answer (or a domain
+error) to a response. The repository and the media store are the only things here that
+reach AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from batchscribe import errors, keys, media_types
+from batchscribe.api_models import CreateJobRequest, CreateJobResponse, JobList, JobView, ResultView, UploadTicket
+from batchscribe.errors import InvalidTransition
+from batchscribe.models import InputInfo, Job, JobStatus, iso
+from batchscribe.repository import JobRepository
+from batchscribe.settings import ApiSettings
+from batchscribe.storage import MediaStore
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
+
+
+def sanitize_filename(name: str) -> str:
+    """Keep the last path component, printable characters only, at most 255 of them."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE.sub("_", name).strip().strip(".") or "upload"
+    return name[:255]
+
+
+@dataclass
+class JobApi:
+    settings: ApiSettings
+    repo: JobRepository
+    store: MediaStore
+    clock: Callable[[], float] = field(default=time.time)
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings, clock: Callable[[], float] = time.time) -> JobApi:
+        return cls(
+            settings=settings,
+            repo=JobRepository(settings.table_name, clock=clock),
+            store=MediaStore(settings.bucket_name),
+            clock=clock,
+        )
+
+    def create_job(
+        self, owner: str, request: CreateJobRequest, idempotency_key: str | None = None
+    ) -> tuple[CreateJobResponse, bool]:
+        content_type = media_types.normalize(request.content_type)
+        if not media_types.is_supported(content_type):
+            raise errors.UnsupportedMediaType(
+                f"content type {content_type!r} is not an audio or video type this service decodes",
+                details={"supported": sorted(media_types.SUPPORTED_CONTENT_TYPES)},
+            )
+        if request.size_bytes > self.settings.max_upload_bytes:
+            raise errors.PayloadTooLarge(
+                f"{request.size_bytes} bytes is over this deployment's limit of "
+                f"{self.settings.max_upload_bytes} bytes; split the file or raise max_upload_bytes",
+                details={"max_bytes": self.settings.max_upload_bytes},
+            )
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
+        now = self.clock()
+        job_id = keys.new_job_id()
+        okey = keys.owner_key(owner)
+        job = Job(
+            job_id=job_id,
+            owner=owner,
+            owner_key=okey,
+            status=JobStatus.PENDING,
+            created_at=iso(now),
+            updated_at=iso(now),
+            upload_expires_at=now + self.settings.upload_window_seconds,
+            input=InputInfo(
+                key=keys.upload_key(okey, job_id),
+                filename=sanitize_filename(request.filename),
+                content_type=content_type,
+                declared_size=request.size_bytes,
+            ),
+            options=request.options,  # model None: the worker's configured model
+            ttl=int(now) + self.settings.job_retention_days * 86400,
+        )
+        fingerprint = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        job, created = self.repo.create(job, idempotency_key, fingerprint)
+        return CreateJobResponse(**self.view(job).model_dump(), upload=self._upload_ticket(job)), created
+
+    def _upload_ticket(self, job: Job) -> UploadTicket | None:
+        remaining = int(job.upload_expires_at - self.clock())
+        if job.status is not JobStatus.PENDING or remaining <= 0:
+            return None
+        post = self.store.presign_upload(
+            job.input.key,
+            job.input.content_type,
+            min(job.input.declared_size, self.settings.max_upload_bytes),
+            remaining,
+        )
+        return UploadTicket(url=post.url, fields=post.fields, expires_at=iso(job.upload_expires_at))
+
+    def get_job(self, owner: str, job_id: str) -> JobView:
+        return self.view(self.repo.get_for_owner(job_id, owner))
+
+    def list_jobs(self, owner: str, status: JobStatus | None, limit: int, next_token: str | None) -> JobList:
+        jobs, token = self.repo.list_for_owner(owner, status=status, limit=limit, next_token=next_token)
+        return JobList(jobs=[self.view(job, with_urls=False) for job in jobs], next_token=token)
+
+    def cancel_job(self, owner: str, job_id: str) -> JobView:
+        job = self.repo.get_for_owner(job_id, owner)
+        try:
+            job = self.repo.cancel(job.job_id)
+        except InvalidTransition as exc:
+            raise InvalidTransition(
+                f"job {job_id} is already {exc.details['status']}; only pending, queued or running jobs "
+                "can be cancelled",
+                code="job_not_cancellable",
+                details=exc.details,
+            ) from exc
+        return self.view(job)
+
+    def view(self, job: Job, with_urls: bool = True) -> JobView:
+        expires = self.settings.result_url_seconds
+        log_url = self.store.presign_get(job.log_key, expires) if with_urls and job.log_key else None
+        result = None
+        if job.result is not None:
+            stem = job.input.filename.rsplit(".", 1)[0] or "transcript"
+            urls = (
+                {fmt: self.store.presign_get(key, expires, f"{stem}.{fmt}") for fmt, key in job.result.outputs.items()}
+                if with_urls
+                else {}
+            )
+            result = ResultView(
+                language=job.result.language,
+                duration_seconds=job.result.duration_seconds,
+                engine=job.result.engine,
+                model=job.result.model,
+                compute_seconds=job.result.compute_seconds,
+                real_time_factor=job.result.real_time_factor,
+                urls=urls,
+                log_url=log_url,
+                urls_expire_at=iso(self.clock() + expires),
+            )
+        return JobView.of(job, result=result, log_url=log_url)

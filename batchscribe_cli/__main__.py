@@ -1,0 +1,5 @@
+import sys
+
+from batchscribe_cli.cli import main
+
+sys.exit(main())

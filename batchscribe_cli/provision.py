@@ -1,0 +1,105 @@
+"""Make the service's data plane (table, bucket, queues, S3 -> SQS notification) in an AWS
+API, the way the CDK stack makes it, from the same declarations (batchscribe.resources and
+the timings). Used against moto: by the local stack and the tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from batchscribe import resources as r
+from batchscribe.keys import UPLOADS_PREFIX
+from batchscribe.settings import Timings
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    table: str
+    bucket: str
+    jobs_queue_url: str
+    jobs_dlq_url: str
+    uploads_queue_url: str
+    uploads_dlq_url: str
+
+
+def create_table(dynamodb: Any, name: str) -> None:
+    attrs = {r.TABLE_KEY: "S"}
+    indexes = []
+    for index, (pk, pk_type, sk, sk_type) in r.TABLE_INDEXES.items():
+        attrs[pk], attrs[sk] = pk_type, sk_type
+        indexes.append(
+            {
+                "IndexName": index,
+                "KeySchema": [
+                    {"AttributeName": pk, "KeyType": "HASH"},
+                    {"AttributeName": sk, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        )
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": r.TABLE_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in attrs.items()],
+        GlobalSecondaryIndexes=indexes,
+    )
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": r.TTL_ATTRIBUTE}
+    )
+
+
+def create_queue_pair(
+    sqs: Any, name: str, dlq_name: str, visibility: int, max_receive: int, dlq_visibility: int
+) -> tuple[str, str]:
+    dlq_url = sqs.create_queue(
+        QueueName=dlq_name,
+        Attributes={"MessageRetentionPeriod": str(r.DLQ_RETENTION_SECONDS), "VisibilityTimeout": str(dlq_visibility)},
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility),
+            "MessageRetentionPeriod": str(r.RETENTION_SECONDS),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)}),
+        },
+    )["QueueUrl"]
+    return url, dlq_url
+
+
+def provision(session: Any, names: r.Names, timings: Timings | None = None, region: str = "us-east-1") -> Provisioned:
+    """Create the table, the bucket, both queue pairs and the upload notification."""
+    t = timings or Timings()
+    ddb, s3, sqs = session.client("dynamodb"), session.client("s3"), session.client("sqs")
+    create_table(ddb, names.table)
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=names.bucket)
+    else:
+        s3.create_bucket(Bucket=names.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    jobs_url, jobs_dlq = create_queue_pair(
+        sqs, names.jobs_queue, names.jobs_dlq, t.visibility_seconds, r.JOBS_MAX_RECEIVE_COUNT, t.dlq_visibility_seconds
+    )
+    uploads_url, uploads_dlq = create_queue_pair(
+        sqs,
+        names.uploads_queue,
+        names.uploads_dlq,
+        t.uploads_visibility_seconds,
+        r.UPLOADS_MAX_RECEIVE_COUNT,
+        t.dlq_visibility_seconds,
+    )
+    uploads_arn = sqs.get_queue_attributes(QueueUrl=uploads_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=names.bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": uploads_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": UPLOADS_PREFIX}]}},
+                }
+            ]
+        },
+    )
+    return Provisioned(names.table, names.bucket, jobs_url, jobs_dlq, uploads_url, uploads_dlq)

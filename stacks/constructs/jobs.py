@@ -1,0 +1,108 @@
+"""Jobs: where a job lives. The jobs table (records, the owner and sweep indexes, a stream
+for status events) and the media bucket (uploads/ in, outputs/ out). The grant helpers say
+what each kind of process may do with them; the constructs that own the processes call them.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as ddb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from batchscribe.keys import OUTPUTS_PREFIX, UPLOADS_PREFIX
+from batchscribe.resources import TABLE_INDEXES, TABLE_KEY, TTL_ATTRIBUTE
+from stacks.config import DeploymentConfig
+
+_TYPES = {"S": ddb.AttributeType.STRING, "N": ddb.AttributeType.NUMBER}
+READ_TRANSITION = ("dynamodb:GetItem", "dynamodb:UpdateItem")  # one job: read it, move it
+READ_TRANSITION_QUERY = (*READ_TRANSITION, "dynamodb:Query")  # ... and find jobs by index
+CREATE = (*READ_TRANSITION_QUERY, "dynamodb:PutItem")
+
+
+class Jobs(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig) -> None:
+        super().__init__(scope, id)
+        self.table = ddb.Table(
+            self,
+            "Table",
+            partition_key=ddb.Attribute(name=TABLE_KEY, type=ddb.AttributeType.STRING),
+            billing_mode=ddb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute=TTL_ATTRIBUTE,
+            point_in_time_recovery_specification=ddb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=ddb.TableEncryption.AWS_MANAGED,
+            stream=ddb.StreamViewType.NEW_AND_OLD_IMAGES,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        for name, (pk, pk_type, sk, sk_type) in TABLE_INDEXES.items():
+            self.table.add_global_secondary_index(
+                index_name=name,
+                partition_key=ddb.Attribute(name=pk, type=_TYPES[pk_type]),
+                sort_key=ddb.Attribute(name=sk, type=_TYPES[sk_type]),
+                projection_type=ddb.ProjectionType.ALL,
+            )
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.bucket = s3.Bucket(
+            self,
+            "Media",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # ACLs off
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="media/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="uploads",
+                    prefix=UPLOADS_PREFIX,
+                    expiration=Duration.days(config.upload_retention_days),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="outputs", prefix=OUTPUTS_PREFIX, expiration=Duration.days(config.output_retention_days)
+                ),
+            ],
+            cors=[
+                s3.CorsRule(
+                    allowed_methods=[s3.HttpMethods.POST, s3.HttpMethods.GET],
+                    allowed_origins=config.cors_origins,
+                    allowed_headers=["*"],
+                    max_age=3000,
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    @property
+    def store(self) -> dict[str, str]:
+        """The StoreSettings fields every job-handling process is configured with."""
+        return {"table_name": self.table.table_name, "bucket_name": self.bucket.bucket_name}
+
+    def grant_table(self, grantee: iam.IGrantable, actions: tuple[str, ...]) -> None:
+        self.table.grant(grantee, *actions)
+
+    def grant_api(self, grantee: iam.IGrantable) -> None:
+        """Create, read, list and cancel jobs; sign upload POSTs and result GETs."""
+        self.grant_table(grantee, CREATE)
+        self.bucket.grant_put(grantee, f"{UPLOADS_PREFIX}*")
+        self.bucket.grant_read(grantee, f"{OUTPUTS_PREFIX}*")
+
+    def grant_worker(self, grantee: iam.IGrantable) -> None:
+        """Claim and move jobs; read inputs; write (and on a lost cancel race, remove) outputs."""
+        self.grant_table(grantee, READ_TRANSITION_QUERY)
+        self.bucket.grant_read(grantee, f"{UPLOADS_PREFIX}*")
+        self.bucket.grant_read_write(grantee, f"{OUTPUTS_PREFIX}*")
+        self.bucket.grant_delete(grantee, f"{OUTPUTS_PREFIX}*")

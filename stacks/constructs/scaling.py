@@ -1,0 +1,42 @@
+"""Scaling: the scaler function, every minute (and when the intake wakes it), starts Batch
+workers for each pool's backlog. Scaling down is the workers' own: they exit when idle."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from batchscribe.settings import ScalerSettings
+from stacks.config import DeploymentConfig
+from stacks.constructs.compute import Compute
+from stacks.constructs.functions import Functions
+
+
+class Scaling(Construct):
+    def __init__(
+        self, scope: Construct, id: str, *, config: DeploymentConfig, functions: Functions, compute: Compute
+    ) -> None:
+        super().__init__(scope, id)
+        self.function = functions.add(
+            self,
+            "scaler",
+            ScalerSettings(pools=[pool.scaler_view() for pool in compute.pools]),
+            timeout=Duration.seconds(60),
+            memory=256,
+            reserved_concurrency=1,
+        )
+        for pool in compute.pools:
+            pool.queue.grant(self.function, "sqs:GetQueueAttributes")
+            pool.job_definition.grant_submit_job(self.function, pool.job_queue)
+        # ListJobs has no resource-level permissions (acknowledged in stacks/nag.py)
+        self.function.add_to_role_policy(iam.PolicyStatement(actions=["batch:ListJobs"], resources=["*"]))
+        events.Rule(
+            self,
+            "Schedule",
+            schedule=events.Schedule.rate(Duration.seconds(config.timings.scale_every_seconds)),
+            targets=[targets.LambdaFunction(self.function)],
+            description="Start workers for the queue backlog",
+        )
