@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-nodeps.txt pyproject.toml package-lock.json
+$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-openai-whisper.txt gpu_container/requirements-nodeps.txt pyproject.toml package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.t
 	$(BIN)/python -m pip install -q --no-deps -e .
 	npm ci --no-audit --no-fund --silent
 	touch $(STAMP)
+
+# Worker images with podman: make image, image-gpu, image-smoke, lint-docker (see image.mk).
+include image.mk
+image-smoke lint-docker: venv
 
 # The whole pipeline on this machine: local stack, a sample transcribed end to end, stopped.
 demo: venv
@@ -28,6 +32,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint gpu_container/Dockerfile
 
 typecheck: venv
 	$(BIN)/mypy .

@@ -66,3 +66,32 @@ class Names:
     @property
     def uploads_dlq(self) -> str:
         return f"{self.prefix}-uploads-dlq"
+
+
+# ---- the HTTP API's CORS (API Gateway answers preflights; the API function and the gateway's
+# own error responses add the allow-origin header to every answer) --------------------------
+CORS_ALLOW_METHODS = ("GET", "POST", "OPTIONS")
+CORS_ALLOW_HEADERS = (
+    "Content-Type",
+    "Authorization",
+    "X-Amz-Date",
+    "X-Amz-Security-Token",
+    "X-Amz-Content-Sha256",
+    "Idempotency-Key",
+)
+CORS_EXPOSE_HEADERS = ("Idempotent-Replayed",)
+
+
+def cors_headers(request_origin: str | None, allowed_origins: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The CORS headers for an answer to a request from `request_origin` (none when the
+    origin is not allowed, or the request is not a browser's cross-origin one)."""
+    if "*" in allowed_origins:
+        origin = "*"
+    elif request_origin and request_origin in allowed_origins:
+        origin = request_origin
+    else:
+        return {}
+    headers = {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": ",".join(CORS_EXPOSE_HEADERS)}
+    if origin != "*":
+        headers["Vary"] = "Origin"
+    return headers

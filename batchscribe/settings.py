@@ -206,6 +206,7 @@ class RoutingSettings(EnvSettings):
 
 class ApiSettings(StoreSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"], min_length=1, description="browser origins")
     upload_window_seconds: int = Field(default=Timings().upload_window_seconds, gt=0)
     result_url_seconds: int = Field(default=Timings().result_url_seconds, gt=0)
     job_retention_days: int = Field(default=30, gt=0)

@@ -279,6 +279,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         max_workers=args.max_workers,
         data_dir=Path(args.data_dir),
         timings=Timings.local().replace(idle_exit_seconds=args.idle_seconds),
+        worker_image=args.worker_image,
     )
     LocalStack(config).run_forever()
     return 0
@@ -348,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--max-workers", type=int, default=2)
     up.add_argument("--data-dir", default=".local-data", help="worker logs and caches")
     up.add_argument("--idle-seconds", type=float, default=5, help="a worker exits after this long without work")
+    up.add_argument(
+        "--worker-image",
+        help="run workers from this image with podman (e.g. localhost/batchscribe-worker:cpu from `make image`)",
+    )
     up.set_defaults(func=cmd_local_up)
 
     s = sub.add_parser("submit", help="create a job, upload the file, optionally wait for the result")

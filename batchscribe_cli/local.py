@@ -31,7 +31,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from batchscribe import aws
-from batchscribe.resources import Names
+from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, Names, cors_headers
 from batchscribe.scaler import Pool
 from batchscribe.settings import (
     ENV_PREFIX,
@@ -70,6 +70,7 @@ class LocalConfig:
     timings: Timings = field(default_factory=Timings.local)
     max_upload_bytes: int = 200 * 1024 * 1024
     quiet: bool = False
+    worker_image: str | None = None  # run workers from this image (podman) instead of this checkout
 
 
 def merged_env(*parts: dict[str, str]) -> dict[str, str]:
@@ -117,9 +118,10 @@ def sqs_event(
 
 
 class LocalCompute:
-    """Workers as local processes (the scaler's Compute interface). Each gets the worker's
-    settings with its own worker id; when one ends, `on_exit(worker_id, code)` runs (the
-    local stand-in for Batch's job state change event)."""
+    """Workers as local processes (the scaler's Compute interface): the worker program, or,
+    with `image`, the worker image run by podman on the host network, as it runs on Batch.
+    Each gets the worker's settings with its own worker id; when one ends,
+    `on_exit(worker_id, code)` runs (the local stand-in for Batch's job state change event)."""
 
     def __init__(
         self,
@@ -128,9 +130,11 @@ class LocalCompute:
         log_dir: Path,
         say: Callable[[str], None],
         on_exit: Callable[[str, int], None] | None = None,
+        image: str | None = None,
     ) -> None:
         self.settings = settings
         self.base_env = base_env
+        self.image = image
         self.log_dir = log_dir
         self.say = say
         self.on_exit = on_exit
@@ -141,6 +145,19 @@ class LocalCompute:
 
     def env_for(self, worker_id: str) -> dict[str, str]:
         return {**self.base_env, **self.settings.model_copy(update={"worker_id": worker_id}).to_env()}
+
+    def command(self, worker_id: str) -> tuple[list[str], dict[str, str] | None]:
+        """The command that starts one worker, and the environment it runs with."""
+        env = self.env_for(worker_id)
+        if self.image is None:
+            return [sys.executable, "-m", "gpu_container.worker"], env
+        # The container gets the worker's environment only (nothing of this machine's); the
+        # podman client keeps this process's environment (CONTAINERS_CONF and the like) and
+        # passes SIGTERM on to the worker.
+        args = ["podman", "run", "--rm", "--network", "host", "--name", worker_id]
+        for name in sorted(env):
+            args += ["--env", name]
+        return [*args, self.image], {**os.environ, **env}
 
     def reap(self) -> None:
         ended: list[tuple[str, int]] = []
@@ -165,9 +182,10 @@ class LocalCompute:
             for _ in range(count):
                 worker_id = f"local-{uuid.uuid4().hex[:12]}"
                 log = (self.log_dir / f"worker-{int(time.time() * 1000)}-{self.started}.log").open("ab")
+                argv, env = self.command(worker_id)
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "gpu_container.worker"],
-                    env=self.env_for(worker_id),
+                    argv,
+                    env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -267,10 +285,11 @@ class LocalStack:
         assert isinstance(worker_settings, WorkerSettings)
         self.compute = LocalCompute(
             worker_settings,
-            {**inherited, **aws_env, **powertools_env(), "PYTHONUNBUFFERED": "1"},
+            {**({} if cfg.worker_image else inherited), **aws_env, **powertools_env(), "PYTHONUNBUFFERED": "1"},
             cfg.data_dir / "workers",
             self.say,
             on_exit=self._worker_exited,
+            image=cfg.worker_image,
         )
 
         self.http = ThreadingHTTPServer(("127.0.0.1", cfg.port), _handler_class(self))
@@ -282,9 +301,10 @@ class LocalStack:
         self._thread("scaler", lambda: self._every(t.scale_every_seconds, self._scale))
         self._thread("sweeper", lambda: self._every(t.sweep_every_seconds, self._sweep))
         self._thread("transitions", lambda: self._every(0.3, self._watch))
+        where = f"from image {cfg.worker_image}" if cfg.worker_image else "on CPU"
         self.say(
             f"local stack up: API {self.url} (moto {endpoint}); up to {cfg.max_workers} worker(s), "
-            f"{cfg.engine}/{cfg.model} on CPU; worker logs in {cfg.data_dir / 'workers'}"
+            f"{cfg.engine}/{cfg.model} {where}; worker logs in {cfg.data_dir / 'workers'}"
         )
         return self
 
@@ -323,7 +343,8 @@ class LocalStack:
                 model=cfg.model,
                 device="cpu",
                 cpu_threads=2,
-                cache_dir=str((cfg.data_dir / "cache").resolve()),
+                # an image brings its own model and cache folders (baked at build time)
+                cache_dir=None if cfg.worker_image else str((cfg.data_dir / "cache").resolve()),
                 timings=t,
             ),
         }
@@ -554,6 +575,16 @@ def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_OPTIONS(self) -> None:
+            """A CORS preflight: what API Gateway's mock integration answers when deployed."""
+            api = stack.settings["api"]
+            assert isinstance(api, ApiSettings)
+            headers = cors_headers(self.headers.get("Origin"), api.cors_origins)
+            if headers:
+                headers["Access-Control-Allow-Methods"] = ",".join(CORS_ALLOW_METHODS)
+                headers["Access-Control-Allow-Headers"] = ",".join(CORS_ALLOW_HEADERS)
+            self._send(204, "", headers)
 
         do_GET = do_POST = do_DELETE = do_PUT = _handle
 

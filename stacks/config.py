@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
 from batchscribe.settings import Timings
-
-GPU_FAMILIES = ("g4dn", "g5", "g6", "g6e", "g5g", "p3", "p4d", "p5")
+from stacks.instances import spec
 
 
 class DeploymentConfig(BaseModel):
@@ -63,14 +62,26 @@ class DeploymentConfig(BaseModel):
 
     # operations
     alarm_email: str | None = None
+    reserve_concurrency: bool = Field(
+        default=False,
+        description="reserve one concurrent execution each for the scaler and the sweeper; needs an account "
+        "concurrency quota above the new-account default (10), which cannot spare reservations",
+    )
     powertools_layer_version: int = Field(default=27, ge=1, description="AWS-managed Powertools v3 layer version")
 
     @field_validator("gpu_instance_types")
     @classmethod
     def _gpu_only(cls, value: list[str]) -> list[str]:
         for t in value:
-            if t.split(".", 1)[0] not in GPU_FAMILIES:
-                raise ValueError(f"{t} is not a GPU instance type ({', '.join(GPU_FAMILIES)})")
+            if not spec(t).gpus:
+                raise ValueError(f"{t} is not a GPU instance type")
+        return value
+
+    @field_validator("cpu_instance_types")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for t in value:
+            spec(t)
         return value
 
     @model_validator(mode="after")

@@ -134,11 +134,23 @@ def _cuda_devices() -> int:
         return 0
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--worker-image",
+        default=None,
+        help="run the `image` tests against this built worker image (make image-smoke passes it)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """GPU tests are deselected (not skipped) where no CUDA device is present."""
-    if _cuda_devices():
-        return
-    gpu = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu:
-        config.hook.pytest_deselected(items=gpu)
-        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    """GPU tests are deselected (not skipped) where no CUDA device is present, and image tests
+    where no image is named (`make image-smoke` builds one and names it)."""
+    away = set()
+    if not _cuda_devices():
+        away.add("gpu")
+    if not config.getoption("--worker-image"):
+        away.add("image")
+    gone = [item for item in items if any(item.get_closest_marker(m) for m in away)]
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        items[:] = [item for item in items if item not in gone]

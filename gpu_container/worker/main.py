@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import tempfile
 import threading
@@ -147,7 +148,10 @@ class Worker:
 
     def run(self) -> int:
         s, t = self.settings, self.settings.timings
-        logger.info("worker started", extra={"worker": self.worker_id, "engine": s.engine, "model": s.model})
+        logger.info(
+            "worker started",
+            extra={"worker": self.worker_id, "engine": s.engine, "model": s.model, "uid": os.getuid()},
+        )
         idle_since = self.clock()
         while not self.stopping.is_set():
             if s.max_jobs and self.jobs_done >= s.max_jobs:

@@ -26,6 +26,7 @@ from batchscribe.api_models import (
 )
 from batchscribe.jobs import JobApi
 from batchscribe.models import JobStatus
+from batchscribe.resources import cors_headers
 from batchscribe.settings import METRICS_NAMESPACE, ApiSettings
 
 logger = Logger(service="batchscribe")
@@ -158,7 +159,14 @@ def cancel_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    response = app.resolve(event, context)
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    cors = cors_headers(headers.get("origin"), jobs().settings.cors_origins)
+    if cors:
+        response.setdefault("headers", {}).update(cors)
+        for name, value in cors.items():  # the proxy integration reads either form
+            response.setdefault("multiValueHeaders", {})[name] = [value]
+    return response
 
 
 def openapi_json() -> str:

@@ -9,6 +9,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from batchscribe.settings import ApiSettings
 from stacks.config import DeploymentConfig
 from stacks.constructs.functions import Functions, retention
@@ -38,6 +39,7 @@ class Api(Construct):
                 upload_window_seconds=t.upload_window_seconds,
                 result_url_seconds=t.result_url_seconds,
                 job_retention_days=config.output_retention_days,
+                cors_origins=config.cors_origins,
             ),
             memory=512,
         )
@@ -74,15 +76,8 @@ class Api(Construct):
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             default_cors_preflight_options=apigw.CorsOptions(
                 allow_origins=config.cors_origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=[
-                    "Content-Type",
-                    "Authorization",
-                    "X-Amz-Date",
-                    "X-Amz-Security-Token",
-                    "X-Amz-Content-Sha256",
-                    "Idempotency-Key",
-                ],
+                allow_methods=list(CORS_ALLOW_METHODS),
+                allow_headers=list(CORS_ALLOW_HEADERS),
             ),
             endpoint_types=[apigw.EndpointType.REGIONAL],
         )
@@ -99,7 +94,14 @@ class Api(Construct):
                 request_validator=self.validator,
                 request_parameters={"method.request.path.job_id": True} if "{job_id}" in path else None,
             )
-        # Errors API Gateway itself answers (auth, throttling) in the service's one error shape.
+        # Errors API Gateway itself answers (auth, throttling) in the service's one error shape,
+        # with the CORS header so that a browser can read them. With several allowed origins the
+        # gateway cannot check which one asked, so it echoes the caller's Origin: these bodies
+        # carry no data, only the error code.
+        origins = config.cors_origins
+        allow_origin = (
+            "'*'" if "*" in origins else f"'{origins[0]}'" if len(origins) == 1 else "method.request.header.Origin"
+        )
         for response_type, code in (
             (apigw.ResponseType.ACCESS_DENIED, "forbidden"),
             (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "route_not_found"),
@@ -110,6 +112,10 @@ class Api(Construct):
             self.api.add_gateway_response(
                 f"Gw{code}",
                 type=response_type,
+                response_headers={
+                    "Access-Control-Allow-Origin": allow_origin,
+                    "Access-Control-Allow-Headers": "'" + ",".join(CORS_ALLOW_HEADERS) + "'",
+                },
                 templates={
                     "application/json": f'{{"error": {{"code": "{code}", "message": $context.error.messageString}}}}'
                 },

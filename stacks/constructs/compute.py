@@ -23,6 +23,7 @@ from stacks.config import DeploymentConfig
 from stacks.constructs.functions import ROOT, retention
 from stacks.constructs.jobs import Jobs
 from stacks.constructs.queues import QueuePair
+from stacks.instances import job_size
 
 
 @dataclass
@@ -113,15 +114,6 @@ class Compute(Construct):
             "Gpu",
             instance_types=config.gpu_instance_types,
             max_vcpus=config.max_gpu_vcpus,
-            image_type=batch.EcsMachineImageType.ECS_AL2_NVIDIA,
-            image=ecr_assets.DockerImageAsset(
-                self,
-                "GpuImage",
-                directory=str(ROOT),
-                file="gpu_container/Dockerfile",
-                build_args={"MODEL": config.model, "ENGINE": config.engine},
-                platform=ecr_assets.Platform.LINUX_AMD64,
-            ),
             gpus=1,
             model=config.model,
             max_workers=config.max_gpu_workers,
@@ -131,19 +123,6 @@ class Compute(Construct):
                 "Cpu",
                 instance_types=config.cpu_instance_types,
                 max_vcpus=config.max_cpu_vcpus,
-                image_type=batch.EcsMachineImageType.ECS_AL2,
-                image=ecr_assets.DockerImageAsset(
-                    self,
-                    "CpuImage",
-                    directory=str(ROOT),
-                    file="gpu_container/Dockerfile",
-                    build_args={
-                        "MODEL": config.cpu_model,
-                        "ENGINE": config.engine,
-                        "BASE": "python:3.12-slim-bookworm",
-                    },
-                    platform=ecr_assets.Platform.LINUX_AMD64,
-                ),
                 gpus=0,
                 model=config.cpu_model,
                 max_workers=config.max_cpu_workers,
@@ -206,13 +185,24 @@ class Compute(Construct):
         *,
         instance_types: list[str],
         max_vcpus: int,
-        image_type: batch.EcsMachineImageType,
-        image: ecr_assets.DockerImageAsset,
         gpus: int,
         model: str,
         max_workers: int,
     ) -> WorkerPool:
+        """A pool: its jobs queue, Spot-then-on-demand capacity, its image and job definition."""
         t = self.config.timings
+        device = "gpu" if gpus else "cpu"
+        # Amazon Linux 2023 ECS AMIs (the NVIDIA one carries the current driver branch).
+        image_type = batch.EcsMachineImageType.ECS_AL2023_NVIDIA if gpus else batch.EcsMachineImageType.ECS_AL2023
+        image = ecr_assets.DockerImageAsset(
+            self,
+            f"{name}Image",
+            directory=str(ROOT),
+            file="gpu_container/Dockerfile",
+            build_args={"DEVICE": device, "ENGINE": self.config.engine, "MODEL": model},
+            platform=ecr_assets.Platform.LINUX_AMD64,
+        )
+        size = job_size(instance_types, gpus)
         messages = QueuePair(
             self,
             f"{name}Messages",
@@ -255,9 +245,9 @@ class Compute(Construct):
                 self,
                 f"{name}Container",
                 image=ecs.ContainerImage.from_docker_image_asset(image),
-                cpu=4,
-                memory=Size.mebibytes(14_336),
-                gpu=gpus or None,
+                cpu=size.vcpus,
+                memory=Size.mebibytes(size.memory_mib),
+                gpu=size.gpus or None,
                 job_role=role,
                 environment={
                     **WorkerSettings(

@@ -60,9 +60,11 @@ class Functions(Construct):
         *,
         timeout: Duration | None = None,
         memory: int = 512,
-        reserved_concurrency: int | None = None,
+        singleton: bool = False,
     ) -> lambda_.Function:
-        """The function that runs `lambdas/<process>/handler.py`, configured by `settings`."""
+        """The function that runs `lambdas/<process>/handler.py`, configured by `settings`.
+        `singleton`: one execution at a time, when the deployment reserves concurrency (its
+        logic is safe to overlap either way: every write it makes is conditional)."""
         expected = PROCESS_SETTINGS[process]
         if type(settings) is not expected:
             raise TypeError(f"{process} reads {expected.__name__}, not {type(settings).__name__}")
@@ -85,7 +87,7 @@ class Functions(Construct):
             memory_size=memory,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
-            reserved_concurrent_executions=reserved_concurrency,
+            reserved_concurrent_executions=1 if singleton and self.config.reserve_concurrency else None,
             environment={**powertools_env(), **settings.to_env()},
         )
         self.functions[name] = fn

@@ -41,9 +41,7 @@ class Lifecycle(Construct):
                 sources.SqsEventSource(pool.dlq, batch_size=10, report_batch_item_failures=True)
             )
 
-        self.sweeper = functions.add(
-            self, "sweeper", settings, timeout=Duration.minutes(5), memory=256, reserved_concurrency=1
-        )
+        self.sweeper = functions.add(self, "sweeper", settings, timeout=Duration.minutes(5), memory=256, singleton=True)
         events.Rule(
             self,
             "SweeperSchedule",

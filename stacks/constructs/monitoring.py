@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
@@ -46,12 +47,46 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.IFunction],
     ) -> None:
         super().__init__(scope, id)
+        # A customer-managed key: CloudWatch cannot use the AWS-managed alias/aws/sns key, so
+        # alarms published to a topic encrypted with it are dropped. This key lets CloudWatch
+        # encrypt what it publishes, and the topic policy lets CloudWatch (this account's alarms)
+        # publish at all: the TLS-only policy CDK writes replaces SNS's default one.
+        cloudwatch = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        account = Stack.of(self).account
+        self.key = kms.Key(
+            self,
+            "AlarmsKey",
+            description="Batchscribe alarm topic: CloudWatch alarms publish through it",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[cloudwatch],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={"StringEquals": {"aws:SourceAccount": account}},
+            )
+        )
         self.topic = sns.Topic(
             self,
             "Alarms",
             display_name="Batchscribe alarms",
             enforce_ssl=True,
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            master_key=self.key,
+        )
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[cloudwatch],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "ArnLike": {"aws:SourceArn": f"arn:{Stack.of(self).partition}:cloudwatch:*:{account}:alarm:*"},
+                },
+            )
         )
         if config.alarm_email:
             self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))

@@ -26,7 +26,7 @@ class Scaling(Construct):
             ScalerSettings(pools=[pool.scaler_view() for pool in compute.pools]),
             timeout=Duration.seconds(60),
             memory=256,
-            reserved_concurrency=1,
+            singleton=True,
         )
         for pool in compute.pools:
             pool.queue.grant(self.function, "sqs:GetQueueAttributes")

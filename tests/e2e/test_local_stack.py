@@ -248,3 +248,20 @@ def test_cli_job_commands_against_the_local_stack(stack: LocalStack, audio: dict
         timeout=60,
     )
     assert unreachable.returncode == 1 and "batchscribe local up" in unreachable.stderr
+
+
+def test_a_browser_can_call_the_local_api(stack: LocalStack) -> None:
+    """CORS over real HTTP: the preflight (API Gateway's job when deployed) and the answer."""
+    import requests
+
+    preflight = requests.options(
+        f"{stack.url}/jobs",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Idempotency-Key" in preflight.headers["Access-Control-Allow-Headers"]
+    answer = requests.get(f"{stack.url}/jobs", headers={"Origin": "http://localhost:3000"}, timeout=10)
+    assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "*"

@@ -35,8 +35,13 @@ def synth(tmp: Path, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def template_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return synth(tmp_path_factory.mktemp("cdk"))
+def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cdk")
+
+
+@pytest.fixture(scope="module")
+def template_json(cdk_out: Path) -> dict[str, Any]:
+    return synth(cdk_out)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,7 @@ def test_compute_environments_scale_from_zero_on_gpu_instances(template_json: di
     for ce in gpu.values():
         res = ce["Properties"]["ComputeResources"]
         assert set(res["InstanceTypes"]) == {"g4dn.xlarge", "g5.xlarge", "g6.xlarge"}
-        assert res["Ec2Configuration"][0]["ImageType"] == "ECS_AL2_NVIDIA"
+        assert res["Ec2Configuration"][0]["ImageType"] == "ECS_AL2023_NVIDIA"  # current driver branch
     spot = next(v for k, v in gpu.items() if "Spot" in k)["Properties"]["ComputeResources"]
     ondemand = next(v for k, v in gpu.items() if "OnDemand" in k)["Properties"]["ComputeResources"]
     assert (spot["Type"], spot["AllocationStrategy"]) == ("SPOT", "SPOT_PRICE_CAPACITY_OPTIMIZED")
@@ -105,9 +110,55 @@ def test_gpu_job_definition(template_json: dict[str, Any]) -> None:
     assert "GPU" not in {r["Type"] for r in cpu["ContainerProperties"]["ResourceRequirements"]}
 
 
-def test_docker_images_are_declared_assets(tmp_path: Path, template_json: dict[str, Any]) -> None:
+def test_docker_images_are_declared_assets(cdk_out: Path, template_json: dict[str, Any]) -> None:
     jd = by_prefix(template_json, "AWS::Batch::JobDefinition", "ComputeGpuJobDefinition")["Properties"]
     assert "cdk-hnb659fds-container-assets" in json.dumps(jd["ContainerProperties"]["Image"])
+    manifest = json.loads((cdk_out / "Batchscribe.assets.json").read_text())
+    images = [a["source"] for a in manifest["dockerImages"].values()]
+    args = sorted((i["dockerBuildArgs"]["DEVICE"], i["dockerBuildArgs"]["MODEL"]) for i in images)
+    # one image per pool, each variant chosen by DEVICE on the one Dockerfile, on its default public base
+    assert args == [("cpu", "small"), ("gpu", "large-v3-turbo")]
+    assert all(i["dockerFile"] == "gpu_container/Dockerfile" and "BASE" not in i["dockerBuildArgs"] for i in images)
+
+
+def test_cpu_pool_runs_amazon_linux_2023(template_json: dict[str, Any]) -> None:
+    envs = resources(template_json, "AWS::Batch::ComputeEnvironment")
+    cpu = [v for k, v in envs.items() if "Cpu" in k]
+    assert cpu and all(
+        ce["Properties"]["ComputeResources"]["Ec2Configuration"][0]["ImageType"] == "ECS_AL2023" for ce in cpu
+    )
+
+
+def _pool_instance_types(t: dict[str, Any], pool: str) -> set[str]:
+    envs = resources(t, "AWS::Batch::ComputeEnvironment")
+    types = [set(v["Properties"]["ComputeResources"]["InstanceTypes"]) for k, v in envs.items() if pool in k]
+    assert types and all(x == types[0] for x in types)
+    return types[0]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"cpu_instance_types": ["m6i.large", "c7i.xlarge"], "gpu_instance_types": ["g6e.xlarge", "g4dn.2xlarge"]}],
+)
+def test_every_job_definition_fits_every_instance_type_of_its_pool(
+    overrides: dict[str, Any], template_json: dict[str, Any], tmp_path: Path
+) -> None:
+    """A job bigger than what an instance type registers can never be placed there, so that type
+    would never serve the pool. Each job asks at most the vCPUs, GPUs and memory every type of its
+    pool registers (installed memory less 5 % and the ECS agent's 32 MiB)."""
+    from stacks.instances import ECS_RESERVED_MIB, INSTANCE_SPECS
+
+    t = synth(tmp_path, **overrides) if overrides else template_json
+    for pool in ("Gpu", "Cpu"):
+        jd = by_prefix(t, "AWS::Batch::JobDefinition", f"Compute{pool}JobDefinition")["Properties"]
+        reqs = {r["Type"]: int(r["Value"]) for r in jd["ContainerProperties"]["ResourceRequirements"]}
+        for instance in _pool_instance_types(t, pool):
+            spec = INSTANCE_SPECS[instance]
+            registered = spec.memory_mib * 0.95 - ECS_RESERVED_MIB
+            assert reqs["VCPU"] <= spec.vcpus, (pool, instance)
+            assert reqs["MEMORY"] <= registered, (pool, instance, reqs["MEMORY"], registered)
+            assert reqs.get("GPU", 0) <= spec.gpus, (pool, instance)
+        assert reqs["MEMORY"] >= 4096  # and still room for a model
 
 
 def test_launch_template_root_volume_and_imdsv2(template_json: dict[str, Any]) -> None:
@@ -419,6 +470,62 @@ def test_alarms(template_json: dict[str, Any]) -> None:
     assert resources(template_json, "AWS::CloudWatch::Dashboard")
 
 
+def test_alarms_can_reach_their_topic(template_json: dict[str, Any]) -> None:
+    """CloudWatch cannot use the AWS-managed SNS key, and the TLS-only topic policy replaces SNS's
+    default one: the topic needs a customer-managed key CloudWatch may use, and an Allow for it."""
+    [topic] = resources(template_json, "AWS::SNS::Topic").values()
+    key_ref = topic["Properties"]["KmsMasterKeyId"]
+    assert "alias/aws/sns" not in json.dumps(key_ref)
+    key_id = key_ref["Fn::GetAtt"][0]
+    key = resources(template_json, "AWS::KMS::Key")[key_id]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    cloudwatch = [
+        st for st in key["KeyPolicy"]["Statement"] if st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert cloudwatch and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(cloudwatch[0]["Action"])
+    [policy] = resources(template_json, "AWS::SNS::TopicPolicy").values()
+    publish = [
+        st
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        if st["Effect"] == "Allow" and st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert publish and publish[0]["Action"] == "sns:Publish" and "aws:SourceAccount" in json.dumps(publish[0])
+
+
+def test_browsers_get_cors_headers_on_gateway_errors_too(template_json: dict[str, Any]) -> None:
+    responses = resources(template_json, "AWS::ApiGateway::GatewayResponse").values()
+    assert {r["Properties"]["ResponseType"] for r in responses} >= {"ACCESS_DENIED", "THROTTLED", "DEFAULT_5XX"}
+    for r in responses:
+        params = r["Properties"]["ResponseParameters"]
+        assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
+    fn = by_prefix(template_json, "AWS::Lambda::Function", "ApiCD79")["Properties"]
+    assert json.loads(fn["Environment"]["Variables"]["BATCHSCRIBE_CORS_ORIGINS"]) == ["*"]
+
+
+def test_cors_with_named_origins(tmp_path: Path) -> None:
+    one = synth(tmp_path / "one", cors_origins=["https://app.example.com"])
+    for r in resources(one, "AWS::ApiGateway::GatewayResponse").values():
+        allow = r["Properties"]["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
+        assert allow == "'https://app.example.com'"
+    two = synth(tmp_path / "two", cors_origins=["https://a.example.com", "https://b.example.com"])
+    for r in resources(two, "AWS::ApiGateway::GatewayResponse").values():
+        allow = r["Properties"]["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
+        assert allow == "method.request.header.Origin"
+
+
+def test_no_reserved_concurrency_unless_asked(template_json: dict[str, Any], tmp_path: Path) -> None:
+    """New accounts' concurrency quota (10) cannot spare reservations: a reservation fails the deploy."""
+    fns = resources(template_json, "AWS::Lambda::Function").values()
+    assert not [f for f in fns if "ReservedConcurrentExecutions" in f["Properties"]]
+    reserved = synth(tmp_path, reserve_concurrency=True)
+    singles = {
+        f["Properties"]["Handler"].split(".")[1]
+        for f in resources(reserved, "AWS::Lambda::Function").values()
+        if f["Properties"].get("ReservedConcurrentExecutions") == 1
+    }
+    assert singles == {"scaler", "sweeper"}
+
+
 # ---- configuration variants -------------------------------------------------------------
 
 
@@ -432,7 +539,9 @@ def test_spot_off_and_no_cpu_pool(tmp_path: Path) -> None:
 
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="not a GPU instance type"):
-        DeploymentConfig(gpu_instance_types=["m5.large"])
+        DeploymentConfig(gpu_instance_types=["m6i.xlarge"])
+    with pytest.raises(ValueError, match="not a known instance type"):
+        DeploymentConfig(cpu_instance_types=["x9.huge"])
     with pytest.raises(ValueError):
         DeploymentConfig.from_context({"unknown_setting": 1})
     assert DeploymentConfig.from_context('{"spot": false}').spot is False

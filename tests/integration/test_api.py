@@ -11,7 +11,7 @@ import requests
 
 from batchscribe.models import ResultSummary
 from batchscribe.repository import JobRepository
-from tests.conftest import OWNER_A, OWNER_B, Stack
+from tests.conftest import OWNER_A, OWNER_B, LambdaContextStub, Stack, api_event, reset_caches
 from tests.helpers import call, create
 
 pytestmark = pytest.mark.usefixtures("aws_stack")
@@ -330,3 +330,36 @@ def test_unknown_route_is_404_with_the_error_shape() -> None:
     status, resp = call("DELETE", "/jobs")
     assert status == 404
     assert resp["error"]["code"] == "route_not_found"
+
+
+# ---- CORS --------------------------------------------------------------------------------
+
+
+def _raw(method: str, path: str, origin: str | None, body: Any = None) -> dict[str, Any]:
+    from lambdas.api.handler import handler
+
+    headers = {"Origin": origin} if origin else {}
+    return dict(handler(api_event(method, path, body, headers=headers), LambdaContextStub()))
+
+
+def test_every_answer_carries_the_cors_header_for_a_browser(aws_stack: Stack) -> None:
+    """Browsers read an answer only when it names their origin (or *): successes and errors alike."""
+    ok = _raw("GET", "/jobs", "https://app.example.com")
+    missing = _raw("GET", "/jobs/" + "0" * 32, "https://app.example.com")
+    invalid = _raw("POST", "/jobs", "https://app.example.com", {"filename": "a.wav"})
+    for resp, status in ((ok, 200), (missing, 404), (invalid, 400)):
+        assert resp["statusCode"] == status
+        assert resp["headers"]["Access-Control-Allow-Origin"] == "*"
+        assert "Idempotent-Replayed" in resp["headers"]["Access-Control-Expose-Headers"]
+
+
+def test_named_origins_are_echoed_and_others_get_no_cors_header(
+    aws_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCHSCRIBE_CORS_ORIGINS", '["https://app.example.com"]')
+    reset_caches()
+    allowed = _raw("GET", "/jobs", "https://app.example.com")
+    assert allowed["headers"]["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert allowed["headers"]["Vary"] == "Origin"
+    other = _raw("GET", "/jobs", "https://evil.example.com")
+    assert other["statusCode"] == 200 and "Access-Control-Allow-Origin" not in (other.get("headers") or {})

@@ -1,0 +1,81 @@
+"""What each instance type a pool may use offers a job, and how big a job may be to fit.
+
+AWS Batch places a job only on an instance whose *registered* resources cover it. The ECS
+agent registers less memory than is installed (kernel and platform overhead, e.g. 7985 MiB of
+an m4.large's 8192) and the Batch AMI reserves 32 MiB more; AWS recommends leaving a 5 %
+buffer (docs: AWS Batch "Compute resource memory management", "Reserve system memory").
+A job sized for the smallest type of its pool fits every type of it, so every type listed
+really serves the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ECS_RESERVED_MIB = 32
+MEMORY_BUFFER = 0.05
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    vcpus: int
+    memory_mib: int  # installed
+    gpus: int = 0
+    gpu: str = ""
+
+    @property
+    def job_memory_mib(self) -> int:
+        """The most memory a job may ask for and still be placed here."""
+        return int(self.memory_mib * (1 - MEMORY_BUFFER)) - ECS_RESERVED_MIB
+
+
+# us-east-1, from the EC2 instance type pages (November 2026)
+INSTANCE_SPECS: dict[str, InstanceSpec] = {
+    # GPU: 1 GPU each at xlarge / 2xlarge
+    "g4dn.xlarge": InstanceSpec(4, 16 * 1024, 1, "T4"),
+    "g4dn.2xlarge": InstanceSpec(8, 32 * 1024, 1, "T4"),
+    "g5.xlarge": InstanceSpec(4, 16 * 1024, 1, "A10G"),
+    "g5.2xlarge": InstanceSpec(8, 32 * 1024, 1, "A10G"),
+    "g6.xlarge": InstanceSpec(4, 16 * 1024, 1, "L4"),
+    "g6.2xlarge": InstanceSpec(8, 32 * 1024, 1, "L4"),
+    "g6e.xlarge": InstanceSpec(4, 32 * 1024, 1, "L40S"),
+    "g6e.2xlarge": InstanceSpec(8, 64 * 1024, 1, "L40S"),
+    "p5.48xlarge": InstanceSpec(192, 2048 * 1024, 8, "H100"),
+    # CPU
+    "c6i.xlarge": InstanceSpec(4, 8 * 1024),
+    "c6i.2xlarge": InstanceSpec(8, 16 * 1024),
+    "c7i.xlarge": InstanceSpec(4, 8 * 1024),
+    "c7i.2xlarge": InstanceSpec(8, 16 * 1024),
+    "m6i.large": InstanceSpec(2, 8 * 1024),
+    "m6i.xlarge": InstanceSpec(4, 16 * 1024),
+    "m7i.xlarge": InstanceSpec(4, 16 * 1024),
+}
+
+
+@dataclass(frozen=True)
+class JobSize:
+    vcpus: int
+    memory_mib: int
+    gpus: int
+
+
+def job_size(instance_types: list[str], gpus: int) -> JobSize:
+    """The largest job (one per instance) that every type of a pool can place."""
+    specs = [spec(t) for t in instance_types]
+    if gpus and any(s.gpus < gpus for s in specs):
+        raise ValueError(f"every GPU pool instance type needs at least {gpus} GPU(s)")
+    return JobSize(
+        vcpus=min(s.vcpus for s in specs),
+        memory_mib=min(s.job_memory_mib for s in specs),
+        gpus=gpus,
+    )
+
+
+def spec(instance_type: str) -> InstanceSpec:
+    try:
+        return INSTANCE_SPECS[instance_type]
+    except KeyError:
+        raise ValueError(
+            f"{instance_type} is not a known instance type ({', '.join(sorted(INSTANCE_SPECS))}); "
+            "add its vCPUs and memory to stacks/instances.py"
+        ) from None
