@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit openapi synth bench clean
+.PHONY: venv demo test lint typecheck unit openapi synth bench bench-throughput clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -53,6 +53,10 @@ synth: venv
 # Engines on the same audio in one process: medians and ratios, recorded in bench/results/.
 bench: venv
 	$(BIN)/python bench/bench_engines.py --seconds 60 --repeats 3
+
+# One worker on the local stack, one job at a time against cross-job batching, same 16 jobs.
+bench-throughput: venv
+	$(BIN)/python bench/bench_throughput.py --jobs 16 --repeats 2
 
 clean:
 	rm -rf $(VENV) node_modules build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

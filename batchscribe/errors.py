@@ -64,3 +64,5 @@ NO_AUDIO = "no_audio"
 TOO_LONG = "too_long"
 DECODED_TOO_LARGE = "decoded_too_large"
 WORKER_LOST = "worker_lost"
+INPUT_MISSING = "input_missing"  # the upload is gone from storage (deleted after intake)
+UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not know the job's language

@@ -247,6 +247,12 @@ class WorkerSettings(StoreSettings):
     allow_download: bool = False
     max_jobs: int = Field(default=0, ge=0, description="exit after this many jobs; 0: no cap")
     max_duration_seconds: float = Field(default=4 * 3600, gt=0)
+    # cross-job batching: the worker holds up to K claimed jobs and runs their 30 s windows
+    # in shared batches of up to B (0: chosen from the device and the model)
+    max_held_jobs: int = Field(default=0, ge=0, description="K: jobs held at once; 1 runs one job at a time")
+    batch_size: int = Field(default=0, ge=0, description="B: windows per batch")
+    read_ahead: int = Field(default=8, ge=1, description="decoded windows buffered per held job")
+    decode_block_seconds: float = Field(default=120, ge=64, description="audio decoded per step, per job")
     timings: Timings = Field(default_factory=Timings)
     worker_id: str | None = Field(default=None, description="default: the Batch job id, else host-pid")
 

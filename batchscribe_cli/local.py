@@ -71,6 +71,8 @@ class LocalConfig:
     max_upload_bytes: int = 200 * 1024 * 1024
     quiet: bool = False
     worker_image: str | None = None  # run workers from this image (podman) instead of this checkout
+    worker_held_jobs: int = 0  # K: jobs one worker holds at once (0: the worker's default for its device)
+    worker_batch_size: int = 0  # B: windows per batch (0: the worker's default)
 
 
 def merged_env(*parts: dict[str, str]) -> dict[str, str]:
@@ -254,6 +256,11 @@ class LocalStack:
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        # moto's backends are per process, not per server: a stack started again in the same
+        # process (tests, benchmarks) begins empty
+        import requests
+
+        requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
         aws_env = {
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
@@ -346,6 +353,8 @@ class LocalStack:
                 # an image brings its own model and cache folders (baked at build time)
                 cache_dir=None if cfg.worker_image else str((cfg.data_dir / "cache").resolve()),
                 timings=t,
+                max_held_jobs=cfg.worker_held_jobs,
+                batch_size=cfg.worker_batch_size,
             ),
         }
 

@@ -112,6 +112,11 @@ class FasterWhisperEngine:
     def _use_batched(self, duration: float) -> bool:
         return self.batched == "always" or (self.batched == "auto" and duration >= self.batched_min_seconds)
 
+    @property
+    def model(self) -> Any:
+        """The loaded faster_whisper.WhisperModel (the batch runner shares it)."""
+        return self._model
+
     def transcribe(self, audio: np.ndarray, options: JobOptions, on_progress: ProgressCallback) -> Transcript:
         duration = len(audio) / SAMPLE_RATE
         kwargs: dict[str, Any] = {
@@ -228,6 +233,11 @@ class OpenAIWhisperEngine:
                 self._model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
         else:
             self._model = whisper.load_model(ref, device=self.device)
+
+    @property
+    def model(self) -> Any:
+        """The loaded whisper.model.Whisper (the batch runner shares it)."""
+        return self._model
 
     def transcribe(self, audio: np.ndarray, options: JobOptions, on_progress: ProgressCallback) -> Transcript:
         import whisper

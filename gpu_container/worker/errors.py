@@ -33,6 +33,14 @@ class UnsupportedModel(PermanentJobError):
     code = "unsupported_model"
 
 
+class UnsupportedLanguage(PermanentJobError):
+    code = codes.UNSUPPORTED_LANGUAGE
+
+
+class InputMissing(PermanentJobError):
+    code = codes.INPUT_MISSING
+
+
 class Interrupted(Exception):
     """Transcription stopped between segments; the subclass says why."""
 

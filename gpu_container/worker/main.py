@@ -1,14 +1,25 @@
-"""The worker loop: receive -> claim -> download -> decode -> transcribe -> write outputs
--> commit -> delete. Stateless; any number run side by side.
+"""The worker: it holds up to K claimed jobs and keeps the accelerator busy with batches of
+their 30 s windows. Stateless; any number run side by side.
 
-- A heartbeat thread extends the job's lease and the message's visibility and writes
-  progress; when its write is refused it learns the job was cancelled or taken over, and
-  the transcription stops at the next segment.
-- Failures are classified once: PermanentJobError -> `failed` with its code, message
-  deleted; anything else -> the job is given back and the message returns (SQS retries,
-  then the DLQ).
-- SIGTERM (Spot reclaim, Batch timeout): stop taking work, give the current job back with
-  its message visible at once, exit 0. After `idle_exit_seconds` with no message: exit 0.
+Each held job is a short pipeline of its own, `claim -> download -> open (probe) -> windows
+-> assemble -> write outputs -> commit -> delete`, with its own claim and fencing attempt,
+heartbeat (lease, message visibility, progress, cancel detection), log and failure code.
+Between its windows and the model sits the batching: a pure scheduler (scheduler.py) fills
+batches of up to B windows from all held jobs (round-robin, short jobs first, with aging) and
+a runner (batched.py) transcribes a batch; results go back to their jobs. Claiming goes on as
+jobs finish (continuous batching), so a long file never holds short ones back. With K = 1 the
+worker runs one job at a time.
+
+- The download and the probe of a new job, and the writing and commit of a finished one, run
+  on a small thread pool, so batches keep running meanwhile. Audio is decoded lazily, in
+  blocks, on a prefetch thread per job: memory stays bounded whatever the file's length.
+- Failures are classified per job: PermanentJobError -> `failed` with its code, message
+  deleted; anything else -> the job is given back and its message returns (SQS retries, then
+  the DLQ). One job's bad file or failed window never touches its batch-mates.
+- A job's log is written as it goes (each heartbeat flushes it), so an attempt that is killed
+  still leaves its lines.
+- SIGTERM (Spot reclaim, Batch timeout): stop claiming, give every unfinished job back with its
+  message visible at once, exit 0. After the idle period with nothing held: exit 0.
 """
 
 from __future__ import annotations
@@ -20,12 +31,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
 
 from batchscribe import keys
 from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
@@ -34,23 +48,22 @@ from batchscribe.queue import JobQueue, Received
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WorkerSettings
 from batchscribe.storage import MediaStore
-from gpu_container.worker import media
+from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble, run_isolating, runner_for
 from gpu_container.worker.engines import Engine, load_engine
-from gpu_container.worker.errors import (
-    JobCancelled,
-    LeaseLost,
-    PermanentJobError,
-    ShutdownRequested,
-)
-from gpu_container.worker.transcript import CONTENT_TYPES, Transcript, render
+from gpu_container.worker.errors import InputMissing, JobCancelled, LeaseLost, PermanentJobError
+from gpu_container.worker.scheduler import JobFailed, JobFinished, Scheduler
+from gpu_container.worker.transcript import CONTENT_TYPES, READABLE_CUES, Transcript, render
+from gpu_container.worker.windows import MediaStream, open_media, prefetch
 
 logger = Logger(service="batchscribe-worker")
 
 EngineLoader = Callable[[str, str], Engine]
+RunnerFactory = Callable[[Engine], BatchRunner]
+EngineKey = tuple[str, str]  # (engine, model)
 
 
 class Outcome(StrEnum):
-    """What became of one message."""
+    """What became of one job a worker claimed (or one message it could not claim)."""
 
     SUCCEEDED = "succeeded"
     CANCELLED = "cancelled"
@@ -63,30 +76,76 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     DEFERRED = "deferred"  # another worker holds a live lease
     NOT_READY = "not_ready"  # still pending: the intake sends just before it flips the status
+    CLAIMED = "claimed"
+
+
+def default_batching(device: str, model: str) -> tuple[int, int]:
+    """(K held jobs, B windows per batch) for a device and a model, when not configured.
+
+    CPU: a small batch (two cores gain little from more, see bench/RESULTS.md). GPU: sized for
+    the 16-24 GB cards of the default pools (T4, A10G, L4) in fp16: a large model's encoder
+    activations for 32 windows fit beside its weights; smaller models take 64. K = B, so every
+    held job can have a window in each batch.
+    """
+    if device != "cuda":
+        return 4, 8
+    batch = 32 if model.startswith("large") and "turbo" not in model else 64
+    return batch, batch
 
 
 class JobLog:
-    """The job's own log, written next to its outputs (appended across attempts)."""
+    """One attempt's log lines, flushed to the job's log object as they come (the heartbeat
+    flushes every few seconds), after the lines of earlier attempts."""
 
-    def __init__(self, job_id: str, attempt: int, worker: str) -> None:
-        self.job_id = job_id
+    def __init__(self, job: Job, worker: str, store: MediaStore) -> None:
+        self.job_id = job.job_id
+        self.key = keys.log_key(job.owner_key, job.job_id)
+        self.store = store
         self.lines: list[str] = []
-        self.add(f"attempt {attempt} on worker {worker}")
+        self._earlier = ""
+        self._lock = threading.Lock()  # the lines
+        self._write_lock = threading.Lock()  # one write at a time, always of the latest text
+        self._dirty = False
+        with contextlib.suppress(Exception):  # the first attempt has no log yet
+            self._earlier = store.get_bytes(self.key).decode()
+        self.add(f"attempt {job.attempt} on worker {worker}")
+        self.flush()
 
     def add(self, message: str, **extra: Any) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         detail = " ".join(f"{k}={v}" for k, v in extra.items())
-        self.lines.append(f"{stamp} {message}{' ' + detail if detail else ''}")
+        with self._lock:
+            self.lines.append(f"{stamp} {message}{' ' + detail if detail else ''}")
+            self._dirty = True
         logger.info(message, extra={"job_id": self.job_id, **extra})
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        with self._lock:
+            return self._earlier + "\n".join(self.lines) + "\n"
+
+    def flush(self) -> None:
+        """Write the log object if lines were added since the last write (never raises)."""
+        with self._write_lock:
+            with self._lock:
+                if not self._dirty:
+                    return
+                self._dirty = False
+                text = self._earlier + "\n".join(self.lines) + "\n"
+            try:
+                self.store.put_bytes(self.key, text.encode(), "text/plain; charset=utf-8")
+            except Exception as exc:
+                with self._lock:
+                    self._dirty = True
+                logger.warning("could not write the job log", extra={"job_id": self.job_id, "error": str(exc)})
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, worker: Worker, job: Job, receipt: str) -> None:
+    """Extends one job's lease and its message's visibility, records its progress, flushes
+    its log, and learns when the job was cancelled or taken over."""
+
+    def __init__(self, worker: Worker, job: Job, receipt: str, log: JobLog) -> None:
         super().__init__(name=f"heartbeat-{job.job_id[:8]}", daemon=True)
-        self.worker, self.job, self.receipt = worker, job, receipt
+        self.worker, self.job, self.receipt, self.log = worker, job, receipt, log
         self.progress = 0
         self.cancelled = threading.Event()
         self.lost = threading.Event()
@@ -113,9 +172,43 @@ class Heartbeat(threading.Thread):
             self.lost.set()
         except Exception as exc:
             logger.warning("heartbeat failed", extra={"error": str(exc)})
+        self.log.flush()
 
     def stop(self) -> None:
         self._stop.set()
+
+
+@dataclass(eq=False)
+class JobRun:
+    """One claimed job's own state: its claim (attempt), message, heartbeat, log, files and
+    audio stream, and the compute time its windows took (its share of each batch)."""
+
+    job: Job
+    received: Received
+    log: JobLog
+    beat: Heartbeat
+    tmp: tempfile.TemporaryDirectory[str]
+    key: EngineKey
+    stream: MediaStream | None = None
+    engine: Engine | None = None
+    compute_seconds: float = 0.0
+    claimed_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    @property
+    def duration(self) -> float:
+        if self.stream is None:
+            return 0.0
+        return self.stream.total_seconds or self.stream.decoded_seconds
+
+    def close(self) -> None:
+        self.beat.stop()
+        if self.stream is not None:
+            self.stream.close()
+        self.tmp.cleanup()
 
 
 class Worker:
@@ -123,6 +216,7 @@ class Worker:
         self,
         settings: WorkerSettings,
         engine_loader: EngineLoader | None = None,
+        runner_factory: RunnerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -132,9 +226,21 @@ class Worker:
         self.queue = JobQueue(settings.jobs_queue_url)
         self.clock = clock
         self.stopping = threading.Event()
-        self.jobs_done = 0
-        self._engines: dict[tuple[str, str], Engine] = {}
+        self.jobs_done = 0  # jobs claimed
+        self.outcomes: list[Outcome] = []
         self._engine_loader = engine_loader or self._load_engine
+        self._runner_factory = runner_factory or runner_for
+        self._engines: dict[EngineKey, Engine] = {}
+        self._runners: dict[EngineKey, BatchRunner] = {}
+        self._engine_lock = threading.Lock()
+        self._schedulers: dict[EngineKey, Scheduler[Any, Any]] = {}
+        self._held: dict[str, JobRun] = {}  # claimed and not yet finished
+        self._preparing: dict[Future[JobRun], JobRun] = {}
+        self._finishing: list[Future[Outcome]] = []
+        k, b = default_batching(self._device(), settings.model)
+        self.max_held = settings.max_held_jobs or k
+        self.batch_size = settings.batch_size or b
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="job-io")
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -143,41 +249,76 @@ class Worker:
             signal.signal(sig, lambda signum, _frame: self.request_stop(signal.Signals(signum).name))
 
     def request_stop(self, why: str = "stop requested") -> None:
-        logger.info("stopping: finishing nothing new", extra={"reason": why})
+        logger.info("stopping: claiming nothing new, giving back what is held", extra={"reason": why})
         self.stopping.set()
 
     def run(self) -> int:
         s, t = self.settings, self.settings.timings
         logger.info(
             "worker started",
-            extra={"worker": self.worker_id, "engine": s.engine, "model": s.model, "uid": os.getuid()},
+            extra={
+                "worker": self.worker_id,
+                "engine": s.engine,
+                "model": s.model,
+                "uid": os.getuid(),
+                "held_jobs": self.max_held,
+                "batch_size": self.batch_size,
+            },
         )
         idle_since = self.clock()
-        while not self.stopping.is_set():
-            if s.max_jobs and self.jobs_done >= s.max_jobs:
-                logger.info("took its maximum number of jobs; exiting", extra={"jobs": self.jobs_done})
-                break
-            idle = self.clock() - idle_since
-            if idle >= t.idle_exit_seconds:
-                logger.info(
-                    "idle; exiting so the compute environment can scale to zero",
-                    extra={"idle_seconds": round(idle, 1), "jobs": self.jobs_done},
-                )
-                break
-            wait = int(max(0, min(t.poll_seconds, t.idle_exit_seconds - idle)))
-            messages = self.queue.receive(wait_seconds=wait)
-            for received in messages:
-                if self.stopping.is_set():
-                    self.queue.extend(received.receipt_handle, 0)  # not ours to take any more
-                    continue
-                self.handle(received)
-                idle_since = self.clock()
+        try:
+            while not self.stopping.is_set():
+                if self._busy():
+                    idle_since = self.clock()
+                elif self._claims_left() == 0:
+                    logger.info("took its maximum number of jobs; exiting", extra={"jobs": self.jobs_done})
+                    break
+                elif self.clock() - idle_since >= t.idle_exit_seconds:
+                    logger.info(
+                        "idle; exiting so the compute environment can scale to zero",
+                        extra={"idle_seconds": round(self.clock() - idle_since, 1), "jobs": self.jobs_done},
+                    )
+                    break
+                self._admit(idle_since)
+                self._collect_prepared()
+                self._drop_interrupted()
+                ran = self._run_batches()
+                self._collect_finished()
+                if not ran and self._busy():
+                    time.sleep(0.01)  # every held job's next window is still being decoded
+        finally:
+            self._give_back_all()
+            self._pool.shutdown(wait=True)
+            self._collect_finished(block=True)
         logger.info("worker stopped", extra={"jobs": self.jobs_done})
         return 0
 
-    # ---- one message -----------------------------------------------------------------
+    def _busy(self) -> bool:
+        return bool(self._held or self._finishing)
+
+    def _claims_left(self) -> int:
+        cap = self.settings.max_jobs
+        return self.max_held if not cap else min(self.max_held, cap - self.jobs_done)
+
+    # ---- claiming --------------------------------------------------------------------
+
+    def _admit(self, idle_since: float) -> None:
+        """Claim more jobs while there is room: a long poll when nothing is held, a glance
+        between batches otherwise."""
+        room = min(self.max_held - len(self._held), self._claims_left())
+        if room <= 0 or self.stopping.is_set():
+            return
+        t = self.settings.timings
+        idle_left = t.idle_exit_seconds - (self.clock() - idle_since)
+        wait = 0 if self._held else int(max(0, min(t.poll_seconds, idle_left)))
+        for received in self.queue.receive(wait_seconds=wait, max_messages=min(10, room)):
+            if self.stopping.is_set() or len(self._held) >= self.max_held or self._claims_left() <= 0:
+                self.queue.extend(received.receipt_handle, 0)  # not ours to take any more
+                continue
+            self.outcomes.append(self.handle(received))
 
     def handle(self, received: Received) -> Outcome:
+        """Claim the job a message names and start preparing it (or say why not)."""
         if received.message is None:
             logger.error("not a job message; deleting", extra={"body": received.raw_body[:300]})
             self.queue.delete(received.receipt_handle)
@@ -191,7 +332,19 @@ class Worker:
         except InvalidTransition:
             return self._not_claimed(job_id, received)
         self.jobs_done += 1
-        return self.process(job, received)
+        log = JobLog(job, self.worker_id, self.store)
+        run = JobRun(
+            job=job,
+            received=received,
+            log=log,
+            beat=Heartbeat(self, job, received.receipt_handle, log),
+            tmp=tempfile.TemporaryDirectory(prefix="batchscribe-"),
+            key=(self.settings.engine, job.options.model or self.settings.model),
+        )
+        run.beat.start()
+        self._held[job_id] = run
+        self._preparing[self._pool.submit(self._prepare, run)] = run
+        return Outcome.CLAIMED
 
     def _not_claimed(self, job_id: str, received: Received) -> Outcome:
         try:
@@ -215,158 +368,265 @@ class Worker:
         self.queue.extend(received.receipt_handle, 5)
         return Outcome.NOT_READY
 
-    def process(self, job: Job, received: Received) -> Outcome:
-        log = JobLog(job.job_id, job.attempt, self.worker_id)
-        beat = Heartbeat(self, job, received.receipt_handle)
-        beat.start()
-        try:
-            outcome = self._pipeline(job, beat, log)
-            self.queue.delete(received.receipt_handle)
-        except JobCancelled:
-            log.add("cancelled; stopped")
-            self.queue.delete(received.receipt_handle)
-            outcome = Outcome.CANCELLED
-        except LeaseLost:
-            log.add("lease lost to another attempt; stopped without writing")
-            self.queue.delete(received.receipt_handle)
-            outcome = Outcome.LEASE_LOST
-        except ShutdownRequested:
-            log.add("shutting down; job given back")
-            self._give_back(job, received, delay=0)
-            outcome = Outcome.GIVEN_BACK
-        except PermanentJobError as exc:
-            log.add("failed", code=exc.code, reason=str(exc))
-            with contextlib.suppress(InvalidTransition):  # cancelled or taken over: that state stands
-                self.repo.fail(
-                    job.job_id,
-                    ErrorInfo(code=exc.code, message=str(exc)),
-                    attempt=job.attempt,
-                    log_key=keys.log_key(job.owner_key, job.job_id),
-                )
-            self.queue.delete(received.receipt_handle)
-            outcome = Outcome.FAILED
-        except Exception as exc:
-            log.add("transient failure; the job will be retried", error=f"{type(exc).__name__}: {exc}")
-            logger.exception("transient failure", extra={"job_id": job.job_id})
-            self._give_back(job, received, delay=min(60, 5 * received.receive_count))
-            outcome = Outcome.RETRY
-        finally:
-            beat.stop()
-            self._write_log(job, log)
-        return outcome
+    # ---- preparing a job (pool thread) -------------------------------------------------
 
-    def _give_back(self, job: Job, received: Received, delay: int) -> None:
-        with contextlib.suppress(InvalidTransition):  # cancelled or taken over: the message is a duplicate
-            self.repo.give_back(job.job_id, job.attempt)
-        self.queue.extend(received.receipt_handle, delay)
-
-    # ---- the pipeline ----------------------------------------------------------------
-
-    def _pipeline(self, job: Job, beat: Heartbeat, log: JobLog) -> Outcome:
-        started = time.perf_counter()
-        engine = self._engine_for(job)
-        with tempfile.TemporaryDirectory(prefix="batchscribe-") as tmp:
-            path = self.download(job, Path(tmp), log)
-            self._check(beat)
-            audio = self.decode(path, log)
-        self._check(beat)
-        transcript = self.transcribe(engine, job, audio, beat, log)
-        compute = time.perf_counter() - started
-        outputs = self.write_outputs(job, transcript, log)
-        self._check(beat)
-        summary = ResultSummary(
-            language=transcript.language,
-            duration_seconds=round(transcript.duration, 3),
-            outputs=outputs,
-            engine=engine.name,
-            model=engine.model_name,
-            compute_seconds=round(compute, 3),
-            real_time_factor=round(compute / max(transcript.duration, 1e-6), 4),
-            segments=len(transcript.segments),
+    def _prepare(self, run: JobRun) -> JobRun:
+        """Load the job's engine, download its input and probe it (decoding starts later)."""
+        run.engine = self._engine_for(run.key)
+        path = self.download(run)
+        s = self.settings
+        run.stream = open_media(path, s.max_duration_seconds, block_seconds=s.decode_block_seconds)
+        run.log.add(
+            "opened",
+            container=run.stream.container_name,
+            codec=run.stream.codec,
+            seconds=round(run.stream.duration, 2) if run.stream.duration is not None else "unknown",
         )
-        return self.commit(job, summary, outputs, log)
+        return run
 
-    def _check(self, beat: Heartbeat) -> None:
-        if beat.cancelled.is_set():
-            raise JobCancelled(beat.job.job_id)
-        if beat.lost.is_set():
-            raise LeaseLost(beat.job.job_id)
-        if self.stopping.is_set():
-            raise ShutdownRequested(beat.job.job_id)
-
-    def download(self, job: Job, tmp: Path, log: JobLog) -> Path:
-        path = tmp / "input"
-        self.store.download(job.input.key, path)
-        log.add("downloaded", bytes=path.stat().st_size)
+    def download(self, run: JobRun) -> Path:
+        path = Path(run.tmp.name) / "input"
+        try:
+            self.store.download(run.job.input.key, path)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise InputMissing("the uploaded file is gone from storage; upload it again in a new job") from exc
+            raise
+        run.log.add("downloaded", bytes=path.stat().st_size)
         return path
 
-    def decode(self, path: Path, log: JobLog) -> media.Audio:
-        audio = media.decode(path, self.settings.max_duration_seconds)
-        log.add("decoded", container=audio.container, codec=audio.codec, seconds=round(audio.duration, 2))
-        return audio
+    def _collect_prepared(self) -> None:
+        for future in [f for f in self._preparing if f.done()]:
+            run = self._preparing.pop(future)
+            error = future.exception()
+            if error is None and self._interrupted(run):
+                continue
+            if error is not None:
+                self._failed(run, error)
+                continue
+            assert run.stream is not None
+            self._scheduler(run.key).add(
+                run.job_id,
+                prefetch(run.stream.windows()),
+                options=DecodeOptions.from_job(run.job.options),
+                expected_seconds=run.stream.duration,
+            )
 
-    def transcribe(self, engine: Engine, job: Job, audio: media.Audio, beat: Heartbeat, log: JobLog) -> Transcript:
-        duration = audio.duration
+    # ---- batches -----------------------------------------------------------------------
 
-        def on_progress(done_seconds: float) -> None:
-            beat.progress = int(min(99, max(0, done_seconds / duration * 100)))
-            self._check(beat)
+    def _scheduler(self, key: EngineKey) -> Scheduler[Any, Any]:
+        if key not in self._schedulers:
+            self._schedulers[key] = Scheduler(read_ahead=self.settings.read_ahead)
+        return self._schedulers[key]
 
-        started = time.perf_counter()
-        transcript = engine.transcribe(audio.samples, job.options, on_progress)
-        log.add(
-            "transcribed",
-            engine=engine.name,
-            model=engine.model_name,
-            device=engine.device,
-            language=transcript.language,
-            segments=len(transcript.segments),
-            seconds=round(time.perf_counter() - started, 2),
+    def _run_batches(self) -> bool:
+        """One batch per engine that has windows ready; results routed to their jobs."""
+        ran = False
+        for key, scheduler in self._schedulers.items():
+            if not len(scheduler):
+                continue
+            batch = scheduler.next_batch(self.batch_size)
+            if batch:
+                started = time.perf_counter()
+                results = run_isolating(self._runner(key), batch)
+                share = (time.perf_counter() - started) / len(batch)
+                for work in batch:
+                    if work.job in self._held:
+                        self._held[work.job].compute_seconds += share
+                scheduler.complete(batch, results)
+                ran = True
+            for event in scheduler.events():
+                run = self._held.get(event.job)
+                if run is None:
+                    continue
+                if isinstance(event, JobFailed):
+                    self._failed(run, event.error)
+                elif isinstance(event, JobFinished) and not self._interrupted(run):
+                    # no longer held: from here the commit's condition decides (a cancel that
+                    # lands now loses the race or wins it, and then the outputs are removed)
+                    del self._held[run.job_id]
+                    self._finishing.append(self._pool.submit(self._finish, run, event.results))
+        for run in self._held.values():
+            held_by = self._schedulers.get(run.key)
+            if held_by is not None and run.job_id in held_by and run.duration > 0:
+                run.beat.progress = int(min(99, held_by.progress(run.job_id) / run.duration * 100))
+        return ran
+
+    def _runner(self, key: EngineKey) -> BatchRunner:
+        if key not in self._runners:
+            self._runners[key] = self._runner_factory(self._engine_for(key))
+        return self._runners[key]
+
+    # ---- interruptions -------------------------------------------------------------------
+
+    def _drop_interrupted(self) -> None:
+        """Jobs cancelled or taken over since the last batch leave the scheduler at once
+        (a job still being prepared is looked at once its download is done)."""
+        preparing = set(self._preparing.values())
+        for run in list(self._held.values()):
+            if run not in preparing:
+                self._interrupted(run)
+
+    def _interrupted(self, run: JobRun) -> bool:
+        """Release a job whose heartbeat learned it was cancelled or taken over."""
+        if run.beat.cancelled.is_set():
+            self._release(run, "cancelled; stopped", delete_message=True)
+            self.outcomes.append(Outcome.CANCELLED)
+            return True
+        if run.beat.lost.is_set():
+            self._release(run, "lease lost to another attempt; stopped without writing", delete_message=True)
+            self.outcomes.append(Outcome.LEASE_LOST)
+            return True
+        return False
+
+    def _release(self, run: JobRun, why: str, *, delete_message: bool, give_back_after: int | None = None) -> None:
+        """Forget a held job: out of the scheduler, its message deleted or made visible again
+        (after `give_back_after` seconds, with the job given back), its log flushed."""
+        self._held.pop(run.job_id, None)
+        scheduler = self._schedulers.get(run.key)
+        if scheduler is not None:
+            scheduler.remove(run.job_id)
+        run.log.add(why)
+        if give_back_after is not None:
+            with contextlib.suppress(InvalidTransition):  # cancelled or taken over: that state stands
+                self.repo.give_back(run.job_id, run.job.attempt)
+            with contextlib.suppress(Exception):
+                self.queue.extend(run.received.receipt_handle, give_back_after)
+        elif delete_message:
+            self.queue.delete(run.received.receipt_handle)
+        run.close()
+        run.log.flush()
+
+    def _failed(self, run: JobRun, error: BaseException) -> None:
+        """Classify one job's failure: permanent -> failed with its code; else give it back."""
+        if isinstance(error, PermanentJobError):
+            run.log.add("failed", code=error.code, reason=str(error))
+            with contextlib.suppress(InvalidTransition):  # cancelled or taken over: that state stands
+                self.repo.fail(
+                    run.job_id,
+                    ErrorInfo(code=error.code, message=str(error)),
+                    attempt=run.job.attempt,
+                    log_key=run.log.key,
+                )
+            self._release(run, "message deleted: retrying cannot help", delete_message=True)
+            self.outcomes.append(Outcome.FAILED)
+            return
+        logger.error("transient failure", extra={"job_id": run.job_id, "error": repr(error)})
+        run.log.add("transient failure; the job will be retried", error=f"{type(error).__name__}: {error}")
+        self._release(
+            run,
+            "given back",
+            delete_message=False,
+            give_back_after=min(60, 5 * run.received.receive_count),
         )
-        return transcript
+        self.outcomes.append(Outcome.RETRY)
 
-    def write_outputs(self, job: Job, transcript: Transcript, log: JobLog) -> dict[str, str]:
+    def _give_back_all(self) -> None:
+        """SIGTERM or the end of the loop: every unfinished job goes back, visible at once."""
+        for future in list(self._preparing):
+            with contextlib.suppress(Exception):
+                future.result()
+        self._preparing.clear()
+        for run in list(self._held.values()):  # jobs being finished are no longer held
+            self._release(run, "shutting down; job given back", delete_message=False, give_back_after=0)
+            self.outcomes.append(Outcome.GIVEN_BACK)
+
+    # ---- finishing a job (pool thread) -------------------------------------------------
+
+    def _finish(self, run: JobRun, results: list[Any]) -> Outcome:
+        try:
+            transcript = assemble(results, run.duration)
+            assert run.engine is not None  # prepared
+            engine, model = run.engine.name, run.engine.model_name
+            run.log.add(
+                "transcribed",
+                engine=engine,
+                model=model,
+                device=run.engine.device,
+                language=transcript.language,
+                segments=len(transcript.segments),
+                compute_seconds=round(run.compute_seconds, 2),
+            )
+            outputs = self.write_outputs(run, transcript)
+            summary = ResultSummary(
+                language=transcript.language,
+                duration_seconds=round(transcript.duration, 3),
+                outputs=outputs,
+                engine=engine,
+                model=model,
+                compute_seconds=round(run.compute_seconds, 3),
+                real_time_factor=round(run.compute_seconds / max(transcript.duration, 1e-6), 4),
+                segments=len(transcript.segments),
+            )
+            outcome = self.commit(run, summary, outputs)
+            self.queue.delete(run.received.receipt_handle)
+        except (JobCancelled, LeaseLost) as exc:
+            cancelled = isinstance(exc, JobCancelled)
+            run.log.add("cancelled while committing" if cancelled else "lease lost while committing")
+            self.queue.delete(run.received.receipt_handle)
+            outcome = Outcome.CANCELLED if cancelled else Outcome.LEASE_LOST
+        except Exception as exc:
+            # writing outputs or committing failed transiently: give the job back
+            logger.exception("could not finish the job", extra={"job_id": run.job_id})
+            run.log.add("could not finish; the job will be retried", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(InvalidTransition):
+                self.repo.give_back(run.job_id, run.job.attempt)
+            with contextlib.suppress(Exception):
+                self.queue.extend(run.received.receipt_handle, 5)
+            outcome = Outcome.RETRY
+        finally:
+            run.close()
+            run.log.flush()
+        return outcome
+
+    def _collect_finished(self, block: bool = False) -> None:
+        for future in list(self._finishing):
+            if block or future.done():
+                self._finishing.remove(future)
+                try:
+                    self.outcomes.append(future.result())
+                except Exception:
+                    logger.exception("finishing a job raised")
+
+    def write_outputs(self, run: JobRun, transcript: Transcript) -> dict[str, str]:
         outputs: dict[str, str] = {}
+        job = run.job
         for fmt in job.options.formats:
             key = keys.output_key(job.owner_key, job.job_id, fmt)
-            self.store.put_bytes(key, render(transcript, fmt).encode(), CONTENT_TYPES[fmt])
+            text = render(transcript, fmt, cues=READABLE_CUES)
+            self.store.put_bytes(key, text.encode(), CONTENT_TYPES[fmt])
             outputs[fmt] = key
-        log.add("outputs written", formats=",".join(outputs))
+        run.log.add("outputs written", formats=",".join(outputs))
         return outputs
 
-    def commit(self, job: Job, summary: ResultSummary, outputs: dict[str, str], log: JobLog) -> Outcome:
+    def commit(self, run: JobRun, summary: ResultSummary, outputs: dict[str, str]) -> Outcome:
         try:
-            self.repo.succeed(job.job_id, job.attempt, summary, keys.log_key(job.owner_key, job.job_id))
+            self.repo.succeed(run.job_id, run.job.attempt, summary, run.log.key)
         except StaleAttempt as exc:
-            raise LeaseLost(job.job_id) from exc
+            raise LeaseLost(run.job_id) from exc
         except InvalidTransition as exc:
             if (exc.details or {}).get("status") == JobStatus.CANCELLED.value:
                 for key in outputs.values():  # the cancel won the race: leave nothing behind
                     self.store.delete(key)
-                raise JobCancelled(job.job_id) from exc
-            raise LeaseLost(job.job_id) from exc
-        log.add("succeeded", rtf=summary.real_time_factor, audio_seconds=summary.duration_seconds)
+                raise JobCancelled(run.job_id) from exc
+            raise LeaseLost(run.job_id) from exc
+        run.log.add("succeeded", rtf=summary.real_time_factor, audio_seconds=summary.duration_seconds)
         return Outcome.SUCCEEDED
-
-    def _write_log(self, job: Job, log: JobLog) -> None:
-        key = keys.log_key(job.owner_key, job.job_id)
-        try:
-            try:
-                previous = self.store.get_bytes(key).decode()
-            except Exception:
-                previous = ""
-            self.store.put_bytes(key, (previous + log.text()).encode(), "text/plain; charset=utf-8")
-        except Exception as exc:
-            logger.warning("could not write the job log", extra={"error": str(exc)})
 
     # ---- engines ---------------------------------------------------------------------
 
-    def _engine_for(self, job: Job) -> Engine:
-        model = job.options.model or self.settings.model
-        key = (self.settings.engine, model)
-        if key not in self._engines:
-            self._engines[key] = self._engine_loader(*key)
-        return self._engines[key]
+    def _device(self) -> str:
+        if self.settings.device != "auto":
+            return self.settings.device
+        from gpu_container.worker.engines import cuda_available
+
+        return "cuda" if cuda_available() else "cpu"
+
+    def _engine_for(self, key: EngineKey) -> Engine:
+        with self._engine_lock:  # prepare threads may ask for the same engine at once
+            if key not in self._engines:
+                self._engines[key] = self._engine_loader(*key)
+            return self._engines[key]
 
     def _load_engine(self, engine: str, model: str) -> Engine:
         s = self.settings

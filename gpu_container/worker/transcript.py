@@ -1,11 +1,25 @@
 """The transcript and its renderings: JSON, plain text, SubRip (SRT) and WebVTT.
 
 Cues are made monotonic and non-overlapping here, whatever the engine produced: each
-starts no earlier than the previous one ended and lasts at least a millisecond."""
+starts no earlier than the previous one ended and lasts at least a millisecond.
+
+Two optional steps make the output read like subtitles rather than like decoder windows:
+- `sentence_segments` regroups segments into sentences (split where a sentence ends inside
+  a segment, joined where a sentence runs on across segments or window cuts);
+- `subtitle_cues` (used by `render(..., cues=CueRules())`) splits each segment into cues
+  of at most 7 s and at most 2 lines of 42 characters, at word timestamps when present and
+  at punctuation where it can, at interpolated word times otherwise.
+The SRT/WebVTT text itself is written here (a few lines); `srt`/`pysubs2` on PyPI would
+only write it, not cut cues by word timings, and are not worth a dependency.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -61,16 +75,23 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def to_srt(t: Transcript) -> str:
-    blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n" for i, s in enumerate(t.segments, start=1)
-    ]
+def to_srt(t: Transcript, cues: CueRules | None = None) -> str:
+    """One cue per segment; with `cues`, readable cues cut by those rules."""
+    timed = _cue_list(t, cues)
+    blocks = [f"{i}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{c.text}\n" for i, c in enumerate(timed, start=1)]
     return "\n".join(blocks)
 
 
-def to_vtt(t: Transcript) -> str:
-    cues = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n" for s in t.segments]
-    return "WEBVTT\n\n" + "\n".join(cues)
+def to_vtt(t: Transcript, cues: CueRules | None = None) -> str:
+    timed = _cue_list(t, cues)
+    blocks = [f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{c.text}\n" for c in timed]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def _cue_list(t: Transcript, rules: CueRules | None) -> list[Cue]:
+    if rules is None:
+        return [Cue(start=s.start, end=s.end, lines=(s.text,)) for s in t.segments]
+    return subtitle_cues(t, rules)
 
 
 def to_txt(t: Transcript) -> str:
@@ -96,5 +117,224 @@ CONTENT_TYPES: dict[str, str] = {
 }
 
 
-def render(t: Transcript, fmt: OutputFormat) -> str:
+def render(t: Transcript, fmt: OutputFormat, *, cues: CueRules | None = None) -> str:
+    """`fmt` of `t`. With `cues` (e.g. READABLE_CUES), SRT and WebVTT get readable cues
+    instead of one cue per segment."""
+    if cues is not None and fmt == "srt":
+        return to_srt(t, cues)
+    if cues is not None and fmt == "vtt":
+        return to_vtt(t, cues)
     return RENDERERS[fmt](t)
+
+
+# ---- sentences -------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?\u2026])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c(\[]?[A-Z0-9])")
+_CLAUSE_END = re.compile(r"[,;:\u2014\u2013-][\"'\u201d\u2019)\]]*$")
+
+
+def ends_sentence(text: str) -> bool:
+    return bool(_SENTENCE_END.search(text.strip()))
+
+
+def sentence_segments(
+    segments: Sequence[Segment], *, max_gap_seconds: float = 1.5, max_merge_seconds: float = 20.0
+) -> list[Segment]:
+    """Segments regrouped into sentences: split where a sentence ends inside a segment
+    (at its word timestamps when present, by character position otherwise), then joined
+    where a segment does not end a sentence and the next follows within `max_gap_seconds`
+    (up to `max_merge_seconds` in all). Text and words are kept; ids are renumbered."""
+    pieces = [p for seg in segments for p in _split_sentences(seg)]
+    out: list[Segment] = []
+    for piece in pieces:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and not ends_sentence(prev.text)
+            and piece.start - prev.end <= max_gap_seconds
+            and piece.end - prev.start <= max_merge_seconds
+        ):
+            both = prev.words is None and piece.words is None
+            words = None if both else (prev.words or []) + (piece.words or [])
+            out[-1] = prev.model_copy(
+                update={
+                    "end": max(prev.end, piece.end),
+                    "text": f"{prev.text.strip()} {piece.text.strip()}",
+                    "words": words,
+                }
+            )
+        else:
+            out.append(piece)
+    return [seg.model_copy(update={"id": i}) for i, seg in enumerate(out)]
+
+
+def _split_sentences(seg: Segment) -> list[Segment]:
+    if seg.words:
+        runs: list[list[Word]] = [[]]
+        for i, word in enumerate(seg.words):
+            runs[-1].append(word)
+            if i < len(seg.words) - 1 and ends_sentence(word.word):
+                runs.append([])
+        if len(runs) == 1:
+            return [seg]
+        return [
+            Segment(
+                id=seg.id,
+                start=run[0].start,
+                end=run[-1].end,
+                text="".join(w.word for w in run).strip(),
+                words=run,
+            )
+            for run in runs
+        ]
+    text = seg.text.strip()
+    parts = [p for p in _SENTENCE_SPLIT.split(text) if p.strip()]
+    if len(parts) <= 1:
+        return [seg]
+    total = sum(len(p) for p in parts)
+    span = seg.end - seg.start
+    out, done = [], 0
+    for part in parts:
+        start = seg.start + span * done / total
+        done += len(part)
+        out.append(Segment(id=seg.id, start=round(start, 3), end=round(seg.start + span * done / total, 3), text=part))
+    return out
+
+
+# ---- subtitle cues ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CueRules:
+    """How long and how wide a subtitle cue may be (common broadcast guidance: 42
+    characters a line, 2 lines, on screen no longer than 7 s)."""
+
+    max_seconds: float = 7.0
+    max_line_chars: int = 42
+    max_lines: int = 2
+
+
+READABLE_CUES = CueRules()
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(frozen=True)
+class _Timed:
+    start: float
+    end: float
+    text: str
+
+
+def subtitle_cues(t: Transcript, rules: CueRules = READABLE_CUES) -> list[Cue]:
+    """Each segment cut into cues that obey `rules`: at word timestamps when the segment
+    has them, else at word boundaries with times interpolated by character count;
+    preferring a cut after punctuation, and balancing a two-cue split. Cues are monotonic
+    and non-overlapping."""
+    cues: list[Cue] = []
+    prev_end = 0.0
+    for seg in t.segments:
+        for run in _cue_runs(_timed_words(seg), rules):
+            text = " ".join(w.text for w in run)
+            lines = wrap_lines(text, rules.max_line_chars, rules.max_lines) or _hard_wrap(text, rules)
+            start = max(round(run[0].start, 3), prev_end)
+            end = min(max(round(run[-1].end, 3), start + 0.001), start + rules.max_seconds)
+            cues.append(Cue(start=start, end=round(end, 3), lines=tuple(lines)))
+            prev_end = cues[-1].end
+    return cues
+
+
+def _timed_words(seg: Segment) -> list[_Timed]:
+    if seg.words:
+        words = [_Timed(w.start, w.end, w.word.strip()) for w in seg.words if w.word.strip()]
+        if words:
+            return words
+    tokens = seg.text.split()
+    total = sum(len(w) + 1 for w in tokens) or 1
+    span = max(seg.end - seg.start, 0.0)
+    out, done = [], 0
+    for w in tokens:
+        start = seg.start + span * done / total
+        done += len(w) + 1
+        out.append(_Timed(start, seg.start + span * done / total, w))
+    return out
+
+
+def wrap_lines(text: str, width: int, max_lines: int) -> list[str] | None:
+    """`text` in at most `max_lines` lines of at most `width` characters (two lines
+    balanced), or None when it does not fit."""
+    if len(text) <= width:
+        return [text]
+    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+    if len(lines) > max_lines or any(len(line) > width for line in lines):
+        return None
+    if len(lines) == 2:
+        words = text.split()
+        best = min(
+            (
+                (max(len(" ".join(words[:k])), len(" ".join(words[k:]))), k)
+                for k in range(1, len(words))
+                if len(" ".join(words[:k])) <= width and len(" ".join(words[k:])) <= width
+            ),
+            default=None,
+        )
+        if best is not None:
+            k = best[1]
+            return [" ".join(words[:k]), " ".join(words[k:])]
+    return lines
+
+
+def _hard_wrap(text: str, rules: CueRules) -> list[str]:
+    """A single word wider than a line: cut it (the only way it can fit)."""
+    return textwrap.wrap(text, rules.max_line_chars)[: rules.max_lines] or [text[: rules.max_line_chars]]
+
+
+def _fits(run: Sequence[_Timed], rules: CueRules) -> bool:
+    if run[-1].end - run[0].start > rules.max_seconds:
+        return False
+    return wrap_lines(" ".join(w.text for w in run), rules.max_line_chars, rules.max_lines) is not None
+
+
+def _cue_runs(words: list[_Timed], rules: CueRules) -> list[list[_Timed]]:
+    runs: list[list[_Timed]] = []
+    i, n = 0, len(words)
+    while i < n:
+        if _fits(words[i:], rules):
+            runs.append(words[i:])
+            break
+        j = i + 1  # words[i:j] is the longest run from i that fits (at least one word)
+        while j < n and _fits(words[i : j + 1], rules):
+            j += 1
+        if _fits(words[j:], rules):
+            # the rest fits in one more cue: balance the two, preferring a clause end
+            def score(k: int, i: int = i) -> tuple[bool, int]:
+                left = len(" ".join(w.text for w in words[i:k]))
+                right = len(" ".join(w.text for w in words[k:]))
+                return (_ends_clause(words[k - 1].text), -abs(left - right))
+
+            options = [k for k in range(i + 1, j + 1) if _fits(words[k:], rules)]
+            j = max(options, key=score)
+        else:
+            # prefer a cut after punctuation in the second half of the run
+            half = len(" ".join(w.text for w in words[i:j])) / 2
+            for k in range(j, i + 1, -1):
+                if _ends_clause(words[k - 1].text) and len(" ".join(w.text for w in words[i:k])) >= half:
+                    j = k
+                    break
+        runs.append(words[i:j])
+        i = j
+    return runs
+
+
+def _ends_clause(text: str) -> bool:
+    return ends_sentence(text) or bool(_CLAUSE_END.search(text))

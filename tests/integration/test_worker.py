@@ -6,126 +6,24 @@ import json
 import os
 import re
 import signal
-import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import boto3
 import jiwer
-import numpy as np
 import pytest
 
-from batchscribe.models import JobMessage, JobOptions, JobStatus
+from batchscribe.models import JobMessage, JobStatus
 from batchscribe.repository import JobRepository
-from batchscribe.settings import Timings, WorkerSettings
-from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhisperEngine
+from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Worker
-from gpu_container.worker.transcript import Transcript
-from tests.audio import SHORT_TEXT, convert, long_text, make_video_only, speak
 from tests.conftest import Stack
-from tests.helpers import call, create, deliver_uploads, post_upload
+from tests.helpers import call
+from tests.integration.workers import Scripted, make_worker, queue_counts, s3_text, submit, words, worker_settings
 
 pytestmark = pytest.mark.slow
-
-# ---- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    d = tmp_path_factory.mktemp("speech")
-    wav = speak(SHORT_TEXT, d / "short.wav")
-    text60 = long_text(60)
-    files = {
-        "wav": (wav, SHORT_TEXT),
-        "mp3": (convert(wav, d / "short.mp3"), SHORT_TEXT),
-        "ogg": (convert(wav, d / "short.ogg", "-c:a", "libvorbis"), SHORT_TEXT),
-        "long": (speak(text60, d / "long.wav"), text60),
-    }
-    corrupt = d / "corrupt.wav"
-    corrupt.write_bytes(os.urandom(4096))
-    header_only = d / "empty.wav"
-    header_only.write_bytes(
-        b"RIFF"
-        + struct.pack("<I", 36)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
-        + b"data"
-        + struct.pack("<I", 0)
-    )
-    video_only = d / "video.mp4"
-    make_video_only(video_only)
-    files["corrupt"] = (corrupt, "")
-    files["empty"] = (header_only, "")
-    files["video"] = (video_only, "")
-    return files
-
-
-@pytest.fixture(scope="session")
-def engines() -> dict[str, Engine]:
-    return {"faster-whisper": FasterWhisperEngine(), "openai-whisper": OpenAIWhisperEngine()}
-
-
-def worker_settings(stack: Stack, **over: Any) -> WorkerSettings:
-    """Test settings; timing names in `over` change the worker's timings."""
-    timings = {"idle_exit_seconds": 1, "poll_seconds": 0, "heartbeat_seconds": 0.2, "lease_seconds": 30}
-    timings |= {k: over.pop(k) for k in list(over) if k in Timings.model_fields}
-    base: dict[str, Any] = {
-        "table_name": stack.table,
-        "bucket_name": stack.bucket,
-        "jobs_queue_url": stack.jobs_queue_url,
-        "timings": Timings().replace(visibility_seconds=60, **timings),
-        "worker_id": "test-worker",
-    }
-    return WorkerSettings(**{**base, **over})
-
-
-def make_worker(stack: Stack, engine: Engine, **over: Any) -> Worker:
-    return Worker(worker_settings(stack, **over), engine_loader=lambda _engine, _model: engine)
-
-
-def submit(stack: Stack, path: Path, content_type: str = "audio/wav", **options: Any) -> str:
-    data = path.read_bytes()
-    job = create(size=len(data), content_type=content_type, options=options or None)
-    post_upload(job["upload"], data)
-    deliver_uploads(stack)
-    assert call("GET", f"/jobs/{job['job_id']}")[1]["status"] == "queued"
-    return str(job["job_id"])
-
-
-def words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
-
-
-def s3_text(stack: Stack, key: str) -> str:
-    return str(boto3.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode())
-
-
-def queue_counts(stack: Stack, url: str | None = None) -> tuple[int, int]:
-    attrs = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=url or stack.jobs_queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
-
-
-class Scripted:
-    """A real engine with a hook on its progress callback (to inject faults mid-job)."""
-
-    def __init__(self, inner: Engine, hook: Callable[[float], None]) -> None:
-        self.inner, self.hook = inner, hook
-        self.name, self.model_name, self.device = inner.name, inner.model_name, inner.device
-        self.calls = 0
-
-    def transcribe(self, audio: np.ndarray, options: JobOptions, on_progress: Callable[[float], None]) -> Transcript:
-        def wrapped(seconds: float) -> None:
-            self.calls += 1
-            self.hook(seconds)
-            on_progress(seconds)
-
-        return self.inner.transcribe(audio, options, wrapped)
-
 
 # ---- output validity -------------------------------------------------------------------
 
@@ -306,7 +204,7 @@ def test_a_stale_attempt_cannot_commit(
     repo = JobRepository(aws_stack.table)
     later = JobRepository(aws_stack.table, clock=lambda: time.time() + 3600)  # A's lease has expired by then
 
-    def take_over(_seconds: float) -> None:
+    def take_over(_batch: Sequence[Any]) -> None:
         if hook.calls == 1:
             later.claim(job_id, "worker-b", lease_seconds=300)  # what a second worker does
 
@@ -328,26 +226,18 @@ def test_poison_message_is_deleted(aws_stack: Stack, engines: dict[str, Engine])
 # ---- interruptions --------------------------------------------------------------------
 
 
-@pytest.fixture
-def restore_signals() -> Iterator[None]:
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 @pytest.mark.usefixtures("restore_signals")
 def test_sigterm_mid_job_gives_the_job_back_and_exits(
     aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
 ) -> None:
     job_id = submit(aws_stack, speech["long"][0])
 
-    def sigterm(_seconds: float) -> None:
+    def sigterm(_batch: Sequence[Any]) -> None:
         if hook.calls == 1:
             os.kill(os.getpid(), signal.SIGTERM)
 
     hook = Scripted(engines["faster-whisper"], sigterm)
-    worker = make_worker(aws_stack, hook, idle_exit_seconds=600)
+    worker = make_worker(aws_stack, hook, idle_exit_seconds=600, batch_size=1)
     worker.install_signal_handlers()
 
     assert worker.run() == 0  # exits cleanly, without waiting for the idle period
@@ -367,20 +257,20 @@ def test_cancel_mid_job_stops_within_a_segment(
     job_id = submit(aws_stack, speech["long"][0])
     seen: list[int] = []
 
-    def cancel(_seconds: float) -> None:
+    def cancel(_batch: Sequence[Any]) -> None:
         if hook.calls == 1:
             assert call("POST", f"/jobs/{job_id}/cancel")[0] == 200
             time.sleep(0.6)  # a few heartbeats: the worker learns of it
         seen.append(hook.calls)
 
     hook = Scripted(engines["faster-whisper"], cancel)
-    worker = make_worker(aws_stack, hook, heartbeat_seconds=0.1)
+    worker = make_worker(aws_stack, hook, heartbeat_seconds=0.1, batch_size=1)
     worker.run()
 
     job = JobRepository(aws_stack.table).get(job_id)
     assert job.status is JobStatus.CANCELLED
     assert job.result is None
-    assert hook.calls == 1  # stopped at the first segment boundary after the cancel
+    assert hook.calls == 1  # stopped at the first window boundary after the cancel
     assert queue_counts(aws_stack) == (0, 0)
     listing = boto3.client("s3").list_objects_v2(Bucket=aws_stack.bucket, Prefix="outputs/")
     assert [o["Key"] for o in listing.get("Contents", [])] == [
@@ -393,7 +283,7 @@ def test_transient_failure_gives_the_job_back_for_a_retry(
 ) -> None:
     job_id = submit(aws_stack, speech["wav"][0])
 
-    def boom(_seconds: float) -> None:
+    def boom(_batch: Sequence[Any]) -> None:
         raise ConnectionError("S3 went away")
 
     make_worker(aws_stack, Scripted(engines["faster-whisper"], boom)).run()

@@ -1,0 +1,146 @@
+"""Jobs per minute through one worker on the local stack: one job at a time (K = 1, B = 1)
+against cross-job batching (K = B = 8), on the same 16 short jobs, in one run.
+
+Each round starts the local stack with one worker allowed, holds the worker back until all
+16 jobs are queued, lets it go, and measures from the first claim to the last commit (the
+jobs' own started_at / finished_at), so the stack's start and the model load are not
+counted. Rounds alternate between the two modes (`--repeats` each) so background load hits
+both alike; medians are reported with both word error rates, and the last line is
+`throughput ratio: X.XX\u00d7` (batched jobs per minute / one-at-a-time jobs per minute).
+Results go to bench/results/throughput-<device>.json with the hardware. A measurement, not a test.
+
+    make bench-throughput            # or: python bench/bench_throughput.py --jobs 16 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from batchscribe.models import iso  # noqa: E402
+from batchscribe.settings import Timings  # noqa: E402
+from batchscribe_cli.client import Client  # noqa: E402
+from batchscribe_cli.local import LocalConfig, LocalStack  # noqa: E402
+from bench.bench_batching import make_jobs, wer  # noqa: E402
+from bench.bench_engines import hardware  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+MODES = {"one-at-a-time": (1, 1), "batched": (8, 8)}
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def one_round(mode: str, jobs: dict[str, tuple[str, Path]], data_dir: Path) -> dict[str, Any]:
+    held, batch = MODES[mode]
+    config = LocalConfig(
+        port=0,
+        max_workers=1,
+        data_dir=data_dir,
+        timings=Timings.local().replace(idle_exit_seconds=30),
+        worker_held_jobs=held,
+        worker_batch_size=batch,
+        quiet=True,
+    )
+    with LocalStack(config) as stack:
+        stack.set_max_workers(0)  # queue everything first
+        client = Client(stack.url, owner=f"bench-{mode}")
+        ids = {name: client.submit(path, {"language": "en"})["job_id"] for name, (_, path) in jobs.items()}
+        deadline = time.monotonic() + 120
+        while any(client.get(i)["status"] != "queued" for i in ids.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("jobs did not reach queued")
+            time.sleep(0.2)
+        stack.set_max_workers(1)
+        done = {name: client.wait(job_id, timeout=900) for name, job_id in ids.items()}
+        failed = [n for n, j in done.items() if j["status"] != "succeeded"]
+        if failed:
+            raise RuntimeError(f"{mode}: jobs did not succeed: {failed}")
+        texts = {name: client.result_text(job, "txt") for name, job in done.items()}
+    first = min(_seconds(j["started_at"]) for j in done.values())
+    last = max(_seconds(j["finished_at"]) for j in done.values())
+    seconds = last - first
+    return {
+        "mode": mode,
+        "held_jobs": held,
+        "batch_size": batch,
+        "seconds": round(seconds, 3),
+        "jobs_per_minute": round(len(jobs) / seconds * 60, 2),
+        "wer": round(wer(jobs, texts), 4),
+        "started": iso(first),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        root = Path(tmp)
+        jobs = make_jobs(root, args.jobs)
+        audio = sum(_duration(p) for _, p in jobs.values())
+        print(f"{args.jobs} jobs, {audio:.0f} s of speech, tiny.en, one worker on the local stack", flush=True)
+        rounds: list[dict[str, Any]] = []
+        for i in range(args.repeats):
+            order = list(MODES) if i % 2 == 0 else list(reversed(MODES))
+            for mode in order:
+                r = one_round(mode, jobs, root / f"data-{mode}-{i}")
+                rounds.append(r)
+                print(
+                    f"  {mode:<14} K={r['held_jobs']} B={r['batch_size']}: {r['seconds']:.1f} s, "
+                    f"{r['jobs_per_minute']:.1f} jobs/min, WER {r['wer']:.3f}",
+                    flush=True,
+                )
+    summary = {}
+    for mode in MODES:
+        mine = [r for r in rounds if r["mode"] == mode]
+        per_minute = [r["jobs_per_minute"] for r in mine]
+        summary[mode] = {
+            "jobs_per_minute_median": statistics.median(per_minute),
+            "min": min(per_minute),
+            "max": max(per_minute),
+            "runs": len(mine),
+            "wer": statistics.median(r["wer"] for r in mine),
+        }
+    ratio = summary["batched"]["jobs_per_minute_median"] / summary["one-at-a-time"]["jobs_per_minute_median"]
+    record = {
+        "benchmark": "throughput",
+        "command": " ".join(["python", "bench/bench_throughput.py", *sys.argv[1:]]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": hardware(),
+        "jobs": args.jobs,
+        "speech_seconds": round(audio, 1),
+        "summary": summary,
+        "throughput_ratio": round(ratio, 3),
+        "rounds": rounds,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"throughput-{'cuda' if 'gpu' in record['machine'] else 'cpu'}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    for mode, s in summary.items():
+        print(f"{mode}: {s['jobs_per_minute_median']:.1f} jobs/min (median of {s['runs']}), WER {s['wer']:.3f}")
+    print(f"results: {out.relative_to(ROOT)}")
+    print(f"throughput ratio: {ratio:.2f}\u00d7")
+
+
+def _duration(path: Path) -> float:
+    import av
+
+    with av.open(str(path)) as container:
+        return float(container.duration or 0) / 1_000_000
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""Streaming decode and windowing for cross-job batching.
+
+A local media file is opened and probed with the same safety rules as media.decode (local
+files only, a fixed list of container formats, a duration cap), then decoded incrementally
+with PyAV into 16 kHz mono float32 and cut into windows of at most 30 s of speech with
+faster-whisper's Silero VAD (`faster_whisper.vad`), the way BatchedInferencePipeline cuts a
+whole file: speech chunks (`get_speech_timestamps` with `max_speech_duration_s=30`,
+`min_silence_duration_ms=160`) are packed greedily into windows, silence between them
+dropped. Each window keeps the source positions of its chunks, so times inside a window map
+back to the original media (`Window.to_source`), as `SpeechTimestampsMap` does for a file.
+
+Memory stays bounded: audio is decoded in blocks of `block_seconds`; VAD runs on a block;
+windows whose chunks are settled (followed by enough decoded audio that more decoding cannot
+change them) are yielded and the block is dropped, except a short tail (the speech still open
+at the block's end, and the last window while it may still take more chunks, at most
+`max_carry_seconds`), which is carried into the next block. At most a block plus its carry
+is held as PCM at a time, whatever the file's length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import av
+import numpy as np
+
+from gpu_container.worker.errors import InvalidMedia, NoAudio, TooLong
+from gpu_container.worker.media import _OPEN_OPTIONS, ALLOWED_FORMATS, SAMPLE_RATE
+from gpu_container.worker.scheduler import NOT_READY, NotReady
+
+MAX_WINDOW_SECONDS = 30.0
+MIN_AUDIO_SAMPLES = SAMPLE_RATE // 10  # as media.decode: less than 0.1 s is no audio
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """At most 30 s of speech from one source: the speech chunks `chunks` (source sample
+    ranges, ascending, non-overlapping) concatenated into `audio`."""
+
+    index: int
+    audio: np.ndarray  # float32, mono, SAMPLE_RATE
+    chunks: tuple[tuple[int, int], ...]
+
+    @property
+    def start(self) -> float:
+        """Source seconds where the window's first speech chunk starts."""
+        return self.chunks[0][0] / SAMPLE_RATE
+
+    @property
+    def end(self) -> float:
+        """Source seconds where the window's last speech chunk ends."""
+        return self.chunks[-1][1] / SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    def chunk_at(self, t: float, *, is_end: bool = False) -> int:
+        """The chunk that window time `t` falls in (an end exactly on a boundary belongs to
+        the earlier chunk)."""
+        sample = t * SAMPLE_RATE
+        before = 0
+        for i, (a, b) in enumerate(self.chunks):
+            n = b - a
+            if sample < before + n or (is_end and sample <= before + n):
+                return i
+            before += n
+        return len(self.chunks) - 1
+
+    def to_source(self, t: float, *, is_end: bool = False, chunk: int | None = None) -> float:
+        """Window time (seconds into `audio`) -> source time, through chunk `chunk` (by
+        default the one `t` falls in), clamped to that chunk."""
+        i = self.chunk_at(t, is_end=is_end) if chunk is None else chunk
+        before = sum(b - a for a, b in self.chunks[:i])
+        a, b = self.chunks[i]
+        sample = min(max(t * SAMPLE_RATE - before, 0.0), b - a)
+        return round((a + sample) / SAMPLE_RATE, 3)
+
+    def span_to_source(self, start: float, end: float) -> tuple[float, float]:
+        """A word's (start, end): both resolved through the chunk its middle falls in, as
+        faster-whisper's restore_speech_timestamps does, so a word never spans a cut."""
+        chunk = self.chunk_at((start + end) / 2)
+        return self.to_source(start, chunk=chunk), self.to_source(end, chunk=chunk)
+
+
+def _vad_options(max_window_seconds: float) -> Any:
+    from faster_whisper.vad import VadOptions
+
+    # BatchedInferencePipeline's defaults for cutting a file into batchable windows
+    return VadOptions(max_speech_duration_s=max_window_seconds, min_silence_duration_ms=160)
+
+
+class MediaStream:
+    """A probed local media file whose windows are decoded as they are iterated.
+
+    Opening raises InvalidMedia (unreadable, refused container), NoAudio (no audio stream)
+    or TooLong (the header says it is over the limit) at once; iterating may still raise
+    InvalidMedia (the stream cannot be decoded at all), TooLong (more samples than the limit
+    where the header had no duration) or NoAudio (under 0.1 s decoded). A damaged tail after
+    good audio ends the stream, as in media.decode.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        max_duration_seconds: float,
+        *,
+        block_seconds: float = 120.0,
+        max_window_seconds: float = MAX_WINDOW_SECONDS,
+        max_carry_seconds: float = 60.0,
+        vad_options: Any = None,
+    ) -> None:
+        if block_seconds < 2 * max(max_carry_seconds, max_window_seconds + 1):
+            raise ValueError("block_seconds must be at least twice the carry and twice a window")
+        self.path = Path(path)
+        self.max_duration_seconds = max_duration_seconds
+        self.block_samples = int(block_seconds * SAMPLE_RATE)
+        self.max_window_samples = int(max_window_seconds * SAMPLE_RATE)
+        self.max_carry_samples = int(max_carry_seconds * SAMPLE_RATE)
+        self.guard_samples = SAMPLE_RATE  # speech ending this close to a block's end is not settled
+        self.vad_options = vad_options or _vad_options(max_window_seconds)
+        self.decoded_samples = 0
+        self.windows_yielded = 0
+        self.exhausted = False
+        self.peak_buffer_samples = 0  # the most PCM held at once (for tests and metrics)
+        try:
+            self._container: Any = av.open(str(path), mode="r", options=_OPEN_OPTIONS)
+        except av.error.FFmpegError as exc:
+            raise InvalidMedia(f"the file could not be read as audio or video: {exc.strerror or exc}") from exc
+        try:
+            names = set(self._container.format.name.split(","))
+            if not names & ALLOWED_FORMATS:
+                raise InvalidMedia(f"container format {self._container.format.name!r} is not accepted")
+            streams = [s for s in self._container.streams if s.type == "audio"]
+            if not streams:
+                raise NoAudio("the file has no audio stream")
+            self._stream = streams[0]
+            header = self._container.duration
+            self.duration: float | None = header / 1_000_000 if header is not None else None
+            if self.duration is not None and self.duration > max_duration_seconds + 1:
+                raise TooLong(
+                    f"the media is {self.duration:.0f} s long; this deployment's limit is {max_duration_seconds:.0f} s"
+                )
+            self.container_name: str = self._container.format.name
+            ctx = self._stream.codec_context
+            self.codec: str = ctx.name if ctx else "unknown"
+        except BaseException:
+            self._container.close()
+            raise
+        self._iterating = False
+
+    # ---- what the worker reads ------------------------------------------------------------
+
+    @property
+    def decoded_seconds(self) -> float:
+        """Seconds decoded so far; the exact duration once the stream is exhausted."""
+        return self.decoded_samples / SAMPLE_RATE
+
+    @property
+    def total_seconds(self) -> float | None:
+        """The exact duration when decoding has finished, else the header's (or None)."""
+        return self.decoded_seconds if self.exhausted else self.duration
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> MediaStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- decoding -------------------------------------------------------------------------
+
+    def windows(self) -> Iterator[Window]:
+        """The windows, in source order. Iterate once; closing the iterator closes the file."""
+        if self._iterating:
+            raise RuntimeError("a MediaStream's windows can be iterated once")
+        self._iterating = True
+        try:
+            yield from self._windows()
+        finally:
+            self.close()
+
+    def _pcm_blocks(self) -> Iterator[np.ndarray]:
+        """Decoded 16 kHz mono float32 in pieces (a frame or so each)."""
+        max_samples = int(self.max_duration_seconds * SAMPLE_RATE)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        try:
+            for frame in self._container.decode(self._stream):
+                for out in resampler.resample(frame):
+                    pcm = out.to_ndarray().reshape(-1)
+                    self.decoded_samples += len(pcm)
+                    if self.decoded_samples > max_samples:
+                        raise TooLong(
+                            f"the audio is longer than this deployment's limit of {self.max_duration_seconds:.0f} s"
+                        )
+                    yield pcm
+            for out in resampler.resample(None):
+                pcm = out.to_ndarray().reshape(-1)
+                self.decoded_samples += len(pcm)
+                yield pcm
+        except av.error.FFmpegError as exc:
+            if not self.decoded_samples:
+                raise InvalidMedia(f"the audio stream could not be decoded: {exc.strerror or exc}") from exc
+            # A damaged tail after good audio: transcribe what decoded.
+
+    def _windows(self) -> Iterator[Window]:
+        pieces: list[np.ndarray] = []
+        held = 0  # samples in pieces
+        buf_pos = 0  # source sample where pieces start
+        source = self._pcm_blocks()
+        done = False
+        while not done:
+            for pcm in source:
+                pieces.append(pcm.astype(np.float32, copy=False))
+                held += len(pcm)
+                if held >= self.block_samples:
+                    break
+            else:
+                done = True
+            if done and self.decoded_samples < MIN_AUDIO_SAMPLES:
+                raise NoAudio("the audio stream is empty (less than 0.1 s of sound)")
+            buf = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            self.peak_buffer_samples = max(self.peak_buffer_samples, len(buf))
+            groups, keep_from = self._cut(buf, final=done)
+            for group in groups:
+                audio = np.concatenate([buf[a:b] for a, b in group])
+                chunks = tuple((buf_pos + a, buf_pos + b) for a, b in group)
+                yield Window(index=self.windows_yielded, audio=audio, chunks=chunks)
+                self.windows_yielded += 1
+            tail = buf[keep_from:].copy() if not done else np.zeros(0, np.float32)
+            buf_pos += keep_from
+            pieces, held = ([tail], len(tail)) if len(tail) else ([], 0)
+            del buf
+        self.exhausted = True
+
+    def _cut(self, buf: np.ndarray, final: bool) -> tuple[list[list[tuple[int, int]]], int]:
+        """Windows (lists of chunk ranges in `buf`) that are settled, and where the carried
+        tail starts."""
+        from faster_whisper.vad import get_speech_timestamps
+
+        n = len(buf)
+        if n == 0:
+            return [], 0
+        speech = [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(buf, self.vad_options)]
+        if final:
+            return self._pack(speech), n
+        settled = [c for c in speech if c[1] <= n - self.guard_samples]
+        open_start = speech[len(settled)][0] if len(settled) < len(speech) else None
+        groups = self._pack(settled)
+        if groups and groups[-1][0][0] >= n - self.max_carry_samples:
+            # the last window might still take chunks from the next block: carry it
+            keep_from = groups.pop()[0][0]
+        elif open_start is not None:
+            keep_from = open_start
+        else:
+            last_end = settled[-1][1] if settled else 0
+            keep_from = max(last_end, n - self.guard_samples)
+        return groups, keep_from
+
+    def _pack(self, chunks: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+        """Greedy packing of speech chunks into windows of at most max_window_samples (as
+        faster_whisper.vad.collect_chunks), splitting any chunk that is longer on its own."""
+        limit = self.max_window_samples
+        pieces: list[tuple[int, int]] = []
+        for a, b in chunks:
+            while b - a > limit:
+                pieces.append((a, a + limit))
+                a += limit
+            if b > a:
+                pieces.append((a, b))
+        groups: list[list[tuple[int, int]]] = []
+        size = 0
+        for a, b in pieces:
+            if groups and size + (b - a) <= limit:
+                groups[-1].append((a, b))
+                size += b - a
+            else:
+                groups.append([(a, b)])
+                size = b - a
+        return groups
+
+
+def open_media(path: Path, max_duration_seconds: float, **kwargs: Any) -> MediaStream:
+    """Probe a local media file and return its window stream (see MediaStream)."""
+    return MediaStream(path, max_duration_seconds, **kwargs)
+
+
+def iter_windows(path: Path, max_duration_seconds: float, **kwargs: Any) -> Iterator[Window]:
+    """The windows of a file, opened lazily: every error (including at open) is raised from
+    the first `next()`, which suits handing the iterator straight to a Scheduler."""
+    with open_media(path, max_duration_seconds, **kwargs) as stream:
+        yield from stream.windows()
+
+
+T = TypeVar("T")
+
+
+class Prefetched(Generic[T]):
+    """Pulls an iterator on a background thread into a queue of `depth` items; `next()`
+    never blocks: it gives NOT_READY while the next item is still being produced. PyAV and
+    onnxruntime (the VAD) release the GIL, so K jobs decode and cut their audio while the
+    accelerator runs batches. Errors from the source are raised from `next()`; `close()`
+    stops the thread after its current item and closes the source."""
+
+    def __init__(self, source: Iterable[T], depth: int = 2) -> None:
+        self._source = source
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="window-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        it = iter(self._source)
+        try:
+            for item in it:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as exc:
+            self._put(("error", exc))
+        finally:
+            close = getattr(it, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+
+    def _put(self, message: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(message, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Prefetched[T]:
+        return self
+
+    def __next__(self) -> T | NotReady:
+        if self._done:
+            raise StopIteration
+        try:
+            kind, value = self._queue.get_nowait()
+        except queue.Empty:
+            return NOT_READY
+        if kind == "item":
+            return value
+        self._done = True
+        if kind == "error":
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+
+    def __enter__(self) -> Prefetched[T]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def prefetch(source: Iterable[T], depth: int = 2) -> Prefetched[T]:
+    return Prefetched(source, depth)

@@ -1,0 +1,215 @@
+"""Cross-job batching on the real tiny.en model and espeak speech: windows of several jobs
+share batches, each job gets its own transcript back, a bad file fails only its job, and a
+long file gives readable subtitles as good as the sequential engine's."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from batchscribe.models import JobOptions
+from gpu_container.worker.batched import (
+    BatchRunner,
+    DecodeOptions,
+    FasterWhisperBatchRunner,
+    OpenAIWhisperBatchRunner,
+    assemble,
+    run_isolating,
+)
+from gpu_container.worker.engines import FasterWhisperEngine, OpenAIWhisperEngine
+from gpu_container.worker.errors import InvalidMedia, NoAudio, TooLong
+from gpu_container.worker.media import SAMPLE_RATE, decode
+from gpu_container.worker.scheduler import JobFailed, JobFinished, Scheduler
+from gpu_container.worker.transcript import READABLE_CUES, Transcript, render
+from gpu_container.worker.windows import iter_windows, open_media
+from tests.audio import SENTENCES, convert, have_tools, long_text, make_video_only, speak
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not have_tools(), reason="espeak-ng and ffmpeg make the test speech"),
+]
+
+JOB_TEXTS = {f"job{i}": " ".join(SENTENCES[3 * i : 3 * i + 3]) for i in range(4)}
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return float(jiwer.wer(words(reference), words(hypothesis)))
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("speech")
+    files = {job: speak(text, root / f"{job}.wav") for job, text in JOB_TEXTS.items()}
+    files["job1"] = convert(files["job1"], root / "job1.mp3")  # containers differ too
+    (root / "poison.wav").write_text("this is not audio")
+    files["poison"] = root / "poison.wav"
+    files["video"] = make_video_only(root / "video.mp4")
+    return files
+
+
+@pytest.fixture(scope="module")
+def three_minutes(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    text = long_text(180)
+    return text, speak(text, tmp_path_factory.mktemp("long") / "three.wav")
+
+
+@pytest.fixture(scope="module")
+def fw_engine() -> FasterWhisperEngine:
+    return FasterWhisperEngine(device="cpu", cpu_threads=2, batched="never")
+
+
+@pytest.fixture(scope="module")
+def runners(fw_engine: FasterWhisperEngine) -> dict[str, BatchRunner]:
+    return {
+        "faster-whisper": FasterWhisperBatchRunner.from_engine(fw_engine),
+        # greedy: openai-whisper's beam search is Python-bound and slow on 2 CPU cores
+        "openai-whisper": OpenAIWhisperBatchRunner.from_engine(OpenAIWhisperEngine(device="cpu"), beam_size=1),
+    }
+
+
+def run_all(
+    scheduler: Scheduler[Any, Any], runner: BatchRunner, size: int
+) -> tuple[list[list[str]], dict[str, JobFinished[Any] | JobFailed]]:
+    """The worker's loop, minus the AWS parts: batches until no job is held."""
+    batches: list[list[str]] = []
+    events: dict[str, JobFinished[Any] | JobFailed] = {}
+    while len(scheduler):
+        batch = scheduler.next_batch(size)
+        if batch:
+            batches.append([w.job for w in batch])
+            scheduler.complete(batch, run_isolating(runner, batch))
+        for event in scheduler.events():
+            events[event.job] = event
+    return batches, events
+
+
+@pytest.mark.parametrize("engine", ["faster-whisper", "openai-whisper"])
+def test_four_jobs_share_batches_and_each_gets_its_own_transcript(
+    engine: str, runners: dict[str, BatchRunner], speech: dict[str, Path]
+) -> None:
+    # Given four jobs of different sentences (one asks for word timestamps, one brings a
+    # prompt) and a poison file, all held by one worker
+    scheduler: Scheduler[Any, Any] = Scheduler()
+    streams = {}
+    for job in JOB_TEXTS:
+        stream = open_media(speech[job], 600)
+        streams[job] = stream
+        options = DecodeOptions(
+            language="en", word_timestamps=job == "job0", initial_prompt="Weekly notes." if job == "job2" else None
+        )
+        scheduler.add(job, stream.windows(), options=options, expected_seconds=stream.duration)
+    scheduler.add("poison", iter_windows(speech["poison"], 600), options=DecodeOptions(language="en"))
+
+    # When they run in batches of 8
+    batches, events = run_all(scheduler, runners[engine], size=8)
+
+    # Then one batch held a window of every job...
+    assert any(set(JOB_TEXTS) <= set(batch) for batch in batches)
+    # ...the poison file failed alone with its classified error...
+    assert isinstance(events["poison"], JobFailed) and isinstance(events["poison"].error, InvalidMedia)
+    # ...and every other job got its own transcript back
+    transcripts: dict[str, Transcript] = {}
+    for job, text in JOB_TEXTS.items():
+        event = events[job]
+        assert isinstance(event, JobFinished), event
+        transcripts[job] = assemble(event.results, streams[job].decoded_seconds)
+        assert wer(text, transcripts[job].text) <= 0.2, (job, transcripts[job].text)
+        others = [wer(other, transcripts[job].text) for o, other in JOB_TEXTS.items() if o != job]
+        assert min(others) > 0.8  # not another job's words
+        assert transcripts[job].language == "en"
+        assert abs(transcripts[job].duration - decode(speech[job], 600).duration) < 0.05
+    words0 = [w for s in transcripts["job0"].segments for w in s.words or []]
+    assert len(words0) >= 15 and all(0 <= w.start <= w.end <= transcripts["job0"].duration + 0.01 for w in words0)
+    assert all(s.words is None for s in transcripts["job1"].segments)
+    for t in transcripts.values():  # sentence-level: three sentences, about 3 s each
+        assert 2 <= len(t.segments) <= 4 and max(s.end - s.start for s in t.segments) < 8
+
+
+def test_media_that_cannot_be_transcribed_is_refused_when_opened(speech: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(InvalidMedia):
+        open_media(speech["poison"], 600)
+    with pytest.raises(NoAudio):
+        open_media(speech["video"], 600)
+    with pytest.raises(TooLong):
+        open_media(speech["job0"], 2)
+    with pytest.raises(InvalidMedia):
+        open_media(tmp_path / "missing.wav", 600)
+    concat = tmp_path / "list.txt"
+    concat.write_text(f"ffconcat version 1.0\nfile '{speech['job0']}'\n")
+    with pytest.raises(InvalidMedia):
+        open_media(concat, 600)
+
+
+def test_a_long_file_streams_in_bounded_blocks_and_maps_back_to_the_source(three_minutes: tuple[str, Path]) -> None:
+    _, path = three_minutes
+    whole = decode(path, 600).samples
+    with open_media(path, 600, block_seconds=64, max_carry_seconds=30) as stream:
+        windows = list(stream.windows())
+        assert stream.exhausted and stream.decoded_samples == len(whole)
+        assert stream.peak_buffer_samples <= 65 * SAMPLE_RATE  # a block (carry included), never the file
+    assert len(windows) >= 6 and all(w.duration <= 30.0 for w in windows)
+    spans = [c for w in windows for c in w.chunks]
+    assert all(a < b <= c for (a, b), (c, _) in itertools.pairwise(spans))  # ordered, no overlap
+    for w in windows:  # each window is exactly the source audio at its chunks
+        assert np.array_equal(w.audio, np.concatenate([whole[a:b] for a, b in w.chunks]))
+    speech_seconds = sum(b - a for a, b in spans) / SAMPLE_RATE
+    assert speech_seconds > 0.8 * len(whole) / SAMPLE_RATE  # espeak speaks almost throughout
+
+
+def first_cue_lines(srt: str) -> Iterator[tuple[float, float, list[str]]]:
+    for block in srt.strip().split("\n\n"):
+        lines = block.split("\n")
+        start, end = (
+            sum(float(x) * f for x, f in zip(re.split("[:,]", s), (3600, 60, 1, 0.001), strict=True))
+            for s in lines[1].split(" --> ")
+        )
+        yield start, end, lines[2:]
+
+
+def test_three_minutes_batched_give_readable_subtitles_as_accurate_as_sequential(
+    fw_engine: FasterWhisperEngine, runners: dict[str, BatchRunner], three_minutes: tuple[str, Path]
+) -> None:
+    text, path = three_minutes
+    # sequential: the existing engine, one 30 s window after another
+    audio = decode(path, 600)
+    sequential = fw_engine.transcribe(audio.samples, JobOptions(language="en"), lambda _s: None)
+
+    # batched: the same file as VAD windows through the batched runner, with words
+    scheduler: Scheduler[Any, Any] = Scheduler()
+    stream = open_media(path, 600)
+    scheduler.add("long", stream.windows(), options=DecodeOptions(language="en", word_timestamps=True))
+    _, events = run_all(scheduler, runners["faster-whisper"], size=8)
+    event = events["long"]
+    assert isinstance(event, JobFinished)
+    batched = assemble(event.results, stream.decoded_seconds)
+
+    seq_wer, batched_wer = wer(text, sequential.text), wer(text, batched.text)
+    assert batched_wer <= 0.1
+    assert batched_wer <= seq_wer + 0.01, (batched_wer, seq_wer)
+
+    # sentence-level segments with punctuation
+    sentences = len(re.findall(r"[.!?]", text))
+    assert 0.7 * sentences <= len(batched.segments) <= 1.3 * sentences
+    assert sum(s.text.rstrip().endswith((".", "?", "!")) for s in batched.segments) >= 0.8 * len(batched.segments)
+    # readable cues: at most 7 s, at most 2 lines of at most 42 characters, in order
+    srt = render(batched, "srt", cues=READABLE_CUES)
+    cues = list(first_cue_lines(srt))
+    assert len(cues) >= len(batched.segments)
+    prev_end = 0.0
+    for start, end, lines in cues:
+        assert prev_end <= start < end <= start + 7.0 + 1e-9
+        assert 1 <= len(lines) <= 2 and all(0 < len(line) <= 42 for line in lines), lines
+        prev_end = end
+    assert abs(cues[-1][1] - audio.duration) < 3.0

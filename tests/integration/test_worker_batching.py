@@ -1,0 +1,174 @@
+"""Cross-job batching in the worker: K jobs held at once, their windows in shared batches,
+and every job keeping its own contract (claim, fencing attempt, cancel, failure code,
+give-back, results). moto, the real tiny.en model, espeak speech."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jiwer
+import pytest
+
+from batchscribe.models import JobStatus
+from batchscribe.repository import JobRepository
+from gpu_container.worker.engines import Engine
+from gpu_container.worker.main import Outcome
+from tests.audio import SENTENCES, speak
+from tests.conftest import Stack
+from tests.helpers import call
+from tests.integration.workers import Scripted, make_worker, queue_counts, s3_text, submit, words
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
+    """Four different short recordings (one to two sentences each)."""
+    d = tmp_path_factory.mktemp("voices")
+    texts = [" ".join(SENTENCES[i : i + 2]) for i in (0, 3, 6, 9)]
+    return [(speak(text, d / f"v{i}.wav"), text) for i, text in enumerate(texts)]
+
+
+def jobs_per_batch(batches: list[Sequence[Any]]) -> list[int]:
+    return [len({work.job for work in batch}) for batch in batches]
+
+
+def test_k_jobs_share_batches_and_each_gets_its_own_transcript(
+    aws_stack: Stack, voices: list[tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    ids = [submit(aws_stack, path) for path, _ in voices]
+    batches: list[Sequence[Any]] = []
+    hook = Scripted(engines["faster-whisper"], batches.append)
+
+    worker = make_worker(aws_stack, hook, max_held_jobs=4, batch_size=8, max_jobs=4)
+    assert worker.run() == 0
+
+    assert max(jobs_per_batch(batches)) >= 2  # windows of different jobs ran together
+    repo = JobRepository(aws_stack.table)
+    for job_id, (_, spoken) in zip(ids, voices, strict=True):
+        job = repo.get(job_id)
+        assert (job.status, job.attempt) == (JobStatus.SUCCEEDED, 1)
+        assert job.result is not None and job.result.compute_seconds > 0
+        text = s3_text(aws_stack, job.result.outputs["txt"])
+        assert jiwer.wer(words(spoken), words(text)) <= 0.3, (spoken, text)  # its own words, nobody else's
+    assert queue_counts(aws_stack) == (0, 0)
+
+
+def test_a_poison_file_among_them_fails_alone_with_its_code(
+    aws_stack: Stack, voices: list[tuple[Path, str]], speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    good = [submit(aws_stack, path) for path, _ in voices[:2]]
+    poison = submit(aws_stack, speech["corrupt"][0])
+    worker = make_worker(aws_stack, engines["faster-whisper"], max_held_jobs=3, max_jobs=3)
+    worker.run()
+    repo = JobRepository(aws_stack.table)
+    failed = repo.get(poison)
+    assert failed.status is JobStatus.FAILED and failed.error is not None
+    assert failed.error.code == "invalid_media"
+    assert [repo.get(i).status for i in good] == [JobStatus.SUCCEEDED] * 2
+    assert queue_counts(aws_stack) == (0, 0)
+
+
+def test_cancelling_one_job_leaves_the_others(
+    aws_stack: Stack, voices: list[tuple[Path, str]], speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    long_id = submit(aws_stack, speech["long"][0])  # three windows
+    others = [submit(aws_stack, path) for path, _ in voices[:2]]
+
+    def cancel_the_long_one(_batch: Sequence[Any]) -> None:
+        if hook.calls == 1:
+            assert call("POST", f"/jobs/{long_id}/cancel")[0] == 200
+            time.sleep(0.5)  # a few heartbeats: the worker learns of it
+
+    hook = Scripted(engines["faster-whisper"], cancel_the_long_one)
+    worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=2, heartbeat_seconds=0.1, max_jobs=3)
+    worker.run()
+
+    repo = JobRepository(aws_stack.table)
+    cancelled = repo.get(long_id)
+    assert cancelled.status is JobStatus.CANCELLED and cancelled.result is None
+    assert [repo.get(i).status for i in others] == [JobStatus.SUCCEEDED] * 2
+    assert Outcome.CANCELLED in worker.outcomes
+    assert queue_counts(aws_stack) == (0, 0)
+
+
+@pytest.mark.usefixtures("restore_signals")
+def test_sigterm_mid_batch_gives_every_unfinished_job_back(
+    aws_stack: Stack, voices: list[tuple[Path, str]], speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    ids = [submit(aws_stack, speech["long"][0]), *(submit(aws_stack, p) for p, _ in voices[:2])]
+
+    def sigterm(_batch: Sequence[Any]) -> None:
+        if hook.calls == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    hook = Scripted(engines["faster-whisper"], sigterm)
+    worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=1, idle_exit_seconds=600)
+    worker.install_signal_handlers()
+    assert worker.run() == 0
+
+    repo = JobRepository(aws_stack.table)
+    jobs = [repo.get(i) for i in ids]
+    given_back = [j for j in jobs if j.attempt == 1]  # claimed before the signal (the rest: not yet)
+    assert len(given_back) >= 1 and Outcome.GIVEN_BACK in worker.outcomes
+    assert all(j.status is JobStatus.QUEUED and j.worker is None and j.attempt <= 1 for j in jobs), jobs
+    assert queue_counts(aws_stack) == (3, 0)  # every message visible again at once
+    # the next worker finishes all three
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=3).run()
+    assert [repo.get(i).status for i in ids] == [JobStatus.SUCCEEDED] * 3
+
+
+def test_a_stale_attempts_commit_is_refused_for_that_job_only(
+    aws_stack: Stack, voices: list[tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    ids = [submit(aws_stack, path) for path, _ in voices[:3]]
+    later = JobRepository(aws_stack.table, clock=lambda: time.time() + 3600)  # leases look expired
+
+    def take_over_one(_batch: Sequence[Any]) -> None:
+        if hook.calls == 1:
+            later.claim(ids[1], "worker-b", lease_seconds=300)
+
+    hook = Scripted(engines["faster-whisper"], take_over_one)
+    make_worker(aws_stack, hook, max_held_jobs=3, batch_size=8, max_jobs=3).run()
+
+    repo = JobRepository(aws_stack.table)
+    taken = repo.get(ids[1])
+    assert (taken.status, taken.attempt, taken.worker, taken.result) == (JobStatus.RUNNING, 2, "worker-b", None)
+    assert [repo.get(i).status for i in (ids[0], ids[2])] == [JobStatus.SUCCEEDED] * 2
+
+
+def test_one_at_a_time_is_k_equals_one(
+    aws_stack: Stack, voices: list[tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    for path, _ in voices[:2]:
+        submit(aws_stack, path)
+    batches: list[Sequence[Any]] = []
+    make_worker(aws_stack, Scripted(engines["faster-whisper"], batches.append), max_held_jobs=1, max_jobs=2).run()
+    assert batches and max(jobs_per_batch(batches)) == 1
+
+
+def test_the_log_is_written_while_the_attempt_runs(
+    aws_stack: Stack, voices: list[tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    """Heartbeats flush the job's log, so an attempt that is killed still leaves its lines
+    (tests/e2e: a SIGKILLed worker's attempt is in the final log)."""
+    job_id = submit(aws_stack, voices[0][0])
+    record = JobRepository(aws_stack.table).get(job_id)
+    key = f"outputs/{record.owner_key}/{job_id}/log.txt"
+    seen: list[str] = []
+
+    def read_log_mid_job(_batch: Sequence[Any]) -> None:
+        time.sleep(0.4)  # a few heartbeats
+        seen.append(boto3.client("s3").get_object(Bucket=aws_stack.bucket, Key=key)["Body"].read().decode())
+
+    make_worker(
+        aws_stack, Scripted(engines["faster-whisper"], read_log_mid_job), heartbeat_seconds=0.1, max_jobs=1
+    ).run()
+    assert seen and all(line in seen[0] for line in ("attempt 1 on worker test-worker", "downloaded", "opened"))
+    assert "succeeded" not in seen[0]  # read before the commit
