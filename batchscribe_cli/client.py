@@ -1,30 +1,59 @@
 """A small client for the Batchscribe HTTP API, used by the CLI and the end-to-end tests.
 
-Against a deployed stack it signs every request with SigV4 (service `execute-api`) from the
-standard AWS credential chain; against the local stack (a loopback URL) it sends the
+Against a deployed stack it signs every request with SigV4 (service `execute-api`), taking the
+credential chain's *current* credentials for each request (botocore refreshes an expiring role,
+SSO or instance session behind them); against the local stack (a loopback URL) it sends the
 `X-Batchscribe-Owner` header the local server maps to an identity instead.
+
+Transient failures (connection errors, 429 and 5xx answers) are retried by urllib3's `Retry`
+mounted on the requests session, with exponential backoff and jitter, honouring `Retry-After`;
+job creation carries an `Idempotency-Key`, so a retried create returns the same job. Polling a
+job backs off exponentially (with jitter) while nothing changes.
+
+It needs requests (with urllib3) and botocore, and from the core only `media_types` and `keys`
+(plain Python): what `pip install batchscribe` brings; no boto3, no ML packages.
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
+import os
+import random
+import re
+import string
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
 import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3.util.retry import Retry
 
 from batchscribe import media_types
+from batchscribe.keys import is_job_id
 
 OWNER_HEADER = "X-Batchscribe-Owner"
+TERMINAL = ("succeeded", "failed", "cancelled")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MIN_PREFIX = 6  # hex characters of a job id that `resolve` accepts as a prefix
+PAGE_MAX = 100  # the API's largest page
+_EXECUTE_API_HOST = re.compile(r"\.execute-api\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$")
+_REGION_HINT = "pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION), or `region` in your AWS profile"
+_PROFILE_HINT = "check --profile / AWS_PROFILE against `aws configure list-profiles`"
+_CREDENTIALS_HINT = "configure AWS credentials (`aws configure`, `aws sso login`, AWS_PROFILE=...) and run it again"
 
 
 @dataclass
 class ApiError(Exception):
+    """The API (or the storage behind a presigned URL) answered with an error."""
+
     status: int
     code: str
     message: str
@@ -34,46 +63,249 @@ class ApiError(Exception):
         return f"{self.message} ({self.code}, HTTP {self.status})"
 
 
+class SetupError(Exception):
+    """The client cannot call the API as configured: no AWS credentials or region, an unknown
+    profile or stack. `hint` says what to do."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class BadApiUrl(SetupError):
+    """The API URL itself is malformed (no scheme, no host)."""
+
+
+class JobRefError(Exception):
+    """A job id or prefix that names no job, or more than one, of the caller's jobs."""
+
+    MALFORMED, NONE, AMBIGUOUS, UNCHECKED = "malformed", "none", "ambiguous", "unchecked"
+
+    def __init__(self, message: str, hint: str | None = None, *, kind: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.kind = kind  # malformed; none matches; ambiguous; unchecked (one match, not all jobs read)
+
+
+# ---- where, and as whom ----------------------------------------------------------------
+
+
 def is_local(url: str) -> bool:
     host = urlparse(url).hostname or ""
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def api_url_from_stack(stack_name: str = "Batchscribe", region: str | None = None) -> str:
-    """The ApiUrl output of a deployed stack."""
-    import boto3
+def check_api_url(url: str) -> str:
+    """The URL, if it has an http(s) scheme and a host; else BadApiUrl with the fix."""
+    parsed = urlparse(url.strip())
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        return url.strip()
+    bare = url.strip()
+    if "://" not in bare:
+        host = bare.split("/", 1)[0]
+        scheme = "http" if is_local(f"http://{host}") else "https"
+        raise BadApiUrl(
+            f"the API URL {bare!r} has no scheme",
+            f"write it in full: {scheme}://{bare} (`batchscribe local up` and the stack's ApiUrl output print it)",
+        )
+    raise BadApiUrl(f"the API URL {bare!r} is not an http:// or https:// URL", "check --api / BATCHSCRIBE_API")
 
-    cfn = boto3.client("cloudformation", region_name=region)
-    outputs = cfn.describe_stacks(StackName=stack_name)["Stacks"][0].get("Outputs", [])
-    for out in outputs:
+
+def region_from_url(url: str) -> str | None:
+    """The region of an API Gateway URL (https://ID.execute-api.REGION.amazonaws.com/...)."""
+    match = _EXECUTE_API_HOST.search(urlparse(url).hostname or "")
+    return match.group("region") if match else None
+
+
+def aws_session(profile: str | None = None) -> Any:
+    """A botocore session: the standard credential chain and config (AWS_PROFILE, env, SSO...)."""
+    import botocore.session
+
+    return botocore.session.Session(profile=profile)
+
+
+def resolve_region(session: Any, explicit: str | None = None, url: str | None = None) -> str | None:
+    """--region, else the region in an execute-api URL (the one the API signs for), else the
+    usual AWS configuration: AWS_REGION, AWS_DEFAULT_REGION, the profile's `region`."""
+    from botocore.exceptions import BotoCoreError
+
+    if explicit:
+        return explicit
+    if url and (from_url := region_from_url(url)):
+        return from_url
+    if os.environ.get("AWS_REGION"):
+        return os.environ["AWS_REGION"]
+    try:
+        region = session.get_config_variable("region")
+    except BotoCoreError as exc:  # e.g. ProfileNotFound
+        raise SetupError(f"cannot read the AWS configuration: {exc}", _PROFILE_HINT) from exc
+    return str(region) if region else None
+
+
+def api_url_from_stack(
+    stack_name: str = "Batchscribe", region: str | None = None, profile: str | None = None, session: Any = None
+) -> str:
+    """The ApiUrl output of a deployed stack (AWS_ENDPOINT_URL and the profile are honoured)."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    session = session or aws_session(profile)
+    where = resolve_region(session, region)
+    if not where:
+        raise SetupError(f"no AWS region to look up the stack {stack_name!r} in", _REGION_HINT)
+    try:
+        cfn = session.create_client("cloudformation", region_name=where)
+        stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
+    except NoCredentialsError as exc:
+        raise SetupError(f"no AWS credentials to look up the stack {stack_name!r}", _CREDENTIALS_HINT) from exc
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ValidationError":
+            raise SetupError(
+                f"there is no stack {stack_name!r} in {where}",
+                "check the name and the region (`aws cloudformation list-stacks`), or pass --api URL",
+            ) from exc
+        raise SetupError(
+            f"cannot read the stack {stack_name!r} in {where}: {exc}",
+            "your identity needs cloudformation:DescribeStacks; check it with `aws sts get-caller-identity`",
+        ) from exc
+    except BotoCoreError as exc:
+        raise SetupError(f"cannot read the stack {stack_name!r} in {where}: {exc}", _CREDENTIALS_HINT) from exc
+    for out in stacks[0].get("Outputs", []) if stacks else []:
         if out["OutputKey"] == "ApiUrl":
             return str(out["OutputValue"])
-    raise RuntimeError(f"stack {stack_name} has no ApiUrl output; is it a Batchscribe stack?")
+    raise SetupError(f"the stack {stack_name!r} has no ApiUrl output", "is it a Batchscribe stack? Or pass --api URL")
+
+
+class SigV4(AuthBase):
+    """requests auth: SigV4-sign each request with the credentials as they are *now*.
+
+    `credentials` is what botocore's `get_credentials()` returns; for a role, SSO or instance
+    session that object refreshes itself, and `get_frozen_credentials()` hands out a consistent,
+    current key set. Only the headers this client sets are signed (not the ones a proxy or
+    CloudFront may rewrite, such as Accept-Encoding or Connection)."""
+
+    SIGNED_HEADERS = ("content-type", "idempotency-key")
+
+    def __init__(self, credentials: Any, region: str, service: str = "execute-api") -> None:
+        self.credentials = credentials
+        self.region = region
+        self.service = service
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            frozen = self.credentials.get_frozen_credentials()
+        except BotoCoreError as exc:
+            raise SetupError(f"the AWS credentials could not be refreshed: {exc}", _CREDENTIALS_HINT) from exc
+        headers = {k: v for k, v in r.headers.items() if k.lower() in self.SIGNED_HEADERS}
+        signed = AWSRequest(method=r.method, url=r.url, data=r.body or b"", headers=headers)
+        SigV4Auth(frozen, self.service, self.region).add_auth(signed)
+        for key, value in signed.headers.items():
+            r.headers[key] = value
+        return r
+
+
+# ---- polling ---------------------------------------------------------------------------
+
+
+@dataclass
+class Backoff:
+    """Polling delays: exponential from `initial` to `cap`, with jitter (each delay is drawn
+    from [d/2, d], so many clients do not poll in step). `reset()` when something changed, so a
+    moving job is followed closely and an idle one costs few requests."""
+
+    initial: float = 0.5
+    cap: float = 5.0
+    rng: random.Random = field(default_factory=random.Random)  # jitter only
+    _current: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._current = self.initial
+
+    def next_delay(self) -> float:
+        delay = self._current
+        self._current = min(self.cap, self._current * 2)
+        return self.rng.uniform(delay / 2, delay)
+
+
+def parse_time(value: str) -> datetime:
+    """An API timestamp (ISO 8601, `Z`), as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# ---- the client ------------------------------------------------------------------------
 
 
 class Client:
-    def __init__(self, base_url: str, owner: str | None = None, timeout: float = 30) -> None:
-        self.base = base_url.rstrip("/")
+    def __init__(
+        self,
+        base_url: str,
+        owner: str | None = None,
+        timeout: float = 30,
+        *,
+        region: str | None = None,
+        profile: str | None = None,
+        aws: Any = None,
+        retry: Retry | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`aws`: a botocore session (default: the standard chain, with `profile` if given);
+        `retry`: the urllib3 policy (default `Client.retry_policy()`)."""
+        self.base = check_api_url(base_url).rstrip("/")
         self.owner = owner
         self.timeout = timeout
+        self.sleep = sleep
+        self.rng = rng or random.Random()  # noqa: S311 (polling jitter, not a secret)
         self.session = requests.Session()
-        self._signer: Any = None
+        adapter = HTTPAdapter(max_retries=retry if retry is not None else self.retry_policy())
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.auth: SigV4 | None = None
+        self.region: str | None = None
         if not is_local(self.base):
-            self._signer = self._make_signer()
+            self.auth = self._make_auth(aws or aws_session(profile), region)
 
     @staticmethod
-    def _make_signer() -> Any:
-        import boto3
-        from botocore.auth import SigV4Auth
+    def retry_policy(attempts: int = 5) -> Retry:
+        """Retry connection errors, 429 and 5xx with exponential backoff (0.25 s doubling, capped
+        at 8 s, plus up to 0.5 s of jitter), honouring Retry-After. POST is retried too: job
+        creation carries an Idempotency-Key, and a cancel is idempotent in effect."""
+        return Retry(
+            total=attempts,
+            connect=3,
+            read=2,
+            status=attempts,
+            other=0,
+            backoff_factor=0.25,
+            backoff_max=8,
+            backoff_jitter=0.5,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET", "HEAD", "OPTIONS", "POST"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,  # the last answer comes back, with the API's error body
+        )
 
-        session = boto3.Session()
-        credentials = session.get_credentials()
+    def _make_auth(self, session: Any, region: str | None) -> SigV4:
+        from botocore.exceptions import BotoCoreError
+
+        self.region = resolve_region(session, region, self.base)
+        if not self.region:
+            raise SetupError(f"no AWS region for signing requests to {self.base}", _REGION_HINT)
+        try:
+            credentials = session.get_credentials()
+        except BotoCoreError as exc:
+            raise SetupError(f"cannot load AWS credentials: {exc}", _CREDENTIALS_HINT) from exc
         if credentials is None:
-            raise RuntimeError(
-                "no AWS credentials found: configure them (aws configure, AWS_PROFILE, ...) "
-                "to call a deployed Batchscribe API"
-            )
-        return SigV4Auth(credentials.get_frozen_credentials(), "execute-api", session.region_name or "us-east-1")
+            raise SetupError(f"no AWS credentials found to sign requests to {self.base}", _CREDENTIALS_HINT)
+        return SigV4(credentials, self.region)
 
     def request(
         self,
@@ -85,30 +317,22 @@ class Client:
     ) -> Any:
         url = self.base + path
         if query:
-            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+            params = {k: v for k, v in query.items() if v is not None}
+            if params:
+                url += "?" + urlencode(params)
         data = json.dumps(body).encode() if body is not None else None
         all_headers = {"Content-Type": "application/json", **(headers or {})}
-        if self.owner and is_local(self.base):
+        if self.owner and self.auth is None:
             all_headers[OWNER_HEADER] = self.owner
-        if self._signer is not None:
-            from botocore.awsrequest import AWSRequest
-
-            aws_request = AWSRequest(method=method, url=url, data=data, headers=all_headers)
-            self._signer.add_auth(aws_request)
-            all_headers = dict(aws_request.headers.items())
-        resp = self.session.request(method, url, data=data, headers=all_headers, timeout=self.timeout)
+        resp = self.session.request(
+            method, url, data=data, headers=all_headers, timeout=(5, self.timeout), auth=self.auth
+        )
         try:
             payload = resp.json()
         except ValueError:
             payload = None
         if resp.status_code >= 400:
-            err = (payload or {}).get("error", {}) if isinstance(payload, dict) else {}
-            raise ApiError(
-                resp.status_code,
-                err.get("code", "http_error"),
-                err.get("message", resp.text[:300] or resp.reason),
-                err.get("details"),
-            )
+            raise _api_error(resp, payload)
         return payload
 
     # ---- the API -------------------------------------------------------------------------
@@ -129,13 +353,17 @@ class Client:
         body = {"filename": path.name, "content_type": content_type, "size_bytes": path.stat().st_size}
         if options:
             body["options"] = options
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        # a retried create (lost answer, 5xx) must not make a second job
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return dict(self.request("POST", "/jobs", body, headers=headers))
 
     def upload(self, ticket: dict[str, Any], path: Path) -> None:
         with path.open("rb") as f:
-            resp = requests.post(
-                ticket["url"], data=ticket["fields"], files={"file": (path.name, f)}, timeout=max(self.timeout, 600)
+            resp = self.session.post(
+                ticket["url"],
+                data=ticket["fields"],
+                files={"file": (path.name, f)},
+                timeout=(5, max(self.timeout, 600)),
             )
         if resp.status_code not in (200, 201, 204):
             raise ApiError(resp.status_code, "upload_failed", f"the upload was refused: {resp.text[:300]}")
@@ -149,7 +377,85 @@ class Client:
         return dict(self.request("GET", f"/jobs/{job_id}"))
 
     def list(self, status: str | None = None, limit: int = 20, next_token: str | None = None) -> dict[str, Any]:
+        """One page of the caller's jobs, newest first (the API's own paging)."""
         return dict(self.request("GET", "/jobs", query={"status": status, "limit": limit, "next_token": next_token}))
+
+    def iter_pages(
+        self, status: str | None = None, next_token: str | None = None, page_size: int = PAGE_MAX
+    ) -> Iterator[dict[str, Any]]:
+        """Pages of the caller's jobs from `next_token` on, newest first, until the last."""
+        while True:
+            page = self.list(status=status, limit=page_size, next_token=next_token)
+            yield page
+            next_token = page.get("next_token")
+            if not next_token:
+                return
+
+    def list_jobs(
+        self,
+        status: str | None = None,
+        limit: int = 20,
+        since: datetime | None = None,
+        next_token: str | None = None,
+    ) -> dict[str, Any]:
+        """Up to `limit` of the caller's jobs, newest first, created at or after `since`, from
+        `next_token` on; reads as many pages as that takes and stops at the first older job.
+        `next_token` in the answer continues the listing (None: nothing more)."""
+        jobs: list[dict[str, Any]] = []
+        token = next_token
+        while len(jobs) < limit:
+            page = self.list(status=status, limit=min(PAGE_MAX, limit - len(jobs)), next_token=token)
+            for job in page["jobs"]:
+                if since is not None and parse_time(job["created_at"]) < since:
+                    return {"jobs": jobs, "next_token": None}  # newest first: the rest is older still
+                jobs.append(job)
+            token = page.get("next_token")
+            if not token:
+                break
+        return {"jobs": jobs, "next_token": token}
+
+    def resolve(self, ref: str, max_pages: int = 20) -> str:
+        """A full job id from a full id or a unique prefix (≥ MIN_PREFIX hex characters) of one of
+        the caller's jobs. JobRefError when it is malformed, matches none, or more than one."""
+        cleaned = ref.strip().lower().replace("-", "")
+        if is_job_id(cleaned):
+            return cleaned
+        if not (MIN_PREFIX <= len(cleaned) < 32 and all(c in string.hexdigits for c in cleaned)):
+            raise JobRefError(
+                f"{ref!r} is not a job id (32 hex characters, or a prefix of at least {MIN_PREFIX})",
+                "`batchscribe list` shows your jobs' ids",
+                kind=JobRefError.MALFORMED,
+            )
+        matches: list[str] = []
+        complete = False
+        for n, page in enumerate(self.iter_pages()):
+            matches += [j["job_id"] for j in page["jobs"] if j["job_id"].startswith(cleaned)]
+            if len(matches) > 1:
+                shown = ", ".join(m[:12] + "…" for m in matches[:5])
+                raise JobRefError(
+                    f"{ref!r} matches more than one of your jobs ({shown})",
+                    "give more of the id (`batchscribe list` shows them)",
+                    kind=JobRefError.AMBIGUOUS,
+                )
+            if not page.get("next_token"):
+                complete = True
+                break
+            if n + 1 >= max_pages:
+                break
+        if len(matches) == 1 and complete:
+            return matches[0]
+        checked = "" if complete else f" among your newest {max_pages * PAGE_MAX}"
+        if matches:
+            raise JobRefError(
+                f"{ref!r} matches a job{checked}, but not all of your jobs could be checked",
+                "give the full 32-character id",
+                kind=JobRefError.UNCHECKED,
+            )
+        raise JobRefError(
+            f"none of your jobs{checked} has an id starting with {cleaned}",
+            "`batchscribe list` shows your jobs; jobs of other identities are not visible",
+            kind=JobRefError.NONE,
+        )
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self.request("POST", f"/jobs/{job_id}/cancel"))
@@ -160,17 +466,30 @@ class Client:
         on_update: Callable[[dict[str, Any]], None] | None = None,
         poll: float = 0.5,
         timeout: float | None = None,
+        max_poll: float = 5.0,
     ) -> dict[str, Any]:
+        """Poll until the job ends: every `poll` s while it moves, backing off (with jitter) to
+        `max_poll` s while status and progress stay the same."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = Backoff(poll, max_poll, self.rng)
+        seen: tuple[str, int] | None = None
         while True:
             job = self.get(job_id)
             if on_update:
                 on_update(job)
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if job["status"] in TERMINAL:
                 return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
-            time.sleep(poll)
+            now = (job["status"], job["progress"])
+            if now != seen:
+                seen = now
+                backoff.reset()
+            delay = backoff.next_delay()
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout} s")
+                delay = min(delay, left)
+            self.sleep(delay)
 
     def result_text(self, job: dict[str, Any], fmt: str) -> str:
         urls = (job.get("result") or {}).get("urls", {})
@@ -178,7 +497,27 @@ class Client:
             raise ApiError(
                 404, "format_not_available", f"this job has no {fmt} output (it produced: {', '.join(urls) or 'none'})"
             )
-        resp = requests.get(urls[fmt], timeout=self.timeout)
-        resp.raise_for_status()
+        resp = self.session.get(urls[fmt], timeout=(5, self.timeout))
+        if resp.status_code >= 400:
+            raise ApiError(
+                resp.status_code, "result_download_failed", f"the {fmt} result could not be downloaded ({resp.reason})"
+            )
         resp.encoding = "utf-8"
         return resp.text
+
+
+def _api_error(resp: requests.Response, payload: Any) -> ApiError:
+    """The API's error body ({"error": {code, message, details}}), or API Gateway's own
+    ({"message": ...}, e.g. for a refused signature), as one ApiError."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(err, dict):
+        return ApiError(
+            resp.status_code,
+            str(err.get("code", "http_error")),
+            str(err.get("message", resp.reason)),
+            err.get("details"),
+        )
+    gateway = payload.get("message") or payload.get("Message") if isinstance(payload, dict) else None
+    code = {401: "unauthorized", 403: "forbidden", 429: "throttled"}.get(resp.status_code, "http_error")
+    text = str(gateway) if gateway else (resp.text[:300].strip() or resp.reason or "no message")
+    return ApiError(resp.status_code, code, text)

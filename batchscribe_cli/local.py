@@ -45,6 +45,7 @@ from batchscribe.settings import (
     WorkerSettings,
     powertools_env,
 )
+from batchscribe_cli import moto_atomic
 from batchscribe_cli.client import OWNER_HEADER
 from batchscribe_cli.provision import Provisioned, provision
 
@@ -249,6 +250,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
+        moto_atomic.apply()
         cfg, t = self.config, self.config.timings
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         (cfg.data_dir / "workers").mkdir(exist_ok=True)

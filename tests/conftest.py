@@ -52,9 +52,11 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
     from batchscribe.resources import Names
     from batchscribe.settings import ApiSettings, IntakeSettings, LifecycleSettings
+    from batchscribe_cli import moto_atomic
     from batchscribe_cli.local import merged_env
     from batchscribe_cli.provision import provision
 
+    moto_atomic.apply()
     with mock_aws():
         names = Names(prefix="t" + uuid.uuid4().hex[:8])
         p = provision(boto3.Session(region_name="us-east-1"), names)

@@ -1,0 +1,104 @@
+"""The job commands against a real local stack: stdout carries only what was asked for (pure
+JSON for `--format json`, the bare id for `submit`), ids resolve from a prefix, `list` pages,
+filters by time and shows creation times."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from batchscribe.keys import is_job_id
+from batchscribe.settings import Timings
+from batchscribe_cli.local import LocalConfig, LocalStack
+from tests.audio import SHORT_TEXT, convert, speak
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    config = LocalConfig(
+        port=0,
+        max_workers=1,
+        data_dir=tmp_path_factory.mktemp("local"),
+        timings=Timings.local().replace(idle_exit_seconds=3),
+        quiet=True,
+    )
+    with LocalStack(config) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def mp3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("audio")
+    return convert(speak(SHORT_TEXT, d / "short.wav"), d / "short.mp3")
+
+
+def cli(stack: LocalStack, *args: str, owner: str = "dave") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": owner}
+    return subprocess.run(
+        [sys.executable, "-m", "batchscribe_cli", *args], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+def test_submit_wait_json_is_pure_json_and_a_prefix_names_the_job(stack: LocalStack, mp3: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": "dave"}
+    cli_cmd = f"{sys.executable} -m batchscribe_cli submit {mp3} --wait --format json --language en"
+    piped = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{cli_cmd} | {sys.executable} -m json.tool"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert piped.returncode == 0, piped.stderr  # json.tool accepted all of stdout
+    transcript = json.loads(piped.stdout)
+    assert "weather" in transcript["text"].lower()
+    found = re.search(r"job ([0-9a-f]{32}) submitted", piped.stderr)  # the id went to stderr
+    assert found, piped.stderr
+    job_id = found.group(1)
+    assert "succeeded 100%" in piped.stderr  # and so did the progress
+
+    status = cli(stack, "status", job_id[:8], "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["job_id"] == job_id
+    saved = cli(stack, "result", job_id[:6], "-o", str(tmp_path / "talk.srt"))  # format from the extension
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stdout == "" and (tmp_path / "talk.srt").read_text().startswith("1\n00:00:00,")
+    waited = cli(stack, "wait", job_id[:8])
+    assert waited.returncode == 0 and waited.stdout.startswith(f"{job_id}  succeeded  100%")
+    other = cli(stack, "status", job_id[:8], owner="mallory")  # someone else's job is no match
+    assert other.returncode == 1 and "none of your jobs" in other.stderr
+
+
+def test_list_pages_filters_by_time_and_shows_creation_times(stack: LocalStack, mp3: Path) -> None:
+    stack.set_max_workers(0)  # the jobs may stay queued: this is about listing them
+    try:
+        submitted = [cli(stack, "submit", str(mp3), "-q", owner="erin") for _ in range(3)]
+    finally:
+        stack.set_max_workers(1)
+    ids = [s.stdout.strip() for s in submitted]
+    assert all(is_job_id(i) for i in ids), [s.stdout + s.stderr for s in submitted]  # stdout: the bare id
+
+    first = cli(stack, "list", "--limit", "2", owner="erin")
+    lines = first.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ids[::-1][:2]  # newest first
+    assert datetime.now().strftime("%Y-%m-%d") in lines[0]  # the creation time, local
+    more = re.search(r"more: batchscribe list --next-token (\S+)", first.stderr)
+    assert more, first.stderr
+    rest = cli(stack, "list", "--limit", "2", "--next-token", more.group(1), "-q", owner="erin")
+    assert rest.stdout.split() == ids[:1]
+
+    listed = json.loads(cli(stack, "list", "--since", "1h", "--json", owner="erin").stdout)
+    assert [j["job_id"] for j in listed["jobs"]] == ids[::-1] and listed["next_token"] is None
+    future = cli(stack, "list", "--since", "2999-01-01", owner="erin")
+    assert future.returncode == 0 and future.stdout == "" and "no jobs since" in future.stderr
