@@ -145,7 +145,18 @@ def assemble(results: Sequence[WindowResult], duration: float, *, language: str 
     segments, monotonic and non-overlapping. The language is `language` when given, else
     the one most of the job's speech was detected in."""
     segments = [
-        Segment(id=0, start=s.start, end=s.end, text=s.text, words=s.words) for r in results for s in r.segments
+        Segment(
+            id=0,
+            start=s.start,
+            end=s.end,
+            text=s.text,
+            words=s.words,
+            avg_logprob=_finite(s.avg_logprob),
+            no_speech_prob=_finite(s.no_speech_prob),
+            compression_ratio=_finite(s.compression_ratio),
+        )
+        for r in results
+        for s in r.segments
     ]
     if language is None:
         weights: dict[str, float] = defaultdict(float)
@@ -153,6 +164,10 @@ def assemble(results: Sequence[WindowResult], duration: float, *, language: str 
             weights[r.language] += r.speech_seconds or 1e-3
         language = max(weights, key=lambda lang: weights[lang]) if weights else "en"
     return Transcript(language=language, duration=duration, segments=tidy(sentence_segments(segments), duration))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 # ---- shared pieces ---------------------------------------------------------------------------

@@ -144,9 +144,27 @@ class FasterWhisperEngine:
                 if options.word_timestamps and seg.words
                 else None
             )
-            out.append(Segment(id=len(out), start=seg.start, end=seg.end, text=seg.text, words=words))
+            out.append(
+                Segment(
+                    id=len(out),
+                    start=seg.start,
+                    end=seg.end,
+                    text=seg.text,
+                    words=words,
+                    avg_logprob=seg.avg_logprob,
+                    no_speech_prob=seg.no_speech_prob,
+                    compression_ratio=seg.compression_ratio,
+                )
+            )
             on_progress(seg.end)
-        return Transcript(language=info.language, duration=duration, segments=tidy(out, duration))
+        return Transcript(
+            language=info.language,
+            language_probability=info.language_probability,
+            duration=duration,
+            segments=tidy(out, duration),
+            engine=self.name,
+            model=self.model_name,
+        )
 
 
 _TQDM_LOCK = threading.Lock()
@@ -270,11 +288,18 @@ class OpenAIWhisperEngine:
                 ]
                 if options.word_timestamps
                 else None,
+                avg_logprob=s.get("avg_logprob"),
+                no_speech_prob=s.get("no_speech_prob"),
+                compression_ratio=s.get("compression_ratio"),
             )
             for i, s in enumerate(result["segments"])
         ]
         return Transcript(
-            language=str(result.get("language") or "en"), duration=duration, segments=tidy(segments, duration)
+            language=str(result.get("language") or "en"),
+            duration=duration,
+            segments=tidy(segments, duration),
+            engine=self.name,
+            model=self.model_name,
         )
 
 

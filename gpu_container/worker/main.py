@@ -535,9 +535,9 @@ class Worker:
 
     def _finish(self, run: JobRun, results: list[Any]) -> Outcome:
         try:
-            transcript = assemble(results, run.duration)
             assert run.engine is not None  # prepared
             engine, model = run.engine.name, run.engine.model_name
+            transcript = assemble(results, run.duration).model_copy(update={"engine": engine, "model": model})
             run.log.add(
                 "transcribed",
                 engine=engine,

@@ -39,12 +39,19 @@ class Segment(BaseModel):
     end: float
     text: str
     words: list[Word] | None = None
+    # the decoder's confidence, as Whisper tools report it (None where the engine gave none)
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
 
 
 class Transcript(BaseModel):
     language: str
     duration: float
     segments: list[Segment] = Field(default_factory=list)
+    language_probability: float | None = None
+    engine: str | None = None
+    model: str | None = None
 
     @property
     def text(self) -> str:
@@ -98,14 +105,33 @@ def to_txt(t: Transcript) -> str:
     return "".join(f"{s.text}\n" for s in t.segments)
 
 
+JSON_SCHEMA = "batchscribe.transcript/1"  # bump on any change a reader could notice
+
+
 def to_json(t: Transcript) -> str:
+    """The transcript as JSON (schema `batchscribe.transcript/1`, documented in the README):
+    language (+ probability when detected), duration, engine and model, the whole text, and
+    segments with start/end/text, optional words, and the decoder's confidence."""
     data = {
+        "schema": JSON_SCHEMA,
         "language": t.language,
+        "language_probability": _round(t.language_probability),
         "duration": round(t.duration, 3),
+        "engine": t.engine,
+        "model": t.model,
         "text": t.text,
-        "segments": [s.model_dump(exclude_none=True) for s in t.segments],
+        "segments": [
+            s.model_copy(
+                update={k: _round(getattr(s, k)) for k in ("avg_logprob", "no_speech_prob", "compression_ratio")}
+            ).model_dump(exclude_none=True)
+            for s in t.segments
+        ],
     }
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    return json.dumps({k: v for k, v in data.items() if v is not None}, ensure_ascii=False, indent=2) + "\n"
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or value != value else round(value, digits)  # NaN -> None
 
 
 RENDERERS = {"json": to_json, "txt": to_txt, "srt": to_srt, "vtt": to_vtt}
@@ -162,11 +188,22 @@ def sentence_segments(
                     "end": max(prev.end, piece.end),
                     "text": f"{prev.text.strip()} {piece.text.strip()}",
                     "words": words,
+                    **_merged_confidence(prev, piece),
                 }
             )
         else:
             out.append(piece)
     return [seg.model_copy(update={"id": i}) for i, seg in enumerate(out)]
+
+
+def _merged_confidence(a: Segment, b: Segment) -> dict[str, float | None]:
+    """The confidence of two joined segments: each figure weighted by the segments' lengths."""
+    wa, wb = max(a.end - a.start, 1e-3), max(b.end - b.start, 1e-3)
+    out: dict[str, float | None] = {}
+    for name in ("avg_logprob", "no_speech_prob", "compression_ratio"):
+        x, y = getattr(a, name), getattr(b, name)
+        out[name] = x if y is None else y if x is None else (x * wa + y * wb) / (wa + wb)
+    return out
 
 
 def _split_sentences(seg: Segment) -> list[Segment]:
@@ -179,12 +216,13 @@ def _split_sentences(seg: Segment) -> list[Segment]:
         if len(runs) == 1:
             return [seg]
         return [
-            Segment(
-                id=seg.id,
-                start=run[0].start,
-                end=run[-1].end,
-                text="".join(w.word for w in run).strip(),
-                words=run,
+            seg.model_copy(
+                update={
+                    "start": run[0].start,
+                    "end": run[-1].end,
+                    "text": "".join(w.word for w in run).strip(),
+                    "words": run,
+                }
             )
             for run in runs
         ]
@@ -198,7 +236,8 @@ def _split_sentences(seg: Segment) -> list[Segment]:
     for part in parts:
         start = seg.start + span * done / total
         done += len(part)
-        out.append(Segment(id=seg.id, start=round(start, 3), end=round(seg.start + span * done / total, 3), text=part))
+        end = round(seg.start + span * done / total, 3)
+        out.append(seg.model_copy(update={"start": round(start, 3), "end": end, "text": part}))
     return out
 
 

@@ -67,7 +67,9 @@ def check_vtt(text: str) -> None:
 
 def check_json(text: str) -> dict[str, Any]:
     data = json.loads(text)
-    assert data["language"] == "en" and data["duration"] > 0
+    assert data["schema"] == "batchscribe.transcript/1"
+    assert data["language"] == "en" and data["duration"] > 0 and data["model"] == "tiny.en"
+    assert all(-5 < seg["avg_logprob"] <= 0 and 0 <= seg["no_speech_prob"] <= 1 for seg in data["segments"])
     prev_end = 0.0
     for seg in data["segments"]:
         assert prev_end <= seg["start"] < seg["end"] <= data["duration"] + 0.01

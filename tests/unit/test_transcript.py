@@ -33,3 +33,32 @@ def test_renderings() -> None:
     )
     assert render(t, "txt") == "One.\nTwo.\n"
     assert '"text": "One. Two."' in render(t, "json")
+
+
+def test_the_json_transcript_is_versioned_and_carries_the_decoders_confidence() -> None:
+    import json
+
+    from gpu_container.worker.transcript import JSON_SCHEMA, sentence_segments
+
+    joined = sentence_segments(
+        [
+            Segment(id=0, start=0, end=1, text="The weather", avg_logprob=-0.2, no_speech_prob=0.1),
+            Segment(id=1, start=1, end=3, text="is warm.", avg_logprob=-0.5, no_speech_prob=0.4),
+        ]
+    )
+    assert len(joined) == 1  # one sentence: its confidence is the length-weighted mean of its parts
+    assert abs((joined[0].avg_logprob or 0) - (-0.2 * 1 + -0.5 * 2) / 3) < 1e-9
+    t = Transcript(
+        language="en",
+        language_probability=0.97,
+        duration=3.0,
+        segments=joined,
+        engine="faster-whisper",
+        model="tiny.en",
+    )
+    data = json.loads(render(t, "json"))
+    assert data["schema"] == JSON_SCHEMA == "batchscribe.transcript/1"
+    assert (data["engine"], data["model"], data["language_probability"]) == ("faster-whisper", "tiny.en", 0.97)
+    [seg] = data["segments"]
+    assert set(seg) >= {"start", "end", "text", "avg_logprob", "no_speech_prob"}
+    assert "compression_ratio" not in seg  # none given: left out, never null
