@@ -587,6 +587,12 @@ def cmd_local_up(args: argparse.Namespace) -> int:
 
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "sample.mp3"
+# what the bundled sample says (tests and benchmarks score transcripts of it against this)
+SAMPLE_TEXT = (
+    "Hello, and thank you for trying this service. This sample was spoken by a speech synthesizer, "
+    "and transcribed by Whisper on this computer. In the cloud, the same pipeline runs on graphics "
+    "cards, which start when work arrives and stop when the queue is empty."
+)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

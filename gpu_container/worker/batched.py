@@ -291,7 +291,25 @@ def _pieces(d: _Decoded, timestamp_begin: int, eot: int, duration: float, decode
 class _WindowLoop:
     """The part both runners share: decode every window of the batch together; windows
     the model left unfinished are decoded again from where it stopped, together, until
-    done (at most MAX_PASSES passes); then times go back to the source."""
+    done (at most `max_passes` passes); then times go back to the source.
+
+    Knobs (defaults: Whisper's usual decoding): `temperatures` the fallback ladder (just
+    (0.0,): greedy/beam only, no fallback), `max_passes`, `max_tokens` per window (None: the
+    model's limit). The GPU benchmark sets them to measure fixed work per window."""
+
+    temperatures: tuple[float, ...] = TEMPERATURES
+    max_passes: int = MAX_PASSES
+    max_tokens: int | None = None
+
+    def tune(self, *, temperatures: tuple[float, ...] | None = None, max_passes: int | None = None,
+             max_tokens: int | None = None) -> _WindowLoop:  # fmt: skip
+        if temperatures is not None:
+            self.temperatures = temperatures
+        if max_passes is not None:
+            self.max_passes = max_passes
+        if max_tokens is not None:
+            self.max_tokens = max_tokens
+        return self
 
     def _pass(self, items: list[WindowRequest], audios: list[np.ndarray], languages: list[str | None]) -> list[_Pass]:
         raise NotImplementedError
@@ -309,7 +327,7 @@ class _WindowLoop:
         pieces: list[list[dict[str, Any]]] = [[] for _ in range(n)]
         cursor = [0.0] * n
         todo = list(range(n))
-        for round_ in range(MAX_PASSES):
+        for round_ in range(self.max_passes):
             if not todo:
                 break
             audios = [batch[i].window.audio[round(cursor[i] * SAMPLE_RATE) :] for i in todo]
@@ -330,7 +348,7 @@ class _WindowLoop:
                     p.resume_at is not None
                     and p.resume_at >= MIN_ADVANCE
                     and rest - p.resume_at >= MIN_REST
-                    and round_ < MAX_PASSES - 1
+                    and round_ < self.max_passes - 1
                 ):
                     cursor[i] += p.resume_at
                     resume.append(i)
@@ -458,7 +476,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
 
         decoded = self._generate(encoder_output, prompts, tokenizers[0], temperature=0.0)
         retry = [i for i, d in enumerate(decoded) if _needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob)]
-        for temperature in TEMPERATURES[1:]:
+        for temperature in self.temperatures[1:]:
             if not retry:
                 break
             again = self._generate(m.encode(features[retry]), [prompts[i] for i in retry], tokenizers[0], temperature)
@@ -491,7 +509,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
         outputs = m.model.generate(
             encoder_output,
             prompts,
-            max_length=m.max_length,
+            max_length=min(m.max_length, len(prompts[0]) + self.max_tokens) if self.max_tokens else m.max_length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -651,6 +669,7 @@ class OpenAIWhisperBatchRunner(_WindowLoop):
             without_timestamps=False,
             max_initial_timestamp=MAX_INITIAL_TIMESTAMP,
             fp16=self.fp16,
+            sample_len=self.max_tokens,
         )
 
     def _decode(self, features: Any, language: str | None, task: str, prompt: str | None) -> list[tuple[_Decoded, str]]:
@@ -676,7 +695,7 @@ class OpenAIWhisperBatchRunner(_WindowLoop):
         decoded = decode(features, 0.0)
         detected = list(languages)
         retry = [i for i, d in enumerate(decoded) if _needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob)]
-        for temperature in TEMPERATURES[1:]:
+        for temperature in self.temperatures[1:]:
             if not retry:
                 break
             retry = _best(decoded, decode(features[retry], temperature), retry)

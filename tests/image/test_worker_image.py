@@ -15,17 +15,12 @@ import jiwer
 import pytest
 
 from batchscribe.settings import Timings
-from batchscribe_cli.cli import SAMPLE
+from batchscribe_cli.cli import SAMPLE, SAMPLE_TEXT
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalConfig, LocalStack
 from tests.audio import SHORT_TEXT, speak
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
-SAMPLE_TEXT = (  # what batchscribe_cli/samples/sample.mp3 says
-    "Hello, and thank you for trying this service. This sample was spoken by a speech synthesizer, "
-    "and transcribed by Whisper on this computer. In the cloud, the same pipeline runs on graphics "
-    "cards, which start when work arrives and stop when the queue is empty."
-)
 
 
 @pytest.fixture(scope="module")
