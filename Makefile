@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit openapi synth bench bench-throughput clean
+.PHONY: venv demo test lint typecheck unit openapi synth bench bench-throughput bench-gpu clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-openai-whisper.txt gpu_container/requirements-nodeps.txt pyproject.toml package-lock.json
+$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-openai-whisper.txt gpu_container/requirements-nodeps.txt bench/requirements.txt pyproject.toml package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
@@ -50,9 +50,20 @@ synth: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth -q
 	$(BIN)/cfn-lint --non-zero-exit-code error cdk.out/*.template.json
 
-# Engines on the same audio in one process: medians and ratios, recorded in bench/results/.
+# Everything measured, bounded (< 15 min on 2 cores; engines on CUDA where present): engines,
+# pipeline overhead on the local stack, cross-job batching, the cost model and the scale
+# simulation; then bench/RESULTS.md. Each writes bench/results/*.json with its machine and date.
 bench: venv
-	$(BIN)/python bench/bench_engines.py --seconds 60 --repeats 3
+	$(BIN)/python bench/bench_engines.py --budget-minutes 5
+	$(BIN)/python bench/bench_pipeline.py --api-rounds 2 --budget-minutes 4
+	$(BIN)/python bench/bench_throughput.py --jobs 16 --repeats 1
+	$(BIN)/python bench/cost.py
+	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/report.py
+
+# On a GPU machine: the worker's batched path on real tiny.en and random-weight large shapes.
+bench-gpu: venv
+	$(BIN)/python bench/bench_gpu.py
 
 # One worker on the local stack, one job at a time against cross-job batching, same 16 jobs.
 bench-throughput: venv

@@ -331,6 +331,10 @@ class Worker:
             return Outcome.UNKNOWN_JOB
         except InvalidTransition:
             return self._not_claimed(job_id, received)
+        return self._start(job, received)
+
+    def _start(self, job: Job, received: Received) -> Outcome:
+        """Hold a job just claimed: its log, heartbeat and preparation begin."""
         self.jobs_done += 1
         log = JobLog(job, self.worker_id, self.store)
         run = JobRun(
@@ -342,7 +346,7 @@ class Worker:
             key=(self.settings.engine, job.options.model or self.settings.model),
         )
         run.beat.start()
-        self._held[job_id] = run
+        self._held[job.job_id] = run
         self._preparing[self._pool.submit(self._prepare, run)] = run
         return Outcome.CLAIMED
 
@@ -364,7 +368,13 @@ class Worker:
             remaining = (current.lease_expires_at or 0) - time.time()
             self.queue.extend(received.receipt_handle, int(min(43_200, max(1, remaining + 2))))
             return Outcome.DEFERRED
-        # pending: the upload intake sends the message just before it flips the status
+        # pending: the upload intake sends the message just before it flips the status, so an
+        # idle worker often sees it a moment early. Look again shortly before putting it back.
+        for _ in range(5):
+            time.sleep(0.2)
+            with contextlib.suppress(InvalidTransition, JobNotFound):
+                job = self.repo.claim(job_id, self.worker_id, self.settings.timings.lease_seconds)
+                return self._start(job, received)
         self.queue.extend(received.receipt_handle, 5)
         return Outcome.NOT_READY
 

@@ -8,6 +8,7 @@ import re
 import signal
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,33 @@ def test_max_jobs_caps_a_worker(
     worker.run()
     statuses = sorted(JobRepository(aws_stack.table).get(i).status.value for i in ids)
     assert statuses == ["queued", "succeeded"]
+
+
+def test_a_message_seen_just_before_its_job_is_queued_is_claimed_at_once(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    """The intake sends a job's message just before it flips the job to queued; an idle worker
+    can see the message first. It looks again a moment later instead of putting the message
+    back for seconds (bench_pipeline found 5 s waits)."""
+    import threading
+
+    from tests.helpers import create, post_upload
+
+    data = speech["wav"][0].read_bytes()
+    job = create(size=len(data))
+    post_upload(job["upload"], data)
+    repo = JobRepository(aws_stack.table)
+    boto3.client("sqs").send_message(
+        QueueUrl=aws_stack.jobs_queue_url, MessageBody=JobMessage(job_id=job["job_id"]).model_dump_json()
+    )
+    threading.Timer(0.3, lambda: repo.enqueue(job["job_id"], len(data))).start()  # the intake's second step
+
+    started = time.monotonic()
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
+    done = repo.get(job["job_id"])
+    assert done.status is JobStatus.SUCCEEDED and done.attempt == 1
+    assert done.started_at is not None
+    claimed_after = datetime.fromisoformat(done.started_at.replace("Z", "+00:00")).timestamp() - (
+        time.time() - (time.monotonic() - started)
+    )
+    assert claimed_after < 2.0  # not the 5 s put-back

@@ -1,0 +1,161 @@
+"""The cost model (bench/cost.py) on the recorded price and throughput tables: pure arithmetic, no I/O
+beyond reading the two JSON files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import cost
+from bench.cost import Curve, FileMix, LoadInputs
+
+
+@pytest.fixture(scope="module")
+def prices() -> dict:
+    return cost.load_prices()
+
+
+@pytest.fixture(scope="module")
+def tp() -> cost.Throughput:
+    return cost.load_throughput(measured=[])
+
+
+def _load(prices: dict, tp: cost.Throughput, instance: str, jobs_per_day: float, **kw: object) -> dict:
+    inst = cost.instances(prices)[instance]
+    curve = tp.curve(inst.gpu, "large-v3-turbo", "ctranslate2")
+    li = LoadInputs(jobs_per_day, **kw)  # type: ignore[arg-type]
+    return cost.load_cost(inst, curve, tp, FileMix(), cost.cold_start(prices), prices, li)
+
+
+def test_every_price_and_curve_says_when_and_where_it_comes_from(prices: dict) -> None:
+    for name, inst in prices["instances"].items():
+        assert inst["as_of"] and inst["source"].startswith("https://"), name
+        assert 0 < inst["spot"]["typical_per_hour"] < inst["on_demand_per_hour"], name
+    for name, api in prices["managed_apis"].items():
+        assert api["as_of"] and api["source"].startswith("https://"), name
+    data = json.loads(cost.THROUGHPUT.read_text())
+    measured = [c for c in data["curves"] if not c["estimated"]]
+    assert {c["gpu"] for c in measured} == {"H100"}
+    assert all("random weights with real model dimensions" in c["label"] for c in measured)
+    estimated = [c for c in data["curves"] if c["estimated"]]
+    assert {c["gpu"] for c in estimated} == {"T4", "A10G", "L4", "L40S"}
+    assert all(c["rule"] == "estimate_rule" for c in estimated) and data["estimate_rule"]
+
+
+def test_curve_interpolates_and_saturates() -> None:
+    c = Curve("X", "m", "e", ((1, 100.0), (32, 1000.0), (64, 1200.0)), estimated=True)
+    assert c.xrt(0) == 0
+    assert c.xrt(1) == 100
+    assert 100 < c.xrt(8) < 1000
+    assert c.xrt(64) == c.xrt(500) == 1200  # flat past the largest batch
+    xs = [c.xrt(b) for b in range(1, 80)]
+    assert xs == sorted(xs)
+
+
+def test_estimated_gpus_are_slower_than_the_measured_h100(tp: cost.Throughput) -> None:
+    for engine in ("ctranslate2", "pytorch"):
+        h100 = tp.curve("H100", "large-v3-turbo", engine)
+        for gpu in ("T4", "A10G", "L4", "L40S"):
+            est = tp.curve(gpu, "large-v3-turbo", engine)
+            assert est.estimated
+            assert est.peak < h100.peak
+    # large-v3's kv cache does not fit 128 windows on a 16 GB T4
+    assert tp.curve("T4", "large-v3", "pytorch").max_batch < 64
+
+
+def test_a_measured_results_file_replaces_the_estimate(tmp_path: Path) -> None:
+    measured = tmp_path / "throughput-L4.json"
+    measured.write_text(
+        json.dumps(
+            {
+                "gpu": "L4",
+                "when": "2027-01-01",
+                "rows": [
+                    {"shape": "large-v3-turbo", "batch": 1, "x_realtime": 50.0},
+                    {"shape": "large-v3-turbo", "batch": 32, "x_realtime": 500.0},
+                ],
+            }
+        )
+    )
+    tp = cost.load_throughput(measured=[measured])
+    curve = tp.curve("L4", "large-v3-turbo", "pytorch")
+    assert not curve.estimated and curve.xrt(32) == 500.0
+    assert tp.curve("L4", "large-v3-turbo", "ctranslate2").estimated  # only what was measured is replaced
+    assert tp.replaced == ["L4/large-v3-turbo/pytorch <- throughput-L4.json"]
+
+
+def test_cost_per_audio_hour_is_price_over_throughput(prices: dict, tp: cost.Throughput) -> None:
+    inst = cost.instances(prices)["g4dn.xlarge"]
+    curve = tp.curve("T4", "large-v3-turbo", "ctranslate2")
+    s = cost.steady_cost(inst, curve, tp, FileMix(), spot=True)
+    assert s["cost_per_audio_hour"] == pytest.approx(
+        inst.per_gpu_hour(True) / s["xrt_effective"] * FileMix().padding, rel=1e-3
+    )
+    od = cost.steady_cost(inst, curve, tp, FileMix(), spot=False)
+    assert od["cost_per_audio_hour"] > s["cost_per_audio_hour"]
+
+
+def test_cost_falls_as_utilisation_rises(prices: dict, tp: cost.Throughput) -> None:
+    inst = cost.instances(prices)["g6.xlarge"]
+    curve = tp.curve("L4", "large-v3-turbo", "ctranslate2")
+    # a fuller batch: higher throughput on the same GPU-hour
+    per_batch = [inst.per_gpu_hour(True) / cost.effective_xrt(inst, curve, tp, b) for b in (1, 4, 16, 64)]
+    assert per_batch == sorted(per_batch, reverse=True)
+    # more load: the cold starts and idle tails are shared by more audio
+    by_load = [_load(prices, tp, "g6.xlarge", n)["cost_per_audio_hour"]["compute"] for n in cost.LOADS]
+    assert by_load == sorted(by_load, reverse=True)
+    assert by_load[0] > 10 * by_load[-1]
+
+
+def test_cold_start_amortisation_dominates_at_ten_jobs_a_day(prices: dict, tp: cost.Throughput) -> None:
+    low = _load(prices, tp, "g4dn.xlarge", 10)
+    assert low["regime"] == "sessions"
+    assert low["scale_from_zero_per_job"] > 0.95  # nearly every job boots an instance
+    assert low["overhead_share"] > 0.9
+    c = low["cost_per_audio_hour"]
+    assert c["compute"] > 20 * c["compute_steady"]
+    high = _load(prices, tp, "g4dn.xlarge", 1_000_000)
+    assert high["regime"] == "fleet" and high["overhead_share"] < 0.05
+
+
+def test_a_shorter_idle_exit_is_cheaper_when_jobs_are_rare(prices: dict, tp: cost.Throughput) -> None:
+    short = _load(prices, tp, "g4dn.xlarge", 10, idle_exit_s=30)
+    long = _load(prices, tp, "g4dn.xlarge", 10, idle_exit_s=600)
+    assert short["cost_per_audio_hour"]["compute"] < long["cost_per_audio_hour"]["compute"]
+
+
+def test_transcribe_volume_tiers_lower_its_price(prices: dict) -> None:
+    api = prices["managed_apis"]["amazon-transcribe"]
+    mix = FileMix(min_s=60)  # no file under Transcribe's 15 s minimum
+    assert cost.managed_per_audio_hour(api, 100, mix) == pytest.approx(1.44)
+    assert cost.managed_per_audio_hour(api, 1e6, mix) < 0.6
+
+
+def test_break_even_is_the_first_volume_we_are_cheaper(prices: dict) -> None:
+    api = {"per_audio_hour": 0.04}
+    ours = {1.0: 1.0, 10.0: 0.1, 100.0: 0.01, 1000.0: 0.005}
+    first, stays, _ = cost.break_even(ours, api, FileMix())
+    assert first == 100.0 and stays
+    never, _, _ = cost.break_even({1.0: 1.0}, api, FileMix())
+    assert never is None
+
+
+def test_file_mix_matches_its_documentation() -> None:
+    mix = FileMix()
+    q = mix.quantiles()
+    assert min(q) >= 5 and max(q) <= 4 * 3600
+    assert math.isclose(sorted(q)[len(q) // 2], 300, rel_tol=0.01)
+    assert 9 * 60 < mix.mean_s < 11 * 60
+    assert mix.padding > 1  # windows are padded to 30 s
+
+
+def test_run_records_inputs_command_and_machine(prices: dict, tp: cost.Throughput) -> None:
+    result = cost.run(prices, tp)
+    assert {"when", "command", "machine", "inputs", "steady_state", "by_load", "break_even"} <= set(result)
+    turbo_spot = [r for r in result["steady_state"] if r["model"] == "large-v3-turbo"]
+    assert len(turbo_spot) == 2 * len(prices["instances"])
+    transcribe = [b for b in result["break_even"] if b["api"] == "amazon-transcribe" and b["spot"]]
+    assert all(b["break_even_jobs_per_day"] is not None for b in transcribe)

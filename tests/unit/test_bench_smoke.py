@@ -1,0 +1,184 @@
+"""Each benchmark script runs end to end with tiny parameters and writes what report.py reads.
+
+The scripts run as `make bench` runs them (a child process each), with their results sent to a
+temporary folder so the recorded bench/results/ stay as they are. What is checked is the shape
+of the output (the fields the report and the README use are there, the numbers finite and
+positive), never a timing: the machine is shared and the sizes are too small to mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import bench_pipeline, report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # needs espeak-ng and ffmpeg, as the rest of the suite
+
+
+def run(args: list[str], timeout: float = 300) -> str:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def positive(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def assert_figure(fig: dict[str, Any], runs: int | None = None, allow_zero: bool = False) -> None:
+    """A recorded figure: median, min, max, runs, finite, min <= median <= max."""
+    assert {"median", "min", "max", "runs", "values"} <= fig.keys(), fig
+    for k in ("median", "min", "max"):
+        assert math.isfinite(fig[k]), fig
+        assert fig[k] >= 0 if allow_zero else fig[k] > 0, fig
+    assert fig["min"] <= fig["median"] <= fig["max"]
+    assert fig["runs"] == len(fig["values"]) >= 1
+    if runs is not None:
+        assert fig["runs"] == runs
+
+
+def assert_provenance(result: dict[str, Any], script: str) -> None:
+    assert result["command"].startswith(f"python bench/{script}")
+    assert result["date"] and result["machine"]["cpu"] and positive(result["machine"]["cores"])
+    assert len(result["load_average"]["start"]) == 3 and len(result["load_average"]["end"]) == 3
+
+
+def test_bench_engines_quick(tmp_path: Path) -> None:
+    out = tmp_path / "engines-cpu.json"
+
+    stdout = run(["bench/bench_engines.py", "--quick", "--device", "cpu", "--out", str(out)])
+
+    result = json.loads(out.read_text())
+    assert_provenance(result, "bench_engines.py")
+    assert result["benchmark"] == "engines" and result["device"] == "cpu" and result["repeats"] == 1
+    assert result["baseline"] == "openai-whisper"
+    assert set(result["variants"]) == {"openai-whisper", "faster-whisper", "faster-whisper-batched", "worker-batched"}
+    (name,) = result["files"]
+    assert positive(result["files"][name]["audio_seconds"])
+    for variant, row in result["variants"].items():
+        for key in ("import_s", "load_s", "loaded_rss_mb", "peak_rss_mb"):
+            assert_figure(row[key], runs=1)
+        f = row["files"][name]
+        for key in ("wall_s", "x_realtime", "rtf", "cpu_s", "peak_rss_mb"):
+            assert_figure(f[key], runs=1)
+        assert 0 <= f["wer"] <= 1, (variant, f["wer"])  # five seconds of clear speech
+        for key in ("wall_s", "x_realtime", "cpu_s", "peak_rss_mb"):
+            assert_figure(f["vs_openai_whisper"][key], runs=1)
+        assert_figure(row["vs_openai_whisper"]["load_s"], runs=1)
+    assert result["variants"]["openai-whisper"]["files"][name]["vs_openai_whisper"]["wall_s"]["median"] == 1.0
+    assert len(result["rounds"]) == 4
+    assert "recorded in" in stdout
+    assert "## Engines, measured (cpu)" in report.engines_section(result)
+
+
+def test_bench_pipeline_quick(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline-cpu.json"
+
+    # one worker: a second one's warm-up is the slow part (and the ratio is checked below)
+    run(["bench/bench_pipeline.py", "--quick", "--workers", "1", "--out", str(out)])
+
+    result = json.loads(out.read_text())
+    assert_provenance(result, "bench_pipeline.py")
+    api = result["api"]
+    assert set(api["routes"]) == set(bench_pipeline.ROUTES)
+    for route in api["routes"].values():
+        assert route["calls"] >= 5
+        for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "cpu_p50_ms", "cpu_p99_ms", "own_p50_ms", "own_p99_ms"):
+            assert_figure(route[key], runs=1)
+        assert route["pooled"]["p50_ms"] <= route["pooled"]["p99_ms"] <= route["pooled"]["max_ms"]
+    assert api["routes"]["unknown route (404, no AWS call)"]["aws_calls_per_request"] == 0
+    assert api["routes"]["GET /jobs/{id}"]["aws_calls_per_request"] >= 1
+    assert isinstance(api["goal_met"], bool) and isinstance(api["goal_met_own_work"], bool)
+
+    stack = result["stack"]
+    (only,) = result["rounds"]
+    assert only["workers"] == only["workers_running"] == 1
+    assert only["throughput"]["jobs"] == 2 and positive(only["throughput"]["jobs_per_minute"])
+    for key in ("create_s", "upload_s", "upload_to_claim_s", "compute_s", "end_to_end_s", "claim_to_commit_s"):
+        assert_figure(stack["isolated"][key], runs=1)
+    for key in ("upload_to_queued_s", "queued_to_claim_s", "commit_to_visible_s", "worker_overhead_s"):
+        assert all(v > -0.1 for v in stack["isolated"][key]["values"])  # stamps in ms, from two processes
+    assert_figure(stack["by_workers"]["1"]["jobs_per_minute"], runs=1)
+    assert isinstance(stack["goal_met_every_job"], bool) and stack["not_ready_waits"] in (0, 1)
+    assert "## Pipeline overhead on the local stack" in report.pipeline_section(result)
+
+
+def test_pipeline_summary_pairs_rounds_of_one_and_two_workers() -> None:
+    def round_(workers: int, per_minute: float, claim: float) -> dict[str, Any]:
+        job = dict.fromkeys(bench_pipeline.ISOLATED_FIGURES, 0.5)
+        job.update(upload_to_claim_s=claim, not_ready_wait=claim >= bench_pipeline.NOT_READY_AFTER_S)
+        return {
+            "workers": workers,
+            "stack_start_s": 1.0,
+            "cold": {"upload_to_claim_s": 2.0},
+            "isolated": [job],
+            "throughput": {"jobs_per_minute": per_minute, "claim_to_commit_jobs_per_minute": per_minute},
+        }
+
+    # rounds run 1, 2, 2, 1: each W=2 round is paired with the W=1 round beside it
+    s = bench_pipeline.summarise_stack(
+        [round_(1, 10, 0.05), round_(2, 30, 5.2), round_(2, 15, 0.04), round_(1, 20, 0.06)]
+    )
+
+    assert s["two_vs_one_worker_ratio"]["values"] == [3.0, 0.75]
+    assert s["by_workers"]["1"]["jobs_per_minute"]["median"] == 15
+    assert s["not_ready_waits"] == 1 and not s["goal_met_every_job"] and s["goal_met_median"]
+    assert s["upload_to_claim_s_without_not_ready_wait"]["max"] == 0.06
+    assert (s["by_workers"]["2"]["not_ready_waits"], s["by_workers"]["2"]["isolated_jobs"]) == (1, 2)
+
+
+def test_bench_throughput_small(tmp_path: Path) -> None:
+    # bench_throughput.py writes into bench/results/ itself: point it at tmp_path instead
+    code = (
+        "import sys; from pathlib import Path; import bench.bench_throughput as b; "
+        f"b.RESULTS = b.ROOT = Path({str(tmp_path)!r}); "
+        "sys.argv = ['bench/bench_throughput.py', '--jobs', '2', '--repeats', '1']; b.main()"
+    )
+
+    stdout = run(["-c", code])
+
+    (out,) = tmp_path.glob("throughput-*.json")
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "throughput" and result["jobs"] == 2
+    assert set(result["summary"]) == {"one-at-a-time", "batched"}
+    for s in result["summary"].values():
+        assert positive(s["jobs_per_minute_median"]) and s["min"] <= s["jobs_per_minute_median"] <= s["max"]
+        assert s["runs"] == 1 and 0 <= s["wer"] <= 1
+    assert positive(result["throughput_ratio"])
+    assert re.search(r"throughput ratio: \d+\.\d\d\u00d7$", stdout.strip())
+    assert "## Cross-job batching" in report.throughput_section(result)
+
+
+def test_bench_batching_small() -> None:
+    stdout = run(["bench/bench_batching.py", "--jobs", "2", "--repeats", "1", "--batch-size", "2"])
+
+    lines = stdout.strip().splitlines()
+    for path in ("sequential", "batched"):
+        line = next(x for x in lines if x.strip().startswith(path))
+        assert re.search(r"x realtime\)\s+WER \d\.\d{3}", line), line
+    ratio = re.fullmatch(r"throughput ratio: (\d+\.\d\d)\u00d7", lines[-1])
+    assert ratio and positive(float(ratio[1]))
+
+
+def test_report_writes_every_recorded_section(tmp_path: Path) -> None:
+    """RESULTS.md comes from whatever result files exist; each section renders."""
+    out = tmp_path / "RESULTS.md"
+
+    report.main(["--out", str(out)])
+
+    text = out.read_text()
+    for section in report.SECTIONS:
+        if (report.RESULTS / section.results_file).exists():
+            assert f"<!-- section: {section.name} " in text
