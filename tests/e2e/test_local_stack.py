@@ -207,19 +207,24 @@ def test_local_up_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = ""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not url:
-        line = proc.stdout.readline()
-        if line.startswith("BATCHSCRIBE_API="):
-            url = line.strip().split("=", 1)[1]
-    assert url.startswith("http://127.0.0.1:")
-    assert Client(url).list()["jobs"] == []
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    assert "local stack stopped" in out
+    try:
+        url = ""
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not url:
+            line = proc.stdout.readline()
+            if line.startswith("BATCHSCRIBE_API="):
+                url = line.strip().split("=", 1)[1]
+        assert url.startswith("http://127.0.0.1:")
+        assert Client(url).list()["jobs"] == []
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert "local stack stopped" in out
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave the stack running
+            proc.kill()
+            proc.wait()
 
 
 def test_cli_job_commands_against_the_local_stack(stack: LocalStack, audio: dict[str, Path], tmp_path: Path) -> None:
