@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from batchscribe.models import ErrorInfo, Job, JobOptions, JobStatus
 
 
 class CreateJobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict types at the boundary: `"1000"` is not a size, `true` is not a number."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     filename: str = Field(min_length=1, max_length=1024, description="the original file name (metadata only)")
     content_type: str = Field(min_length=3, max_length=255, description="the media type of the upload")
     size_bytes: PositiveInt = Field(description="the exact size of the file to upload")
-    options: JobOptions = Field(default_factory=JobOptions)
+    options: JobOptions | None = Field(default=None, description="null or left out: the defaults")
 
-    @field_validator("options", mode="before")
-    @classmethod
-    def _null_options(cls, value: Any) -> Any:
-        return {} if value is None else value
+    @property
+    def job_options(self) -> JobOptions:
+        return self.options or JobOptions()
 
 
 class UploadTicket(BaseModel):

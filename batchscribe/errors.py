@@ -21,6 +21,12 @@ class BadRequest(BatchscribeError):
     code = "invalid_request"
 
 
+class Unauthenticated(BatchscribeError):
+    """No caller identity: the API must never invent an owner."""
+
+    code = "missing_identity"
+
+
 class JobNotFound(BatchscribeError):
     code = "job_not_found"
 
@@ -64,5 +70,7 @@ NO_AUDIO = "no_audio"
 TOO_LONG = "too_long"
 DECODED_TOO_LARGE = "decoded_too_large"
 WORKER_LOST = "worker_lost"
+QUEUE_TIMEOUT = "queue_timeout"  # queued through every redrive without a worker taking it
+INPUT_CHANGED = "input_changed"  # the upload was replaced after intake (ETag differs from input.etag)
 INPUT_MISSING = "input_missing"  # the upload is gone from storage (deleted after intake)
 UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not know the job's language

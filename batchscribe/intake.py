@@ -33,6 +33,7 @@ class UploadOutcome(StrEnum):
     UPLOAD_EMPTY = errors.UPLOAD_EMPTY
     UPLOAD_TOO_LARGE = errors.UPLOAD_TOO_LARGE
     UPLOAD_CONTENT_TYPE_MISMATCH = errors.UPLOAD_CONTENT_TYPE_MISMATCH
+    INPUT_CHANGED = errors.INPUT_CHANGED  # uploaded again after intake checked it: the job fails
 
 
 @dataclass
@@ -73,6 +74,8 @@ class UploadIntake:
         if job.owner_key != okey:
             self.store.delete(key)
             return UploadOutcome.UNKNOWN_JOB
+        if job.status is JobStatus.QUEUED and self._replaced(job, key):
+            return UploadOutcome.INPUT_CHANGED
         if job.status is not JobStatus.PENDING:
             if job.status in (JobStatus.CANCELLED, JobStatus.FAILED) and job.queued_at is None:
                 # Cancelled (or expired) before the upload: nothing will read it.
@@ -97,11 +100,38 @@ class UploadIntake:
         # arrives before the flip is put back by the worker (the job is not queued yet).
         self.dispatcher.send(job_id, info.size, MessageReason.UPLOAD)
         try:
-            self.repo.enqueue(job_id, info.size)
+            # the object is pinned: the worker downloads it only if its ETag is still this one
+            self.repo.enqueue(job_id, info.size, etag=info.etag, version_id=info.version_id)
         except InvalidTransition:
             return UploadOutcome.DUPLICATE
         logger.info("job queued", extra={"job_id": job_id, "size": info.size})
         return UploadOutcome.QUEUED
+
+    def _replaced(self, job: Job, key: str) -> bool:
+        """A notification for a queued job: a duplicate of the one that queued it, or a second
+        upload to the same presigned key, which replaced the object intake checked (its size
+        and type unchecked). The second fails the job `input_changed`; the worker's download is
+        conditioned on the pinned ETag too, for an upload that lands while it runs."""
+        if job.input.etag is None:
+            return False  # queued before ETags were recorded
+        info = self.store.head(key)
+        if info is None or (info.etag == job.input.etag and info.version_id == job.input.version_id):
+            return False
+        try:
+            self.repo.fail(
+                job.job_id,
+                ErrorInfo(
+                    code=errors.INPUT_CHANGED,
+                    message="the file was uploaded again after the job was queued, so the job no longer knows "
+                    "which content to transcribe; create a new job for each file",
+                ),
+                attempt=job.attempt,
+                only_from=frozenset({JobStatus.QUEUED}),
+            )
+        except InvalidTransition:
+            return False  # claimed meanwhile: the worker's conditional download decides
+        logger.warning("upload replaced after intake; job failed", extra={"job_id": job.job_id})
+        return True
 
     def _problem(self, job: Job, info: ObjectInfo) -> tuple[str, str] | None:
         limit = min(job.input.declared_size, self.settings.max_upload_bytes)

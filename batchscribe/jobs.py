@@ -14,15 +14,16 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batchscribe import errors, keys, media_types
+from batchscribe import errors, keys, languages, media_types
 from batchscribe.api_models import CreateJobRequest, CreateJobResponse, JobList, JobView, ResultView, UploadTicket
 from batchscribe.errors import InvalidTransition
-from batchscribe.models import InputInfo, Job, JobStatus, iso
+from batchscribe.models import InputInfo, Job, JobOptions, JobStatus, iso
 from batchscribe.repository import JobRepository
 from batchscribe.settings import ApiSettings
 from batchscribe.storage import MediaStore
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
+# controls, path separators, and the bidi overrides that make `exe.wav` display as `wav.exe`
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\u202a-\u202e\u2066-\u2069]+")
 
 
 def sanitize_filename(name: str) -> str:
@@ -63,6 +64,7 @@ class JobApi:
                 f"{self.settings.max_upload_bytes} bytes; split the file or raise max_upload_bytes",
                 details={"max_bytes": self.settings.max_upload_bytes},
             )
+        self._check_language(request.job_options)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
         now = self.clock()
@@ -82,12 +84,29 @@ class JobApi:
                 content_type=content_type,
                 declared_size=request.size_bytes,
             ),
-            options=request.options,  # model None: the worker's configured model
+            options=request.job_options,  # model None: the worker's configured model
             ttl=int(now) + self.settings.job_retention_days * 86400,
         )
-        fingerprint = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        normalized = request.model_copy(update={"options": request.job_options})
+        fingerprint = hashlib.sha256(normalized.model_dump_json().encode()).hexdigest()
         job, created = self.repo.create(job, idempotency_key, fingerprint)
         return CreateJobResponse(**self.view(job).model_dump(), upload=self._upload_ticket(job)), created
+
+    def _check_language(self, options: JobOptions) -> None:
+        """An English-only model (`*.en`) transcribes English only: refuse another language
+        now rather than fail (or mis-transcribe) later. Without options.model a job runs on
+        the deployment's model, or the CPU pool's for a small upload: both must know it."""
+        if options.language in (languages.AUTO, languages.ENGLISH):
+            return
+        candidates = [options.model] if options.model else [self.settings.default_model, self.settings.small_job_model]
+        english_only = [m for m in candidates if m and languages.is_english_only(m)]
+        if english_only:
+            raise errors.BadRequest(
+                f"language {options.language!r} needs a multilingual model, and {english_only[0]!r} is English-only; "
+                "send language 'en' or 'auto', or choose a multilingual model",
+                code=errors.UNSUPPORTED_LANGUAGE,
+                details={"field": "options.language", "model": english_only[0], "supported": ["auto", "en"]},
+            )
 
     def _upload_ticket(self, job: Job) -> UploadTicket | None:
         remaining = int(job.upload_expires_at - self.clock())
@@ -123,7 +142,10 @@ class JobApi:
 
     def view(self, job: Job, with_urls: bool = True) -> JobView:
         expires = self.settings.result_url_seconds
-        log_url = self.store.presign_get(job.log_key, expires) if with_urls and job.log_key else None
+        # Every attempt writes its lines to the job's log object from its first moment, so a
+        # job whose worker was killed (and which never recorded `log_key`) still shows its log.
+        log_key = job.log_key or (keys.log_key(job.owner_key, job.job_id) if job.attempt > 0 else None)
+        log_url = self.store.presign_get(log_key, expires) if with_urls and log_key else None
         result = None
         if job.result is not None:
             stem = job.input.filename.rsplit(".", 1)[0] or "transcript"

@@ -1,6 +1,6 @@
 """Lifecycle: what closes jobs that nothing else would. Dead letters (a message used up its
-receives), the sweeper (expired upload windows, lost leases) and worker exits (a Batch
-worker ended while it still held jobs)."""
+receives), the sweeper (expired upload windows, lost leases, queued jobs whose message was
+lost) and worker exits (a Batch worker ended while it still held jobs)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,16 @@ class DeadLetterOutcome(StrEnum):
     UNKNOWN_JOB = "unknown_job"
     ALREADY_TERMINAL = "already_terminal"
     LIVE_WORKER = "live_worker"  # a live worker holds the job: the message was a duplicate
+    REDRIVEN = "redriven"  # the message ran out of receives before the job ran out of attempts: sent again
+    NOT_UPLOADED = "not_uploaded"  # still pending: the sweeper closes it when its upload window does
 
 
 @dataclass
 class SweepCounts:
     upload_expired: int = 0
     requeued: int = 0
+    redriven: int = 0
+    queue_timeout: int = 0
 
 
 @dataclass
@@ -61,24 +65,42 @@ class Lifecycle:
         self.dispatcher.send(job.job_id, job.input.size or job.input.declared_size, MessageReason.REQUEUE)
 
     def dead_letter(self, job_id: str) -> DeadLetterOutcome:
-        """A job message exhausted its receives: the job fails, unless it already ended or a
-        live worker still holds it (then the message was a duplicate)."""
+        """A job message exhausted its SQS receives. SQS counts receives, not attempts: a
+        message that full workers put back, or that a worker took and died before claiming,
+        reaches the DLQ with the job barely tried. The job's own counters decide: while it has
+        attempts (`max_attempts`) and re-sends (`max_redrives`) left its message is sent
+        again; after that it fails `retries_exhausted`. A job that ended, or that a live worker
+        holds, is left alone (the message was a duplicate)."""
         try:
             job = self.repo.get(job_id)
         except JobNotFound:
             return DeadLetterOutcome.UNKNOWN_JOB
         if job.status.terminal:
             return DeadLetterOutcome.ALREADY_TERMINAL
-        if job.status is JobStatus.RUNNING and (job.lease_expires_at or 0) > self.clock():
+        if job.status is JobStatus.PENDING:
+            return DeadLetterOutcome.NOT_UPLOADED
+        now = self.clock()
+        if job.status is JobStatus.RUNNING and (job.lease_expires_at or 0) > now:
             logger.info("dead letter for a job a live worker holds; leaving it", extra={"job_id": job_id})
             return DeadLetterOutcome.LIVE_WORKER
+        if job.attempt < self.settings.max_attempts and job.redrives < self.settings.max_redrives:
+            self.send_again(job)
+            try:
+                if job.status is JobStatus.QUEUED:
+                    self.repo.redrive(job_id, job.attempt, job.redrives, self._next_redrive_at(job, now))
+                else:  # running with an expired lease: the worker is gone
+                    self.repo.requeue_expired(job_id, job.attempt)
+            except (InvalidTransition, StaleAttempt):
+                pass  # it moved on meanwhile; the message sent is a duplicate a worker drops
+            logger.info("dead letter with attempts left; sent again", extra={"job_id": job_id})
+            return DeadLetterOutcome.REDRIVEN
         try:
             self.repo.fail(
                 job_id,
                 ErrorInfo(
                     code=errors.RETRIES_EXHAUSTED,
-                    message=f"the job was attempted {max(job.attempt, 1)} time(s) without finishing; "
-                    "see the job log, then resubmit",
+                    message=f"the job was attempted {max(job.attempt, 1)} time(s) and its message sent "
+                    f"{job.redrives + 1} time(s) without finishing; see the job log, then resubmit",
                 ),
                 log_key=job.log_key,
             )
@@ -86,10 +108,18 @@ class Lifecycle:
             return DeadLetterOutcome.ALREADY_TERMINAL
         return DeadLetterOutcome.FAILED
 
+    def _next_redrive_at(self, job: Job, now: float) -> float:
+        """When a queued job re-sent `job.redrives + 1` times is due again: each wait doubles
+        the last (`base * 2**(k+1)` after the first wait of `base`)."""
+        base = self.settings.queued_redrive_seconds
+        return now + base * 2 ** (job.redrives + 1) - base
+
     def sweep(self) -> SweepCounts:
-        """Close what would otherwise wait forever: expired upload windows and lost leases."""
+        """Close what would otherwise wait forever: expired upload windows, lost leases, and
+        queued jobs whose message is gone (deleted by hand, expired, or a send that failed)."""
         counts = SweepCounts()
         now = self.clock()
+        self._redrive_queued(now, counts)
         for job in self.repo.due(JobStatus.PENDING, now):
             try:
                 self.repo.fail(
@@ -114,6 +144,39 @@ class Lifecycle:
             except (InvalidTransition, StaleAttempt):
                 pass
         return counts
+
+    def _redrive_queued(self, now: float, counts: SweepCounts) -> None:
+        """A job queued for `queued_redrive_seconds` without a claim gets its message sent
+        again, to the queue its size routes it to; the next wait doubles (a long backlog costs
+        a few duplicate messages, which workers drop). After `max_redrives` re-sends it fails
+        `queue_timeout`. SQS cannot say whether a job's message still exists, so the sweeper
+        re-sends rather than asks; duplicates are harmless (the claim is conditional)."""
+        base = self.settings.queued_redrive_seconds
+        for job in self.repo.due(JobStatus.QUEUED, now - base):
+            try:
+                if job.redrives >= self.settings.max_redrives:
+                    waited = base * (2 ** (job.redrives + 1) - 1)
+                    self.repo.fail(
+                        job.job_id,
+                        ErrorInfo(
+                            code=errors.QUEUE_TIMEOUT,
+                            message=f"no worker started the job in {waited} s of waiting (its message was sent "
+                            f"again {job.redrives} time(s)); check the worker pool, then resubmit",
+                        ),
+                        attempt=job.attempt,
+                        only_from=frozenset({JobStatus.QUEUED}),
+                    )
+                    counts.queue_timeout += 1
+                    logger.warning("queued job never started; failed", extra={"job_id": job.job_id})
+                    continue
+                # Message first, then the record: if the write loses (claimed meanwhile, or
+                # another sweeper counted it), the extra message is a duplicate a worker drops.
+                self.send_again(job)
+                self.repo.redrive(job.job_id, job.attempt, job.redrives, self._next_redrive_at(job, now))
+                counts.redriven += 1
+                logger.info("queued job's message sent again", extra={"job_id": job.job_id, "n": job.redrives + 1})
+            except InvalidTransition:
+                pass  # claimed, cancelled or counted by another sweep meanwhile
 
     def worker_exited(self, worker_id: str) -> ExitCounts:
         """A Batch worker ended. Jobs it still held were not given back (killed, OOM, host

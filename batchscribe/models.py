@@ -6,12 +6,13 @@ stack all import these types, so a field means the same thing everywhere.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from batchscribe.languages import AUTO, LANGUAGE_CHOICES
 
 
 class JobStatus(StrEnum):
@@ -34,15 +35,18 @@ OutputFormat = Literal["json", "txt", "srt", "vtt"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("json", "txt", "srt", "vtt")
 Task = Literal["transcribe", "translate"]
 
-_LANGUAGE = re.compile(r"^(auto|[a-z]{2,3})$")
-
 
 class JobOptions(BaseModel):
-    """What the client asks of the transcription. Unknown keys are refused, not ignored."""
+    """What the client asks of the transcription. Unknown keys are refused, not ignored, and
+    types are strict: `"yes"` is not a boolean (the API answers 400 with the field)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    language: str = Field(default="auto", description="ISO 639-1 code such as `en`, or `auto` to detect")
+    language: str = Field(
+        default=AUTO,
+        description="one of Whisper's language codes such as `en`, or `auto` to detect",
+        json_schema_extra={"enum": list(LANGUAGE_CHOICES)},
+    )
     task: Task = "transcribe"
     model: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
         default=None, description="model name; the worker pool's configured model when omitted"
@@ -54,9 +58,8 @@ class JobOptions(BaseModel):
     @field_validator("language")
     @classmethod
     def _language(cls, value: str) -> str:
-        value = value.strip().lower()
-        if not _LANGUAGE.match(value):
-            raise ValueError("must be 'auto' or an ISO 639-1 language code such as 'en'")
+        if value not in LANGUAGE_CHOICES:
+            raise ValueError("must be 'auto' or one of Whisper's language codes such as 'en', 'de', 'yue'")
         return value
 
     @field_validator("formats")
@@ -76,6 +79,12 @@ class InputInfo(BaseModel):
     content_type: str
     declared_size: int
     size: int | None = None
+    etag: str | None = Field(
+        default=None,
+        description="the uploaded object's ETag, recorded at intake: the worker downloads with IfMatch on it, so "
+        "a second upload to the same key cannot swap the content under a queued job (`input_changed`)",
+    )
+    version_id: str | None = Field(default=None, description="the object's VersionId, when the bucket versions")
 
 
 class ResultSummary(BaseModel):
@@ -102,6 +111,7 @@ class Job(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     attempt: int = 0
+    redrives: int = Field(default=0, description="times the sweeper re-sent the message of this queued period")
     progress: int = 0
     worker: str | None = None
     lease_expires_at: float | None = None

@@ -9,7 +9,9 @@ item's old image, never the message text.
 Table layout (one table):
 - key `job_id`; job items carry `owner`, `created_at` (GSI `by_owner`, newest first);
 - while a job can go stale it carries `sweep_status` + `sweep_at` (sparse GSI `by_sweep`):
-  pending jobs until their upload window closes, running jobs until their lease expires;
+  pending jobs until their upload window closes, running jobs until their lease expires,
+  queued jobs from the time their wait started (pushed later by each redrive: the sweeper
+  re-sends the message of a job queued too long, see `Lifecycle.sweep`);
 - idempotency records `idem#<hash>` point at the job a keyed create made (no `owner`, so
   they stay out of the listing index), with a TTL.
 """
@@ -168,8 +170,8 @@ class JobRepository:
         return {"job_id": {"S": job_id}, "owner": {"S": owner}, "created_at": {"S": created_at}}
 
     def due(self, status: JobStatus, now: float | None = None, limit: int = 100) -> Iterator[Job]:
-        """Jobs in `status` whose deadline (upload window or lease) has passed; with
-        now=inf, every pending or running job."""
+        """Jobs in `status` whose `sweep_at` is before `now` (upload window, lease, start of
+        a queued wait); with now=inf, every pending, queued or running job."""
         now = self.clock() if now is None else now
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
@@ -256,6 +258,7 @@ class JobRepository:
         attempt: int | None = None,
         extra_condition: str = "",
         extra_values: dict[str, Any] | None = None,
+        extra_names: dict[str, str] | None = None,
         add_attempt: bool = False,
     ) -> Job:
         now = self.clock()
@@ -294,6 +297,7 @@ class JobRepository:
         if extra_condition:
             condition += f" AND ({extra_condition})"
             values.update(extra_values or {})
+            names.update(extra_names or {})
         try:
             resp = self._db.update_item(
                 TableName=self.table_name,
@@ -333,14 +337,33 @@ class JobRepository:
             f"cannot {transition.value} job {job_id} now", details={"status": current.status.value}
         )
 
-    def enqueue(self, job_id: str, size: int) -> Job:
-        """pending -> queued, once the upload checked out."""
+    def enqueue(self, job_id: str, size: int, *, etag: str | None = None, version_id: str | None = None) -> Job:
+        """pending -> queued, once the upload checked out; `etag` (and `version_id`) pin the
+        object that was checked (`input.etag`: the worker downloads with IfMatch on it)."""
         now = self.clock()
+        pins = {f"input.{k}": v for k, v in (("etag", etag), ("version_id", version_id)) if v is not None}
         return self._transition(
             job_id,
             Transition.ENQUEUE,
-            sets={"queued_at": iso(now), "input.size": size},
-            removes=_INTERNAL,
+            sets={"queued_at": iso(now), "input.size": size, **pins, **self._queued_sweep(now)},
+        )
+
+    @staticmethod
+    def _queued_sweep(now: float) -> dict[str, Any]:
+        """A queued wait starts now: the sweeper re-sends the message if no worker claims it."""
+        return {"sweep_status": JobStatus.QUEUED.value, "sweep_at": now, "redrives": None}
+
+    def redrive(self, job_id: str, attempt: int, redrives: int, next_sweep_at: float) -> Job:
+        """queued -> queued: the sweeper re-sent the job's message (its `redrives`-th time in
+        this queued period, fenced by `attempt` and the count so two sweepers count once)."""
+        return self._transition(
+            job_id,
+            Transition.REDRIVE,
+            sets={"redrives": redrives + 1, "sweep_at": next_sweep_at},
+            attempt=attempt,
+            extra_condition="attribute_not_exists(#rd) OR #rd = :rd" if redrives == 0 else "#rd = :rd",
+            extra_values={":rd": redrives},
+            extra_names={"#rd": "redrives"},
         )
 
     def claim(self, job_id: str, worker: str, lease_seconds: float) -> Job:
@@ -357,6 +380,7 @@ class JobRepository:
                 "progress": 0,
                 "sweep_status": JobStatus.RUNNING.value,
                 "sweep_at": lease,
+                "redrives": None,
             },
             add_attempt=True,
             extra_condition="#st = :queued OR lease_expires_at < :now",
@@ -413,12 +437,13 @@ class JobRepository:
         )
 
     def _release(self, job_id: str, attempt: int, transition: Transition, expired_only: bool = False) -> Job:
-        """running -> queued: the attempt's worker, lease and progress are dropped."""
+        """running -> queued: the attempt's worker, lease and progress are dropped; a new
+        queued wait starts (swept like any other)."""
         return self._transition(
             job_id,
             transition,
-            sets={"progress": 0},
-            removes=(*_INTERNAL, "lease_expires_at", "worker"),
+            sets={"progress": 0, **self._queued_sweep(self.clock())},
+            removes=("lease_expires_at", "worker"),
             attempt=attempt,
             extra_condition="lease_expires_at < :now" if expired_only else "",
             extra_values={":now": self.clock()} if expired_only else None,

@@ -127,6 +127,11 @@ class Timings(BaseModel):
     dlq_visibility_seconds: int = Field(default=360, ge=1, description="jobs DLQs' visibility timeout")
     upload_window_seconds: int = Field(default=3600, ge=60, le=7 * 86400, description="presigned POST lifetime")
     result_url_seconds: int = Field(default=3600, ge=60, le=7 * 86400, description="presigned result URL lifetime")
+    queued_redrive_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="a job queued this long without a claim gets its message sent again (then 2x, 4x, ... as long)",
+    )
 
     @model_validator(mode="after")
     def _relations(self) -> Self:
@@ -136,6 +141,10 @@ class Timings(BaseModel):
                 (self.heartbeat_seconds * 2 <= self.lease_seconds, "two heartbeats must fit in a lease"),
                 (self.lease_seconds < self.visibility_seconds, "lease_seconds < visibility_seconds"),
                 (self.poll_seconds < self.idle_exit_seconds, "poll_seconds < idle_exit_seconds"),
+                (
+                    self.queued_redrive_seconds >= self.visibility_seconds,
+                    "queued_redrive_seconds >= visibility_seconds (a message a worker holds is not lost)",
+                ),
                 (
                     self.uploads_visibility_seconds >= 6 * self.intake_timeout_seconds,
                     "uploads_visibility_seconds >= 6 x intake_timeout_seconds (Lambda's SQS event source rule)",
@@ -170,6 +179,7 @@ class Timings(BaseModel):
             uploads_visibility_seconds=60,
             dead_letter_timeout_seconds=10,
             dlq_visibility_seconds=60,
+            queued_redrive_seconds=15,
         )
 
 
@@ -210,6 +220,10 @@ class ApiSettings(StoreSettings):
     upload_window_seconds: int = Field(default=Timings().upload_window_seconds, gt=0)
     result_url_seconds: int = Field(default=Timings().result_url_seconds, gt=0)
     job_retention_days: int = Field(default=30, gt=0)
+    default_model: str | None = Field(
+        default=None, description="the model a job without options.model runs on (the GPU pool's)"
+    )
+    small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
 
 
 class IntakeSettings(StoreSettings, RoutingSettings):
@@ -221,6 +235,10 @@ class LifecycleSettings(StoreSettings, RoutingSettings):
     """dead_letter, sweeper and reconciler."""
 
     max_attempts: int = Field(default=3, ge=1, description="attempts before a job whose workers die fails")
+    queued_redrive_seconds: int = Field(default=Timings().queued_redrive_seconds, ge=1)
+    max_redrives: int = Field(
+        default=5, ge=0, description="re-sends of a queued job's message before it fails `queue_timeout`"
+    )
 
 
 class ScalerSettings(EnvSettings):

@@ -2,6 +2,7 @@
 one DynamoDB UpdateItem; nothing else decides which transitions exist.
 
     pending -> queued -> running -> succeeded | failed
+    queued -> queued               (the sweeper re-sent a message nobody took: redrive)
     running -> queued              (a worker gives the job back, or its lease expired)
     any non-terminal -> cancelled | failed
     terminal states are never left
@@ -20,6 +21,7 @@ class Transition(StrEnum):
     HEARTBEAT = "heartbeat"
     GIVE_BACK = "give_back"
     REQUEUE = "requeue"
+    REDRIVE = "redrive"
     SUCCEED = "succeed"
     FAIL = "fail"
     CANCEL = "cancel"
@@ -36,6 +38,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[JobStatus], JobStatus]] = {
     Transition.HEARTBEAT: (frozenset({R}), R),
     Transition.GIVE_BACK: (frozenset({R}), Q),
     Transition.REQUEUE: (frozenset({R}), Q),
+    Transition.REDRIVE: (frozenset({Q}), Q),
     Transition.SUCCEED: (frozenset({R}), JobStatus.SUCCEEDED),
     Transition.FAIL: (ACTIVE_STATUSES, JobStatus.FAILED),
     Transition.CANCEL: (ACTIVE_STATUSES, JobStatus.CANCELLED),

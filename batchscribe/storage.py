@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
@@ -21,6 +25,26 @@ class PresignedPost:
 class ObjectInfo:
     size: int
     content_type: str | None
+    etag: str | None = None
+    version_id: str | None = None
+
+
+# Characters kept as they are in the quoted ASCII fallback: no quote, backslash, percent
+# (some clients percent-decode it), `=`, separators or controls, so that even a naive parser
+# finds no second parameter in it.
+_FALLBACK_UNSAFE = re.compile(r"[^A-Za-z0-9 !#$&'()+\-.@\[\]^_`{}~]")
+# RFC 5987 attr-char: what may stand unencoded in `filename*`
+_ATTR_CHARS = "!#$&+-.^_`|~"
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with the name as RFC 6266 says: a quoted ASCII fallback that can hold no
+    quote, backslash or parameter of its own, and `filename*` with the exact name in UTF-8,
+    percent-encoded (RFC 5987). The header is plain ASCII whatever the name."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    fallback = _FALLBACK_UNSAFE.sub("_", ascii_name).strip() or "download"
+    encoded = quote(filename, safe=_ATTR_CHARS, encoding="utf-8")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
 class MediaStore:
@@ -49,7 +73,7 @@ class MediaStore:
     def presign_get(self, key: str, expires_in: int, filename: str | None = None) -> str:
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if filename:
-            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+            params["ResponseContentDisposition"] = content_disposition(filename)
         url: str = self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
         return url
 
@@ -60,13 +84,31 @@ class MediaStore:
             if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return ObjectInfo(size=int(resp["ContentLength"]), content_type=resp.get("ContentType"))
+        return ObjectInfo(
+            size=int(resp["ContentLength"]),
+            content_type=resp.get("ContentType"),
+            etag=resp.get("ETag"),
+            version_id=resp.get("VersionId"),
+        )
 
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
 
-    def download(self, key: str, path: Path) -> None:
-        self._s3.download_file(self.bucket, key, str(path))
+    def download(self, key: str, path: Path, etag: str | None = None, version_id: str | None = None) -> None:
+        """Fetch an object to a file. With `version_id` that version is fetched (the managed,
+        parallel transfer); with `etag` one conditional GET streams it, failing with
+        `PreconditionFailed` (412) if the object changed since (the managed transfer does
+        not take IfMatch)."""
+        if version_id or not etag:
+            extra = {"VersionId": version_id} if version_id else None
+            self._s3.download_file(self.bucket, key, str(path), ExtraArgs=extra)
+            return
+        body = self._s3.get_object(Bucket=self.bucket, Key=key, IfMatch=etag)["Body"]
+        try:
+            with open(path, "wb") as out:
+                shutil.copyfileobj(body, out, length=1 << 20)
+        finally:
+            body.close()
 
     def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)

@@ -96,6 +96,11 @@ class DeploymentConfig(BaseModel):
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
 
+    @property
+    def cpu_pool(self) -> bool:
+        """Small uploads run on a CPU pool (with `cpu_model`)."""
+        return self.small_job_max_mb > 0 and self.max_cpu_workers > 0
+
     @classmethod
     def from_context(cls, raw: Any) -> DeploymentConfig:
         if isinstance(raw, str):

@@ -41,6 +41,10 @@ class InputMissing(PermanentJobError):
     code = codes.INPUT_MISSING
 
 
+class InputChanged(PermanentJobError):
+    code = codes.INPUT_CHANGED
+
+
 class Interrupted(Exception):
     """Transcription stopped between segments; the subclass says why."""
 

@@ -50,7 +50,7 @@ from batchscribe.settings import WorkerSettings
 from batchscribe.storage import MediaStore
 from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble, run_isolating, runner_for
 from gpu_container.worker.engines import Engine, load_engine
-from gpu_container.worker.errors import InputMissing, JobCancelled, LeaseLost, PermanentJobError
+from gpu_container.worker.errors import InputChanged, InputMissing, JobCancelled, LeaseLost, PermanentJobError
 from gpu_container.worker.scheduler import JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import CONTENT_TYPES, READABLE_CUES, Transcript, render
 from gpu_container.worker.windows import MediaStream, open_media, prefetch
@@ -396,11 +396,18 @@ class Worker:
 
     def download(self, run: JobRun) -> Path:
         path = Path(run.tmp.name) / "input"
+        pinned = run.job.input
         try:
-            self.store.download(run.job.input.key, path)
+            # the object intake checked, not whatever a second upload to the key put there since
+            self.store.download(pinned.key, path, etag=pinned.etag, version_id=pinned.version_id)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion"):
                 raise InputMissing("the uploaded file is gone from storage; upload it again in a new job") from exc
+            if code in ("412", "PreconditionFailed"):
+                raise InputChanged(
+                    "the uploaded file was replaced after the job was queued; create a new job for the new file"
+                ) from exc
             raise
         run.log.add("downloaded", bytes=path.stat().st_size)
         return path

@@ -4,6 +4,7 @@ context that API Gateway's IAM authorizer filled in, never from a header."""
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -11,7 +12,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.models import APIKey
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -24,6 +26,7 @@ from batchscribe.api_models import (
     JobList,
     JobView,
 )
+from batchscribe.identity import owner_of
 from batchscribe.jobs import JobApi
 from batchscribe.models import JobStatus
 from batchscribe.resources import cors_headers
@@ -37,6 +40,7 @@ app = APIGatewayRestResolver(enable_validation=True)
 
 # One table: domain error class -> HTTP status. Most specific classes first.
 STATUS_BY_ERROR: tuple[tuple[type[errors.BatchscribeError], HTTPStatus], ...] = (
+    (errors.Unauthenticated, HTTPStatus.UNAUTHORIZED),
     (errors.JobNotFound, HTTPStatus.NOT_FOUND),
     (errors.IdempotencyConflict, HTTPStatus.CONFLICT),
     (errors.InvalidTransition, HTTPStatus.CONFLICT),
@@ -46,19 +50,31 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.BatchscribeError], HTTPStatus], ...] = 
     (errors.BadRequest, HTTPStatus.BAD_REQUEST),
 )
 
-ERROR_RESPONSES: dict[int, Any] = {
-    int(status): {
-        "description": status.phrase,
-        "content": {"application/json": {"model": ErrorResponse}},
-    }
-    for status in (
-        HTTPStatus.BAD_REQUEST,
-        HTTPStatus.NOT_FOUND,
-        HTTPStatus.CONFLICT,
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-    )
+
+# Answered by API Gateway itself, before the function, in the same error shape (stacks/
+# constructs/api.py: gateway responses): a missing or invalid SigV4 signature, throttling.
+GATEWAY_ERRORS = {
+    HTTPStatus.FORBIDDEN: "the request is not signed (`route_not_found`, as API Gateway answers an unsigned request), "
+    "its signature is invalid or expired (`invalid_signature`, `expired_token`), or its principal may not call the "
+    "API (`forbidden`)",
+    HTTPStatus.TOO_MANY_REQUESTS: "throttled: over the stage's rate or burst limit; retry with backoff",
 }
+
+
+def responses(ok: tuple[HTTPStatus, type[Any]], *errors_: HTTPStatus) -> dict[int, Any]:
+    """A route's documented answers: its success model, and the errors it can return, all in
+    the one error shape: 400 and 401 (no caller identity) from every route, the gateway's own
+    403 and 429, and the route's own."""
+    status, model = ok
+    out: dict[int, Any] = {
+        int(status): {"description": status.phrase, "content": {"application/json": {"model": model}}}
+    }
+    error = {"application/json": {"model": ErrorResponse}}
+    for status in (HTTPStatus.BAD_REQUEST, HTTPStatus.UNAUTHORIZED, *errors_):
+        out[int(status)] = {"description": status.phrase, "content": error}
+    for status, description in GATEWAY_ERRORS.items():
+        out[int(status)] = {"description": description, "content": error}
+    return out
 
 
 @aws.per_process
@@ -67,13 +83,9 @@ def jobs() -> JobApi:
 
 
 def caller() -> str:
-    """The IAM principal API Gateway authenticated (the local stack fills in the same field)."""
-    identity = app.current_event.request_context.identity
-    owner = identity.user_arn or identity.caller
-    if not owner:
-        # IAM auth is on every method, so this only happens if the API is misconfigured.
-        raise errors.BatchscribeError("request has no caller identity", code="no_identity")
-    return owner
+    """The owner: from the IAM principal API Gateway authenticated (the local stack fills in
+    the same field); never made up (batchscribe.identity)."""
+    return owner_of(app.current_event.request_context.identity.user_arn)
 
 
 def _error(status: HTTPStatus, code: str, message: str, details: Any = None) -> Response[Any]:
@@ -118,14 +130,25 @@ def _not_found(_: NotFoundError) -> Response[Any]:
 
 @app.post(
     "/jobs",
-    responses={
-        201: {"description": "Job created", "content": {"application/json": {"model": CreateJobResponse}}},
-        **ERROR_RESPONSES,
-    },
+    responses=responses(
+        (HTTPStatus.CREATED, CreateJobResponse),
+        HTTPStatus.CONFLICT,
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    ),
     summary="Create a job and get an upload URL",
 )
-def create_job(body: CreateJobRequest) -> Response[Any]:
-    idempotency_key = app.current_event.headers.get("Idempotency-Key")
+def create_job(
+    body: CreateJobRequest,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="1 to 255 characters (else 400 `invalid_idempotency_key`): a retried create with the "
+            "same key and body returns the same job for 24 h; the same key with another body is 409",
+        ),
+    ] = None,
+) -> Response[Any]:
     job, created = jobs().create_job(caller(), body, idempotency_key)
     metrics.add_metric(name="JobsCreated", unit="Count", value=1 if created else 0)
     return Response(
@@ -136,12 +159,16 @@ def create_job(body: CreateJobRequest) -> Response[Any]:
     )
 
 
-@app.get("/jobs/<job_id>", responses=ERROR_RESPONSES, summary="A job's status, progress and result URLs")
+@app.get(
+    "/jobs/<job_id>",
+    responses=responses((HTTPStatus.OK, JobView), HTTPStatus.NOT_FOUND),
+    summary="A job's status, progress and result URLs",
+)
 def get_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
     return jobs().get_job(caller(), job_id)
 
 
-@app.get("/jobs", responses=ERROR_RESPONSES, summary="The caller's jobs, newest first")
+@app.get("/jobs", responses=responses((HTTPStatus.OK, JobList)), summary="The caller's jobs, newest first")
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -150,7 +177,11 @@ def list_jobs(
     return jobs().list_jobs(caller(), status, limit, next_token)
 
 
-@app.post("/jobs/<job_id>/cancel", responses=ERROR_RESPONSES, summary="Cancel a job that has not finished")
+@app.post(
+    "/jobs/<job_id>/cancel",
+    responses=responses((HTTPStatus.OK, JobView), HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    summary="Cancel a job that has not finished",
+)
 def cancel_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
     return jobs().cancel_job(caller(), job_id)
 
@@ -159,7 +190,22 @@ def cancel_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response = app.resolve(event, context)
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    response: dict[str, Any]
+    try:
+        owner_of(identity.get("userArn"))  # before routing and validation: no identity, no answer
+    except errors.Unauthenticated as exc:
+        response = {
+            "statusCode": int(HTTPStatus.UNAUTHORIZED),
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "multiValueHeaders": {},
+            "body": ErrorResponse(error=ErrorBody(code=exc.code, message=exc.message)).model_dump_json(
+                exclude_none=True
+            ),
+            "isBase64Encoded": False,
+        }
+    else:
+        response = app.resolve(event, context)
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     cors = cors_headers(headers.get("origin"), jobs().settings.cors_origins)
     if cors:
@@ -170,8 +216,34 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 def openapi_json() -> str:
-    return app.get_openapi_json_schema(
-        title="Batchscribe API",
-        version="1.0.0",
-        description="Asynchronous Whisper transcription. Every route is signed with SigV4 (IAM).",
+    """The API document, from the routes: their models, the statuses each returns, SigV4.
+    Request validation answers 400 in the one error shape (`_invalid`), so Powertools' own
+    422 and its validation-error schemas, which this API never returns, are left out."""
+    doc = json.loads(
+        app.get_openapi_json_schema(
+            title="Batchscribe API",
+            version="1.0.0",
+            description="Asynchronous Whisper transcription. Every route is signed with SigV4 (IAM).",
+            security_schemes={
+                "sigv4": APIKey.model_validate(
+                    {
+                        "type": "apiKey",
+                        "name": "Authorization",
+                        "in": "header",
+                        "description": "AWS Signature Version 4 (service execute-api); the IAM principal owns its jobs",
+                        "x-amazon-apigateway-authtype": "awsSigv4",
+                    }
+                )
+            },
+            security=[{"sigv4": []}],
+        )
     )
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            operation["responses"].pop("422", None)
+    schemas = doc["components"]["schemas"]
+    for unused in ("HTTPValidationError", "ResponseValidationError", "ValidationError"):
+        others = {k: v for k, v in schemas.items() if k != unused}
+        if f'"#/components/schemas/{unused}"' not in json.dumps([doc["paths"], others]):
+            schemas.pop(unused, None)
+    return json.dumps(doc)

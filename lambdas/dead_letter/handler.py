@@ -1,5 +1,6 @@
-"""Messages that exhausted their receives on a jobs queue -> the job fails with
-`retries_exhausted`, unless it already ended or a live worker holds it."""
+"""Messages that exhausted their receives on a jobs queue -> sent again while the job has
+attempts and re-sends left, else the job fails `retries_exhausted` (unless it already ended
+or a live worker holds it)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def record_handler(record: SQSRecord) -> None:
     outcome = lifecycle().dead_letter(message.job_id)
     if outcome is DeadLetterOutcome.FAILED:
         metrics.add_metric(name="JobsDeadLettered", unit="Count", value=1)
+    elif outcome is DeadLetterOutcome.REDRIVEN:
+        metrics.add_metric(name="JobsRedrivenFromDlq", unit="Count", value=1)
     logger.info("dead letter handled", extra={"job_id": message.job_id, "outcome": outcome.value})
 
 

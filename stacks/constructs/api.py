@@ -40,6 +40,8 @@ class Api(Construct):
                 result_url_seconds=t.result_url_seconds,
                 job_retention_days=config.output_retention_days,
                 cors_origins=config.cors_origins,
+                default_model=config.model,
+                small_job_model=config.cpu_model if config.cpu_pool else None,
             ),
             memory=512,
         )
@@ -104,7 +106,10 @@ class Api(Construct):
         )
         for response_type, code in (
             (apigw.ResponseType.ACCESS_DENIED, "forbidden"),
+            # an unsigned request (and, by API Gateway's design, an unknown route)
             (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "route_not_found"),
+            (apigw.ResponseType.INVALID_SIGNATURE, "invalid_signature"),
+            (apigw.ResponseType.EXPIRED_TOKEN, "expired_token"),
             (apigw.ResponseType.THROTTLED, "throttled"),
             (apigw.ResponseType.BAD_REQUEST_BODY, "invalid_request"),
             (apigw.ResponseType.DEFAULT_5_XX, "internal_error"),

@@ -127,7 +127,7 @@ class Compute(Construct):
                 model=config.cpu_model,
                 max_workers=config.max_cpu_workers,
             )
-            if config.small_job_max_mb > 0 and config.max_cpu_workers > 0
+            if config.cpu_pool
             else None
         )
 

@@ -30,7 +30,12 @@ class Lifecycle(Construct):
     ) -> None:
         super().__init__(scope, id)
         t = config.timings
-        settings = LifecycleSettings(**jobs.store, **compute.routing.model_dump(), max_attempts=config.max_attempts)
+        settings = LifecycleSettings(
+            **jobs.store,
+            **compute.routing.model_dump(),
+            max_attempts=config.max_attempts,
+            queued_redrive_seconds=t.queued_redrive_seconds,
+        )
 
         self.dead_letter = functions.add(
             self, "dead_letter", settings, timeout=Duration.seconds(t.dead_letter_timeout_seconds), memory=256
@@ -47,7 +52,7 @@ class Lifecycle(Construct):
             "SweeperSchedule",
             schedule=events.Schedule.rate(Duration.seconds(t.sweep_every_seconds)),
             targets=[targets.LambdaFunction(self.sweeper)],
-            description="Fail expired uploads, requeue lost leases",
+            description="Fail expired uploads, requeue lost leases, re-send lost queued messages",
         )
 
         self.reconciler = functions.add(self, "reconciler", settings, timeout=Duration.seconds(60), memory=256)

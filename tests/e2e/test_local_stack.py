@@ -169,9 +169,10 @@ def test_worker_killed_mid_job_still_ends_succeeded_once(stack: LocalStack, audi
         return any(o["Key"].endswith(f"{job['job_id']}/log.txt") for o in listed)
 
     wait_until(attempt_started, timeout=60, every=0.05)
-    [victim] = stack.compute.pids()
-
-    os.kill(victim, signal.SIGKILL)
+    victims = stack.compute.pids()  # one, or two when a sweeper's redrive woke a second
+    assert victims
+    for victim in victims:
+        os.kill(victim, signal.SIGKILL)
 
     done = c.wait(job["job_id"], timeout=180)
     assert done["status"] == "succeeded"

@@ -258,11 +258,27 @@ def test_media_bucket(template_json: dict[str, Any]) -> None:
 # ---- API -------------------------------------------------------------------------------
 
 
+def _api_path(template_json: dict[str, Any], resource_id: Any) -> str:
+    """The path of an API Gateway resource, from its PathPart chain (the root is a GetAtt)."""
+    parts: list[str] = []
+    while isinstance(resource_id, dict) and "Ref" in resource_id:
+        props = template_json["Resources"][resource_id["Ref"]]["Properties"]
+        parts.append(props["PathPart"])
+        resource_id = props["ParentId"]
+    return "/" + "/".join(reversed(parts))
+
+
 def test_every_api_method_requires_iam(template_json: dict[str, Any]) -> None:
+    from stacks.constructs.api import ROUTES
+
     methods = {k: v["Properties"] for k, v in resources(template_json, "AWS::ApiGateway::Method").items()}
     real = {k: m for k, m in methods.items() if m["HttpMethod"] != "OPTIONS"}
     assert len(real) == 4
     assert all(m["AuthorizationType"] == "AWS_IAM" for m in real.values())
+    # each route of the Lambda's router, and no other, is a method of the gateway: no route
+    # reaches the function without a SigV4 signature
+    assert {(_api_path(template_json, m["ResourceId"]), m["HttpMethod"]) for m in real.values()} == set(ROUTES)
+    assert all(m["Integration"]["Type"] == "AWS_PROXY" for m in real.values())
     assert all("RequestValidatorId" in m for m in real.values())
     # CORS preflight carries no credentials by the browser's rules; it returns headers only
     assert all(m["Integration"]["Type"] == "MOCK" for m in methods.values() if m["HttpMethod"] == "OPTIONS")
@@ -494,7 +510,13 @@ def test_alarms_can_reach_their_topic(template_json: dict[str, Any]) -> None:
 
 def test_browsers_get_cors_headers_on_gateway_errors_too(template_json: dict[str, Any]) -> None:
     responses = resources(template_json, "AWS::ApiGateway::GatewayResponse").values()
-    assert {r["Properties"]["ResponseType"] for r in responses} >= {"ACCESS_DENIED", "THROTTLED", "DEFAULT_5XX"}
+    assert {r["Properties"]["ResponseType"] for r in responses} >= {
+        "ACCESS_DENIED",
+        "THROTTLED",
+        "DEFAULT_5XX",
+        "INVALID_SIGNATURE",  # a bad or expired signature answers in the one error shape too
+        "EXPIRED_TOKEN",
+    }
     for r in responses:
         params = r["Properties"]["ResponseParameters"]
         assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
@@ -602,3 +624,54 @@ def test_python_app_and_pinned_cdk_cli_synth_offline(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "out" / "Batchscribe.template.json").exists()
+
+
+# Actions AWS authorizes only on `"Resource": "*"` (no resource-level permissions in the
+# Service Authorization Reference): the only ones a policy here may grant on `*`.
+STAR_ONLY_ACTIONS = {
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "ecr:GetAuthorizationToken",
+    "batch:ListJobs",
+    "dynamodb:ListStreams",
+    "cloudwatch:PutMetricData",
+}
+
+
+def _statements(template_json: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = [
+        (name, s)
+        for name, policy in resources(template_json, "AWS::IAM::Policy").items()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    for name, role in resources(template_json, "AWS::IAM::Role").items():
+        for inline in role["Properties"].get("Policies", []):
+            out += [(name, s) for s in inline["PolicyDocument"]["Statement"]]
+    return out
+
+
+def test_no_wildcard_resource_where_a_narrower_one_exists(template_json: dict[str, Any]) -> None:
+    """Every Allow on `*` is an action that cannot be scoped; no action is a bare `*` or `svc:*`."""
+    statements = _statements(template_json)
+    assert len(statements) > 20
+    for name, s in statements:
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        assert not any(a == "*" or a.endswith(":*") for a in actions), (name, actions)
+        res = s.get("Resource")
+        if s["Effect"] == "Allow" and "*" in (res if isinstance(res, list) else [res]):
+            assert set(actions) <= STAR_ONLY_ACTIONS, (name, set(actions) - STAR_ONLY_ACTIONS)
+
+
+def test_the_api_knows_the_deployments_models(template_json: dict[str, Any]) -> None:
+    """The API refuses a non-English language for an English-only model: it gets the names."""
+    from batchscribe.settings import ApiSettings
+
+    config = DeploymentConfig.from_context(json.loads((ROOT / "cdk.json").read_text())["context"]["batchscribe"])
+    [api] = [
+        f["Properties"]
+        for f in resources(template_json, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "lambdas.api.handler.handler"
+    ]
+    env = api["Environment"]["Variables"]
+    assert env[ApiSettings.env_name("default_model")] == config.model
+    assert env.get(ApiSettings.env_name("small_job_model")) == (config.cpu_model if config.cpu_pool else None)

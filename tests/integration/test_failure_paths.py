@@ -9,7 +9,7 @@ import pytest
 from batchscribe.api_models import CreateJobRequest
 from batchscribe.errors import StaleAttempt
 from batchscribe.jobs import JobApi
-from batchscribe.lifecycle import DeadLetterOutcome, Lifecycle, SweepCounts
+from batchscribe.lifecycle import DeadLetterOutcome, ExitCounts, Lifecycle, SweepCounts
 from batchscribe.models import JobMessage, JobStatus, ResultSummary
 from batchscribe.settings import ApiSettings, LifecycleSettings
 from tests.conftest import LambdaContextStub, Stack
@@ -55,20 +55,49 @@ def dead_letter(job_id: str) -> dict:
 # ---- dead letters --------------------------------------------------------------------
 
 
-def test_dead_letter_fails_a_queued_job_with_retries_exhausted(svc: Lifecycle) -> None:
+def test_dead_letter_sends_a_barely_tried_queued_job_again(svc: Lifecycle, aws_stack: Stack) -> None:
+    """SQS counts receives, not attempts: a message full workers put back five times reaches
+    the DLQ with the job never run. It is sent again, not failed."""
     job_id = queued_job(svc)
     assert dead_letter(job_id) == {"batchItemFailures": []}
+    job = svc.repo.get(job_id)
+    assert job.status is JobStatus.QUEUED and job.redrives == 1
+    [message] = receive_all(aws_stack.jobs_queue_url)
+    assert JobMessage.model_validate_json(message["Body"]).job_id == job_id
+
+
+def test_dead_letter_fails_a_queued_job_once_its_resends_are_used(svc: Lifecycle) -> None:
+    job_id = queued_job(svc)
+    outcomes = [svc.dead_letter(job_id) for _ in range(svc.settings.max_redrives + 1)]
+    assert outcomes == [DeadLetterOutcome.REDRIVEN] * svc.settings.max_redrives + [DeadLetterOutcome.FAILED]
     job = svc.repo.get(job_id)
     assert job.status is JobStatus.FAILED
     assert job.error is not None and job.error.code == "retries_exhausted"
 
 
-def test_dead_letter_fails_a_running_job_whose_worker_is_gone(svc: Lifecycle, clock: Clock) -> None:
+def test_dead_letter_requeues_a_running_job_whose_worker_is_gone(svc: Lifecycle, clock: Clock) -> None:
     job_id = queued_job(svc)
     svc.repo.claim(job_id, "w1", lease_seconds=60)
     clock.now += 120
+    assert svc.dead_letter(job_id) is DeadLetterOutcome.REDRIVEN
+    assert svc.repo.get(job_id).status is JobStatus.QUEUED
+
+
+def test_dead_letter_fails_a_job_whose_attempts_are_used(svc: Lifecycle, clock: Clock) -> None:
+    job_id = queued_job(svc)
+    for _ in range(svc.settings.max_attempts):
+        clock.now += 120  # the last worker's lease expired: the next claim takes over
+        svc.repo.claim(job_id, "w1", lease_seconds=60)
+    clock.now += 120
     assert svc.dead_letter(job_id) is DeadLetterOutcome.FAILED
-    assert svc.repo.get(job_id).status is JobStatus.FAILED
+    job = svc.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "retries_exhausted"
+
+
+def test_dead_letter_leaves_a_pending_job_to_the_sweeper(svc: Lifecycle) -> None:
+    job_id = create()["job_id"]
+    assert svc.dead_letter(job_id) is DeadLetterOutcome.NOT_UPLOADED
+    assert svc.repo.get(job_id).status is JobStatus.PENDING
 
 
 def test_dead_letter_leaves_a_job_a_live_worker_holds(svc: Lifecycle) -> None:
@@ -112,6 +141,28 @@ def test_dead_letter_of_a_non_job_message_is_dropped(aws_stack: Stack) -> None:
     ) == {"batchItemFailures": []}
 
 
+def test_a_killed_attempts_log_is_linked_from_the_job(svc: Lifecycle, api: JobApi, aws_stack: Stack) -> None:
+    """A worker killed mid-job never records `log_key`, but its attempt's lines are already in
+    the log object (the first flush is at claim): GET links it, and the failed job keeps it."""
+    import requests
+
+    from batchscribe.storage import MediaStore
+    from gpu_container.worker.main import JobLog
+
+    job_id = queued_job(svc)
+    for n in range(svc.settings.max_attempts):
+        job = svc.repo.claim(job_id, f"w{n}", lease_seconds=600)
+        JobLog(job, f"w{n}", MediaStore(aws_stack.bucket))  # what a worker writes before it is killed
+        assert svc.worker_exited(f"w{n}") == (
+            ExitCounts(requeued=1) if n + 1 < svc.settings.max_attempts else ExitCounts(failed=1)
+        )
+    view = api.get_job(job.owner, job_id)
+    assert view.status is JobStatus.FAILED and view.log_url
+    log = requests.get(view.log_url, timeout=10).text
+    for n in range(svc.settings.max_attempts):
+        assert f"attempt {n + 1} on worker w{n}" in log
+
+
 # ---- sweeper -------------------------------------------------------------------------
 
 
@@ -151,7 +202,97 @@ def test_sweeper_requeues_a_running_job_whose_lease_expired(aws_stack: Stack, sv
 def test_sweeper_handler_runs_on_its_schedule_event(aws_stack: Stack) -> None:
     from lambdas.sweeper.handler import handler
 
-    assert handler({"source": "aws.events"}, LambdaContextStub()) == {"upload_expired": 0, "requeued": 0}
+    assert handler({"source": "aws.events"}, LambdaContextStub()) == {
+        "upload_expired": 0,
+        "requeued": 0,
+        "redriven": 0,
+        "queue_timeout": 0,
+    }
+
+
+# ---- queued jobs whose message was lost (issue 11, defect 1) ------------------------------
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_then_never_stuck(
+    aws_stack: Stack, svc: Lifecycle, clock: Clock
+) -> None:
+    """Given a queued job whose message vanished (deleted by hand, retention, a failed send),
+    the sweeper re-sends it after `queued_redrive_seconds`, with a doubling wait, and fails
+    it `queue_timeout` after `max_redrives` re-sends: it never stays queued forever."""
+    job_id = queued_job(svc)
+    base = svc.settings.queued_redrive_seconds
+    assert receive_all(aws_stack.jobs_queue_url) == []  # the message is gone
+    assert svc.sweep().redriven == 0  # not yet due
+
+    clock.now += base + 1
+    assert svc.sweep() == SweepCounts(redriven=1)
+    [message] = receive_all(aws_stack.jobs_queue_url)
+    assert JobMessage.model_validate_json(message["Body"]).job_id == job_id
+    job = svc.repo.get(job_id)
+    assert (job.status, job.redrives) == (JobStatus.QUEUED, 1)
+    assert svc.sweep() == SweepCounts()  # idempotent: the next wait is twice as long
+
+    clock.now += 2 * base - 2
+    assert svc.sweep() == SweepCounts()
+    for k in range(2, svc.settings.max_redrives + 1):
+        clock.now += base * 2 ** (k - 1) + 1
+        assert svc.sweep() == SweepCounts(redriven=1), k
+    assert len(receive_all(aws_stack.jobs_queue_url)) == svc.settings.max_redrives - 1
+
+    clock.now += base * 2**svc.settings.max_redrives + 1
+    assert svc.sweep() == SweepCounts(queue_timeout=1)
+    job = svc.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and job.error is not None
+    assert job.error.code == "queue_timeout"
+    assert receive_all(aws_stack.jobs_queue_url) == []
+
+
+def test_redrive_stops_once_a_worker_claims_and_restarts_after_a_give_back(
+    aws_stack: Stack, svc: Lifecycle, clock: Clock
+) -> None:
+    job_id = queued_job(svc)
+    clock.now += svc.settings.queued_redrive_seconds + 1
+    assert svc.sweep().redriven == 1
+    claimed = svc.repo.claim(job_id, "w1", lease_seconds=10 * svc.settings.queued_redrive_seconds)
+    assert claimed.redrives == 0  # a claim ends the queued period
+    clock.now += 5 * svc.settings.queued_redrive_seconds
+    assert svc.sweep() == SweepCounts()  # running with a live lease: nothing to do
+    svc.repo.give_back(job_id, claimed.attempt)  # SIGTERM: a new queued period starts now
+    receive_all(aws_stack.jobs_queue_url)
+    assert svc.sweep() == SweepCounts()
+    clock.now += svc.settings.queued_redrive_seconds + 1
+    assert svc.sweep() == SweepCounts(redriven=1)
+
+
+def test_a_stale_sweep_cannot_redrive_or_time_out_a_job_claimed_meanwhile(svc: Lifecycle, clock: Clock) -> None:
+    from batchscribe.errors import InvalidTransition
+
+    job_id = queued_job(svc)
+    seen = svc.repo.get(job_id)
+    svc.repo.claim(job_id, "w1", 60)
+    with pytest.raises(InvalidTransition):
+        svc.repo.redrive(job_id, seen.attempt, seen.redrives, clock.now + 100)
+    assert svc.repo.get(job_id).status is JobStatus.RUNNING
+
+
+def test_redrive_keeps_the_jobs_queue_routing(aws_stack: Stack, clock: Clock) -> None:
+    """Small uploads go to the CPU pool's queue: a re-sent message goes there too."""
+    import boto3
+
+    small_url = boto3.client("sqs").create_queue(QueueName=f"{aws_stack.table}-small")["QueueUrl"]
+    settings = LifecycleSettings.from_env(aws_stack.env).model_copy(
+        update={"small_jobs_queue_url": small_url, "small_job_max_bytes": 5000}
+    )
+    svc = Lifecycle.from_settings(settings, clock=clock)
+    small, large = create(size=1000)["job_id"], create(size=9000)["job_id"]
+    svc.repo.enqueue(small, 1000)
+    svc.repo.enqueue(large, 9000)
+    clock.now += settings.queued_redrive_seconds + 1
+
+    assert svc.sweep().redriven == 2
+
+    assert [JobMessage.model_validate_json(m["Body"]).job_id for m in receive_all(small_url)] == [small]
+    assert [JobMessage.model_validate_json(m["Body"]).job_id for m in receive_all(aws_stack.jobs_queue_url)] == [large]
 
 
 def _request() -> CreateJobRequest:

@@ -117,3 +117,21 @@ def _seconds(path: Path) -> float:
 
     with av.open(str(path)) as container:
         return float(container.duration or 0) / 1_000_000
+
+
+def test_an_input_replaced_behind_intakes_back_fails_input_changed(
+    aws_stack: Stack, media: dict[str, Path], engines: dict[str, Engine]
+) -> None:
+    """Intake pins the object it checked (`input.etag`); a second upload whose event intake
+    never saw (lost, or not yet handled) must not be what the worker transcribes: its
+    download is conditional on the pinned ETag and the job fails `input_changed`."""
+    import boto3
+
+    job_id = submit(aws_stack, media["speech"], "audio/mpeg")
+    record = JobRepository(aws_stack.table).get(job_id)
+    assert record.input.etag
+    boto3.client("s3").put_object(Bucket=aws_stack.bucket, Key=record.input.key, Body=media["text"].read_bytes())
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
+    job = JobRepository(aws_stack.table).get(job_id)
+    assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_changed"
+    assert job.attempt == 1 and queue_counts(aws_stack) == (0, 0)

@@ -73,10 +73,14 @@ def test_media_types() -> None:
 def test_job_options_defaults_and_validation() -> None:
     opts = JobOptions()
     assert (opts.language, opts.task, opts.formats) == ("auto", "transcribe", ["json", "txt", "srt", "vtt"])
-    assert JobOptions(language="EN").language == "en"
+    assert JobOptions(language="yue").language == "yue"
     assert JobOptions(formats=["srt", "srt", "txt"]).formats == ["srt", "txt"]
     bad_options: list[dict[str, object]] = [
         {"language": "english"},
+        {"language": "zz"},  # shaped like a code, but not one of Whisper's
+        {"language": "EN"},  # codes are exact, as the OpenAPI enum says
+        {"word_timestamps": "yes"},
+        {"word_timestamps": 1},
         {"task": "summarize"},
         {"formats": []},
         {"unknown": 1},
@@ -85,6 +89,20 @@ def test_job_options_defaults_and_validation() -> None:
     for bad in bad_options:
         with pytest.raises(ValidationError):
             JobOptions.model_validate(bad)
+
+
+def test_the_language_list_is_whispers() -> None:
+    """The core's copy of Whisper's language codes matches both engines' tokenizers."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    from whisper.tokenizer import LANGUAGES as OPENAI_WHISPER
+
+    from batchscribe.languages import LANGUAGE_CHOICES, LANGUAGES, is_english_only
+
+    assert LANGUAGES == OPENAI_WHISPER
+    assert set(LANGUAGES) == set(_LANGUAGE_CODES)
+    assert LANGUAGE_CHOICES[0] == "auto" and len(LANGUAGE_CHOICES) == 101
+    assert is_english_only("tiny.en") and is_english_only("/models/Systran/faster-whisper-small.en/")
+    assert not is_english_only("large-v3-turbo") and not is_english_only("tiny")
 
 
 def test_settings_fail_loudly_naming_the_missing_variable() -> None:

@@ -14,3 +14,28 @@ def test_openapi_lists_every_route_and_error_shape() -> None:
     assert {"get", "post"} == set(doc["paths"]["/jobs"])
     responses = doc["paths"]["/jobs"]["post"]["responses"]
     assert {"201", "400", "413", "415"} <= set(responses)
+
+
+def test_openapi_documents_what_each_route_answers_and_nothing_else() -> None:
+    """Every operation has its success model; no 422 (validation answers 400); SigV4 on all."""
+    import json
+
+    doc = json.loads(render())
+    gateway = {"403", "429"}  # API Gateway's own answers: bad signature, throttling
+    expected = {
+        ("/jobs", "post"): {"201", "400", "401", "409", "413", "415"} | gateway,
+        ("/jobs", "get"): {"200", "400", "401"} | gateway,
+        ("/jobs/{job_id}", "get"): {"200", "400", "401", "404"} | gateway,
+        ("/jobs/{job_id}/cancel", "post"): {"200", "400", "401", "404", "409"} | gateway,
+    }
+    found = {(path, method): set(op["responses"]) for path, ops in doc["paths"].items() for method, op in ops.items()}
+    assert found == expected
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            ok = next(v for k, v in op["responses"].items() if k.startswith("2"))
+            assert ok["content"]["application/json"]["schema"]["$ref"].startswith("#/components/schemas/"), path
+    assert "HTTPValidationError" not in json.dumps(doc)
+    assert doc["security"] == [{"sigv4": []}]
+    assert doc["components"]["securitySchemes"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    language = doc["components"]["schemas"]["JobOptions"]["properties"]["language"]
+    assert language["enum"][0] == "auto" and "yue" in language["enum"] and "zz" not in language["enum"]
