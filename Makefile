@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit openapi synth bench bench-throughput bench-gpu clean
+.PHONY: venv demo test lint typecheck unit openapi synth bench bench-throughput bench-gpu chaos clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -69,5 +69,16 @@ bench-gpu: venv
 bench-throughput: venv
 	$(BIN)/python bench/bench_throughput.py --jobs 16 --repeats 2
 
+# Faults injected at random while 50 jobs go through the local stack; one table, exit 1 if any
+# job is stuck, lost, committed twice or inconsistent (seeded: SEED=2 make chaos).
+SEED ?= 1
+chaos: venv
+	$(BIN)/python -m batchscribe_cli.chaos --jobs 50 --minutes 10 --seed $(SEED) --json bench/results/chaos.json
+
 clean:
 	rm -rf $(VENV) node_modules build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The local stack for two hours under a trickle of jobs, memory sampled (bench/results/soak/).
+.PHONY: soak
+soak: venv
+	$(BIN)/python scripts/soak.py --minutes 120 --every 30 --out bench/results/soak
