@@ -43,6 +43,9 @@ class ResultView(BaseModel):
     model: str
     compute_seconds: float
     real_time_factor: float
+    cost_usd: float | None = Field(
+        default=None, description="the job's compute seconds at its worker pool's hourly price (null: no price set)"
+    )
     urls: dict[str, str] = Field(description="format -> presigned GET URL")
     log_url: str | None = None
     urls_expire_at: str

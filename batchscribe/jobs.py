@@ -161,6 +161,7 @@ class JobApi:
                 model=job.result.model,
                 compute_seconds=job.result.compute_seconds,
                 real_time_factor=job.result.real_time_factor,
+                cost_usd=job.result.cost_usd,
                 urls=urls,
                 log_url=log_url,
                 urls_expire_at=iso(self.clock() + expires),

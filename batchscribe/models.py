@@ -96,6 +96,11 @@ class ResultSummary(BaseModel):
     compute_seconds: float
     real_time_factor: float = Field(description="compute seconds / audio seconds; < 1 is faster than real time")
     segments: int = 0
+    cost_usd: float | None = Field(
+        default=None,
+        description="compute_seconds x the worker pool's hourly price / 3600: the job's share of the instance "
+        "while it was decoded (idle time and cold starts are not in it); null where the pool has no price",
+    )
 
 
 class Job(BaseModel):

@@ -273,6 +273,9 @@ class WorkerSettings(StoreSettings):
     decode_block_seconds: float = Field(default=120, ge=64, description="audio decoded per step, per job")
     timings: Timings = Field(default_factory=Timings)
     worker_id: str | None = Field(default=None, description="default: the Batch job id, else host-pid")
+    instance_hourly_usd: float | None = Field(
+        default=None, ge=0, description="the pool's price per worker-hour: a job costs compute_seconds x this / 3600"
+    )
 
     @property
     def worker_name(self) -> str:

@@ -458,6 +458,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if job.get("result"):
         r = job["result"]
         print(f"  result: {r['duration_seconds']:.1f} s of audio, language {r['language']}, {r['engine']}/{r['model']}")
+        cost = f", ${r['cost_usd']:.6f}" if r.get("cost_usd") is not None else ""
+        print(f"  compute: {r['compute_seconds']:.1f} s (real-time factor {r['real_time_factor']:.3f}){cost}")
     if job.get("log_url"):
         print(f"  log: {job['log_url']}")
     return EXIT_OK

@@ -31,6 +31,12 @@ class DeploymentConfig(BaseModel):
     max_gpu_vcpus: int = Field(default=64, ge=4)
     max_cpu_vcpus: int = Field(default=32, ge=2)
     spot: bool = Field(default=True, description="Spot first, on-demand as the fallback in the queue order")
+    gpu_hourly_usd: float | None = Field(
+        default=None, ge=0, description="the GPU pool price per worker-hour (per-job cost); default: bench/prices.json"
+    )
+    cpu_hourly_usd: float | None = Field(
+        default=None, ge=0, description="the CPU pool price per worker-hour (per-job cost); default: bench/prices.json"
+    )
     max_gpu_workers: int = Field(default=8, ge=1)
     max_cpu_workers: int = Field(default=4, ge=0)
     jobs_per_worker: int = Field(default=4, ge=1, description="backlog a worker is expected to drain")

@@ -10,9 +10,13 @@ really serves the pool.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 ECS_RESERVED_MIB = 32
+# the dated, sourced price table the cost benchmarks use (bench/cost.py)
+PRICES = Path(__file__).resolve().parent.parent / "bench" / "prices.json"
 MEMORY_BUFFER = 0.05
 
 
@@ -79,3 +83,19 @@ def spec(instance_type: str) -> InstanceSpec:
             f"{instance_type} is not a known instance type ({', '.join(sorted(INSTANCE_SPECS))}); "
             "add its vCPUs and memory to stacks/instances.py"
         ) from None
+
+
+def pool_hourly_usd(instance_types: list[str], spot: bool, prices_file: Path = PRICES) -> float | None:
+    """The hourly price a pool's worker is charged at, for the per-job cost in job records:
+    the dearest of its types (Batch may place a worker on any of them), at the typical Spot
+    price when the pool runs Spot first, else on-demand. None when a type has no price in the
+    table (the job records then carry no cost; set `gpu_hourly_usd`/`cpu_hourly_usd`)."""
+    table = json.loads(prices_file.read_text())
+    known = {**table["instances"], **table.get("pool_instances", {})}
+    hourly = []
+    for name in instance_types:
+        entry = known.get(name)
+        if entry is None:
+            return None
+        hourly.append(float(entry["spot"]["typical_per_hour"] if spot else entry["on_demand_per_hour"]))
+    return max(hourly)

@@ -550,6 +550,11 @@ class Worker:
 
     # ---- finishing a job (pool thread) -------------------------------------------------
 
+    def _cost(self, compute_seconds: float) -> float | None:
+        """The job's share of what its worker costs: its compute seconds at the pool's price."""
+        hourly = self.settings.instance_hourly_usd
+        return None if hourly is None else round(compute_seconds * hourly / 3600, 8)
+
     def _finish(self, run: JobRun, results: list[Any]) -> Outcome:
         try:
             assert run.engine is not None  # prepared
@@ -574,6 +579,7 @@ class Worker:
                 compute_seconds=round(run.compute_seconds, 3),
                 real_time_factor=round(run.compute_seconds / max(transcript.duration, 1e-6), 4),
                 segments=len(transcript.segments),
+                cost_usd=self._cost(run.compute_seconds),
             )
             outcome = self.commit(run, summary, outputs)
             self.queue.delete(run.received.receipt_handle)

@@ -23,7 +23,7 @@ from stacks.config import DeploymentConfig
 from stacks.constructs.functions import ROOT, retention
 from stacks.constructs.jobs import Jobs
 from stacks.constructs.queues import QueuePair
-from stacks.instances import job_size
+from stacks.instances import job_size, pool_hourly_usd
 
 
 @dataclass
@@ -203,6 +203,8 @@ class Compute(Construct):
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
         size = job_size(instance_types, gpus)
+        configured = self.config.gpu_hourly_usd if gpus else self.config.cpu_hourly_usd
+        hourly = configured if configured is not None else pool_hourly_usd(instance_types, self.config.spot)
         messages = QueuePair(
             self,
             f"{name}Messages",
@@ -258,6 +260,7 @@ class Compute(Construct):
                         device="cuda" if gpus else "cpu",
                         max_duration_seconds=self.config.max_duration_minutes * 60,
                         timings=t,
+                        instance_hourly_usd=hourly,
                     ).to_env(),
                     "AWS_REGION": Stack.of(self).region,
                 },

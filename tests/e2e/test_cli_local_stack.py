@@ -71,6 +71,8 @@ def test_submit_wait_json_is_pure_json_and_a_prefix_names_the_job(stack: LocalSt
     status = cli(stack, "status", job_id[:8], "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["job_id"] == job_id
+    human = cli(stack, "status", job_id[:8])
+    assert human.returncode == 0 and re.search(r"compute: [0-9.]+ s \(real-time factor [0-9.]+\)", human.stdout)
     saved = cli(stack, "result", job_id[:6], "-o", str(tmp_path / "talk.srt"))  # format from the extension
     assert saved.returncode == 0, saved.stderr
     assert saved.stdout == "" and (tmp_path / "talk.srt").read_text().startswith("1\n00:00:00,")

@@ -19,6 +19,7 @@ from aws_cdk.assertions import Match, Template
 
 from batchscribe.settings import WorkerSettings
 from stacks.config import DeploymentConfig
+from stacks.instances import INSTANCE_SPECS, PRICES, pool_hourly_usd
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -108,6 +109,25 @@ def test_gpu_job_definition(template_json: dict[str, Any]) -> None:
     assert worker.timings == DeploymentConfig().timings  # idle exit, lease, heartbeat: the deployment's
     cpu = by_prefix(template_json, "AWS::Batch::JobDefinition", "ComputeCpuJobDefinition")["Properties"]
     assert "GPU" not in {r["Type"] for r in cpu["ContainerProperties"]["ResourceRequirements"]}
+    # per-job cost: each pool's workers know the hourly price of the dearest type they may run on
+    gpu_types, cpu_types = DeploymentConfig().gpu_instance_types, DeploymentConfig().cpu_instance_types
+    assert worker.instance_hourly_usd == pool_hourly_usd(gpu_types, spot=True)
+    cpu_env = {e["Name"]: e["Value"] for e in cpu["ContainerProperties"]["Environment"]}
+    cpu_worker = WorkerSettings.from_env({k: v if isinstance(v, str) else "x" for k, v in cpu_env.items()})
+    assert cpu_worker.instance_hourly_usd == pool_hourly_usd(cpu_types, spot=True)
+
+
+def test_pool_prices_come_from_the_price_table() -> None:
+    prices = json.loads(PRICES.read_text())
+    g5 = prices["instances"]["g5.xlarge"]
+    assert pool_hourly_usd(["g5.xlarge"], spot=False) == g5["on_demand_per_hour"]
+    assert pool_hourly_usd(["g4dn.xlarge", "g5.xlarge"], spot=True) == max(
+        g5["spot"]["typical_per_hour"], prices["instances"]["g4dn.xlarge"]["spot"]["typical_per_hour"]
+    )
+    assert pool_hourly_usd(["c6i.xlarge"], spot=False) == prices["pool_instances"]["c6i.xlarge"]["on_demand_per_hour"]
+    assert pool_hourly_usd(["g5.xlarge", "x9.unknown"], spot=True) is None  # no guess: no cost
+    for name in INSTANCE_SPECS:  # every type a pool may use has a price
+        assert pool_hourly_usd([name], spot=True) is not None, name
 
 
 def test_docker_images_are_declared_assets(cdk_out: Path, template_json: dict[str, Any]) -> None:

@@ -342,3 +342,21 @@ def test_a_message_seen_just_before_its_job_is_queued_is_claimed_at_once(
         time.time() - (time.monotonic() - started)
     )
     assert claimed_after < 2.0  # not the 5 s put-back
+
+
+def test_a_job_records_its_cost_at_the_pools_price(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    """The job record and GET carry the job's cost: its compute seconds at the hourly price
+    the stack gives the pool's workers (none set: no cost, never a guess)."""
+    priced = submit(aws_stack, speech["wav"][0])
+    assert make_worker(aws_stack, engines["faster-whisper"], max_jobs=1, instance_hourly_usd=0.4).run() == 0
+    unpriced = submit(aws_stack, speech["wav"][0])
+    assert make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run() == 0
+
+    result = call("GET", f"/jobs/{priced}")[1]["result"]
+    assert result["cost_usd"] == pytest.approx(result["compute_seconds"] * 0.4 / 3600, rel=1e-3)
+    assert 0 < result["cost_usd"] < 0.01
+    record = JobRepository(aws_stack.table).get(priced)
+    assert record.result is not None and record.result.cost_usd == result["cost_usd"]
+    assert call("GET", f"/jobs/{unpriced}")[1]["result"]["cost_usd"] is None
