@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -97,6 +97,19 @@ class CreateJobResponse(JobView):
 class JobList(BaseModel):
     jobs: list[JobView]
     next_token: str | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(description="the value for options.model")
+    pool: Literal["gpu", "cpu"] = Field(description="the worker pool that serves it")
+    english_only: bool = Field(description="transcribes English only (language must be `en` or `auto`)")
+    default_for: str = Field(description="which jobs run on it when they name no model")
+    max_upload_bytes: int | None = Field(default=None, description="the largest upload its pool takes")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    default: str | None = Field(description="the model of a job without options.model (beyond the CPU pool's size)")
 
 
 class ErrorBody(BaseModel):

@@ -72,5 +72,6 @@ DECODED_TOO_LARGE = "decoded_too_large"
 WORKER_LOST = "worker_lost"
 QUEUE_TIMEOUT = "queue_timeout"  # queued through every redrive without a worker taking it
 INPUT_CHANGED = "input_changed"  # the upload was replaced after intake (ETag differs from input.etag)
+UNSUPPORTED_MODEL = "unsupported_model"  # the job asked for a model no pool of this deployment serves
 INPUT_MISSING = "input_missing"  # the upload is gone from storage (deleted after intake)
 UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not know the job's language

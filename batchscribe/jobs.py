@@ -15,7 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from batchscribe import errors, keys, languages, media_types
-from batchscribe.api_models import CreateJobRequest, CreateJobResponse, JobList, JobView, ResultView, UploadTicket
+from batchscribe.api_models import (
+    CreateJobRequest,
+    CreateJobResponse,
+    JobList,
+    JobView,
+    ModelInfo,
+    ModelList,
+    ResultView,
+    UploadTicket,
+)
 from batchscribe.errors import InvalidTransition
 from batchscribe.models import InputInfo, Job, JobOptions, JobStatus, iso
 from batchscribe.repository import JobRepository
@@ -64,6 +73,7 @@ class JobApi:
                 f"{self.settings.max_upload_bytes} bytes; split the file or raise max_upload_bytes",
                 details={"max_bytes": self.settings.max_upload_bytes},
             )
+        self._check_model(request.job_options)
         self._check_language(request.job_options)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
@@ -91,6 +101,45 @@ class JobApi:
         fingerprint = hashlib.sha256(normalized.model_dump_json().encode()).hexdigest()
         job, created = self.repo.create(job, idempotency_key, fingerprint)
         return CreateJobResponse(**self.view(job).model_dump(), upload=self._upload_ticket(job)), created
+
+    def models(self) -> ModelList:
+        """The models this deployment's pools serve (empty when the API was not told)."""
+        s = self.settings
+        offered = []
+        if s.default_model:
+            offered.append(
+                ModelInfo(
+                    name=s.default_model,
+                    pool="gpu",
+                    english_only=languages.is_english_only(s.default_model),
+                    default_for="every job without options.model"
+                    + (f" over {s.small_job_max_bytes} bytes" if s.small_job_model and s.small_job_max_bytes else ""),
+                )
+            )
+        if s.small_job_model and s.small_job_max_bytes:
+            offered.append(
+                ModelInfo(
+                    name=s.small_job_model,
+                    pool="cpu",
+                    english_only=languages.is_english_only(s.small_job_model),
+                    default_for=f"uploads up to {s.small_job_max_bytes} bytes without options.model",
+                    max_upload_bytes=s.small_job_max_bytes,
+                )
+            )
+        return ModelList(models=offered, default=s.default_model)
+
+    def _check_model(self, options: JobOptions) -> None:
+        """A job may name only a model some pool of this deployment serves: a worker cannot
+        fetch another at run time, so it would fail later; say so now, with the choices."""
+        offered = [m.name for m in self.models().models]
+        if options.model is None or not offered or options.model in offered:
+            return
+        raise errors.BadRequest(
+            f"model {options.model!r} is not served here; choose one of {', '.join(offered)} (GET /models), "
+            "or leave options.model out",
+            code=errors.UNSUPPORTED_MODEL,
+            details={"field": "options.model", "supported": offered},
+        )
 
     def _check_language(self, options: JobOptions) -> None:
         """An English-only model (`*.en`) transcribes English only: refuse another language

@@ -62,7 +62,9 @@ class Lifecycle:
 
     def send_again(self, job: Job) -> None:
         """Put a job's message back on its queue (duplicates are harmless)."""
-        self.dispatcher.send(job.job_id, job.input.size or job.input.declared_size, MessageReason.REQUEUE)
+        self.dispatcher.send(
+            job.job_id, job.input.size or job.input.declared_size, MessageReason.REQUEUE, model=job.options.model
+        )
 
     def dead_letter(self, job_id: str) -> DeadLetterOutcome:
         """A job message exhausted its SQS receives. SQS counts receives, not attempts: a

@@ -85,10 +85,12 @@ class JobDispatcher:
         self.default = JobQueue(routing.jobs_queue_url)
         self.small = JobQueue(routing.small_jobs_queue_url) if routing.small_jobs_queue_url else None
 
-    def queue_for(self, size: int) -> JobQueue:
-        if self.small is not None and size <= self.routing.small_job_max_bytes:
+    def queue_for(self, size: int, model: str | None = None) -> JobQueue:
+        """The CPU pool's queue for a small upload that does not ask for a model only the GPU
+        pool serves; the GPU pool's otherwise."""
+        if self.small is not None and self.routing.small_pool_takes(size, model):
             return self.small
         return self.default
 
-    def send(self, job_id: str, size: int, reason: MessageReason) -> None:
-        self.queue_for(size).send(JobMessage(job_id=job_id, reason=reason))
+    def send(self, job_id: str, size: int, reason: MessageReason, model: str | None = None) -> None:
+        self.queue_for(size, model).send(JobMessage(job_id=job_id, reason=reason))

@@ -212,6 +212,18 @@ class RoutingSettings(EnvSettings):
     jobs_queue_url: str = Field(min_length=1)
     small_jobs_queue_url: str | None = None
     small_job_max_bytes: int = Field(default=0, ge=0, description="0: every job goes to the GPU pool")
+    small_job_model: str | None = Field(
+        default=None, description="the CPU pool's model: a small job asking for another model goes to the GPU pool"
+    )
+
+    def small_pool_takes(self, size: int, model: str | None) -> bool:
+        """Whether a job of `size` bytes asking for `model` (None: the pool's own) runs on the
+        CPU pool: small enough, and not asking for a model that pool does not serve."""
+        return (
+            bool(self.small_jobs_queue_url)
+            and size <= self.small_job_max_bytes
+            and (model is None or self.small_job_model is None or model == self.small_job_model)
+        )
 
 
 class ApiSettings(StoreSettings):
@@ -224,6 +236,7 @@ class ApiSettings(StoreSettings):
         default=None, description="the model a job without options.model runs on (the GPU pool's)"
     )
     small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
+    small_job_max_bytes: int = Field(default=0, ge=0, description="uploads up to this size run on the CPU pool")
 
 
 class IntakeSettings(StoreSettings, RoutingSettings):

@@ -417,6 +417,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["model"] = args.model
     if args.word_timestamps:
         options["word_timestamps"] = True
+    if args.initial_prompt:
+        options["initial_prompt"] = args.initial_prompt
     job_id = client.submit(path, options)["job_id"]
     if not args.wait:
         print(job_id)
@@ -442,6 +444,19 @@ def cmd_wait(args: argparse.Namespace) -> int:
         print(_job_line(job))
     if job["status"] != "succeeded":
         raise _job_failed(job)
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    offered = _client(args).models()
+    if args.json:
+        print(json.dumps(offered, indent=2))
+        return EXIT_OK
+    if not offered["models"]:
+        _info("this deployment does not list its models; jobs run on its workers' configured model")
+    for m in offered["models"]:
+        note = ", English only" if m["english_only"] else ""
+        print(f"{m['name']}  ({m['pool']} pool{note}) default for {m['default_for']}")
     return EXIT_OK
 
 
@@ -771,8 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(s, "with --wait: the result's")
     s.add_argument("--language", default="auto")
     s.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
-    s.add_argument("--model")
+    s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")
     s.add_argument("--word-timestamps", action="store_true")
+    s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages (stdout: the id or result)")
 
     st = command("status", "a job's status, progress and times", cmd_status)
@@ -801,7 +817,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("cancel", "cancel a job that has not finished", cmd_cancel)
     c.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
     c.add_argument("--json", action="store_true")
-    for p in (s, st, w, r, li, c):
+
+    mo = command("models", "the models the deployment serves (for --model)", cmd_models)
+    mo.add_argument("--json", action="store_true")
+    for p in (s, st, w, r, li, c, mo):
         _add_target(p)
 
     local = sub.add_parser("local", help="the local stack", description="the local stack")

@@ -376,6 +376,10 @@ class Client:
     def get(self, job_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/jobs/{job_id}"))
 
+    def models(self) -> dict[str, Any]:
+        """{"models": [{name, pool, english_only, default_for, max_upload_bytes}], "default": name}"""
+        return dict(self.request("GET", "/models"))
+
     def list(self, status: str | None = None, limit: int = 20, next_token: str | None = None) -> dict[str, Any]:
         """One page of the caller's jobs, newest first (the API's own paging)."""
         return dict(self.request("GET", "/jobs", query={"status": status, "limit": limit, "next_token": next_token}))

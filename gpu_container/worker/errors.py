@@ -30,7 +30,7 @@ class TooLong(PermanentJobError):
 
 
 class UnsupportedModel(PermanentJobError):
-    code = "unsupported_model"
+    code = codes.UNSUPPORTED_MODEL
 
 
 class UnsupportedLanguage(PermanentJobError):

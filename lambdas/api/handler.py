@@ -25,6 +25,7 @@ from batchscribe.api_models import (
     ErrorResponse,
     JobList,
     JobView,
+    ModelList,
 )
 from batchscribe.identity import owner_of
 from batchscribe.jobs import JobApi
@@ -184,6 +185,12 @@ def list_jobs(
 )
 def cancel_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
     return jobs().cancel_job(caller(), job_id)
+
+
+@app.get("/models", responses=responses((HTTPStatus.OK, ModelList)), summary="The models this deployment serves")
+def list_models() -> ModelList:
+    caller()  # the same identity rule as every other route
+    return jobs().models()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

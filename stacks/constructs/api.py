@@ -21,6 +21,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/jobs", "POST"),
     ("/jobs/{job_id}", "GET"),
     ("/jobs/{job_id}/cancel", "POST"),
+    ("/models", "GET"),
 )
 
 
@@ -42,6 +43,7 @@ class Api(Construct):
                 cors_origins=config.cors_origins,
                 default_model=config.model,
                 small_job_model=config.cpu_model if config.cpu_pool else None,
+                small_job_max_bytes=config.small_job_max_mb * 1024 * 1024 if config.cpu_pool else 0,
             ),
             memory=512,
         )

@@ -142,6 +142,7 @@ class Compute(Construct):
             jobs_queue_url=self.gpu.queue.queue_url,
             small_jobs_queue_url=self.cpu.queue.queue_url if self.cpu else None,
             small_job_max_bytes=self.config.small_job_max_mb * 1024 * 1024 if self.cpu else 0,
+            small_job_model=self.config.cpu_model if self.cpu else None,
         )
 
     def grant_send(self, grantee: iam.IGrantable) -> None:

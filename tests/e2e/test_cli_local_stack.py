@@ -104,3 +104,22 @@ def test_list_pages_filters_by_time_and_shows_creation_times(stack: LocalStack, 
     assert [j["job_id"] for j in listed["jobs"]] == ids[::-1] and listed["next_token"] is None
     future = cli(stack, "list", "--since", "2999-01-01", owner="erin")
     assert future.returncode == 0 and future.stdout == "" and "no jobs since" in future.stderr
+
+
+def test_models_and_a_primed_submit(stack: LocalStack, mp3: Path) -> None:
+    """`models` names what `--model` may take; `--initial-prompt` reaches the job's options,
+    and a model the stack does not serve is refused with the command that lists them."""
+    listed = cli(stack, "models")
+    assert listed.returncode == 0 and listed.stdout.startswith("tiny.en  (gpu pool, English only)"), listed
+    offered = json.loads(cli(stack, "models", "--json").stdout)
+    assert [m["name"] for m in offered["models"]] == ["tiny.en"]
+
+    submitted = cli(stack, "submit", str(mp3), "--language", "en", "--initial-prompt", "Batchscribe, Whisper")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    job = json.loads(cli(stack, "status", job_id, "--json").stdout)
+    assert job["options"]["initial_prompt"] == "Batchscribe, Whisper"
+    assert cli(stack, "wait", job_id[:8], "-q").returncode == 0
+
+    refused = cli(stack, "submit", str(mp3), "--model", "large-v2")
+    assert refused.returncode != 0 and "GET /models" in refused.stderr and "Traceback" not in refused.stderr

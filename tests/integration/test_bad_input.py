@@ -150,6 +150,8 @@ def test_any_filename_is_metadata_only(aws_stack: Stack, filename: str, stored: 
 
 def test_an_english_only_deployment_refuses_other_languages(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ApiSettings.env_name("default_model"), "tiny.en")
+    monkeypatch.setenv(ApiSettings.env_name("small_job_model"), "large-v3")  # served, for small uploads
+    monkeypatch.setenv(ApiSettings.env_name("small_job_max_bytes"), "5000")
     reset_caches()
 
     status, resp = call("POST", "/jobs", body(options={"language": "de"}))
