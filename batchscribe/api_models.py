@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from batchscribe.models import ErrorInfo, Job, JobOptions, JobStatus
+from batchscribe.models import Callback, ErrorInfo, Job, JobOptions, JobStatus
 
 
 class CreateJobRequest(BaseModel):
@@ -18,6 +18,11 @@ class CreateJobRequest(BaseModel):
     content_type: str = Field(min_length=3, max_length=255, description="the media type of the upload")
     size_bytes: PositiveInt = Field(description="the exact size of the file to upload")
     options: JobOptions | None = Field(default=None, description="null or left out: the defaults")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="an https:// URL on a public address that gets one signed POST when the job ends",
+    )
 
     @property
     def job_options(self) -> JobOptions:
@@ -66,6 +71,7 @@ class JobView(BaseModel):
     error: ErrorInfo | None = None
     result: ResultView | None = None
     log_url: str | None = None
+    callback: Callback | None = Field(default=None, description="the job's webhook and its delivery so far")
 
     @classmethod
     def of(cls, job: Job, **extra: Any) -> JobView:
@@ -86,6 +92,7 @@ class JobView(BaseModel):
             ),
             options=job.options,
             error=job.error,
+            callback=job.callback,
             **extra,
         )
 

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batchscribe import errors, keys, languages, media_types
+from batchscribe import errors, keys, languages, media_types, webhooks
 from batchscribe.api_models import (
     CreateJobRequest,
     CreateJobResponse,
@@ -26,7 +26,7 @@ from batchscribe.api_models import (
     UploadTicket,
 )
 from batchscribe.errors import InvalidTransition
-from batchscribe.models import InputInfo, Job, JobOptions, JobStatus, iso
+from batchscribe.models import Callback, InputInfo, Job, JobOptions, JobStatus, iso
 from batchscribe.repository import JobRepository
 from batchscribe.settings import ApiSettings
 from batchscribe.storage import MediaStore
@@ -74,6 +74,11 @@ class JobApi:
                 details={"max_bytes": self.settings.max_upload_bytes},
             )
         self._check_model(request.job_options)
+        callback = (
+            Callback(url=webhooks.check_url(request.callback_url, self.settings.allow_private).url)
+            if request.callback_url
+            else None
+        )
         self._check_language(request.job_options)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
@@ -95,6 +100,7 @@ class JobApi:
                 declared_size=request.size_bytes,
             ),
             options=request.job_options,  # model None: the worker's configured model
+            callback=callback,
             ttl=int(now) + self.settings.job_retention_days * 86400,
         )
         normalized = request.model_copy(update={"options": request.job_options})

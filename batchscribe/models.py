@@ -87,6 +87,19 @@ class InputInfo(BaseModel):
     version_id: str | None = Field(default=None, description="the object's VersionId, when the bucket versions")
 
 
+class Callback(BaseModel):
+    """A job's webhook and how its delivery went."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"] = Field(
+        default="pending", description="pending until the job ends and the POST is answered 2xx (delivered) or given up"
+    )
+    attempts: int = 0
+    last_status: int | None = Field(default=None, description="the receiver's HTTP status on the last try")
+    last_error: str | None = None
+    delivered_at: str | None = None
+
+
 class ResultSummary(BaseModel):
     language: str
     duration_seconds: float
@@ -117,6 +130,7 @@ class Job(BaseModel):
     finished_at: str | None = None
     attempt: int = 0
     redrives: int = Field(default=0, description="times the sweeper re-sent the message of this queued period")
+    callback: Callback | None = None
     progress: int = 0
     worker: str | None = None
     lease_expires_at: float | None = None
@@ -133,6 +147,7 @@ class MessageReason(StrEnum):
     UPLOAD = "upload"
     REQUEUE = "requeue"
     GIVE_BACK = "give_back"
+    CALLBACK = "callback"  # on the webhooks queue: the job ended and has a callback to deliver
 
 
 class JobMessage(BaseModel):

@@ -40,7 +40,7 @@ from batchscribe.errors import (
     StaleAttempt,
 )
 from batchscribe.keys import is_job_id
-from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary, iso
+from batchscribe.models import Callback, ErrorInfo, Job, JobStatus, ResultSummary, iso
 from batchscribe.resources import OWNER_INDEX, SWEEP_INDEX
 from batchscribe.state_machine import Transition, sources, target
 
@@ -247,6 +247,24 @@ class JobRepository:
         return job, True
 
     # ---- transitions -------------------------------------------------------------------
+
+    def record_callback(self, job_id: str, callback: Callback, seen_attempts: int) -> bool:
+        """Store how the job's webhook delivery went, if no other sender recorded a try since
+        this one read the job (`seen_attempts`); False when one did. Not a status change."""
+        try:
+            self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression="SET #cb = :cb",
+                ConditionExpression="attribute_exists(job_id) AND #cb.#n = :seen",
+                ExpressionAttributeNames={"#cb": "callback", "#n": "attempts"},
+                ExpressionAttributeValues=_serialize({":cb": callback.model_dump(mode="json"), ":seen": seen_attempts}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def _transition(
         self,

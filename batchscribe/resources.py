@@ -67,6 +67,14 @@ class Names:
     def uploads_dlq(self) -> str:
         return f"{self.prefix}-uploads-dlq"
 
+    @property
+    def webhooks_queue(self) -> str:
+        return f"{self.prefix}-webhooks"
+
+    @property
+    def webhooks_dlq(self) -> str:
+        return f"{self.prefix}-webhooks-dlq"
+
 
 # ---- the HTTP API's CORS (API Gateway answers preflights; the API function and the gateway's
 # own error responses add the allow-origin header to every answer) --------------------------

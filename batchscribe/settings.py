@@ -237,6 +237,7 @@ class ApiSettings(StoreSettings):
     )
     small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
     small_job_max_bytes: int = Field(default=0, ge=0, description="uploads up to this size run on the CPU pool")
+    allow_private: bool = Field(default=False, description="http:// and private callback URLs (local stack only)")
 
 
 class IntakeSettings(StoreSettings, RoutingSettings):
@@ -261,6 +262,20 @@ class ScalerSettings(EnvSettings):
 
 class NotifySettings(EnvSettings):
     event_bus_name: str = "default"
+    webhooks_queue_url: str | None = Field(default=None, description="where finished jobs with a callback go")
+
+
+class WebhookSettings(StoreSettings):
+    """The webhook sender: one signed POST per finished job that asked for a callback."""
+
+    signing_secret_arn: str | None = Field(default=None, description="the Secrets Manager secret that signs")
+    signing_secret: str | None = Field(default=None, description="the secret itself (local stack only)")
+    callback_max_attempts: int = Field(default=8, ge=1, le=20, description="deliveries tried before a callback fails")
+    callback_retry_seconds: int = Field(
+        default=30, ge=1, description="wait after the first failed try; doubles each try (at most 12 h)"
+    )
+    callback_timeout_seconds: float = Field(default=10, gt=0, le=60, description="connect + read time a receiver gets")
+    allow_private: bool = Field(default=False, description="http:// and private addresses (local stack only)")
 
 
 class WorkerSettings(StoreSettings):
@@ -313,6 +328,7 @@ PROCESS_SETTINGS: dict[str, type[EnvSettings]] = {
     "reconciler": LifecycleSettings,
     "scaler": ScalerSettings,
     "notify": NotifySettings,
+    "webhook": WebhookSettings,
     "worker": WorkerSettings,
 }
 

@@ -419,7 +419,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["word_timestamps"] = True
     if args.initial_prompt:
         options["initial_prompt"] = args.initial_prompt
-    job_id = client.submit(path, options)["job_id"]
+    job_id = client.submit(path, options, callback_url=args.callback_url)["job_id"]
     if not args.wait:
         print(job_id)
         if not args.quiet:
@@ -789,6 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")
     s.add_argument("--word-timestamps", action="store_true")
     s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
+    s.add_argument(
+        "--callback-url", help="an https:// URL that gets one signed POST when the job ends (README: Webhooks)"
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages (stdout: the id or result)")
 
     st = command("status", "a job's status, progress and times", cmd_status)

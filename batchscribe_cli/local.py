@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -39,6 +40,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from batchscribe import aws
+from batchscribe.models import JobMessage, MessageReason
+from batchscribe.queue import JobQueue
 from batchscribe.repository import JobRepository
 from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, Names, cors_headers
 from batchscribe.scaler import Pool
@@ -51,6 +54,7 @@ from batchscribe.settings import (
     LifecycleSettings,
     ScalerSettings,
     Timings,
+    WebhookSettings,
     WorkerSettings,
     powertools_env,
 )
@@ -62,7 +66,7 @@ LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "us-east-1"
 _OWNER = re.compile(r"^[A-Za-z0-9_.@+=-]{1,64}$")
 # the Lambda handlers the local stack runs in its own process
-IN_PROCESS = ("api", "on_upload", "dead_letter", "sweeper", "reconciler", "scaler")
+IN_PROCESS = ("api", "on_upload", "dead_letter", "sweeper", "reconciler", "scaler", "webhook")
 
 
 def owner_arn(owner: str) -> str:
@@ -418,6 +422,7 @@ class LocalStack:
         self._thread("api", self.http.serve_forever)
         self._thread("uploads", lambda: self._poll(r.uploads_queue_url, self.handlers["on_upload"]))
         self._thread("dead-letters", lambda: self._poll(r.jobs_dlq_url, self.handlers["dead_letter"]))
+        self._thread("webhooks", lambda: self._poll(r.webhooks_queue_url, self.handlers["webhook"]))
         self._thread("scaler", lambda: self._every(t.scale_every_seconds, self._scale))
         self._thread("sweeper", lambda: self._every(t.sweep_every_seconds, self._sweep))
         self._thread("transitions", lambda: self._every(0.3, self._watch))
@@ -444,7 +449,9 @@ class LocalStack:
                 upload_window_seconds=t.upload_window_seconds,
                 result_url_seconds=t.result_url_seconds,
                 default_model=cfg.model,
+                allow_private=True,  # callbacks to http:// and this machine's receivers
             ),
+            "webhook": WebhookSettings(**store, signing_secret=self.webhook_secret(), allow_private=True),
             "on_upload": IntakeSettings(
                 **store, jobs_queue_url=r.jobs_queue_url, max_upload_bytes=cfg.max_upload_bytes
             ),
@@ -475,6 +482,16 @@ class LocalStack:
                 batch_size=cfg.worker_batch_size,
             ),
         }
+
+    def webhook_secret(self) -> str:
+        """The secret that signs this stack's callbacks: made once, kept in the data folder
+        (`data/webhook-secret`), so that a receiver keeps verifying across restarts."""
+        path = self.config.data_dir / "webhook-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     @property
     def pool(self) -> Pool:
@@ -666,6 +683,11 @@ class LocalStack:
             self.say(f"job {job.job_id[:8]}: {before + ' → ' if before else ''}{job.status.value}{extra}")
             if job.status.terminal:
                 del self._seen[job.job_id]  # nothing follows a terminal status: forget it
+                if job.callback is not None and job.callback.state == "pending":
+                    # what the table stream and the notify function do in AWS
+                    JobQueue(self.resources.webhooks_queue_url).send(
+                        JobMessage(job_id=job.job_id, reason=MessageReason.CALLBACK)
+                    )
 
     def _forget_moto_instances(self) -> None:
         """moto keeps a reference to every model object it ever made, for its dashboard

@@ -10,7 +10,7 @@ from typing import Any
 
 from batchscribe import resources as r
 from batchscribe.keys import UPLOADS_PREFIX
-from batchscribe.settings import Timings
+from batchscribe.settings import Timings, WebhookSettings
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Provisioned:
     jobs_dlq_url: str
     uploads_queue_url: str
     uploads_dlq_url: str
+    webhooks_queue_url: str
 
 
 def create_table(dynamodb: Any, name: str) -> None:
@@ -102,4 +103,9 @@ def provision(session: Any, names: r.Names, timings: Timings | None = None, regi
             ]
         },
     )
-    return Provisioned(names.table, names.bucket, jobs_url, jobs_dlq, uploads_url, uploads_dlq)
+    # finished jobs' callbacks: tried WebhookSettings.max_attempts times, then the DLQ keeps the rest
+    attempts = WebhookSettings.model_fields["callback_max_attempts"].default
+    webhooks_url, _ = create_queue_pair(
+        sqs, names.webhooks_queue, names.webhooks_dlq, 60, attempts + 2, t.dlq_visibility_seconds
+    )
+    return Provisioned(names.table, names.bucket, jobs_url, jobs_dlq, uploads_url, uploads_dlq, webhooks_url)

@@ -56,6 +56,7 @@ class BatchscribeStack(Stack):
             dlqs={
                 "Uploads": self.intake.uploads.dlq,
                 "Notify": self.notify.failures,
+                "Webhooks": self.notify.webhooks.dlq,
                 **{self._label(p.name): p.dlq for p in self.compute.pools},
             },
             job_queues={self._label(p.name): p.queue for p in self.compute.pools},
@@ -66,6 +67,12 @@ class BatchscribeStack(Stack):
         CfnOutput(self, "ApiUrl", value=self.api.api.url, description=f"{ClientSettings.env_name('api')} for the CLI")
         CfnOutput(self, "BucketName", value=self.jobs.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.jobs.table.table_name)
+        CfnOutput(
+            self,
+            "WebhookSigningSecretArn",
+            value=self.notify.signing_secret.secret_arn,
+            description="the secret job callbacks are signed with (aws secretsmanager get-secret-value --secret-id …)",
+        )
         CfnOutput(
             self,
             "JobEventPattern",

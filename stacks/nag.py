@@ -64,6 +64,10 @@ ACKNOWLEDGED: dict[str, str] = {
         "Python 3.12 is pinned on purpose: it matches the AWS-managed Powertools layer build "
         "(python312-arm64) the functions load and the runtime the tests cover."
     ),
+    "SMG4": (
+        "The webhook signing secret is shared with the receivers that verify callbacks: an automatic "
+        "rotation would break them without warning. Rotate it by hand (README: Webhooks) when receivers can follow."
+    ),
     "SQS3": "Notify's Failures queue is itself the dead-letter destination of the table stream's event source.",
     "APIG3": (
         "Every method requires SigV4 (IAM) and the stage is throttled; a WAF web ACL adds cost and can be "

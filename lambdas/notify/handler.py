@@ -1,5 +1,6 @@
 """DynamoDB stream of the jobs table -> a "Job Status Change" event on the bus for every
-terminal status, and the outcome metrics the dashboard and alarms read."""
+terminal status, a message on the webhooks queue for each that asked for a callback, and the
+outcome metrics the dashboard and alarms read."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchscribe.events import EventPublisher, status_change
+from batchscribe.models import JobMessage, MessageReason
+from batchscribe.queue import JobQueue
 from batchscribe.repository import job_from_image
 from batchscribe.settings import METRICS_NAMESPACE, NotifySettings
 
@@ -32,6 +35,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
             continue
         metrics.add_metric(name=f"Jobs{new.status.value.capitalize()}", unit="Count", value=1)
         changes.append((new, detail))
-    published = EventPublisher(NotifySettings.from_env().event_bus_name).publish(changes)
-    logger.info("status events published", extra={"count": published})
-    return {"published": published}
+    settings = NotifySettings.from_env()
+    published = EventPublisher(settings.event_bus_name).publish(changes)
+    callbacks = [job for job, _ in changes if job.callback is not None and job.callback.state == "pending"]
+    if callbacks and settings.webhooks_queue_url:
+        queue = JobQueue(settings.webhooks_queue_url)
+        for job in callbacks:  # the record is the truth: the sender reads it again
+            queue.send(JobMessage(job_id=job.job_id, reason=MessageReason.CALLBACK))
+    logger.info("status events published", extra={"count": published, "callbacks": len(callbacks)})
+    return {"published": published, "callbacks": len(callbacks)}

@@ -41,6 +41,7 @@ class Lifecycle(Construct):
             self, "dead_letter", settings, timeout=Duration.seconds(t.dead_letter_timeout_seconds), memory=256
         )
         jobs.grant_table(self.dead_letter, READ_TRANSITION)
+        compute.grant_send(self.dead_letter)  # a job with attempts left gets its message again
         for pool in compute.pools:
             self.dead_letter.add_event_source(
                 sources.SqsEventSource(pool.dlq, batch_size=10, report_batch_item_failures=True)

@@ -1,5 +1,7 @@
 """Notify: the jobs table's stream -> the notify function -> a "Job Status Change" event on
-the default bus for every terminal status (and the outcome metrics)."""
+the default bus for every terminal status (and the outcome metrics), and for each finished job
+that asked for a callback a message on the webhooks queue -> the webhook function -> one signed
+POST (retried with doubling waits; signed with the deployment's secret)."""
 
 from __future__ import annotations
 
@@ -7,20 +9,53 @@ from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from batchscribe.resources import DLQ_RETENTION_SECONDS
-from batchscribe.settings import NotifySettings
+from batchscribe.settings import NotifySettings, WebhookSettings
 from stacks.constructs.functions import Functions
-from stacks.constructs.jobs import Jobs
+from stacks.constructs.jobs import READ_TRANSITION, Jobs
+from stacks.constructs.queues import QueuePair
+
+WEBHOOK_TIMEOUT_SECONDS = 60  # a batch of 5 tries, at most 10 s each, with room
 
 
 class Notify(Construct):
     def __init__(self, scope: Construct, id: str, *, functions: Functions, jobs: Jobs) -> None:
         super().__init__(scope, id)
-        settings = NotifySettings()
+        sender = WebhookSettings(**jobs.store)
+        self.signing_secret = secretsmanager.Secret(
+            self,
+            "WebhookSigningSecret",
+            description="Batchscribe: signs job callbacks (HMAC-SHA256); receivers verify with it",
+            generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=48),
+        )
+        self.webhooks = QueuePair(
+            self,
+            "Webhooks",
+            visibility=6 * WEBHOOK_TIMEOUT_SECONDS,
+            # every try is a receive; the sender gives up at callback_max_attempts, the DLQ keeps the rest
+            max_receive=sender.callback_max_attempts + 2,
+            dlq_visibility=60,
+        )
+        self.webhook = functions.add(
+            self,
+            "webhook",
+            sender.model_copy(update={"signing_secret_arn": self.signing_secret.secret_arn}),
+            timeout=Duration.seconds(WEBHOOK_TIMEOUT_SECONDS),
+            memory=256,
+        )
+        self.webhook.add_event_source(
+            sources.SqsEventSource(self.webhooks.queue, batch_size=5, report_batch_item_failures=True)
+        )
+        self.signing_secret.grant_read(self.webhook)
+        jobs.grant_table(self.webhook, READ_TRANSITION)
+
+        settings = NotifySettings(webhooks_queue_url=self.webhooks.queue.queue_url)
         self.function = functions.add(self, "notify", settings, timeout=Duration.seconds(60), memory=256)
+        self.webhooks.queue.grant_send_messages(self.function)
         self.failures = sqs.Queue(
             self,
             "Failures",

@@ -72,14 +72,15 @@ def test_each_process_reads_exactly_its_own_model(process: str) -> None:
 def _provisioned() -> Provisioned:
     return Provisioned(
         table="t", bucket="b", jobs_queue_url="http://q/jobs", jobs_dlq_url="http://q/dlq",
-        uploads_queue_url="http://q/up", uploads_dlq_url="http://q/up-dlq",
+        uploads_queue_url="http://q/up", uploads_dlq_url="http://q/up-dlq", webhooks_queue_url="http://q/hooks",
     )  # fmt: skip
 
 
 def test_the_local_stack_configures_each_process_from_its_model(tmp_path: Path) -> None:
     stack = LocalStack(LocalConfig(data_dir=tmp_path))
     settings = stack.process_settings(_provisioned())
-    assert set(settings) == set(PROCESS_SETTINGS) - {"notify"}  # no table stream locally
+    # no table stream locally: the stack's watcher sends finished jobs' callbacks itself
+    assert set(settings) == set(PROCESS_SETTINGS) - {"notify"}
     for process, model in settings.items():
         assert type(model) is PROCESS_SETTINGS[process]
     # the handlers share the local stack's process: one environment serves each of them

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -123,3 +124,51 @@ def test_models_and_a_primed_submit(stack: LocalStack, mp3: Path) -> None:
 
     refused = cli(stack, "submit", str(mp3), "--model", "large-v2")
     assert refused.returncode != 0 and "GET /models" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_callback_reaches_a_receiver_signed_with_the_stacks_secret(stack: LocalStack, mp3: Path) -> None:
+    """The local stack delivers callbacks as the deployed one does (its watcher stands in for
+    the table stream), signed with the secret it keeps in its data folder."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from batchscribe.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
+
+    got: list[tuple[bool, str, dict[str, object]]] = []
+    secret = stack.webhook_secret().encode()
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            data = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append(
+                (verify(secret, self.headers[SIGNATURE_HEADER], data), self.headers[EVENT_ID_HEADER], json.loads(data))
+            )
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/done"
+        submitted = cli(stack, "submit", str(mp3), "--language", "en", "--callback-url", url)
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        assert cli(stack, "wait", job_id, "-q").returncode == 0
+        deadline = time.time() + 30
+        while not got and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    [(verified, event_id, body)] = got
+    assert verified and event_id == f"{job_id}.succeeded" and body["status"] == "succeeded"
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        callback = json.loads(cli(stack, "status", job_id, "--json").stdout)["callback"]
+        if callback["state"] == "delivered":
+            break
+        time.sleep(0.3)
+    assert (callback["state"], callback["last_status"]) == ("delivered", 204)

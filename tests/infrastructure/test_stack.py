@@ -17,7 +17,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 import aws_cdk as cdk
 from aws_cdk.assertions import Match, Template
 
-from batchscribe.settings import WorkerSettings
+from batchscribe.settings import WebhookSettings, WorkerSettings
 from stacks.config import DeploymentConfig
 from stacks.instances import INSTANCE_SPECS, PRICES, pool_hourly_usd
 
@@ -199,10 +199,16 @@ def test_no_nat_gateway(template_json: dict[str, Any]) -> None:
 def test_queues_have_dlqs_sse_and_longer_dlq_retention(template_json: dict[str, Any]) -> None:
     queues = resources(template_json, "AWS::SQS::Queue")
     sources = {k: v for k, v in queues.items() if "RedrivePolicy" in v["Properties"]}
-    assert len(sources) == 3  # jobs, small jobs, uploads
+    assert len(sources) == 4  # jobs, small jobs, uploads, webhooks
     for name, q in sources.items():
         props = q["Properties"]
-        assert props["RedrivePolicy"]["maxReceiveCount"] == 5
+        # a webhook is tried max_attempts times before its sender gives up: the DLQ comes later
+        receives = (
+            WebhookSettings.model_fields["callback_max_attempts"].default + 2
+            if name.startswith("NotifyWebhooks")
+            else 5
+        )
+        assert props["RedrivePolicy"]["maxReceiveCount"] == receives, name
         dlq_id = props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
         assert queues[dlq_id]["Properties"]["MessageRetentionPeriod"] > props["MessageRetentionPeriod"], name
     for q in queues.values():
@@ -347,6 +353,7 @@ def test_functions_are_arm64_python_with_powertools_and_xray(template_json: dict
         "scaler",
         "reconciler",
         "notify",
+        "webhook",
     }
     for fn in fns.values():
         assert fn["Architectures"] == ["arm64"] and fn["Runtime"] == "python3.12"
@@ -396,7 +403,7 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
         "s3:DeleteObject*",
         "lambda:InvokeFunction",
     }
-    assert _actions_of(template_json, "LifecycleDeadLetterServiceRole") == XRAY | consume | {
+    assert _actions_of(template_json, "LifecycleDeadLetterServiceRole") == XRAY | consume | send | {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
     }
@@ -408,7 +415,15 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
         "batch:ListJobs",
     }
     notify = _actions_of(template_json, "NotifyServiceRole")
-    assert "events:PutEvents" in notify and not any(a.startswith(("s3:", "sqs:Receive")) for a in notify)
+    stream = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
+    assert notify == XRAY | send | stream | {"events:PutEvents"}
+    # the webhook sender reads and records one job, reads its signing secret, consumes its queue
+    assert _actions_of(template_json, "NotifyWebhookServiceRole") == XRAY | consume | {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+    }
     worker = _actions_of(template_json, "ComputeGpuJobRole")
     assert worker == state | consume | s3_read | s3_put | {"s3:DeleteObject*"}
     assert not any(a.endswith(":*") or a == "*" for a in worker)

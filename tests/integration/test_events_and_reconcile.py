@@ -49,7 +49,7 @@ def test_terminal_statuses_are_published_once(aws_stack: Stack) -> None:
         {"eventName": "INSERT", "dynamodb": {"NewImage": {"job_id": {"S": "idem#x"}}}},  # not a job
     ]
 
-    assert handler({"Records": records}, LambdaContextStub()) == {"published": 1}
+    assert handler({"Records": records}, LambdaContextStub()) == {"published": 1, "callbacks": 0}
 
     got = [json.loads(m["Body"]) for m in receive_all(target)]
     assert len(got) == 1
