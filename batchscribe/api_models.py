@@ -106,6 +106,38 @@ class JobList(BaseModel):
     next_token: str | None = None
 
 
+class PartUrl(BaseModel):
+    part_number: int
+    url: str = Field(description="PUT the part's bytes here; keep the response's ETag header")
+
+
+class UploadedPart(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=128)
+    size: int | None = Field(default=None, description="bytes S3 holds for it (in answers only)")
+
+
+class MultipartTicket(BaseModel):
+    """Upload a large file in parts: PUT each part (`part_size` bytes, the last one less) to
+    its URL, then complete with every part's ETag. Asking again (after an interruption)
+    returns the same upload, fresh URLs, and the parts S3 already holds: send only the rest."""
+
+    upload_id: str
+    part_size: int
+    part_count: int
+    parts: list[PartUrl] = Field(description="URLs for the parts not uploaded yet")
+    uploaded: list[UploadedPart] = Field(description="parts S3 already holds (resume: skip them)")
+    expires_at: str
+
+
+class CompleteMultipartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    parts: list[UploadedPart] = Field(min_length=1, max_length=10_000)
+
+
 class ModelInfo(BaseModel):
     name: str = Field(description="the value for options.model")
     pool: Literal["gpu", "cpu"] = Field(description="the worker pool that serves it")

@@ -14,15 +14,21 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from botocore.exceptions import ClientError
+
 from batchscribe import errors, keys, languages, media_types, webhooks
 from batchscribe.api_models import (
+    CompleteMultipartRequest,
     CreateJobRequest,
     CreateJobResponse,
     JobList,
     JobView,
     ModelInfo,
     ModelList,
+    MultipartTicket,
+    PartUrl,
     ResultView,
+    UploadedPart,
     UploadTicket,
 )
 from batchscribe.errors import InvalidTransition
@@ -30,6 +36,9 @@ from batchscribe.models import Callback, InputInfo, Job, JobOptions, JobStatus, 
 from batchscribe.repository import JobRepository
 from batchscribe.settings import ApiSettings
 from batchscribe.storage import MediaStore
+
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+MAX_PART_URLS = 1_000  # per answer (an API Gateway response is at most 6 MB): ask again for more
 
 # controls, path separators, and the bidi overrides that make `exe.wav` display as `wav.exe`
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\\u202a-\u202e\u2066-\u2069]+")
@@ -174,6 +183,97 @@ class JobApi:
             remaining,
         )
         return UploadTicket(url=post.url, fields=post.fields, expires_at=iso(job.upload_expires_at))
+
+    # ---- multipart uploads -------------------------------------------------------------
+
+    def _pending_upload(self, owner: str, job_id: str) -> tuple[Job, int]:
+        """The caller's job, still waiting for its file, and the seconds its window has left."""
+        job = self.repo.get_for_owner(job_id, owner)
+        remaining = int(job.upload_expires_at - self.clock())
+        if job.status is not JobStatus.PENDING:
+            raise InvalidTransition(
+                f"job {job_id} is {job.status.value}: its file was uploaded already (or the job ended)",
+                code="job_not_pending",
+                details={"status": job.status.value},
+            )
+        if remaining <= 0:
+            raise InvalidTransition(
+                f"the upload window of job {job_id} closed; create a new job", code="upload_window_closed"
+            )
+        return job, remaining
+
+    def part_size(self, size: int) -> int:
+        """Parts of `multipart_part_bytes`, larger when the file would need over 10 000."""
+        mib = 1024 * 1024
+        needed = -(-size // MAX_PARTS)
+        return max(self.settings.multipart_part_bytes, -(-needed // mib) * mib)
+
+    def start_multipart(self, owner: str, job_id: str) -> MultipartTicket:
+        """Start (or, asked again, resume) the multipart upload of a pending job's file."""
+        job, remaining = self._pending_upload(owner, job_id)
+        key = job.input.key
+        upload_id = job.input.multipart_upload_id
+        uploaded = self.store.uploaded_parts(key, upload_id) if upload_id else None
+        if upload_id is None or uploaded is None:  # none yet, or it expired: a new one
+            new_id = self.store.start_multipart(key, job.input.content_type)
+            if self.repo.set_multipart(job_id, new_id, expected=upload_id):
+                upload_id, uploaded = new_id, []
+            else:  # a concurrent request recorded its own first: use that one
+                self.store.abort_multipart(key, new_id)
+                job, remaining = self._pending_upload(owner, job_id)
+                upload_id = job.input.multipart_upload_id
+                uploaded = self.store.uploaded_parts(key, upload_id) if upload_id else None
+                if upload_id is None or uploaded is None:
+                    raise InvalidTransition("the upload changed meanwhile; ask again", code="upload_conflict")
+        size = job.input.declared_size
+        part_size = self.part_size(size)
+        count = max(1, -(-size // part_size))
+        done = {n for n, _, _ in uploaded}
+        todo = [n for n in range(1, count + 1) if n not in done][:MAX_PART_URLS]
+        return MultipartTicket(
+            upload_id=upload_id,
+            part_size=part_size,
+            part_count=count,
+            parts=[PartUrl(part_number=n, url=self.store.presign_part(key, upload_id, n, remaining)) for n in todo],
+            uploaded=[UploadedPart(part_number=n, etag=etag, size=sz) for n, etag, sz in uploaded],
+            expires_at=iso(job.upload_expires_at),
+        )
+
+    def complete_multipart(self, owner: str, job_id: str, request: CompleteMultipartRequest) -> JobView:
+        """Join the parts into the job's file; its arrival moves the job on, like a POST."""
+        job, _ = self._pending_upload(owner, job_id)
+        upload_id = job.input.multipart_upload_id
+        if upload_id is None:
+            raise InvalidTransition(
+                f"job {job_id} has no multipart upload; start one first", code="no_multipart_upload"
+            )
+        numbers = [p.part_number for p in request.parts]
+        if numbers != sorted(set(numbers)):
+            raise errors.BadRequest("parts must be listed once each, in ascending part_number", code="invalid_parts")
+        try:
+            self.store.complete_multipart(job.input.key, upload_id, [(p.part_number, p.etag) for p in request.parts])
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall"):
+                raise errors.BadRequest(
+                    f"S3 refused the parts ({code}): ask for the upload again to see which parts it holds",
+                    code="invalid_parts",
+                ) from exc
+            if code == "NoSuchUpload":
+                raise InvalidTransition(
+                    "the multipart upload is gone; start again", code="no_multipart_upload"
+                ) from exc
+            raise
+        self.repo.set_multipart(job_id, None, expected=upload_id)
+        return self.view(self.repo.get(job_id))
+
+    def abort_multipart(self, owner: str, job_id: str) -> JobView:
+        job, _ = self._pending_upload(owner, job_id)
+        upload_id = job.input.multipart_upload_id
+        if upload_id is not None:
+            self.store.abort_multipart(job.input.key, upload_id)
+            self.repo.set_multipart(job_id, None, expected=upload_id)
+        return self.view(self.repo.get(job_id))
 
     def get_job(self, owner: str, job_id: str) -> JobView:
         return self.view(self.repo.get_for_owner(job_id, owner))

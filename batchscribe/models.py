@@ -85,6 +85,7 @@ class InputInfo(BaseModel):
         "a second upload to the same key cannot swap the content under a queued job (`input_changed`)",
     )
     version_id: str | None = Field(default=None, description="the object's VersionId, when the bucket versions")
+    multipart_upload_id: str | None = Field(default=None, description="the S3 multipart upload under way, if any")
 
 
 class Callback(BaseModel):

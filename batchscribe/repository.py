@@ -248,6 +248,37 @@ class JobRepository:
 
     # ---- transitions -------------------------------------------------------------------
 
+    def set_multipart(self, job_id: str, upload_id: str | None, expected: str | None) -> bool:
+        """Record the multipart upload of a pending job (None: forget it), if the record still
+        holds `expected`; False when the job moved on or another request got there first."""
+        names = {"#in": "input", "#mp": "multipart_upload_id", "#st": "status"}
+        values: dict[str, Any] = {":pending": JobStatus.PENDING.value}
+        if expected is None:  # a record written with the field null has it as a NULL
+            condition = "attribute_not_exists(#in.#mp) OR attribute_type(#in.#mp, :null)"
+            values[":null"] = "NULL"
+        else:
+            condition = "#in.#mp = :expected"
+            values[":expected"] = expected
+        if upload_id is None:
+            update = "REMOVE #in.#mp"
+        else:
+            update = "SET #in.#mp = :id"
+            values[":id"] = upload_id
+        try:
+            self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression=update,
+                ConditionExpression=f"attribute_exists(job_id) AND #st = :pending AND ({condition})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_serialize(values),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def record_callback(self, job_id: str, callback: Callback, seen_attempts: int) -> bool:
         """Store how the job's webhook delivery went, if no other sender recorded a try since
         this one read the job (`seen_attempts`); False when one did. Not a status change."""

@@ -238,6 +238,9 @@ class ApiSettings(StoreSettings):
     small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
     small_job_max_bytes: int = Field(default=0, ge=0, description="uploads up to this size run on the CPU pool")
     allow_private: bool = Field(default=False, description="http:// and private callback URLs (local stack only)")
+    multipart_part_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=5 * 1024 * 1024, description="part size of multipart uploads (S3: >= 5 MiB)"
+    )
 
 
 class IntakeSettings(StoreSettings, RoutingSettings):

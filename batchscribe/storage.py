@@ -70,6 +70,52 @@ class MediaStore:
         )
         return PresignedPost(url=post["url"], fields=dict(post["fields"]))
 
+    # ---- multipart uploads (large files, resumable) -------------------------------------
+
+    def start_multipart(self, key: str, content_type: str) -> str:
+        resp = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
+        return str(resp["UploadId"])
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, expires_in: int) -> str:
+        url: str = self._s3.generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+            ExpiresIn=expires_in,
+        )
+        return url
+
+    def uploaded_parts(self, key: str, upload_id: str) -> list[tuple[int, str, int]] | None:
+        """(part number, ETag, size) of the parts S3 holds, or None when the upload is gone
+        (completed, aborted, or expired by the bucket's lifecycle rule)."""
+        parts: list[tuple[int, str, int]] = []
+        marker = 0
+        while True:
+            try:
+                resp = self._s3.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] in ("NoSuchUpload", "404"):
+                    return None
+                raise
+            parts += [(int(p["PartNumber"]), str(p["ETag"]), int(p["Size"])) for p in resp.get("Parts", [])]
+            if not resp.get("IsTruncated"):
+                return parts
+            marker = int(resp["NextPartNumberMarker"])
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        self._s3.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
+        )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("NoSuchUpload", "404"):
+                raise
+
     def presign_get(self, key: str, expires_in: int, filename: str | None = None) -> str:
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if filename:

@@ -419,7 +419,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["word_timestamps"] = True
     if args.initial_prompt:
         options["initial_prompt"] = args.initial_prompt
-    job_id = client.submit(path, options, callback_url=args.callback_url)["job_id"]
+    created: list[str] = []
+    try:
+        job_id = client.submit(
+            path,
+            options,
+            callback_url=args.callback_url,
+            on_progress=_upload_progress(args.quiet),
+            on_created=lambda job: created.append(job["job_id"]),
+        )["job_id"]
+    except KeyboardInterrupt:
+        if not created:
+            raise
+        raise CliError(
+            f"interrupted while uploading; job {created[0]} waits for its file until its upload window closes",
+            f"resume with: batchscribe upload {created[0][:8]} {shlex.quote(str(path))}",
+            EXIT_INTERRUPTED,
+        ) from None
     if not args.wait:
         print(job_id)
         if not args.quiet:
@@ -444,6 +460,38 @@ def cmd_wait(args: argparse.Namespace) -> int:
         print(_job_line(job))
     if job["status"] != "succeeded":
         raise _job_failed(job)
+    return EXIT_OK
+
+
+def _upload_progress(quiet: bool) -> Callable[[int, int], None] | None:
+    """Upload progress on stderr (a terminal, or BATCHSCRIBE_PROGRESS=true)."""
+    if not _show_progress(quiet):
+        return None
+    mib = 1024 * 1024
+
+    def show(sent: int, total: int) -> None:
+        end = "\n" if sent >= total else ""
+        sys.stderr.write(f"\ruploading {100 * sent // max(total, 1):3d}% ({sent // mib}/{total // mib} MiB){end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    """Finish (or resume) the upload of a pending job's file."""
+    path = _input_file(args.file)
+    client = _client(args)
+    job_id = client.resolve(args.job_id)
+    try:
+        client.upload_parts(job_id, path, _upload_progress(args.quiet))
+    except KeyboardInterrupt:
+        raise CliError(
+            f"interrupted while uploading job {job_id}",
+            f"resume with: batchscribe upload {job_id[:8]} {shlex.quote(str(path))}",
+            EXIT_INTERRUPTED,
+        ) from None
+    if not args.quiet:
+        _info(f"uploaded {path.name}; follow it with `batchscribe wait {job_id[:8]}`")
     return EXIT_OK
 
 
@@ -823,7 +871,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     mo = command("models", "the models the deployment serves (for --model)", cmd_models)
     mo.add_argument("--json", action="store_true")
-    for p in (s, st, w, r, li, c, mo):
+
+    up = command(
+        "upload", "resume an interrupted upload of a pending job's file (sends only missing parts)", cmd_upload
+    )
+    up.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
+    up.add_argument("file")
+    up.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    for p in (s, st, w, r, li, c, mo, up):
         _add_target(p)
 
     local = sub.add_parser("local", help="the local stack", description="the local stack")

@@ -44,6 +44,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MIN_PREFIX = 6  # hex characters of a job id that `resolve` accepts as a prefix
 PAGE_MAX = 100  # the API's largest page
+MULTIPART_BYTES = 16 * 1024 * 1024  # larger files go up in parts: bounded memory, resumable
 _EXECUTE_API_HOST = re.compile(r"\.execute-api\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$")
 _REGION_HINT = "pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION), or `region` in your AWS profile"
 _PROFILE_HINT = "check --profile / AWS_PROFILE against `aws configure list-profiles`"
@@ -371,11 +372,60 @@ class Client:
         if resp.status_code not in (200, 201, 204):
             raise ApiError(resp.status_code, "upload_failed", f"the upload was refused: {resp.text[:300]}")
 
+    def upload_parts(self, job_id: str, path: Path, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Upload a pending job's file in parts, one part in memory at a time. Run again
+        after an interruption, it sends only the parts S3 does not hold yet."""
+        size = path.stat().st_size
+        ticket = self.request("POST", f"/jobs/{job_id}/multipart")
+        etags = {p["part_number"]: p["etag"] for p in ticket["uploaded"]}
+        sent = sum(int(p.get("size") or 0) for p in ticket["uploaded"])
+        if on_progress:
+            on_progress(sent, size)
+        with path.open("rb") as f:
+            while ticket["parts"]:
+                for part in ticket["parts"]:
+                    number = part["part_number"]
+                    f.seek((number - 1) * ticket["part_size"])
+                    data = f.read(ticket["part_size"])
+                    resp = self.session.put(part["url"], data=data, timeout=(5, max(self.timeout, 600)))
+                    if resp.status_code != 200:
+                        raise ApiError(
+                            resp.status_code, "upload_failed", f"part {number} was refused: {resp.text[:300]}"
+                        )
+                    etags[number] = resp.headers["ETag"]
+                    sent += len(data)
+                    del data
+                    if on_progress:
+                        on_progress(sent, size)
+                if len(etags) >= ticket["part_count"]:
+                    break
+                ticket = self.request("POST", f"/jobs/{job_id}/multipart")  # the next URLs
+        parts = [{"part_number": n, "etag": etag} for n, etag in sorted(etags.items())]
+        self.request("POST", f"/jobs/{job_id}/multipart/complete", {"parts": parts})
+
+    def upload_file(
+        self, job: dict[str, Any], path: Path, on_progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """A small file in one presigned POST; a large one (over MULTIPART_BYTES) in parts."""
+        if path.stat().st_size > MULTIPART_BYTES or not job.get("upload"):
+            self.upload_parts(job["job_id"], path, on_progress)
+        else:
+            self.upload(job["upload"], path)
+            if on_progress:
+                on_progress(path.stat().st_size, path.stat().st_size)
+
     def submit(
-        self, path: Path, options: dict[str, Any] | None = None, callback_url: str | None = None
+        self,
+        path: Path,
+        options: dict[str, Any] | None = None,
+        callback_url: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        on_created: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         job = self.create_job(path, options, callback_url=callback_url)
-        self.upload(job["upload"], path)
+        if on_created:
+            on_created(job)
+        self.upload_file(job, path, on_progress)
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:

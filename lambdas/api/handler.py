@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchscribe import aws, errors
 from batchscribe.api_models import (
+    CompleteMultipartRequest,
     CreateJobRequest,
     CreateJobResponse,
     ErrorBody,
@@ -26,6 +27,7 @@ from batchscribe.api_models import (
     JobList,
     JobView,
     ModelList,
+    MultipartTicket,
 )
 from batchscribe.identity import owner_of
 from batchscribe.jobs import JobApi
@@ -185,6 +187,33 @@ def list_jobs(
 )
 def cancel_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
     return jobs().cancel_job(caller(), job_id)
+
+
+@app.post(
+    "/jobs/<job_id>/multipart",
+    responses=responses((HTTPStatus.OK, MultipartTicket), HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    summary="Start or resume uploading a pending job's file in parts",
+)
+def start_multipart(job_id: Annotated[str, Path(max_length=64)]) -> MultipartTicket:
+    return jobs().start_multipart(caller(), job_id)
+
+
+@app.post(
+    "/jobs/<job_id>/multipart/complete",
+    responses=responses((HTTPStatus.OK, JobView), HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    summary="Join the uploaded parts into the job's file",
+)
+def complete_multipart(job_id: Annotated[str, Path(max_length=64)], request: CompleteMultipartRequest) -> JobView:
+    return jobs().complete_multipart(caller(), job_id, request)
+
+
+@app.post(
+    "/jobs/<job_id>/multipart/abort",
+    responses=responses((HTTPStatus.OK, JobView), HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
+    summary="Drop a multipart upload's parts (the job stays pending until its window closes)",
+)
+def abort_multipart(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
+    return jobs().abort_multipart(caller(), job_id)
 
 
 @app.get("/models", responses=responses((HTTPStatus.OK, ModelList)), summary="The models this deployment serves")

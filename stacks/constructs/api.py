@@ -21,6 +21,9 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/jobs", "POST"),
     ("/jobs/{job_id}", "GET"),
     ("/jobs/{job_id}/cancel", "POST"),
+    ("/jobs/{job_id}/multipart", "POST"),
+    ("/jobs/{job_id}/multipart/complete", "POST"),
+    ("/jobs/{job_id}/multipart/abort", "POST"),
     ("/models", "GET"),
 )
 

@@ -97,8 +97,13 @@ class Jobs(Construct):
     def grant_api(self, grantee: iam.IGrantable) -> None:
         """Create, read, list and cancel jobs; sign upload POSTs and result GETs."""
         self.grant_table(grantee, CREATE)
-        self.bucket.grant_put(grantee, f"{UPLOADS_PREFIX}*")
+        self.bucket.grant_put(grantee, f"{UPLOADS_PREFIX}*")  # with multipart: create, sign parts, complete, abort
         self.bucket.grant_read(grantee, f"{OUTPUTS_PREFIX}*")
+        grantee.grant_principal.add_to_principal_policy(  # resume: which parts S3 already holds
+            iam.PolicyStatement(
+                actions=["s3:ListMultipartUploadParts"], resources=[self.bucket.arn_for_objects(f"{UPLOADS_PREFIX}*")]
+            )
+        )
 
     def grant_worker(self, grantee: iam.IGrantable) -> None:
         """Claim and move jobs; read inputs; write (and on a lost cancel race, remove) outputs."""

@@ -32,6 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         data_dir=tmp_path_factory.mktemp("local"),
         timings=Timings.local().replace(idle_exit_seconds=3),
         quiet=True,
+        max_upload_bytes=512 * 1024 * 1024,  # room for the 300 MiB multipart upload
     )
     with LocalStack(config) as s:
         yield s
@@ -172,3 +173,94 @@ def test_a_callback_reaches_a_receiver_signed_with_the_stacks_secret(stack: Loca
             break
         time.sleep(0.3)
     assert (callback["state"], callback["last_status"]) == ("delivered", 204)
+
+
+def _wav(path: Path, size: int) -> Path:
+    """A WAV file of `size` bytes of silence (16 kHz mono 16-bit), written sparse: quick."""
+    import struct
+
+    data = size - 44
+    header = (
+        b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+    )
+    with path.open("wb") as f:
+        f.write(header + b"data" + struct.pack("<I", data))
+        f.truncate(size)
+    return path
+
+
+def test_a_300_mb_upload_goes_in_parts_with_bounded_memory(stack: LocalStack, tmp_path: Path) -> None:
+    big = _wav(tmp_path / "long-meeting.wav", 300 * 1024 * 1024)
+    stack.set_max_workers(0)  # about the upload: no worker needs to spend hours on the silence
+    try:
+        env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": "dave"}
+        measure = (
+            "import resource, subprocess, sys; "
+            "r = subprocess.run(sys.argv[1:]); "
+            "print('peak_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+            "sys.exit(r.returncode)"
+        )
+        cmd = [sys.executable, "-c", measure, sys.executable, "-m", "batchscribe_cli", "submit", str(big), "-q"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        peak_mib = int(re.search(r"peak_kib (\d+)", done.stderr).group(1)) / 1024  # type: ignore[union-attr]
+        print(f"client peak RSS uploading 300 MiB: {peak_mib:.0f} MiB")
+        assert peak_mib < 100
+        job_id = done.stdout.strip()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            job = json.loads(cli(stack, "status", job_id, "--json").stdout)
+            if job["status"] != "pending":
+                break
+            time.sleep(0.5)
+        assert job["status"] == "queued" and job["input"]["size_bytes"] == big.stat().st_size
+        assert cli(stack, "cancel", job_id).returncode == 0
+    finally:
+        stack.set_max_workers(1)
+
+
+def test_an_interrupted_upload_resumes_with_the_missing_parts(stack: LocalStack, tmp_path: Path) -> None:
+    import signal
+
+    from batchscribe_cli.cli import EXIT_INTERRUPTED
+
+    big = _wav(tmp_path / "interview.wav", 40 * 1024 * 1024)  # three parts of 16 MiB
+    stack.set_max_workers(0)
+    try:
+        env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": "dave", "BATCHSCRIBE_PROGRESS": "true"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchscribe_cli", "submit", str(big)], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=False,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        seen = b""
+        while b"(16/40 MiB)" not in seen:  # the first part is in
+            chunk = os.read(proc.stderr.fileno(), 256)
+            assert chunk, seen
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        message = (seen + err).decode()
+        assert proc.returncode == EXIT_INTERRUPTED, message
+        resume = re.search(r"resume with: (batchscribe upload \S+ \S+)", message)
+        assert resume, message
+        assert "Traceback" not in message
+
+        again = subprocess.run(
+            [sys.executable, "-m", "batchscribe_cli", *resume.group(1).split()[1:]],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        first = re.search(r"uploading\s+(\d+)% \((\d+)/40 MiB\)", again.stderr)
+        assert first and int(first.group(2)) >= 16, again.stderr  # it started past what S3 held
+        job_id = resume.group(1).split()[2]
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            job = json.loads(cli(stack, "status", job_id, "--json").stdout)
+            if job["status"] != "pending":
+                break
+            time.sleep(0.5)
+        assert job["status"] == "queued" and job["input"]["size_bytes"] == big.stat().st_size
+        assert cli(stack, "cancel", job["job_id"]).returncode == 0
+    finally:
+        stack.set_max_workers(1)

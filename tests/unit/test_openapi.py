@@ -10,7 +10,15 @@ def test_openapi_lists_every_route_and_error_shape() -> None:
     import json
 
     doc = json.loads(render())
-    assert set(doc["paths"]) == {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/models"}
+    assert set(doc["paths"]) == {
+        "/jobs",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/cancel",
+        "/jobs/{job_id}/multipart",
+        "/jobs/{job_id}/multipart/complete",
+        "/jobs/{job_id}/multipart/abort",
+        "/models",
+    }
     assert {"get", "post"} == set(doc["paths"]["/jobs"])
     responses = doc["paths"]["/jobs"]["post"]["responses"]
     assert {"201", "400", "413", "415"} <= set(responses)
@@ -28,6 +36,9 @@ def test_openapi_documents_what_each_route_answers_and_nothing_else() -> None:
         ("/jobs/{job_id}", "get"): {"200", "400", "401", "404"} | gateway,
         ("/jobs/{job_id}/cancel", "post"): {"200", "400", "401", "404", "409"} | gateway,
         ("/models", "get"): {"200", "400", "401"} | gateway,
+        ("/jobs/{job_id}/multipart", "post"): {"200", "400", "401", "404", "409"} | gateway,
+        ("/jobs/{job_id}/multipart/complete", "post"): {"200", "400", "401", "404", "409"} | gateway,
+        ("/jobs/{job_id}/multipart/abort", "post"): {"200", "400", "401", "404", "409"} | gateway,
     }
     found = {(path, method): set(op["responses"]) for path, ops in doc["paths"].items() for method, op in ops.items()}
     assert found == expected
