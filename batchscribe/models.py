@@ -54,6 +54,12 @@ class JobOptions(BaseModel):
     word_timestamps: bool = False
     formats: list[OutputFormat] = Field(default_factory=lambda: list(ALL_FORMATS), min_length=1)
     initial_prompt: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    channels: Literal["mix", "split"] = Field(
+        default="mix",
+        description="`split`: channel identification. Each channel of a multi-channel file (a call recorded one "
+        "speaker per channel) is transcribed on its own and the segments merged by time, each tagged with its "
+        "`channel` (and `[Channel N]` in txt/srt, a `<v Channel N>` voice in vtt). `mix`: one mono mix.",
+    )
 
     @field_validator("language")
     @classmethod

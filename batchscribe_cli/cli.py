@@ -419,6 +419,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["word_timestamps"] = True
     if args.initial_prompt:
         options["initial_prompt"] = args.initial_prompt
+    if args.split_channels:
+        options["channels"] = "split"
     created: list[str] = []
     try:
         job_id = client.submit(
@@ -837,6 +839,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")
     s.add_argument("--word-timestamps", action="store_true")
     s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
+    s.add_argument(
+        "--split-channels",
+        action="store_true",
+        help="channel identification: transcribe each channel apart (one speaker per channel), segments tagged",
+    )
     s.add_argument(
         "--callback-url", help="an https:// URL that gets one signed POST when the job ends (README: Webhooks)"
     )

@@ -166,6 +166,26 @@ def assemble(results: Sequence[WindowResult], duration: float, *, language: str 
     return Transcript(language=language, duration=duration, segments=tidy(sentence_segments(segments), duration))
 
 
+def assemble_channels(
+    results: Sequence[WindowResult], channels: Sequence[int], duration: float, *, language: str | None = None
+) -> Transcript:
+    """A channel-split job's results (`channels[i]` is result i's channel) as one Transcript:
+    each channel assembled on its own, then all segments merged by start time, each tagged
+    with its channel. Segments of different channels may overlap (people talk at once)."""
+    if language is None:
+        language = assemble(results, duration).language  # the language most speech was in
+    merged: list[Segment] = []
+    for channel in sorted(set(channels)):
+        own = [r for r, c in zip(results, channels, strict=True) if c == channel]
+        merged += [
+            s.model_copy(update={"channel": channel}) for s in assemble(own, duration, language=language).segments
+        ]
+    merged.sort(key=lambda s: (s.start, s.channel or 0))
+    return Transcript(
+        language=language, duration=duration, segments=[s.model_copy(update={"id": i}) for i, s in enumerate(merged)]
+    )
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 

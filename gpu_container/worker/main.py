@@ -48,12 +48,19 @@ from batchscribe.queue import JobQueue, Received
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WorkerSettings
 from batchscribe.storage import MediaStore
-from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble, run_isolating, runner_for
+from gpu_container.worker.batched import (
+    BatchRunner,
+    DecodeOptions,
+    assemble,
+    assemble_channels,
+    run_isolating,
+    runner_for,
+)
 from gpu_container.worker.engines import Engine, load_engine
 from gpu_container.worker.errors import InputChanged, InputMissing, JobCancelled, LeaseLost, PermanentJobError
 from gpu_container.worker.scheduler import JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import CONTENT_TYPES, READABLE_CUES, Transcript, render
-from gpu_container.worker.windows import MediaStream, open_media, prefetch
+from gpu_container.worker.windows import MediaStream, SplitStream, open_channels, open_media, prefetch
 
 logger = Logger(service="batchscribe-worker")
 
@@ -189,7 +196,7 @@ class JobRun:
     beat: Heartbeat
     tmp: tempfile.TemporaryDirectory[str]
     key: EngineKey
-    stream: MediaStream | None = None
+    stream: MediaStream | SplitStream | None = None
     engine: Engine | None = None
     compute_seconds: float = 0.0
     claimed_at: float = field(default_factory=time.perf_counter)
@@ -203,6 +210,12 @@ class JobRun:
         if self.stream is None:
             return 0.0
         return self.stream.total_seconds or self.stream.decoded_seconds
+
+    @property
+    def work_seconds(self) -> float:
+        """Source seconds to transcribe: the duration once per channel transcribed apart."""
+        channels = self.stream.channels if isinstance(self.stream, SplitStream) else 1
+        return self.duration * channels
 
     def close(self) -> None:
         self.beat.stop()
@@ -385,7 +398,12 @@ class Worker:
         run.engine = self._engine_for(run.key)
         path = self.download(run)
         s = self.settings
-        run.stream = open_media(path, s.max_duration_seconds, block_seconds=s.decode_block_seconds)
+        if run.job.options.channels == "split":  # channel identification: each channel on its own
+            run.stream = open_channels(path, s.max_duration_seconds, block_seconds=s.decode_block_seconds)
+            if isinstance(run.stream, SplitStream):
+                run.log.add("channels transcribed apart", channels=run.stream.channels)
+        else:
+            run.stream = open_media(path, s.max_duration_seconds, block_seconds=s.decode_block_seconds)
         run.log.add(
             "opened",
             container=run.stream.container_name,
@@ -465,8 +483,8 @@ class Worker:
                     self._finishing.append(self._pool.submit(self._finish, run, event.results))
         for run in self._held.values():
             held_by = self._schedulers.get(run.key)
-            if held_by is not None and run.job_id in held_by and run.duration > 0:
-                run.beat.progress = int(min(99, held_by.progress(run.job_id) / run.duration * 100))
+            if held_by is not None and run.job_id in held_by and run.work_seconds > 0:
+                run.beat.progress = int(min(99, held_by.progress(run.job_id) / run.work_seconds * 100))
         return ran
 
     def _runner(self, key: EngineKey) -> BatchRunner:
@@ -559,7 +577,11 @@ class Worker:
         try:
             assert run.engine is not None  # prepared
             engine, model = run.engine.name, run.engine.model_name
-            transcript = assemble(results, run.duration).model_copy(update={"engine": engine, "model": model})
+            if isinstance(run.stream, SplitStream):
+                transcript = assemble_channels(results, run.stream.window_channels, run.duration)
+            else:
+                transcript = assemble(results, run.duration)
+            transcript = transcript.model_copy(update={"engine": engine, "model": model})
             run.log.add(
                 "transcribed",
                 engine=engine,

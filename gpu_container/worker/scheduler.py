@@ -231,7 +231,8 @@ class Scheduler(Generic[W, R]):
                 self.fail(work.job, result)
                 continue
             state.results[work.seq] = result
-            state.ends[work.seq] = work.window.end
+            window = work.window  # a channel-split window reports its place in the whole job
+            state.ends[work.seq] = getattr(window, "progress_end", None) or window.end
             while state.contiguous in state.results:
                 state.done_seconds = max(state.done_seconds, state.ends[state.contiguous])
                 state.contiguous += 1

@@ -43,6 +43,11 @@ class Segment(BaseModel):
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
+    channel: int | None = None  # the source channel (0-based) when channels were transcribed apart
+
+    @property
+    def speaker(self) -> str | None:
+        return None if self.channel is None else f"Channel {self.channel + 1}"
 
 
 class Transcript(BaseModel):
@@ -85,24 +90,33 @@ def _clock(seconds: float, sep: str) -> str:
 def to_srt(t: Transcript, cues: CueRules | None = None) -> str:
     """One cue per segment; with `cues`, readable cues cut by those rules."""
     timed = _cue_list(t, cues)
-    blocks = [f"{i}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{c.text}\n" for i, c in enumerate(timed, start=1)]
+    blocks = [
+        f"{i}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n{_label(c.speaker, '[{}] ')}{c.text}\n"
+        for i, c in enumerate(timed, start=1)
+    ]
     return "\n".join(blocks)
 
 
 def to_vtt(t: Transcript, cues: CueRules | None = None) -> str:
     timed = _cue_list(t, cues)
-    blocks = [f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{c.text}\n" for c in timed]
+    blocks = [
+        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n{_label(c.speaker, '<v {}>')}{c.text}\n" for c in timed
+    ]
     return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def _label(speaker: str | None, form: str) -> str:
+    return "" if speaker is None else form.format(speaker)
 
 
 def _cue_list(t: Transcript, rules: CueRules | None) -> list[Cue]:
     if rules is None:
-        return [Cue(start=s.start, end=s.end, lines=(s.text,)) for s in t.segments]
+        return [Cue(start=s.start, end=s.end, lines=(s.text,), speaker=s.speaker) for s in t.segments]
     return subtitle_cues(t, rules)
 
 
 def to_txt(t: Transcript) -> str:
-    return "".join(f"{s.text}\n" for s in t.segments)
+    return "".join(f"{_label(s.speaker, '[{}] ')}{s.text}\n" for s in t.segments)
 
 
 JSON_SCHEMA = "batchscribe.transcript/1"  # bump on any change a reader could notice
@@ -262,6 +276,7 @@ class Cue:
     start: float
     end: float
     lines: tuple[str, ...]
+    speaker: str | None = None
 
     @property
     def text(self) -> str:
@@ -281,15 +296,15 @@ def subtitle_cues(t: Transcript, rules: CueRules = READABLE_CUES) -> list[Cue]:
     preferring a cut after punctuation, and balancing a two-cue split. Cues are monotonic
     and non-overlapping."""
     cues: list[Cue] = []
-    prev_end = 0.0
+    prev_end: dict[int | None, float] = {}  # per channel: two speakers' cues may overlap
     for seg in t.segments:
         for run in _cue_runs(_timed_words(seg), rules):
             text = " ".join(w.text for w in run)
             lines = wrap_lines(text, rules.max_line_chars, rules.max_lines) or _hard_wrap(text, rules)
-            start = max(round(run[0].start, 3), prev_end)
+            start = max(round(run[0].start, 3), prev_end.get(seg.channel, 0.0))
             end = min(max(round(run[-1].end, 3), start + 0.001), start + rules.max_seconds)
-            cues.append(Cue(start=start, end=round(end, 3), lines=tuple(lines)))
-            prev_end = cues[-1].end
+            cues.append(Cue(start=start, end=round(end, 3), lines=tuple(lines), speaker=seg.speaker))
+            prev_end[seg.channel] = cues[-1].end
     return cues
 
 

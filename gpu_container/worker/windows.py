@@ -47,6 +47,14 @@ class Window:
     index: int
     audio: np.ndarray  # float32, mono, SAMPLE_RATE
     chunks: tuple[tuple[int, int], ...]
+    channel: int | None = None  # the source channel, when channels are transcribed apart
+    progress_offset: float = 0.0  # seconds of the job's work before this window's channel
+
+    @property
+    def progress_end(self) -> float:
+        """How far through the job's work (in source seconds over all its channels) this
+        window reaches: for progress, which must only grow."""
+        return self.progress_offset + self.end
 
     @property
     def start(self) -> float:
@@ -116,10 +124,12 @@ class MediaStream:
         max_window_seconds: float = MAX_WINDOW_SECONDS,
         max_carry_seconds: float = 60.0,
         vad_options: Any = None,
+        channel: int | None = None,
     ) -> None:
         if block_seconds < 2 * max(max_carry_seconds, max_window_seconds + 1):
             raise ValueError("block_seconds must be at least twice the carry and twice a window")
         self.path = Path(path)
+        self.channel = channel  # None: all channels mixed to mono
         self.max_duration_seconds = max_duration_seconds
         self.block_samples = int(block_seconds * SAMPLE_RATE)
         self.max_window_samples = int(max_window_seconds * SAMPLE_RATE)
@@ -151,6 +161,9 @@ class MediaStream:
             self.container_name: str = self._container.format.name
             ctx = self._stream.codec_context
             self.codec: str = ctx.name if ctx else "unknown"
+            self.channels: int = int(getattr(ctx, "channels", 0) or 0) or 1
+            if channel is not None and not 0 <= channel < self.channels:
+                raise ValueError(f"channel {channel} of a {self.channels}-channel stream")
         except BaseException:
             self._container.close()
             raise
@@ -192,11 +205,14 @@ class MediaStream:
     def _pcm_blocks(self) -> Iterator[np.ndarray]:
         """Decoded 16 kHz mono float32 in pieces (a frame or so each)."""
         max_samples = int(self.max_duration_seconds * SAMPLE_RATE)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        if self.channel is None:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        else:  # planar: one row per channel, of which this stream keeps its own
+            resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
         try:
             for frame in self._container.decode(self._stream):
                 for out in resampler.resample(frame):
-                    pcm = out.to_ndarray().reshape(-1)
+                    pcm = self._mono(out.to_ndarray())
                     self.decoded_samples += len(pcm)
                     if self.decoded_samples > max_samples:
                         raise TooLong(
@@ -204,13 +220,18 @@ class MediaStream:
                         )
                     yield pcm
             for out in resampler.resample(None):
-                pcm = out.to_ndarray().reshape(-1)
+                pcm = self._mono(out.to_ndarray())
                 self.decoded_samples += len(pcm)
                 yield pcm
         except av.error.FFmpegError as exc:
             if not self.decoded_samples:
                 raise InvalidMedia(f"the audio stream could not be decoded: {exc.strerror or exc}") from exc
             # A damaged tail after good audio: transcribe what decoded.
+
+    def _mono(self, samples: np.ndarray) -> np.ndarray:
+        if self.channel is None:
+            return samples.reshape(-1)
+        return np.ascontiguousarray(samples[self.channel] if samples.ndim == 2 else samples.reshape(-1))
 
     def _windows(self) -> Iterator[Window]:
         pieces: list[np.ndarray] = []
@@ -234,7 +255,7 @@ class MediaStream:
             for group in groups:
                 audio = np.concatenate([buf[a:b] for a, b in group])
                 chunks = tuple((buf_pos + a, buf_pos + b) for a, b in group)
-                yield Window(index=self.windows_yielded, audio=audio, chunks=chunks)
+                yield Window(index=self.windows_yielded, audio=audio, chunks=chunks, channel=self.channel)
                 self.windows_yielded += 1
             tail = buf[keep_from:].copy() if not done else np.zeros(0, np.float32)
             buf_pos += keep_from
@@ -287,6 +308,57 @@ class MediaStream:
                 groups.append([(a, b)])
                 size = b - a
         return groups
+
+
+class SplitStream:
+    """A multi-channel file as one window stream: each channel decoded and cut on its own,
+    channel after channel, each window tagged with its channel (channel identification).
+    Stands in for a MediaStream wherever the worker reads one."""
+
+    def __init__(self, streams: list[MediaStream]) -> None:
+        self.streams = streams
+        first = streams[0]
+        self.container_name, self.codec, self.duration = first.container_name, first.codec, first.duration
+        self.channels = len(streams)
+        self.window_channels: list[int] = []  # the channel of each window yielded, in order
+
+    @property
+    def decoded_seconds(self) -> float:
+        return max(s.decoded_seconds for s in self.streams)
+
+    @property
+    def total_seconds(self) -> float | None:
+        return self.decoded_seconds if all(s.exhausted for s in self.streams) else self.duration
+
+    @property
+    def exhausted(self) -> bool:
+        return all(s.exhausted for s in self.streams)
+
+    def close(self) -> None:
+        for s in self.streams:
+            s.close()
+
+    def windows(self) -> Iterator[Window]:
+        index = 0
+        try:
+            for channel, stream in enumerate(self.streams):
+                offset = channel * (self.duration or 0.0)
+                for w in stream.windows():
+                    self.window_channels.append(channel)
+                    yield Window(index=index, audio=w.audio, chunks=w.chunks, channel=channel, progress_offset=offset)
+                    index += 1
+        finally:
+            self.close()
+
+
+def open_channels(path: Path, max_duration_seconds: float, **kwargs: Any) -> MediaStream | SplitStream:
+    """One stream per channel of a multi-channel file (a SplitStream); a mono file's own."""
+    probe = MediaStream(path, max_duration_seconds, **kwargs)
+    if probe.channels < 2:
+        return probe
+    count = probe.channels
+    probe.close()
+    return SplitStream([MediaStream(path, max_duration_seconds, channel=k, **kwargs) for k in range(count)])
 
 
 def open_media(path: Path, max_duration_seconds: float, **kwargs: Any) -> MediaStream:

@@ -62,3 +62,24 @@ def test_the_json_transcript_is_versioned_and_carries_the_decoders_confidence() 
     [seg] = data["segments"]
     assert set(seg) >= {"start", "end", "text", "avg_logprob", "no_speech_prob"}
     assert "compression_ratio" not in seg  # none given: left out, never null
+
+
+def test_channel_segments_are_labelled_and_may_overlap_in_readable_cues() -> None:
+    """Two speakers talking at once (channel identification): each keeps its own times in the
+    subtitles, and every format names the speaker."""
+    from gpu_container.worker.transcript import READABLE_CUES, Segment, Transcript, render
+
+    t = Transcript(
+        language="en",
+        duration=6.0,
+        segments=[
+            Segment(id=0, start=0.0, end=4.0, text="I would like a table.", channel=0),
+            Segment(id=1, start=2.0, end=5.0, text="Certainly, at eight.", channel=1),
+        ],
+    )
+    srt = render(t, "srt", cues=READABLE_CUES)
+    assert "00:00:02,000 --> 00:00:05,000\n[Channel 2] Certainly, at eight." in srt  # not pushed past 4.0
+    assert "[Channel 1] I would like a table." in srt
+    assert "<v Channel 2>Certainly, at eight." in render(t, "vtt")
+    assert render(t, "txt") == "[Channel 1] I would like a table.\n[Channel 2] Certainly, at eight.\n"
+    assert '"channel": 1' in render(t, "json")
