@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from batchscribe.models import ErrorInfo, Job, JobOptions, JobStatus
+from batchscribe.models import DEFAULT_PRIORITY, ErrorInfo, Job, JobOptions, JobStatus, Priority
 
 
 class CreateJobRequest(BaseModel):
@@ -18,6 +18,11 @@ class CreateJobRequest(BaseModel):
     content_type: str = Field(min_length=3, max_length=255, description="the media type of the upload")
     size_bytes: PositiveInt = Field(description="the exact size of the file to upload")
     options: JobOptions | None = Field(default=None, description="null or left out: the defaults")
+    priority: Priority = Field(
+        default=DEFAULT_PRIORITY,
+        description="the job's priority class: workers take `high` first, yet `low` still advances (weighted "
+        "6:3:1); `high` may be limited to some callers (403 `priority_not_allowed`)",
+    )
 
     @property
     def job_options(self) -> JobOptions:
@@ -51,6 +56,7 @@ class ResultView(BaseModel):
 class JobView(BaseModel):
     job_id: str
     status: JobStatus
+    priority: Priority
     progress: int
     attempt: int
     created_at: str
@@ -69,6 +75,7 @@ class JobView(BaseModel):
         return cls(
             job_id=job.job_id,
             status=job.status,
+            priority=job.priority,
             progress=job.progress,
             attempt=job.attempt,
             created_at=job.created_at,

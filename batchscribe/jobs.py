@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from batchscribe import errors, keys, languages, media_types
 from batchscribe.api_models import CreateJobRequest, CreateJobResponse, JobList, JobView, ResultView, UploadTicket
 from batchscribe.errors import InvalidTransition
-from batchscribe.models import InputInfo, Job, JobOptions, JobStatus, iso
+from batchscribe.models import InputInfo, Job, JobOptions, JobStatus, Priority, iso
 from batchscribe.repository import JobRepository
 from batchscribe.settings import ApiSettings
 from batchscribe.storage import MediaStore
@@ -65,6 +65,7 @@ class JobApi:
                 details={"max_bytes": self.settings.max_upload_bytes},
             )
         self._check_language(request.job_options)
+        self._check_priority(owner, request)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
         now = self.clock()
@@ -75,6 +76,7 @@ class JobApi:
             owner=owner,
             owner_key=okey,
             status=JobStatus.PENDING,
+            priority=request.priority,
             created_at=iso(now),
             updated_at=iso(now),
             upload_expires_at=now + self.settings.upload_window_seconds,
@@ -108,6 +110,16 @@ class JobApi:
                 details={"field": "options.language", "model": english_only[0], "supported": ["auto", "en"]},
             )
 
+    def _check_priority(self, owner: str, request: CreateJobRequest) -> None:
+        allowed = self.settings.high_priority_owners
+        if request.priority == "high" and allowed is not None and owner not in allowed:
+            raise errors.Forbidden(
+                "this caller may not create `high` priority jobs; send `normal` or `low`, or ask the operator "
+                "to add the caller to high_priority_owners",
+                code=errors.PRIORITY_NOT_ALLOWED,
+                details={"field": "priority", "allowed": ["normal", "low"]},
+            )
+
     def _upload_ticket(self, job: Job) -> UploadTicket | None:
         remaining = int(job.upload_expires_at - self.clock())
         if job.status is not JobStatus.PENDING or remaining <= 0:
@@ -123,8 +135,17 @@ class JobApi:
     def get_job(self, owner: str, job_id: str) -> JobView:
         return self.view(self.repo.get_for_owner(job_id, owner))
 
-    def list_jobs(self, owner: str, status: JobStatus | None, limit: int, next_token: str | None) -> JobList:
-        jobs, token = self.repo.list_for_owner(owner, status=status, limit=limit, next_token=next_token)
+    def list_jobs(
+        self,
+        owner: str,
+        status: JobStatus | None,
+        limit: int,
+        next_token: str | None,
+        priority: Priority | None = None,
+    ) -> JobList:
+        jobs, token = self.repo.list_for_owner(
+            owner, status=status, priority=priority, limit=limit, next_token=next_token
+        )
         return JobList(jobs=[self.view(job, with_urls=False) for job in jobs], next_token=token)
 
     def cancel_job(self, owner: str, job_id: str) -> JobView:

@@ -61,8 +61,8 @@ class Lifecycle:
         )
 
     def send_again(self, job: Job) -> None:
-        """Put a job's message back on its queue (duplicates are harmless)."""
-        self.dispatcher.send(job.job_id, job.input.size or job.input.declared_size, MessageReason.REQUEUE)
+        """Put a job's message back on its class's queue (duplicates are harmless)."""
+        self.dispatcher.send(job.job_id, job.input.size or job.input.declared_size, MessageReason.REQUEUE, job.priority)
 
     def dead_letter(self, job_id: str) -> DeadLetterOutcome:
         """A job message exhausted its SQS receives. SQS counts receives, not attempts: a

@@ -40,7 +40,7 @@ from batchscribe.errors import (
     StaleAttempt,
 )
 from batchscribe.keys import is_job_id
-from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary, iso
+from batchscribe.models import DEFAULT_PRIORITY, ErrorInfo, Job, JobStatus, Priority, ResultSummary, iso
 from batchscribe.resources import OWNER_INDEX, SWEEP_INDEX
 from batchscribe.state_machine import Transition, sources, target
 
@@ -116,7 +116,13 @@ class JobRepository:
         return job
 
     def list_for_owner(
-        self, owner: str, *, status: JobStatus | None = None, limit: int = 20, next_token: str | None = None
+        self,
+        owner: str,
+        *,
+        status: JobStatus | None = None,
+        priority: Priority | None = None,
+        limit: int = 20,
+        next_token: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """The owner's jobs, newest first. `next_token` is opaque to clients."""
         kwargs: dict[str, Any] = {
@@ -128,14 +134,22 @@ class JobRepository:
             "ScanIndexForward": False,
             "Limit": limit,
         }
+        filters = []
         if status is not None:
-            kwargs["FilterExpression"] = "#s = :s"
+            filters.append("#s = :s")
             kwargs["ExpressionAttributeNames"]["#s"] = "status"
             kwargs["ExpressionAttributeValues"][":s"] = {"S": status.value}
+        if priority is not None:
+            # records from before priorities carry none: they are `normal`
+            filters.append("(#p = :p OR attribute_not_exists(#p))" if priority == DEFAULT_PRIORITY else "#p = :p")
+            kwargs["ExpressionAttributeNames"]["#p"] = "priority"
+            kwargs["ExpressionAttributeValues"][":p"] = {"S": priority}
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
         if next_token:
             kwargs["ExclusiveStartKey"] = self._decode_token(next_token, owner)
         jobs: list[Job] = []
-        # A status filter is applied after each page is read, so read pages until the page
+        # A status or priority filter is applied after each page is read, so read pages until the page
         # is full; bounded, so a sparse filter costs at most a few reads per call.
         for _ in range(10):
             resp = self._db.query(**kwargs)

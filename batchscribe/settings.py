@@ -24,6 +24,7 @@ from typing import Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from batchscribe.models import Priority
 from batchscribe.resources import WORKER_NAME_PREFIX
 
 ENV_PREFIX = "BATCHSCRIBE_"
@@ -193,6 +194,10 @@ class Pool(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9-]{1,20}$")
     queue_url: str
+    class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict,
+        description="the pool's other priority classes' queues (`high`, `low`); `normal` is the main queue",
+    )
     max_workers: int = Field(ge=0)
     jobs_per_worker: int = Field(default=4, ge=1)
     job_queue: str = ""  # Batch job queue (deployed)
@@ -210,7 +215,14 @@ class RoutingSettings(EnvSettings):
     """Which queue a job's message goes to: small uploads to the CPU pool when it exists."""
 
     jobs_queue_url: str = Field(min_length=1)
+    class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict,
+        description="the pool's other priority classes' queues (`high`, `low`); `normal` is the main queue",
+    )
     small_jobs_queue_url: str | None = None
+    small_class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict, description="the CPU pool's `high` and `low` queues, when it has them"
+    )
     small_job_max_bytes: int = Field(default=0, ge=0, description="0: every job goes to the GPU pool")
 
 
@@ -224,6 +236,11 @@ class ApiSettings(StoreSettings):
         default=None, description="the model a job without options.model runs on (the GPU pool's)"
     )
     small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
+    high_priority_owners: list[str] | None = Field(
+        default=None, description="owners (IAM principal ARNs) that may create `high` jobs; None: everyone"
+    )
+    create_rate_limit: int = Field(default=0, ge=0, description="creates per owner per window; 0: no limit")
+    create_rate_window_seconds: int = Field(default=60, ge=1, le=86400, description="the rate limit's window")
 
 
 class IntakeSettings(StoreSettings, RoutingSettings):
@@ -252,6 +269,10 @@ class NotifySettings(EnvSettings):
 
 class WorkerSettings(StoreSettings):
     jobs_queue_url: str = Field(min_length=1)
+    class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict,
+        description="the pool's other priority classes' queues (`high`, `low`); `normal` is the main queue",
+    )
     engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     model: str = "tiny.en"
     model_path: str | None = Field(default=None, description="an explicit model folder for `model`")

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -417,7 +418,8 @@ class LocalStack:
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
         self._thread("api", self.http.serve_forever)
         self._thread("uploads", lambda: self._poll(r.uploads_queue_url, self.handlers["on_upload"]))
-        self._thread("dead-letters", lambda: self._poll(r.jobs_dlq_url, self.handlers["dead_letter"]))
+        for i, dlq_url in enumerate(r.all_jobs_dlq_urls):  # one per priority class
+            self._thread(f"dead-letters-{i}", functools.partial(self._poll, dlq_url, self.handlers["dead_letter"]))
         self._thread("scaler", lambda: self._every(t.scale_every_seconds, self._scale))
         self._thread("sweeper", lambda: self._every(t.sweep_every_seconds, self._sweep))
         self._thread("transitions", lambda: self._every(0.3, self._watch))
@@ -434,8 +436,12 @@ class LocalStack:
         """Each process's settings, from the same models the CDK stack writes them from."""
         cfg, t = self.config, self.config.timings
         store = {"table_name": r.table, "bucket_name": r.bucket}
+        classes = dict(r.class_queue_urls)
         lifecycle = LifecycleSettings(
-            **store, jobs_queue_url=r.jobs_queue_url, queued_redrive_seconds=t.queued_redrive_seconds
+            **store,
+            jobs_queue_url=r.jobs_queue_url,
+            class_queue_urls=classes,
+            queued_redrive_seconds=t.queued_redrive_seconds,
         )
         return {
             "api": ApiSettings(
@@ -446,7 +452,10 @@ class LocalStack:
                 default_model=cfg.model,
             ),
             "on_upload": IntakeSettings(
-                **store, jobs_queue_url=r.jobs_queue_url, max_upload_bytes=cfg.max_upload_bytes
+                **store,
+                jobs_queue_url=r.jobs_queue_url,
+                class_queue_urls=classes,
+                max_upload_bytes=cfg.max_upload_bytes,
             ),
             "dead_letter": lifecycle,
             "sweeper": lifecycle,
@@ -456,6 +465,7 @@ class LocalStack:
                     Pool(
                         name="cpu",
                         queue_url=r.jobs_queue_url,
+                        class_queue_urls=classes,
                         max_workers=cfg.max_workers,
                         jobs_per_worker=cfg.jobs_per_worker,
                     )
@@ -464,6 +474,7 @@ class LocalStack:
             "worker": WorkerSettings(
                 **store,
                 jobs_queue_url=r.jobs_queue_url,
+                class_queue_urls=classes,
                 engine=cfg.engine,
                 model=cfg.model,
                 device="cpu",

@@ -64,8 +64,10 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         limit = 50 * 1024 * 1024
         env = merged_env(
             ApiSettings(**store, max_upload_bytes=limit).to_env(),
-            IntakeSettings(**store, jobs_queue_url=p.jobs_queue_url, max_upload_bytes=limit).to_env(),
-            LifecycleSettings(**store, jobs_queue_url=p.jobs_queue_url).to_env(),
+            IntakeSettings(
+                **store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls, max_upload_bytes=limit
+            ).to_env(),
+            LifecycleSettings(**store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls).to_env(),
         )
         for k, v in env.items():
             monkeypatch.setenv(k, v)

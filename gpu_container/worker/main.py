@@ -44,7 +44,7 @@ from botocore.exceptions import ClientError
 from batchscribe import keys
 from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
 from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary
-from batchscribe.queue import JobQueue, Received
+from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WorkerSettings
 from batchscribe.storage import MediaStore
@@ -223,7 +223,8 @@ class Worker:
         self.worker_id = settings.worker_name
         self.repo = JobRepository(settings.table_name)
         self.store = MediaStore(settings.bucket_name)
-        self.queue = JobQueue(settings.jobs_queue_url)
+        # its pool's priority classes, received from in a weighted order (batchscribe.queue)
+        self.queue = ClassQueues(settings.jobs_queue_url, settings.class_queue_urls)
         self.clock = clock
         self.stopping = threading.Event()
         self.jobs_done = 0  # jobs claimed

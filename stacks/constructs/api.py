@@ -42,6 +42,9 @@ class Api(Construct):
                 cors_origins=config.cors_origins,
                 default_model=config.model,
                 small_job_model=config.cpu_model if config.cpu_pool else None,
+                high_priority_owners=config.high_priority_owners,
+                create_rate_limit=config.create_rate_limit,
+                create_rate_window_seconds=config.create_rate_window_seconds,
             ),
             memory=512,
         )

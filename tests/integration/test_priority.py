@@ -1,0 +1,169 @@
+"""Priority classes: the API field, the class queues, the weighted receive, and that every
+retry path keeps a job's class (on moto)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import boto3
+import pytest
+
+from batchscribe.lifecycle import Lifecycle
+from batchscribe.models import JobMessage
+from batchscribe.queue import ClassQueues, JobDispatcher
+from batchscribe.repository import JobRepository
+from batchscribe.settings import ApiSettings, LifecycleSettings
+from tests.conftest import OWNER_A, OWNER_B, Stack, reset_caches
+from tests.helpers import call, create, deliver_uploads, post_upload, receive_all
+
+# ---- the API ---------------------------------------------------------------------------
+
+
+def test_priority_defaults_to_normal_and_is_shown_and_filterable(aws_stack: Stack) -> None:
+    plain = create()
+    high = create(priority="high")
+    low = create(priority="low")
+
+    assert plain["priority"] == "normal"
+    assert call("GET", f"/jobs/{high['job_id']}")[1]["priority"] == "high"
+    for priority, expected in (("high", high), ("low", low), ("normal", plain)):
+        status, listed = call("GET", "/jobs", query={"priority": priority})
+        assert status == 200
+        assert [j["job_id"] for j in listed["jobs"]] == [expected["job_id"]]
+        assert listed["jobs"][0]["priority"] == priority
+    status, listed = call("GET", "/jobs", query={"priority": "urgent"})
+    assert status == 400 and listed["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("value", ["urgent", "HIGH", 1, None])
+def test_unknown_priority_is_400_with_the_field(aws_stack: Stack, value: object) -> None:
+    body = {"filename": "a.wav", "content_type": "audio/wav", "size_bytes": 10, "priority": value}
+    status, answer = call("POST", "/jobs", body)
+    assert status == 400
+    assert answer["error"]["code"] == "invalid_request"
+    assert [d["field"] for d in answer["error"]["details"]] == ["priority"]
+
+
+def test_high_is_403_for_owners_not_allowed(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ApiSettings.env_name("high_priority_owners"), json.dumps([OWNER_A]))
+    reset_caches()
+    assert create(owner=OWNER_A, priority="high")["priority"] == "high"
+    status, answer = call("POST", "/jobs", {"filename": "a.wav", "content_type": "audio/wav", "size_bytes": 10,
+                                            "priority": "high"}, owner=OWNER_B)  # fmt: skip
+    assert status == 403
+    assert answer["error"]["code"] == "priority_not_allowed"
+    assert create(owner=OWNER_B, priority="low")["priority"] == "low"  # other classes stay open
+
+
+# ---- the class queues ------------------------------------------------------------------
+
+
+def _queued(stack: Stack, priority: str) -> str:
+    job = create(priority=priority)
+    post_upload(job["upload"], b"RIFF....WAVEfmt ")
+    deliver_uploads(stack)
+    return str(job["job_id"])
+
+
+def _ids(queue_url: str) -> list[str]:
+    return [JobMessage.model_validate_json(m["Body"]).job_id for m in receive_all(queue_url)]
+
+
+def test_intake_sends_each_job_to_its_class_queue(aws_stack: Stack) -> None:
+    jobs = {p: _queued(aws_stack, p) for p in ("high", "normal", "low")}
+    assert _ids(aws_stack.class_queue_urls["high"]) == [jobs["high"]]
+    assert _ids(aws_stack.jobs_queue_url) == [jobs["normal"]]
+    assert _ids(aws_stack.class_queue_urls["low"]) == [jobs["low"]]
+
+
+def test_redrives_keep_the_class(aws_stack: Stack) -> None:
+    job_id = _queued(aws_stack, "low")
+    receive_all(aws_stack.class_queue_urls["low"])  # the message is lost
+    lifecycle = Lifecycle.from_settings(LifecycleSettings.from_env())
+    assert lifecycle.dead_letter(job_id).value == "redriven"
+    assert _ids(aws_stack.class_queue_urls["low"]) == [job_id]
+    lifecycle.send_again(JobRepository(aws_stack.table).get(job_id))  # the sweeper's path
+    assert _ids(aws_stack.class_queue_urls["low"]) == [job_id]
+    assert _ids(aws_stack.jobs_queue_url) == []
+
+
+def test_dispatcher_routes_small_jobs_to_the_cpu_pools_class_queue() -> None:
+    routing = LifecycleSettings(
+        table_name="t",
+        bucket_name="b",
+        jobs_queue_url="gpu-normal",
+        class_queue_urls={"high": "gpu-high", "low": "gpu-low"},
+        small_jobs_queue_url="cpu-normal",
+        small_class_queue_urls={"high": "cpu-high"},
+        small_job_max_bytes=100,
+    )
+    d = JobDispatcher(routing)
+    assert d.queue_for(1000, "high").url == "gpu-high"
+    assert d.queue_for(1000).url == "gpu-normal"
+    assert d.queue_for(10, "high").url == "cpu-high"
+    assert d.queue_for(10, "low").url == "cpu-normal"  # a class without its own queue shares the main one
+
+
+# ---- the weighted receive -------------------------------------------------------------
+
+
+def _fill(stack: Stack, counts: dict[str, int]) -> None:
+    sqs = boto3.client("sqs")
+    urls: dict[str, str] = {"normal": stack.jobs_queue_url, **dict(stack.class_queue_urls.items())}
+    for priority, n in counts.items():
+        for i in range(n):
+            sqs.send_message(
+                QueueUrl=urls[priority], MessageBody=JobMessage(job_id=f"{priority}{i:04d}").model_dump_json()
+            )
+
+
+def _drain(queues: ClassQueues, n: int) -> list[str]:
+    order = []
+    for _ in range(n):
+        got = queues.receive(wait_seconds=0, max_messages=1)
+        assert len(got) == 1
+        assert got[0].message is not None
+        order.append(got[0].message.job_id.rstrip("0123456789"))
+        queues.delete(got[0].receipt_handle)
+    return order
+
+
+def test_high_goes_first_when_nothing_was_passed_over(aws_stack: Stack) -> None:
+    _fill(aws_stack, {"low": 6})
+    queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
+    assert _drain(queues, 1) == ["low"]
+    _fill(aws_stack, {"high": 1})
+    assert _drain(queues, 2) == ["high", "low"]
+
+
+def test_under_load_on_every_class_the_order_is_about_6_3_1_and_low_advances(aws_stack: Stack) -> None:
+    _fill(aws_stack, {"high": 40, "normal": 40, "low": 40})
+    queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
+    order = _drain(queues, 30)
+    assert order.count("low") == 3
+    assert order.count("normal") == 9
+    assert order.count("high") == 18
+    # low is never passed over more than its limit in a row
+    gaps = [i for i, p in enumerate(order) if p == "low"]
+    assert gaps[0] <= 9 and all(b - a <= 10 for a, b in itertools.pairwise(gaps))
+
+
+def test_a_batch_receive_fills_from_the_next_classes_and_delete_reaches_each_queue(aws_stack: Stack) -> None:
+    _fill(aws_stack, {"high": 2, "low": 5})
+    queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
+    got = queues.receive(wait_seconds=0, max_messages=4)
+    assert sorted(r.message.job_id[:4] for r in got if r.message) == ["high", "high", "low0", "low0"]
+    for r in got:
+        queues.delete(r.receipt_handle)
+    assert queues.depth() == (3, 0)
+    assert queues.depths()["low"] == (3, 0)
+
+
+def test_scaler_backlog_is_weighted_by_class(aws_stack: Stack) -> None:
+    _fill(aws_stack, {"high": 2, "normal": 3, "low": 1})
+    queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
+    assert queues.weighted_depth() == (8, 0)  # 2x2 + 3 + ceil(0.5)
+    receive_all(aws_stack.jobs_queue_url)
+    receive_all(aws_stack.class_queue_urls["high"])
+    assert queues.weighted_depth() == (1, 0)  # one low job still starts a worker
