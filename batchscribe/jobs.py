@@ -68,6 +68,9 @@ class JobApi:
         self._check_priority(owner, request)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
+        if self.settings.create_rate_limit:
+            # counted once the request is valid; a create refused here is not counted
+            self.repo.count_create(owner, self.settings.create_rate_limit, self.settings.create_rate_window_seconds)
         now = self.clock()
         job_id = keys.new_job_id()
         okey = keys.owner_key(owner)

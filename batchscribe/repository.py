@@ -13,7 +13,9 @@ Table layout (one table):
   queued jobs from the time their wait started (pushed later by each redrive: the sweeper
   re-sends the message of a job queued too long, see `Lifecycle.sweep`);
 - idempotency records `idem#<hash>` point at the job a keyed create made (no `owner`, so
-  they stay out of the listing index), with a TTL.
+  they stay out of the listing index), with a TTL;
+- create-rate counters `rate#<owner hash>#<window>`: one per owner per fixed window, counted
+  with a conditional ADD (exact under concurrency), with a TTL.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from batchscribe.errors import (
     InvalidTransition,
     JobAlreadyExists,
     JobNotFound,
+    RateLimited,
     StaleAttempt,
 )
 from batchscribe.keys import is_job_id
@@ -201,6 +204,42 @@ class JobRepository:
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # ---- per-owner counters ------------------------------------------------------------
+
+    def count_create(self, owner: str, limit: int, window_seconds: int) -> int:
+        """Count one create against the owner's fixed-window limit, or raise RateLimited
+        (with the seconds until the window ends). One conditional ADD on the window's counter
+        item: of N concurrent creates exactly `limit` pass. Returns the count after this one."""
+        now = self.clock()
+        window = int(now // window_seconds)
+        ends = (window + 1) * window_seconds
+        key = "rate#" + hashlib.sha256(owner.encode()).hexdigest()[:32] + f"#{window}"
+        try:
+            resp = self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": key}},
+                UpdateExpression="ADD #n :one SET #ttl = if_not_exists(#ttl, :ttl)",
+                ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+                ExpressionAttributeNames={"#n": "creates", "#ttl": "ttl"},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":ttl": {"N": str(ends + 3600)},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            retry_after = max(1, int(-(-(ends - now) // 1)))
+            raise RateLimited(
+                f"over the limit of {limit} job creates per {window_seconds} s for this caller; "
+                f"retry after {retry_after} s",
+                retry_after=retry_after,
+                details={"limit": limit, "window_seconds": window_seconds, "retry_after": retry_after},
+            ) from exc
+        return int(resp["Attributes"]["creates"]["N"])
 
     # ---- create ------------------------------------------------------------------------
 

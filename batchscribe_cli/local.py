@@ -85,6 +85,9 @@ class LocalConfig:
     save_every_seconds: float = 30  # the state is also saved at stop (data_dir/state)
     worker_held_jobs: int = 0  # K: jobs one worker holds at once (0: the worker's default for its device)
     worker_batch_size: int = 0  # B: windows per batch (0: the worker's default)
+    high_priority_owners: list[str] | None = None  # ARNs (local: owner_arn(name)); None: everyone
+    create_rate_limit: int = 0  # creates per owner per window; 0: no limit
+    create_rate_window_seconds: int = 60
 
 
 def merged_env(*parts: dict[str, str]) -> dict[str, str]:
@@ -450,6 +453,9 @@ class LocalStack:
                 upload_window_seconds=t.upload_window_seconds,
                 result_url_seconds=t.result_url_seconds,
                 default_model=cfg.model,
+                high_priority_owners=cfg.high_priority_owners,
+                create_rate_limit=cfg.create_rate_limit,
+                create_rate_window_seconds=cfg.create_rate_window_seconds,
             ),
             "on_upload": IntakeSettings(
                 **store,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
 
+from batchscribe.errors import RateLimited
 from batchscribe.lifecycle import Lifecycle
 from batchscribe.models import JobMessage
 from batchscribe.queue import ClassQueues, JobDispatcher
@@ -167,3 +169,56 @@ def test_scaler_backlog_is_weighted_by_class(aws_stack: Stack) -> None:
     receive_all(aws_stack.jobs_queue_url)
     receive_all(aws_stack.class_queue_urls["high"])
     assert queues.weighted_depth() == (1, 0)  # one low job still starts a worker
+
+
+# ---- the per-owner create rate limit ---------------------------------------------------
+
+
+@pytest.fixture
+def rate_limited(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    monkeypatch.setenv(ApiSettings.env_name("create_rate_limit"), "10")
+    monkeypatch.setenv(ApiSettings.env_name("create_rate_window_seconds"), "3600")
+    reset_caches()
+    return aws_stack
+
+
+def test_50_parallel_creates_against_a_limit_of_10_give_exactly_10_created(rate_limited: Stack) -> None:
+    body = {"filename": "a.wav", "content_type": "audio/wav", "size_bytes": 10}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda _: call("POST", "/jobs", body), range(50)))
+
+    statuses = [status for status, _ in answers]
+    assert statuses.count(201) == 10 and statuses.count(429) == 40, statuses
+    refused = next(answer for status, answer in answers if status == 429)
+    assert refused["error"]["code"] == "rate_limited"
+    assert 0 < refused["error"]["details"]["retry_after"] <= 3600
+    # the limit is per owner: another caller still creates
+    assert create(owner=OWNER_B)["status"] == "pending"
+
+
+def test_rate_limited_answer_carries_retry_after(rate_limited: Stack) -> None:
+    from lambdas.api.handler import handler
+    from tests.conftest import LambdaContextStub, api_event
+
+    body = {"filename": "a.wav", "content_type": "audio/wav", "size_bytes": 10}
+    for _ in range(10):
+        create()
+    resp = handler(api_event("POST", "/jobs", body), LambdaContextStub())
+    assert resp["statusCode"] == 429
+    headers = {**resp.get("headers", {}), **{k: v[-1] for k, v in resp.get("multiValueHeaders", {}).items()}}
+    assert 0 < int(headers["Retry-After"]) <= 3600
+    # an invalid request is refused before it is counted, and a refused create is not counted
+    bad = handler(api_event("POST", "/jobs", {**body, "size_bytes": -1}, owner=OWNER_B), LambdaContextStub())
+    assert bad["statusCode"] == 400
+    assert [create(owner=OWNER_B) for _ in range(10)]
+
+
+def test_the_window_resets(aws_stack: Stack) -> None:
+    now = [1000.0]
+    repo = JobRepository(aws_stack.table, clock=lambda: now[0])
+    assert [repo.count_create(OWNER_A, 2, 60) for _ in range(2)] == [1, 2]
+    with pytest.raises(RateLimited) as refused:
+        repo.count_create(OWNER_A, 2, 60)
+    assert refused.value.retry_after == 20  # the window [960, 1020) ends in 20 s
+    now[0] = 1020.0
+    assert repo.count_create(OWNER_A, 2, 60) == 1
