@@ -43,6 +43,12 @@ class RateLimited(BatchscribeError):
         self.retry_after = retry_after
 
 
+class OwnerAtCap(BatchscribeError):
+    """The job's owner already runs its cap of jobs: the job stays queued (never an API answer)."""
+
+    code = "owner_at_cap"
+
+
 PRIORITY_NOT_ALLOWED = "priority_not_allowed"
 
 

@@ -36,6 +36,7 @@ class SweepCounts:
     requeued: int = 0
     redriven: int = 0
     queue_timeout: int = 0
+    slots_freed: int = 0  # owners' running slots held by jobs no longer running
 
 
 @dataclass
@@ -115,11 +116,13 @@ class Lifecycle:
         return now + base * 2 ** (job.redrives + 1) - base
 
     def sweep(self) -> SweepCounts:
-        """Close what would otherwise wait forever: expired upload windows, lost leases, and
-        queued jobs whose message is gone (deleted by hand, expired, or a send that failed)."""
+        """Close what would otherwise wait forever: expired upload windows, lost leases,
+        queued jobs whose message is gone (deleted by hand, expired, or a send that failed),
+        and owners' running slots held by jobs that are no longer running."""
         counts = SweepCounts()
         now = self.clock()
         self._redrive_queued(now, counts)
+        counts.slots_freed = self.repo.free_stale_slots()
         for job in self.repo.due(JobStatus.PENDING, now):
             try:
                 self.repo.fail(

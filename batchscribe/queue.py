@@ -39,8 +39,8 @@ class JobQueue:
     def _sqs(self) -> Any:
         return aws.client("sqs")
 
-    def send(self, message: JobMessage) -> None:
-        self._sqs.send_message(QueueUrl=self.url, MessageBody=message.model_dump_json())
+    def send(self, message: JobMessage, delay_seconds: int = 0) -> None:
+        self._sqs.send_message(QueueUrl=self.url, MessageBody=message.model_dump_json(), DelaySeconds=delay_seconds)
 
     def receive(self, wait_seconds: int = 20, max_messages: int = 1) -> list[Received]:
         resp = self._sqs.receive_message(
@@ -165,6 +165,15 @@ class ClassQueues:
 
     def extend(self, receipt_handle: str, seconds: int) -> None:
         self._source.get(receipt_handle, self.main).extend(receipt_handle, seconds)
+
+    def send_later(self, received: Received, seconds: int) -> None:
+        """Put a message back as a fresh one, invisible for `seconds`, on the queue it came
+        from: unlike a visibility change this does not count a receive towards the DLQ (a job
+        left queued on purpose, e.g. its owner at the running cap, must not dead-letter)."""
+        queue = self._source.get(received.receipt_handle, self.main)
+        if received.message is not None:
+            queue.send(received.message, delay_seconds=max(0, min(900, seconds)))
+        self.delete(received.receipt_handle)
 
     def depth(self) -> tuple[int, int]:
         """(visible, in flight) over every class, approximately."""

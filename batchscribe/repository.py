@@ -14,6 +14,11 @@ Table layout (one table):
   re-sends the message of a job queued too long, see `Lifecycle.sweep`);
 - idempotency records `idem#<hash>` point at the job a keyed create made (no `owner`, so
   they stay out of the listing index), with a TTL;
+- running-slot items `slots#<owner key>` while an owner's running jobs are capped: the set of
+  its running job ids (`jobs`), added at claim in one transaction with the claim (condition:
+  fewer than the cap, or this job already in it) and removed at every exit from running
+  (succeed, fail, cancel, give back, requeue); in the sparse sweep index as `slots`, so the
+  sweeper drops ids whose job is no longer running (an exit that crashed between its writes);
 - create-rate counters `rate#<owner hash>#<window>`: one per owner per fixed window, counted
   with a conditional ADD (exact under concurrency), with a TTL.
 """
@@ -39,6 +44,7 @@ from batchscribe.errors import (
     InvalidTransition,
     JobAlreadyExists,
     JobNotFound,
+    OwnerAtCap,
     RateLimited,
     StaleAttempt,
 )
@@ -48,6 +54,7 @@ from batchscribe.resources import OWNER_INDEX, SWEEP_INDEX
 from batchscribe.state_machine import Transition, sources, target
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+SLOTS_SWEEP_STATUS = "slots"  # the running-slot items' partition in the sweep index
 _INTERNAL = ("sweep_status", "sweep_at")
 
 _ser = TypeSerializer()
@@ -301,7 +308,7 @@ class JobRepository:
 
     # ---- transitions -------------------------------------------------------------------
 
-    def _transition(
+    def _update(
         self,
         job_id: str,
         transition: Transition,
@@ -313,7 +320,8 @@ class JobRepository:
         extra_values: dict[str, Any] | None = None,
         extra_names: dict[str, str] | None = None,
         add_attempt: bool = False,
-    ) -> Job:
+    ) -> dict[str, Any]:
+        """The conditional UpdateItem of one transition (without its return options)."""
         now = self.clock()
         new_status = target(transition)
         sets = {"status": new_status.value, "updated_at": iso(now), **(sets or {})}
@@ -351,22 +359,28 @@ class JobRepository:
             condition += f" AND ({extra_condition})"
             values.update(extra_values or {})
             names.update(extra_names or {})
+        return {
+            "TableName": self.table_name,
+            "Key": {"job_id": {"S": job_id}},
+            "UpdateExpression": expr,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _serialize(values),
+        }
+
+    def _transition(self, job_id: str, transition: Transition, **kwargs: Any) -> Job:
+        update = self._update(job_id, transition, **kwargs)
         try:
-            resp = self._db.update_item(
-                TableName=self.table_name,
-                Key={"job_id": {"S": job_id}},
-                UpdateExpression=expr,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_serialize(values),
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            resp = self._db.update_item(**update, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            raise self._why(job_id, transition, attempt, exc.response.get("Item")) from exc
+            raise self._why(job_id, transition, kwargs.get("attempt"), exc.response.get("Item")) from exc
         return _job(resp["Attributes"])
+
+    def _exit(self, job_id: str, transition: Transition, **kwargs: Any) -> Job:
+        """A transition that may leave `running`: the owner's running slot is freed after it."""
+        return self._free_slot(self._transition(job_id, transition, **kwargs))
 
     def _why(self, job_id: str, transition: Transition, attempt: int | None, old: dict[str, Any] | None) -> Exception:
         if old is None:
@@ -419,11 +433,13 @@ class JobRepository:
             extra_names={"#rd": "redrives"},
         )
 
-    def claim(self, job_id: str, worker: str, lease_seconds: float) -> Job:
-        """queued -> running (or take over a running job whose lease expired): attempt + 1."""
+    def claim(self, job_id: str, worker: str, lease_seconds: float, owner_cap: int = 0) -> Job:
+        """queued -> running (or take over a running job whose lease expired): attempt + 1.
+        With `owner_cap`, the job also takes one of its owner's running slots in the same
+        transaction, or OwnerAtCap is raised and nothing changes (the job stays queued)."""
         now = self.clock()
         lease = now + lease_seconds
-        return self._transition(
+        update = self._update(
             job_id,
             Transition.CLAIM,
             sets={
@@ -439,6 +455,113 @@ class JobRepository:
             extra_condition="#st = :queued OR lease_expires_at < :now",
             extra_values={":queued": JobStatus.QUEUED.value, ":now": now},
         )
+        if not owner_cap:
+            try:
+                resp = self._db.update_item(
+                    **update, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD"
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                raise self._why(job_id, Transition.CLAIM, None, exc.response.get("Item")) from exc
+            return _job(resp["Attributes"])
+        owner_key = self.get(job_id).owner_key
+        slot = {
+            "TableName": self.table_name,
+            "Key": {"job_id": {"S": self._slots_key(owner_key)}},
+            "UpdateExpression": "ADD #jobs :job SET #ss = :ss, #sa = :zero",
+            "ConditionExpression": "attribute_not_exists(#jobs) OR size(#jobs) < :cap OR contains(#jobs, :id)",
+            "ExpressionAttributeNames": {"#jobs": "jobs", "#ss": "sweep_status", "#sa": "sweep_at"},
+            "ExpressionAttributeValues": {
+                ":job": {"SS": [job_id]},
+                ":id": {"S": job_id},
+                ":cap": {"N": str(owner_cap)},
+                ":ss": {"S": SLOTS_SWEEP_STATUS},
+                ":zero": {"N": "0"},
+            },
+        }
+        try:
+            self._db.transact_write_items(TransactItems=[{"Update": update}, {"Update": slot}])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"] or not reasons:
+                raise self._why(job_id, Transition.CLAIM, None, None) from exc
+            if reasons[1:2] == ["ConditionalCheckFailed"]:
+                raise OwnerAtCap(
+                    f"the owner of job {job_id} already runs {owner_cap} job(s)", details={"cap": owner_cap}
+                ) from exc
+            raise
+        return self.get(job_id)
+
+    @staticmethod
+    def _slots_key(owner_key: str) -> str:
+        return f"slots#{owner_key}"
+
+    def _free_slot(self, job: Job) -> Job:
+        """The job left running: its owner's slot is free again (idempotent; nothing to do
+        when its owner has no slot item, i.e. no cap was ever applied)."""
+        try:
+            self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": self._slots_key(job.owner_key)}},
+                UpdateExpression="DELETE #jobs :job",
+                ConditionExpression="contains(#jobs, :id)",
+                ExpressionAttributeNames={"#jobs": "jobs"},
+                ExpressionAttributeValues={":job": {"SS": [job.job_id]}, ":id": {"S": job.job_id}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        return job
+
+    def running_slots(self) -> Iterator[tuple[str, list[str]]]:
+        """(owner key, running job ids) of every owner's slot item."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "sweep_status = :s",
+            "ExpressionAttributeValues": {":s": {"S": SLOTS_SWEEP_STATUS}},
+        }
+        while True:
+            resp = self._db.query(**kwargs)
+            for item in resp.get("Items", []):
+                yield item["job_id"]["S"].removeprefix("slots#"), sorted(item.get("jobs", {}).get("SS", []))
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def free_stale_slots(self) -> int:
+        """Drop slot ids whose job is no longer running (an exit that stopped between its two
+        writes); returns how many were freed."""
+        freed = 0
+        for _, job_ids in self.running_slots():
+            for job_id in job_ids:
+                try:
+                    job = self.get(job_id)
+                except JobNotFound:
+                    continue
+                if job.status is not JobStatus.RUNNING:
+                    self._free_slot(job)
+                    freed += 1
+        return freed
+
+    def seen_over_cap(self, job_id: str) -> None:
+        """A worker saw the queued job and left it queued (its owner is at the cap): its wait
+        restarts now, so the sweeper does not count it as a lost message."""
+        try:
+            self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression="SET sweep_at = :now REMOVE redrives",
+                ConditionExpression="#st = :queued",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={":now": {"N": repr(self.clock())}, ":queued": {"S": JobStatus.QUEUED.value}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def heartbeat(self, job_id: str, attempt: int, lease_seconds: float, progress: int | None = None) -> Job:
         """Extend the lease (and record progress). Fails once the job was cancelled or taken over."""
@@ -449,7 +572,7 @@ class JobRepository:
         return self._transition(job_id, Transition.HEARTBEAT, sets=sets, attempt=attempt)
 
     def succeed(self, job_id: str, attempt: int, result: ResultSummary, log_key: str | None) -> Job:
-        return self._transition(
+        return self._exit(
             job_id,
             Transition.SUCCEED,
             sets={
@@ -479,7 +602,7 @@ class JobRepository:
         if only_from is not None:
             names = {f":only{i}": s.value for i, s in enumerate(sorted(only_from))}
             extra, values = f"#st IN ({', '.join(names)})", names
-        return self._transition(
+        return self._exit(
             job_id,
             Transition.FAIL,
             sets=sets,
@@ -492,7 +615,7 @@ class JobRepository:
     def _release(self, job_id: str, attempt: int, transition: Transition, expired_only: bool = False) -> Job:
         """running -> queued: the attempt's worker, lease and progress are dropped; a new
         queued wait starts (swept like any other)."""
-        return self._transition(
+        return self._exit(
             job_id,
             transition,
             sets={"progress": 0, **self._queued_sweep(self.clock())},
@@ -515,7 +638,7 @@ class JobRepository:
         return self._release(job_id, attempt, Transition.REQUEUE)
 
     def cancel(self, job_id: str) -> Job:
-        return self._transition(
+        return self._exit(
             job_id,
             Transition.CANCEL,
             sets={"finished_at": iso(self.clock())},

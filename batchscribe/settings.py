@@ -285,6 +285,12 @@ class WorkerSettings(StoreSettings):
     batched: Literal["auto", "always", "never"] = "auto"
     allow_download: bool = False
     max_jobs: int = Field(default=0, ge=0, description="exit after this many jobs; 0: no cap")
+    max_running_per_owner: int = Field(
+        default=0, ge=0, description="running jobs per owner across all workers; over it jobs stay queued; 0: no cap"
+    )
+    owner_cap_delay_seconds: int = Field(
+        default=30, ge=0, le=900, description="a job over its owner's cap is looked at again after this long"
+    )
     max_duration_seconds: float = Field(default=4 * 3600, gt=0)
     # cross-job batching: the worker holds up to K claimed jobs and runs their 30 s windows
     # in shared batches of up to B (0: chosen from the device and the model)

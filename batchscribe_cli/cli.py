@@ -417,7 +417,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["model"] = args.model
     if args.word_timestamps:
         options["word_timestamps"] = True
-    job_id = client.submit(path, options)["job_id"]
+    job_id = client.submit(path, options, priority=args.priority)["job_id"]
     if not args.wait:
         print(job_id)
         if not args.quiet:
@@ -771,6 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     s.add_argument("--model")
     s.add_argument("--word-timestamps", action="store_true")
+    s.add_argument("--priority", choices=["high", "normal", "low"], help="the job's priority class (default normal)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages (stdout: the id or result)")
 
     st = command("status", "a job's status, progress and times", cmd_status)

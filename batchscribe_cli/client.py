@@ -343,6 +343,7 @@ class Client:
         options: dict[str, Any] | None = None,
         content_type: str | None = None,
         idempotency_key: str | None = None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
         content_type = (
             content_type
@@ -353,6 +354,8 @@ class Client:
         body = {"filename": path.name, "content_type": content_type, "size_bytes": path.stat().st_size}
         if options:
             body["options"] = options
+        if priority:
+            body["priority"] = priority
         # a retried create (lost answer, 5xx) must not make a second job
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return dict(self.request("POST", "/jobs", body, headers=headers))
@@ -368,8 +371,8 @@ class Client:
         if resp.status_code not in (200, 201, 204):
             raise ApiError(resp.status_code, "upload_failed", f"the upload was refused: {resp.text[:300]}")
 
-    def submit(self, path: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
-        job = self.create_job(path, options)
+    def submit(self, path: Path, options: dict[str, Any] | None = None, priority: str | None = None) -> dict[str, Any]:
+        job = self.create_job(path, options, priority=priority)
         self.upload(job["upload"], path)
         return job
 

@@ -88,6 +88,8 @@ class LocalConfig:
     high_priority_owners: list[str] | None = None  # ARNs (local: owner_arn(name)); None: everyone
     create_rate_limit: int = 0  # creates per owner per window; 0: no limit
     create_rate_window_seconds: int = 60
+    max_running_per_owner: int = 0  # running jobs per owner; 0: no cap
+    owner_cap_delay_seconds: int = 2  # a job over its owner's cap is looked at again after this long
 
 
 def merged_env(*parts: dict[str, str]) -> dict[str, str]:
@@ -490,6 +492,8 @@ class LocalStack:
                 timings=t,
                 max_held_jobs=cfg.worker_held_jobs,
                 batch_size=cfg.worker_batch_size,
+                max_running_per_owner=cfg.max_running_per_owner,
+                owner_cap_delay_seconds=cfg.owner_cap_delay_seconds,
             ),
         }
 

@@ -61,6 +61,9 @@ class DeploymentConfig(BaseModel):
     )
     create_rate_limit: int = Field(default=0, ge=0, description="job creates per owner per window; 0: no limit")
     create_rate_window_seconds: int = Field(default=60, ge=1, le=86400)
+    max_running_per_owner: int = Field(
+        default=0, ge=0, description="running jobs per owner across all workers (others stay queued); 0: no cap"
+    )
 
     # every timing (leases, heartbeats, visibility, idle exit, schedules, URL lifetimes), checked
     timings: Timings = Field(default_factory=Timings)

@@ -42,7 +42,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from batchscribe import keys
-from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
+from batchscribe.errors import InvalidTransition, JobNotFound, OwnerAtCap, StaleAttempt
 from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary
 from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import JobRepository
@@ -76,6 +76,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     DEFERRED = "deferred"  # another worker holds a live lease
     NOT_READY = "not_ready"  # still pending: the intake sends just before it flips the status
+    OVER_CAP = "over_cap"  # its owner runs its cap of jobs: left queued, looked at again later
     CLAIMED = "claimed"
 
 
@@ -326,13 +327,27 @@ class Worker:
             return Outcome.POISON_MESSAGE
         job_id = received.message.job_id
         try:
-            job = self.repo.claim(job_id, self.worker_id, self.settings.timings.lease_seconds)
+            job = self._claim(job_id)
         except JobNotFound:
             self.queue.delete(received.receipt_handle)
             return Outcome.UNKNOWN_JOB
+        except OwnerAtCap:
+            return self._over_cap(job_id, received)
         except InvalidTransition:
             return self._not_claimed(job_id, received)
         return self._start(job, received)
+
+    def _claim(self, job_id: str) -> Job:
+        s = self.settings
+        return self.repo.claim(job_id, self.worker_id, s.timings.lease_seconds, owner_cap=s.max_running_per_owner)
+
+    def _over_cap(self, job_id: str, received: Received) -> Outcome:
+        """The job's owner already runs its cap: the job stays queued and its message comes
+        back later as a fresh one (not a receive towards the DLQ); others' jobs go first."""
+        self.repo.seen_over_cap(job_id)
+        self.queue.send_later(received, self.settings.owner_cap_delay_seconds)
+        logger.info("owner at its running cap; job left queued", extra={"job_id": job_id})
+        return Outcome.OVER_CAP
 
     def _start(self, job: Job, received: Received) -> Outcome:
         """Hold a job just claimed: its log, heartbeat and preparation begin."""
@@ -374,7 +389,10 @@ class Worker:
         for _ in range(5):
             time.sleep(0.2)
             with contextlib.suppress(InvalidTransition, JobNotFound):
-                job = self.repo.claim(job_id, self.worker_id, self.settings.timings.lease_seconds)
+                try:
+                    job = self._claim(job_id)
+                except OwnerAtCap:
+                    return self._over_cap(job_id, received)
                 return self._start(job, received)
         self.queue.extend(received.receipt_handle, 5)
         return Outcome.NOT_READY

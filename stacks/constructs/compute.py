@@ -274,6 +274,7 @@ class Compute(Construct):
                         engine=self.config.engine,
                         device="cuda" if gpus else "cpu",
                         max_duration_seconds=self.config.max_duration_minutes * 60,
+                        max_running_per_owner=self.config.max_running_per_owner,
                         timings=t,
                     ).to_env(),
                     "AWS_REGION": Stack.of(self).region,

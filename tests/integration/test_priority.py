@@ -10,14 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from batchscribe.errors import RateLimited
+from batchscribe.errors import InvalidTransition, OwnerAtCap, RateLimited
 from batchscribe.lifecycle import Lifecycle
-from batchscribe.models import JobMessage
+from batchscribe.models import ErrorInfo, JobMessage
 from batchscribe.queue import ClassQueues, JobDispatcher
 from batchscribe.repository import JobRepository
 from batchscribe.settings import ApiSettings, LifecycleSettings
+from batchscribe.state_machine import Transition
+from gpu_container.worker.engines import Engine
 from tests.conftest import OWNER_A, OWNER_B, Stack, reset_caches
 from tests.helpers import call, create, deliver_uploads, post_upload, receive_all
+from tests.integration.workers import make_worker
 
 # ---- the API ---------------------------------------------------------------------------
 
@@ -222,3 +225,63 @@ def test_the_window_resets(aws_stack: Stack) -> None:
     assert refused.value.retry_after == 20  # the window [960, 1020) ends in 20 s
     now[0] = 1020.0
     assert repo.count_create(OWNER_A, 2, 60) == 1
+
+
+# ---- the per-owner running cap ---------------------------------------------------------
+
+
+def test_running_cap_per_owner_is_a_slot_taken_at_claim_and_freed_at_every_exit(aws_stack: Stack) -> None:
+    repo = JobRepository(aws_stack.table)
+    a1, a2, a3 = (_queued(aws_stack, "normal") for _ in range(3))
+    b1 = create(owner=OWNER_B)["job_id"]
+
+    job = repo.claim(a1, "w1", -1, owner_cap=1)  # a lease that has already expired
+    with pytest.raises(OwnerAtCap):
+        repo.claim(a2, "w1", 60, owner_cap=1)
+    assert repo.get(a2).status.value == "queued" and repo.get(a2).attempt == 0  # nothing changed
+    assert repo.claim(a1, "w2", 60, owner_cap=1).attempt == 2  # its own slot: a take-over is not refused
+
+    # every exit from running frees the slot: give back, then succeed, fail, cancel
+    repo.give_back(a1, 2)
+    job = repo.claim(a2, "w1", 60, owner_cap=1)
+    repo.cancel(a2)
+    job = repo.claim(a3, "w1", 60, owner_cap=1)
+    repo.fail(a3, ErrorInfo(code="x", message="y"), attempt=job.attempt)
+    job = repo.claim(a1, "w1", 60, owner_cap=1)
+    assert dict(repo.running_slots()) == {job.owner_key: [a1]}
+    with pytest.raises(InvalidTransition):  # b1 is pending: another owner is not capped by a's slot
+        repo.claim(b1, "w1", 60, owner_cap=1)
+
+
+def test_the_sweeper_frees_a_slot_an_interrupted_exit_left_behind(aws_stack: Stack) -> None:
+    repo = JobRepository(aws_stack.table)
+    a1, a2 = _queued(aws_stack, "normal"), _queued(aws_stack, "normal")
+    job = repo.claim(a1, "w1", 60, owner_cap=1)
+    repo._transition(a1, Transition.CANCEL, sets={})  # the exit's second write never happened
+    with pytest.raises(OwnerAtCap):
+        repo.claim(a2, "w1", 60, owner_cap=1)
+    assert Lifecycle.from_settings(LifecycleSettings.from_env()).sweep().slots_freed == 1
+    assert repo.claim(a2, "w1", 60, owner_cap=1).status.value == "running"
+    assert job.owner_key in dict(repo.running_slots())
+
+
+def test_a_worker_leaves_a_job_over_its_owners_cap_queued_without_spending_a_receive(
+    aws_stack: Stack, engines: dict[str, Engine]
+) -> None:
+    repo = JobRepository(aws_stack.table)
+    a1, a2 = _queued(aws_stack, "normal"), _queued(aws_stack, "normal")
+    repo.claim(a1, "elsewhere", 60, owner_cap=1)
+    receive_all(aws_stack.jobs_queue_url)  # a1's message is held by the other worker
+    boto3.client("sqs").send_message(
+        QueueUrl=aws_stack.jobs_queue_url, MessageBody=JobMessage(job_id=a2).model_dump_json()
+    )
+    worker = make_worker(aws_stack, engines["faster-whisper"], max_running_per_owner=1, owner_cap_delay_seconds=0)
+    [received] = worker.queue.receive(wait_seconds=0)
+
+    assert worker.handle(received).value == "over_cap"
+    assert repo.get(a2).status.value == "queued"
+    [again] = boto3.client("sqs").receive_message(
+        QueueUrl=aws_stack.jobs_queue_url, MessageSystemAttributeNames=["ApproximateReceiveCount"]
+    )["Messages"]
+    assert JobMessage.model_validate_json(again["Body"]).job_id == a2
+    assert again["Attributes"]["ApproximateReceiveCount"] == "1"  # a fresh message: no step towards the DLQ
