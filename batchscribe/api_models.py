@@ -53,6 +53,19 @@ class ResultView(BaseModel):
     urls_expire_at: str
 
 
+class QueueView(BaseModel):
+    """Where a queued job stands. Approximate by design (it costs a few reads): the jobs ahead
+    are the higher classes' visible messages (SQS) plus the same class's queued jobs whose wait
+    started earlier (DynamoDB); the estimate divides them by the pool's claims per minute over
+    the last minutes, and is null while there is nothing to measure (no worker ran lately)."""
+
+    priority: Priority = Field(description="the job's class (its queue)")
+    position: int = Field(ge=1, description="approximate: 1 is next")
+    ahead: dict[str, int] = Field(description="jobs ahead of it, per class, approximately")
+    claims_per_minute: float = Field(description="the pool's measured throughput over the last minutes")
+    estimated_start_at: str | None = Field(description="approximate; null when no throughput was measured lately")
+
+
 class JobView(BaseModel):
     job_id: str
     status: JobStatus
@@ -69,6 +82,7 @@ class JobView(BaseModel):
     error: ErrorInfo | None = None
     result: ResultView | None = None
     log_url: str | None = None
+    queue: QueueView | None = Field(default=None, description="GET /jobs/{id} of a queued job: where it stands")
 
     @classmethod
     def of(cls, job: Job, **extra: Any) -> JobView:

@@ -15,11 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from batchscribe import errors, keys, languages, media_types
-from batchscribe.api_models import CreateJobRequest, CreateJobResponse, JobList, JobView, ResultView, UploadTicket
+from batchscribe.api_models import (
+    CreateJobRequest,
+    CreateJobResponse,
+    JobList,
+    JobView,
+    QueueView,
+    ResultView,
+    UploadTicket,
+)
 from batchscribe.errors import InvalidTransition
-from batchscribe.models import InputInfo, Job, JobOptions, JobStatus, Priority, iso
+from batchscribe.models import DEFAULT_PRIORITY, PRIORITIES, InputInfo, Job, JobOptions, JobStatus, Priority, iso
+from batchscribe.queue import JobDispatcher, JobQueue
 from batchscribe.repository import JobRepository
-from batchscribe.settings import ApiSettings
+from batchscribe.settings import ApiSettings, RoutingSettings
 from batchscribe.storage import MediaStore
 
 # controls, path separators, and the bidi overrides that make `exe.wav` display as `wav.exe`
@@ -136,7 +145,33 @@ class JobApi:
         return UploadTicket(url=post.url, fields=post.fields, expires_at=iso(job.upload_expires_at))
 
     def get_job(self, owner: str, job_id: str) -> JobView:
-        return self.view(self.repo.get_for_owner(job_id, owner))
+        job = self.repo.get_for_owner(job_id, owner)
+        view = self.view(job)
+        if job.status is JobStatus.QUEUED and self.settings.routing is not None:
+            view.queue = self.queue_position(job, self.settings.routing)
+        return view
+
+    def queue_position(self, job: Job, routing: RoutingSettings) -> QueueView:
+        """Where a queued job stands, approximately and cheaply: the higher classes' visible
+        messages (one GetQueueAttributes each), the same class's queued jobs whose wait started
+        earlier (one bounded index count), and the pool's claims per minute (one BatchGetItem of
+        per-minute counters the workers keep)."""
+        classes = JobDispatcher(routing).classes_for(job.input.size or job.input.declared_size)
+        higher = PRIORITIES[: PRIORITIES.index(job.priority)]
+        ahead: dict[str, int] = {
+            p: JobQueue(classes[p]).depth()[0] for p in higher if classes[p] != classes[job.priority]
+        }
+        ahead[job.priority] = self.repo.queued_ahead(job.job_id, job.priority)
+        position = sum(ahead.values()) + 1
+        rate = self.repo.claims_per_minute(classes[DEFAULT_PRIORITY])
+        estimate = iso(self.clock() + 60 * (position - 1) / rate) if rate > 0 else None
+        return QueueView(
+            priority=job.priority,
+            position=position,
+            ahead=ahead,
+            claims_per_minute=round(rate, 2),
+            estimated_start_at=estimate,
+        )
 
     def list_jobs(
         self,

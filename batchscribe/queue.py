@@ -211,10 +211,14 @@ class JobDispatcher:
             else None
         )
 
-    def queue_for(self, size: int, priority: Priority = DEFAULT_PRIORITY) -> JobQueue:
+    def classes_for(self, size: int) -> dict[Priority, str]:
+        """The queue URL of each class in the pool a job of `size` bytes runs in."""
         if self.small is not None and size <= self.routing.small_job_max_bytes:
-            return JobQueue(self.small[priority])
-        return JobQueue(self.default[priority])
+            return self.small
+        return self.default
+
+    def queue_for(self, size: int, priority: Priority = DEFAULT_PRIORITY) -> JobQueue:
+        return JobQueue(self.classes_for(size)[priority])
 
     def send(self, job_id: str, size: int, reason: MessageReason, priority: Priority = DEFAULT_PRIORITY) -> None:
         self.queue_for(size, priority).send(JobMessage(job_id=job_id, reason=reason))

@@ -248,6 +248,72 @@ class JobRepository:
             ) from exc
         return int(resp["Attributes"]["creates"]["N"])
 
+    # ---- throughput and queue position (approximate, cheap) ---------------------------
+
+    @staticmethod
+    def _pool_key(queue_url: str) -> str:
+        return hashlib.sha256(queue_url.encode()).hexdigest()[:16]
+
+    def count_claim(self, queue_url: str) -> None:
+        """A worker of the pool draining `queue_url` claimed a job: one ADD on this minute's
+        counter (what the queue estimate divides by)."""
+        minute = int(self.clock() // 60)
+        self._db.update_item(
+            TableName=self.table_name,
+            Key={"job_id": {"S": f"claims#{self._pool_key(queue_url)}#{minute}"}},
+            UpdateExpression="ADD #n :one SET #ttl = if_not_exists(#ttl, :ttl)",
+            ExpressionAttributeNames={"#n": "claims", "#ttl": "ttl"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":ttl": {"N": str((minute + 60) * 60)}},
+        )
+
+    def claims_per_minute(self, queue_url: str, minutes: int = 5) -> float:
+        """The pool's claims per minute over the last `minutes` whole minutes and this one."""
+        now = self.clock()
+        current = int(now // 60)
+        keys = [
+            {"job_id": {"S": f"claims#{self._pool_key(queue_url)}#{m}"}} for m in range(current - minutes, current + 1)
+        ]
+        resp = self._db.batch_get_item(RequestItems={self.table_name: {"Keys": keys}})
+        total = sum(int(item["claims"]["N"]) for item in resp.get("Responses", {}).get(self.table_name, []))
+        span = minutes + (now - current * 60) / 60  # the whole minutes and the part of this one
+        return total / span if span > 0 else 0.0
+
+    def queued_ahead(self, job_id: str, priority: Priority, max_items: int = 1000) -> int:
+        """Queued jobs of `priority` whose queued wait started before this job's (the sweep
+        index orders queued jobs by that time); reads at most `max_items` index items."""
+        resp = self._db.get_item(
+            TableName=self.table_name,
+            Key={"job_id": {"S": job_id}},
+            ProjectionExpression="sweep_at",
+            ConsistentRead=True,
+        )
+        mine = resp.get("Item", {}).get("sweep_at", {}).get("N")
+        if mine is None:
+            return 0
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "sweep_status = :s AND sweep_at < :mine",
+            "FilterExpression": "#p = :p" if priority != DEFAULT_PRIORITY else "#p = :p OR attribute_not_exists(#p)",
+            "ExpressionAttributeNames": {"#p": "priority"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": JobStatus.QUEUED.value},
+                ":mine": {"N": mine},
+                ":p": {"S": priority},
+            },
+            "Select": "COUNT",
+            "Limit": max_items,
+        }
+        count = read = 0
+        while read < max_items:
+            page = self._db.query(**kwargs)
+            count += page.get("Count", 0)
+            read += page.get("ScannedCount", 0)
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return count
+
     # ---- create ------------------------------------------------------------------------
 
     def create(self, job: Job, idempotency_key: str | None = None, fingerprint: str = "") -> tuple[Job, bool]:

@@ -241,6 +241,9 @@ class ApiSettings(StoreSettings):
     )
     create_rate_limit: int = Field(default=0, ge=0, description="creates per owner per window; 0: no limit")
     create_rate_window_seconds: int = Field(default=60, ge=1, le=86400, description="the rate limit's window")
+    routing: RoutingSettings | None = Field(
+        default=None, description="the pools' queues: GET shows a queued job's position and estimate (None: not)"
+    )
 
 
 class IntakeSettings(StoreSettings, RoutingSettings):

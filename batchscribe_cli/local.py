@@ -50,6 +50,7 @@ from batchscribe.settings import (
     EnvSettings,
     IntakeSettings,
     LifecycleSettings,
+    RoutingSettings,
     ScalerSettings,
     Timings,
     WorkerSettings,
@@ -458,6 +459,7 @@ class LocalStack:
                 high_priority_owners=cfg.high_priority_owners,
                 create_rate_limit=cfg.create_rate_limit,
                 create_rate_window_seconds=cfg.create_rate_window_seconds,
+                routing=RoutingSettings(jobs_queue_url=r.jobs_queue_url, class_queue_urls=classes),
             ),
             "on_upload": IntakeSettings(
                 **store,

@@ -352,6 +352,8 @@ class Worker:
     def _start(self, job: Job, received: Received) -> Outcome:
         """Hold a job just claimed: its log, heartbeat and preparation begin."""
         self.jobs_done += 1
+        with contextlib.suppress(ClientError):  # the pool's throughput (queue estimates) is best effort
+            self.repo.count_claim(self.settings.jobs_queue_url)
         log = JobLog(job, self.worker_id, self.store)
         run = JobRun(
             job=job,

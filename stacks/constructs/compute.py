@@ -160,6 +160,12 @@ class Compute(Construct):
             for pair in pool.classes.values():
                 pair.queue.grant_send_messages(grantee)
 
+    def grant_depth(self, grantee: iam.IGrantable) -> None:
+        """Read every class queue's depth (the scaler; the API's queue positions)."""
+        for pool in self.pools:
+            for pair in pool.classes.values():
+                pair.queue.grant(grantee, "sqs:GetQueueAttributes")
+
     def _environment(
         self,
         name: str,

@@ -147,6 +147,11 @@ def test_an_owner_at_its_cap_does_not_hold_back_another_owners_job(stack: LocalS
     assert waited <= one_job + 5, (waited, one_job)
     states = [j["status"] for j in jobs(stack, "flood", floods)]
     assert "failed" not in states and states.count("queued") >= 5  # over the cap they wait, queued
+    # a queued job shows where it stands: its class, a position, and an estimate from throughput
+    last = flood.request("GET", f"/jobs/{floods[-1]}")
+    if last["status"] == "queued":
+        assert last["queue"]["priority"] == "normal" and last["queue"]["position"] >= 1
+        assert last["queue"]["claims_per_minute"] > 0 and last["queue"]["estimated_start_at"]
     for job_id in floods:
         if flood.request("GET", f"/jobs/{job_id}")["status"] in ("queued", "running"):
             flood.request("POST", f"/jobs/{job_id}/cancel")

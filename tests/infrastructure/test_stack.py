@@ -369,7 +369,11 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
         "sqs:GetQueueAttributes",
     }
     state = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}
-    assert _actions_of(template_json, "ApiServiceRole") == XRAY | s3_read | s3_put | state | {"dynamodb:PutItem"}
+    assert _actions_of(template_json, "ApiServiceRole") == XRAY | s3_read | s3_put | state | {
+        "dynamodb:PutItem",
+        "dynamodb:BatchGetItem",
+        "sqs:GetQueueAttributes",  # queue positions
+    }
     assert _actions_of(template_json, "IntakeOnUploadServiceRole") == XRAY | s3_read | consume | send | {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",

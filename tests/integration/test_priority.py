@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -285,3 +286,44 @@ def test_a_worker_leaves_a_job_over_its_owners_cap_queued_without_spending_a_rec
     )["Messages"]
     assert JobMessage.model_validate_json(again["Body"]).job_id == a2
     assert again["Attributes"]["ApproximateReceiveCount"] == "1"  # a fresh message: no step towards the DLQ
+
+
+# ---- queue visibility ------------------------------------------------------------------
+
+
+def test_a_queued_job_shows_its_class_position_and_estimate(aws_stack: Stack) -> None:
+    for p in ("high", "high", "normal", "normal", "normal", "low"):
+        _queued(aws_stack, p)
+    mine = _queued(aws_stack, "normal")
+    _queued(aws_stack, "normal")  # behind it: not counted
+
+    status, job = call("GET", f"/jobs/{mine}")
+    assert status == 200
+    queue = job["queue"]
+    assert queue["priority"] == "normal"
+    assert queue["ahead"] == {"high": 2, "normal": 3}
+    assert queue["position"] == 6
+    assert queue["estimated_start_at"] is None  # no worker ran lately: nothing to measure
+
+    repo = JobRepository(aws_stack.table)
+    for _ in range(12):  # a worker of the GPU pool claimed 12 jobs in the last minutes
+        repo.count_claim(aws_stack.jobs_queue_url)
+    queue = call("GET", f"/jobs/{mine}")[1]["queue"]
+    assert queue["claims_per_minute"] > 0
+    wait = _seconds(queue["estimated_start_at"]) - time.time()
+    assert 0 < wait <= 60 * 5 / queue["claims_per_minute"] + 5
+
+    low = call("GET", "/jobs", query={"priority": "low"})[1]["jobs"][0]
+    assert low["queue"] is None  # a listing shows no positions (it would cost reads per job)
+    assert call("GET", f"/jobs/{low['job_id']}")[1]["queue"]["ahead"] == {"high": 2, "normal": 5, "low": 0}
+
+
+def test_only_queued_jobs_show_a_queue(aws_stack: Stack) -> None:
+    pending = create()
+    assert call("GET", f"/jobs/{pending['job_id']}")[1]["queue"] is None
+
+
+def _seconds(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
