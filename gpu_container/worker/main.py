@@ -43,7 +43,7 @@ from botocore.exceptions import ClientError
 
 from batchscribe import keys
 from batchscribe.errors import InvalidTransition, JobNotFound, OwnerAtCap, StaleAttempt
-from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary
+from batchscribe.models import PRIORITIES, ErrorInfo, Job, JobStatus, ResultSummary
 from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WorkerSettings
@@ -447,6 +447,8 @@ class Worker:
                 run.job_id,
                 prefetch(run.stream.windows()),
                 options=DecodeOptions.from_job(run.job.options),
+                # batches fill in the same order as claims: high, normal, low (0 runs first)
+                priority=PRIORITIES.index(run.job.priority),
                 expected_seconds=run.stream.duration,
             )
 
