@@ -37,6 +37,8 @@ class SweepCounts:
     redriven: int = 0
     queue_timeout: int = 0
     slots_freed: int = 0  # owners' running slots held by jobs no longer running
+    owners_running: int = 0  # owners with running jobs under a running cap (gauges, not counts)
+    max_running_per_owner: int = 0  # the most running jobs one owner has
 
 
 @dataclass
@@ -123,6 +125,9 @@ class Lifecycle:
         now = self.clock()
         self._redrive_queued(now, counts)
         counts.slots_freed = self.repo.free_stale_slots()
+        running = [len(ids) for _, ids in self.repo.running_slots()]
+        counts.owners_running = sum(1 for n in running if n)
+        counts.max_running_per_owner = max(running, default=0)
         for job in self.repo.due(JobStatus.PENDING, now):
             try:
                 self.repo.fail(

@@ -261,9 +261,13 @@ def test_the_sweeper_frees_a_slot_an_interrupted_exit_left_behind(aws_stack: Sta
     repo._transition(a1, Transition.CANCEL, sets={})  # the exit's second write never happened
     with pytest.raises(OwnerAtCap):
         repo.claim(a2, "w1", 60, owner_cap=1)
-    assert Lifecycle.from_settings(LifecycleSettings.from_env()).sweep().slots_freed == 1
+    lifecycle = Lifecycle.from_settings(LifecycleSettings.from_env())
+    swept = lifecycle.sweep()
+    assert (swept.slots_freed, swept.owners_running, swept.max_running_per_owner) == (1, 0, 0)
     assert repo.claim(a2, "w1", 60, owner_cap=1).status.value == "running"
     assert job.owner_key in dict(repo.running_slots())
+    swept = lifecycle.sweep()  # the per-owner running gauges (metrics Swept_owners_running, ...)
+    assert (swept.slots_freed, swept.owners_running, swept.max_running_per_owner) == (0, 1, 1)
 
 
 def test_a_worker_leaves_a_job_over_its_owners_cap_queued_without_spending_a_receive(
