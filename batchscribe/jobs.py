@@ -14,6 +14,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from batchscribe import errors, keys, languages, media_types
 from batchscribe.api_models import (
     CreateJobRequest,
@@ -148,7 +150,10 @@ class JobApi:
         job = self.repo.get_for_owner(job_id, owner)
         view = self.view(job)
         if job.status is JobStatus.QUEUED and self.settings.routing is not None:
-            view.queue = self.queue_position(job, self.settings.routing)
+            try:
+                view.queue = self.queue_position(job, self.settings.routing)
+            except (ClientError, BotoCoreError):  # approximate and optional: never fail the GET for it
+                view.queue = None
         return view
 
     def queue_position(self, job: Job, routing: RoutingSettings) -> QueueView:

@@ -164,7 +164,10 @@ class ClassQueues:
         self._source.pop(receipt_handle, self.main).delete(receipt_handle)
 
     def extend(self, receipt_handle: str, seconds: int) -> None:
-        self._source.get(receipt_handle, self.main).extend(receipt_handle, seconds)
+        queue = self._source.get(receipt_handle, self.main)
+        if seconds == 0:  # handed back at once: the worker holds it no longer
+            self._source.pop(receipt_handle, None)
+        queue.extend(receipt_handle, seconds)
 
     def send_later(self, received: Received, seconds: int) -> None:
         """Put a message back as a fresh one, invisible for `seconds`, on the queue it came

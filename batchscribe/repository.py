@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batchscribe import aws
 from batchscribe.errors import (
@@ -54,6 +55,7 @@ from batchscribe.resources import OWNER_INDEX, SWEEP_INDEX
 from batchscribe.state_machine import Transition, sources, target
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+logger = Logger(service="batchscribe", child=True)
 SLOTS_SWEEP_STATUS = "slots"  # the running-slot items' partition in the sweep index
 _INTERNAL = ("sweep_status", "sweep_at")
 
@@ -567,7 +569,8 @@ class JobRepository:
 
     def _free_slot(self, job: Job) -> Job:
         """The job left running: its owner's slot is free again (idempotent; nothing to do
-        when its owner has no slot item, i.e. no cap was ever applied)."""
+        when its owner has no slot item, i.e. no cap was ever applied). Best effort after the
+        transition, which stands either way: a slot this fails to free, the sweeper frees."""
         try:
             self._db.update_item(
                 TableName=self.table_name,
@@ -579,7 +582,9 @@ class JobRepository:
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+                logger.warning("running slot not freed; the sweeper will", extra={"job_id": job.job_id})
+        except BotoCoreError:
+            logger.warning("running slot not freed; the sweeper will", extra={"job_id": job.job_id})
         return job
 
     def running_slots(self) -> Iterator[tuple[str, list[str]]]:

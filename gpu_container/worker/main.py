@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batchscribe import keys
 from batchscribe.errors import InvalidTransition, JobNotFound, OwnerAtCap, StaleAttempt
@@ -352,8 +352,7 @@ class Worker:
     def _start(self, job: Job, received: Received) -> Outcome:
         """Hold a job just claimed: its log, heartbeat and preparation begin."""
         self.jobs_done += 1
-        with contextlib.suppress(ClientError):  # the pool's throughput (queue estimates) is best effort
-            self.repo.count_claim(self.settings.jobs_queue_url)
+        self._count_claim()
         log = JobLog(job, self.worker_id, self.store)
         run = JobRun(
             job=job,
@@ -367,6 +366,13 @@ class Worker:
         self._held[job.job_id] = run
         self._preparing[self._pool.submit(self._prepare, run)] = run
         return Outcome.CLAIMED
+
+    def _count_claim(self) -> None:
+        """The pool's throughput for queue estimates: best effort, never in a job's way."""
+        try:
+            self.repo.count_claim(self.settings.jobs_queue_url)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("claim not counted", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def _not_claimed(self, job_id: str, received: Received) -> Outcome:
         try:
