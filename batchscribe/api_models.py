@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from batchscribe.models import Callback, ErrorInfo, Job, JobOptions, JobStatus
+from batchscribe.models import DEFAULT_PRIORITY, Callback, ErrorInfo, Job, JobOptions, JobStatus, Priority
 
 
 class CreateJobRequest(BaseModel):
@@ -22,6 +22,11 @@ class CreateJobRequest(BaseModel):
         default=None,
         max_length=2048,
         description="an https:// URL on a public address that gets one signed POST when the job ends",
+    )
+    priority: Priority = Field(
+        default=DEFAULT_PRIORITY,
+        description="the job's priority class: workers take `high` first, yet `low` still advances (weighted "
+        "6:3:1); `high` may be limited to some callers (403 `priority_not_allowed`)",
     )
 
     @property
@@ -56,9 +61,23 @@ class ResultView(BaseModel):
     urls_expire_at: str
 
 
+class QueueView(BaseModel):
+    """Where a queued job stands. Approximate by design (it costs a few reads): the jobs ahead
+    are the higher classes' visible messages (SQS) plus the same class's queued jobs whose wait
+    started earlier (DynamoDB); the estimate divides them by the pool's claims per minute over
+    the last minutes, and is null while there is nothing to measure (no worker ran lately)."""
+
+    priority: Priority = Field(description="the job's class (its queue)")
+    position: int = Field(ge=1, description="approximate: 1 is next")
+    ahead: dict[str, int] = Field(description="jobs ahead of it, per class, approximately")
+    claims_per_minute: float = Field(description="the pool's measured throughput over the last minutes")
+    estimated_start_at: str | None = Field(description="approximate; null when no throughput was measured lately")
+
+
 class JobView(BaseModel):
     job_id: str
     status: JobStatus
+    priority: Priority
     progress: int
     attempt: int
     created_at: str
@@ -72,12 +91,14 @@ class JobView(BaseModel):
     result: ResultView | None = None
     log_url: str | None = None
     callback: Callback | None = Field(default=None, description="the job's webhook and its delivery so far")
+    queue: QueueView | None = Field(default=None, description="GET /jobs/{id} of a queued job: where it stands")
 
     @classmethod
     def of(cls, job: Job, **extra: Any) -> JobView:
         return cls(
             job_id=job.job_id,
             status=job.status,
+            priority=job.priority,
             progress=job.progress,
             attempt=job.attempt,
             created_at=job.created_at,

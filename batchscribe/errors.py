@@ -27,6 +27,31 @@ class Unauthenticated(BatchscribeError):
     code = "missing_identity"
 
 
+class Forbidden(BatchscribeError):
+    """The caller may not do this (e.g. create a `high` priority job when not allowed to)."""
+
+    code = "forbidden"
+
+
+class RateLimited(BatchscribeError):
+    """Over a per-owner limit; `retry_after` says when the next attempt can succeed (seconds)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after
+
+
+class OwnerAtCap(BatchscribeError):
+    """The job's owner already runs its cap of jobs: the job stays queued (never an API answer)."""
+
+    code = "owner_at_cap"
+
+
+PRIORITY_NOT_ALLOWED = "priority_not_allowed"
+
+
 class JobNotFound(BatchscribeError):
     code = "job_not_found"
 

@@ -98,7 +98,7 @@ class UploadIntake:
         # Send first, then flip the status: if we crash in between, the redelivered
         # notification finds the job still pending and does both again; a message that
         # arrives before the flip is put back by the worker (the job is not queued yet).
-        self.dispatcher.send(job_id, info.size, MessageReason.UPLOAD, model=job.options.model)
+        self.dispatcher.send(job_id, info.size, MessageReason.UPLOAD, job.priority, model=job.options.model)
         try:
             # the object is pinned: the worker downloads it only if its ETag is still this one
             self.repo.enqueue(job_id, info.size, etag=info.etag, version_id=info.version_id)

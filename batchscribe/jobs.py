@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batchscribe import errors, keys, languages, media_types, webhooks
 from batchscribe.api_models import (
@@ -27,14 +27,26 @@ from batchscribe.api_models import (
     ModelList,
     MultipartTicket,
     PartUrl,
+    QueueView,
     ResultView,
     UploadedPart,
     UploadTicket,
 )
 from batchscribe.errors import InvalidTransition
-from batchscribe.models import Callback, InputInfo, Job, JobOptions, JobStatus, iso
+from batchscribe.models import (
+    DEFAULT_PRIORITY,
+    PRIORITIES,
+    Callback,
+    InputInfo,
+    Job,
+    JobOptions,
+    JobStatus,
+    Priority,
+    iso,
+)
+from batchscribe.queue import JobDispatcher, JobQueue
 from batchscribe.repository import JobRepository
-from batchscribe.settings import ApiSettings
+from batchscribe.settings import ApiSettings, RoutingSettings
 from batchscribe.storage import MediaStore
 
 MAX_PARTS = 10_000  # S3's limit per multipart upload
@@ -89,8 +101,12 @@ class JobApi:
             else None
         )
         self._check_language(request.job_options)
+        self._check_priority(owner, request)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
+        if self.settings.create_rate_limit:
+            # counted once the request is valid; a create refused here is not counted
+            self.repo.count_create(owner, self.settings.create_rate_limit, self.settings.create_rate_window_seconds)
         now = self.clock()
         job_id = keys.new_job_id()
         okey = keys.owner_key(owner)
@@ -99,6 +115,7 @@ class JobApi:
             owner=owner,
             owner_key=okey,
             status=JobStatus.PENDING,
+            priority=request.priority,
             created_at=iso(now),
             updated_at=iso(now),
             upload_expires_at=now + self.settings.upload_window_seconds,
@@ -170,6 +187,16 @@ class JobApi:
                 "send language 'en' or 'auto', or choose a multilingual model",
                 code=errors.UNSUPPORTED_LANGUAGE,
                 details={"field": "options.language", "model": english_only[0], "supported": ["auto", "en"]},
+            )
+
+    def _check_priority(self, owner: str, request: CreateJobRequest) -> None:
+        allowed = self.settings.high_priority_owners
+        if request.priority == "high" and allowed is not None and owner not in allowed:
+            raise errors.Forbidden(
+                "this caller may not create `high` priority jobs; send `normal` or `low`, or ask the operator "
+                "to add the caller to high_priority_owners",
+                code=errors.PRIORITY_NOT_ALLOWED,
+                details={"field": "priority", "allowed": ["normal", "low"]},
             )
 
     def _upload_ticket(self, job: Job) -> UploadTicket | None:
@@ -276,10 +303,48 @@ class JobApi:
         return self.view(self.repo.get(job_id))
 
     def get_job(self, owner: str, job_id: str) -> JobView:
-        return self.view(self.repo.get_for_owner(job_id, owner))
+        job = self.repo.get_for_owner(job_id, owner)
+        view = self.view(job)
+        if job.status is JobStatus.QUEUED and self.settings.routing is not None:
+            try:
+                view.queue = self.queue_position(job, self.settings.routing)
+            except (ClientError, BotoCoreError):  # approximate and optional: never fail the GET for it
+                view.queue = None
+        return view
 
-    def list_jobs(self, owner: str, status: JobStatus | None, limit: int, next_token: str | None) -> JobList:
-        jobs, token = self.repo.list_for_owner(owner, status=status, limit=limit, next_token=next_token)
+    def queue_position(self, job: Job, routing: RoutingSettings) -> QueueView:
+        """Where a queued job stands, approximately and cheaply: the higher classes' visible
+        messages (one GetQueueAttributes each), the same class's queued jobs whose wait started
+        earlier (one bounded index count), and the pool's claims per minute (one BatchGetItem of
+        per-minute counters the workers keep)."""
+        classes = JobDispatcher(routing).classes_for(job.input.size or job.input.declared_size)
+        higher = PRIORITIES[: PRIORITIES.index(job.priority)]
+        ahead: dict[str, int] = {
+            p: JobQueue(classes[p]).depth()[0] for p in higher if classes[p] != classes[job.priority]
+        }
+        ahead[job.priority] = self.repo.queued_ahead(job.job_id, job.priority)
+        position = sum(ahead.values()) + 1
+        rate = self.repo.claims_per_minute(classes[DEFAULT_PRIORITY])
+        estimate = iso(self.clock() + 60 * (position - 1) / rate) if rate > 0 else None
+        return QueueView(
+            priority=job.priority,
+            position=position,
+            ahead=ahead,
+            claims_per_minute=round(rate, 2),
+            estimated_start_at=estimate,
+        )
+
+    def list_jobs(
+        self,
+        owner: str,
+        status: JobStatus | None,
+        limit: int,
+        next_token: str | None,
+        priority: Priority | None = None,
+    ) -> JobList:
+        jobs, token = self.repo.list_for_owner(
+            owner, status=status, priority=priority, limit=limit, next_token=next_token
+        )
         return JobList(jobs=[self.view(job, with_urls=False) for job in jobs], next_token=token)
 
     def cancel_job(self, owner: str, job_id: str) -> JobView:

@@ -36,6 +36,9 @@ class SweepCounts:
     requeued: int = 0
     redriven: int = 0
     queue_timeout: int = 0
+    slots_freed: int = 0  # owners' running slots held by jobs no longer running
+    owners_running: int = 0  # owners with running jobs under a running cap (gauges, not counts)
+    max_running_per_owner: int = 0  # the most running jobs one owner has
 
 
 @dataclass
@@ -61,9 +64,13 @@ class Lifecycle:
         )
 
     def send_again(self, job: Job) -> None:
-        """Put a job's message back on its queue (duplicates are harmless)."""
+        """Put a job's message back on its class's queue (duplicates are harmless)."""
         self.dispatcher.send(
-            job.job_id, job.input.size or job.input.declared_size, MessageReason.REQUEUE, model=job.options.model
+            job.job_id,
+            job.input.size or job.input.declared_size,
+            MessageReason.REQUEUE,
+            job.priority,
+            model=job.options.model,
         )
 
     def dead_letter(self, job_id: str) -> DeadLetterOutcome:
@@ -117,11 +124,16 @@ class Lifecycle:
         return now + base * 2 ** (job.redrives + 1) - base
 
     def sweep(self) -> SweepCounts:
-        """Close what would otherwise wait forever: expired upload windows, lost leases, and
-        queued jobs whose message is gone (deleted by hand, expired, or a send that failed)."""
+        """Close what would otherwise wait forever: expired upload windows, lost leases,
+        queued jobs whose message is gone (deleted by hand, expired, or a send that failed),
+        and owners' running slots held by jobs that are no longer running."""
         counts = SweepCounts()
         now = self.clock()
         self._redrive_queued(now, counts)
+        counts.slots_freed = self.repo.free_stale_slots()
+        running = [len(ids) for _, ids in self.repo.running_slots()]
+        counts.owners_running = sum(1 for n in running if n)
+        counts.max_running_per_owner = max(running, default=0)
         for job in self.repo.due(JobStatus.PENDING, now):
             try:
                 self.repo.fail(

@@ -35,6 +35,12 @@ OutputFormat = Literal["json", "txt", "srt", "vtt"]
 ALL_FORMATS: tuple[OutputFormat, ...] = ("json", "txt", "srt", "vtt")
 Task = Literal["transcribe", "translate"]
 
+# A job's priority class: its queue in each pool, and its turn in the workers' weighted receive
+# (batchscribe.queue.ClassQueues). Highest first.
+Priority = Literal["high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+DEFAULT_PRIORITY: Priority = "normal"
+
 
 class JobOptions(BaseModel):
     """What the client asks of the transcription. Unknown keys are refused, not ignored, and
@@ -130,6 +136,7 @@ class Job(BaseModel):
     owner: str
     owner_key: str
     status: JobStatus
+    priority: Priority = DEFAULT_PRIORITY
     created_at: str
     updated_at: str
     queued_at: str | None = None

@@ -13,7 +13,14 @@ Table layout (one table):
   queued jobs from the time their wait started (pushed later by each redrive: the sweeper
   re-sends the message of a job queued too long, see `Lifecycle.sweep`);
 - idempotency records `idem#<hash>` point at the job a keyed create made (no `owner`, so
-  they stay out of the listing index), with a TTL.
+  they stay out of the listing index), with a TTL;
+- running-slot items `slots#<owner key>` while an owner's running jobs are capped: the set of
+  its running job ids (`jobs`), added at claim in one transaction with the claim (condition:
+  fewer than the cap, or this job already in it) and removed at every exit from running
+  (succeed, fail, cancel, give back, requeue); in the sparse sweep index as `slots`, so the
+  sweeper drops ids whose job is no longer running (an exit that crashed between its writes);
+- create-rate counters `rate#<owner hash>#<window>`: one per owner per fixed window, counted
+  with a conditional ADD (exact under concurrency), with a TTL.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batchscribe import aws
 from batchscribe.errors import (
@@ -37,14 +45,18 @@ from batchscribe.errors import (
     InvalidTransition,
     JobAlreadyExists,
     JobNotFound,
+    OwnerAtCap,
+    RateLimited,
     StaleAttempt,
 )
 from batchscribe.keys import is_job_id
-from batchscribe.models import Callback, ErrorInfo, Job, JobStatus, ResultSummary, iso
+from batchscribe.models import DEFAULT_PRIORITY, Callback, ErrorInfo, Job, JobStatus, Priority, ResultSummary, iso
 from batchscribe.resources import OWNER_INDEX, SWEEP_INDEX
 from batchscribe.state_machine import Transition, sources, target
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+logger = Logger(service="batchscribe", child=True)
+SLOTS_SWEEP_STATUS = "slots"  # the running-slot items' partition in the sweep index
 _INTERNAL = ("sweep_status", "sweep_at")
 
 _ser = TypeSerializer()
@@ -116,7 +128,13 @@ class JobRepository:
         return job
 
     def list_for_owner(
-        self, owner: str, *, status: JobStatus | None = None, limit: int = 20, next_token: str | None = None
+        self,
+        owner: str,
+        *,
+        status: JobStatus | None = None,
+        priority: Priority | None = None,
+        limit: int = 20,
+        next_token: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """The owner's jobs, newest first. `next_token` is opaque to clients."""
         kwargs: dict[str, Any] = {
@@ -128,14 +146,22 @@ class JobRepository:
             "ScanIndexForward": False,
             "Limit": limit,
         }
+        filters = []
         if status is not None:
-            kwargs["FilterExpression"] = "#s = :s"
+            filters.append("#s = :s")
             kwargs["ExpressionAttributeNames"]["#s"] = "status"
             kwargs["ExpressionAttributeValues"][":s"] = {"S": status.value}
+        if priority is not None:
+            # records from before priorities carry none: they are `normal`
+            filters.append("(#p = :p OR attribute_not_exists(#p))" if priority == DEFAULT_PRIORITY else "#p = :p")
+            kwargs["ExpressionAttributeNames"]["#p"] = "priority"
+            kwargs["ExpressionAttributeValues"][":p"] = {"S": priority}
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
         if next_token:
             kwargs["ExclusiveStartKey"] = self._decode_token(next_token, owner)
         jobs: list[Job] = []
-        # A status filter is applied after each page is read, so read pages until the page
+        # A status or priority filter is applied after each page is read, so read pages until the page
         # is full; bounded, so a sparse filter costs at most a few reads per call.
         for _ in range(10):
             resp = self._db.query(**kwargs)
@@ -187,6 +213,108 @@ class JobRepository:
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # ---- per-owner counters ------------------------------------------------------------
+
+    def count_create(self, owner: str, limit: int, window_seconds: int) -> int:
+        """Count one create against the owner's fixed-window limit, or raise RateLimited
+        (with the seconds until the window ends). One conditional ADD on the window's counter
+        item: of N concurrent creates exactly `limit` pass. Returns the count after this one."""
+        now = self.clock()
+        window = int(now // window_seconds)
+        ends = (window + 1) * window_seconds
+        key = "rate#" + hashlib.sha256(owner.encode()).hexdigest()[:32] + f"#{window}"
+        try:
+            resp = self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": key}},
+                UpdateExpression="ADD #n :one SET #ttl = if_not_exists(#ttl, :ttl)",
+                ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+                ExpressionAttributeNames={"#n": "creates", "#ttl": "ttl"},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":ttl": {"N": str(ends + 3600)},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            retry_after = max(1, int(-(-(ends - now) // 1)))
+            raise RateLimited(
+                f"over the limit of {limit} job creates per {window_seconds} s for this caller; "
+                f"retry after {retry_after} s",
+                retry_after=retry_after,
+                details={"limit": limit, "window_seconds": window_seconds, "retry_after": retry_after},
+            ) from exc
+        return int(resp["Attributes"]["creates"]["N"])
+
+    # ---- throughput and queue position (approximate, cheap) ---------------------------
+
+    @staticmethod
+    def _pool_key(queue_url: str) -> str:
+        return hashlib.sha256(queue_url.encode()).hexdigest()[:16]
+
+    def count_claim(self, queue_url: str) -> None:
+        """A worker of the pool draining `queue_url` claimed a job: one ADD on this minute's
+        counter (what the queue estimate divides by)."""
+        minute = int(self.clock() // 60)
+        self._db.update_item(
+            TableName=self.table_name,
+            Key={"job_id": {"S": f"claims#{self._pool_key(queue_url)}#{minute}"}},
+            UpdateExpression="ADD #n :one SET #ttl = if_not_exists(#ttl, :ttl)",
+            ExpressionAttributeNames={"#n": "claims", "#ttl": "ttl"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":ttl": {"N": str((minute + 60) * 60)}},
+        )
+
+    def claims_per_minute(self, queue_url: str, minutes: int = 5) -> float:
+        """The pool's claims per minute over the last `minutes` whole minutes and this one."""
+        now = self.clock()
+        current = int(now // 60)
+        keys = [
+            {"job_id": {"S": f"claims#{self._pool_key(queue_url)}#{m}"}} for m in range(current - minutes, current + 1)
+        ]
+        resp = self._db.batch_get_item(RequestItems={self.table_name: {"Keys": keys}})
+        total = sum(int(item["claims"]["N"]) for item in resp.get("Responses", {}).get(self.table_name, []))
+        span = minutes + (now - current * 60) / 60  # the whole minutes and the part of this one
+        return total / span if span > 0 else 0.0
+
+    def queued_ahead(self, job_id: str, priority: Priority, max_items: int = 1000) -> int:
+        """Queued jobs of `priority` whose queued wait started before this job's (the sweep
+        index orders queued jobs by that time); reads at most `max_items` index items."""
+        resp = self._db.get_item(
+            TableName=self.table_name,
+            Key={"job_id": {"S": job_id}},
+            ProjectionExpression="sweep_at",
+            ConsistentRead=True,
+        )
+        mine = resp.get("Item", {}).get("sweep_at", {}).get("N")
+        if mine is None:
+            return 0
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "sweep_status = :s AND sweep_at < :mine",
+            "FilterExpression": "#p = :p" if priority != DEFAULT_PRIORITY else "#p = :p OR attribute_not_exists(#p)",
+            "ExpressionAttributeNames": {"#p": "priority"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": JobStatus.QUEUED.value},
+                ":mine": {"N": mine},
+                ":p": {"S": priority},
+            },
+            "Select": "COUNT",
+            "Limit": max_items,
+        }
+        count = read = 0
+        while read < max_items:
+            page = self._db.query(**kwargs)
+            count += page.get("Count", 0)
+            read += page.get("ScannedCount", 0)
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return count
 
     # ---- create ------------------------------------------------------------------------
 
@@ -297,7 +425,7 @@ class JobRepository:
             raise
         return True
 
-    def _transition(
+    def _update(
         self,
         job_id: str,
         transition: Transition,
@@ -309,7 +437,8 @@ class JobRepository:
         extra_values: dict[str, Any] | None = None,
         extra_names: dict[str, str] | None = None,
         add_attempt: bool = False,
-    ) -> Job:
+    ) -> dict[str, Any]:
+        """The conditional UpdateItem of one transition (without its return options)."""
         now = self.clock()
         new_status = target(transition)
         sets = {"status": new_status.value, "updated_at": iso(now), **(sets or {})}
@@ -347,22 +476,28 @@ class JobRepository:
             condition += f" AND ({extra_condition})"
             values.update(extra_values or {})
             names.update(extra_names or {})
+        return {
+            "TableName": self.table_name,
+            "Key": {"job_id": {"S": job_id}},
+            "UpdateExpression": expr,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _serialize(values),
+        }
+
+    def _transition(self, job_id: str, transition: Transition, **kwargs: Any) -> Job:
+        update = self._update(job_id, transition, **kwargs)
         try:
-            resp = self._db.update_item(
-                TableName=self.table_name,
-                Key={"job_id": {"S": job_id}},
-                UpdateExpression=expr,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_serialize(values),
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            resp = self._db.update_item(**update, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            raise self._why(job_id, transition, attempt, exc.response.get("Item")) from exc
+            raise self._why(job_id, transition, kwargs.get("attempt"), exc.response.get("Item")) from exc
         return _job(resp["Attributes"])
+
+    def _exit(self, job_id: str, transition: Transition, **kwargs: Any) -> Job:
+        """A transition that may leave `running`: the owner's running slot is freed after it."""
+        return self._free_slot(self._transition(job_id, transition, **kwargs))
 
     def _why(self, job_id: str, transition: Transition, attempt: int | None, old: dict[str, Any] | None) -> Exception:
         if old is None:
@@ -415,11 +550,13 @@ class JobRepository:
             extra_names={"#rd": "redrives"},
         )
 
-    def claim(self, job_id: str, worker: str, lease_seconds: float) -> Job:
-        """queued -> running (or take over a running job whose lease expired): attempt + 1."""
+    def claim(self, job_id: str, worker: str, lease_seconds: float, owner_cap: int = 0) -> Job:
+        """queued -> running (or take over a running job whose lease expired): attempt + 1.
+        With `owner_cap`, the job also takes one of its owner's running slots in the same
+        transaction, or OwnerAtCap is raised and nothing changes (the job stays queued)."""
         now = self.clock()
         lease = now + lease_seconds
-        return self._transition(
+        update = self._update(
             job_id,
             Transition.CLAIM,
             sets={
@@ -435,6 +572,116 @@ class JobRepository:
             extra_condition="#st = :queued OR lease_expires_at < :now",
             extra_values={":queued": JobStatus.QUEUED.value, ":now": now},
         )
+        if not owner_cap:
+            try:
+                resp = self._db.update_item(
+                    **update, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD"
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                raise self._why(job_id, Transition.CLAIM, None, exc.response.get("Item")) from exc
+            return _job(resp["Attributes"])
+        owner_key = self.get(job_id).owner_key
+        slot = {
+            "TableName": self.table_name,
+            "Key": {"job_id": {"S": self._slots_key(owner_key)}},
+            "UpdateExpression": "ADD #jobs :job SET #ss = :ss, #sa = :zero",
+            "ConditionExpression": "attribute_not_exists(#jobs) OR size(#jobs) < :cap OR contains(#jobs, :id)",
+            "ExpressionAttributeNames": {"#jobs": "jobs", "#ss": "sweep_status", "#sa": "sweep_at"},
+            "ExpressionAttributeValues": {
+                ":job": {"SS": [job_id]},
+                ":id": {"S": job_id},
+                ":cap": {"N": str(owner_cap)},
+                ":ss": {"S": SLOTS_SWEEP_STATUS},
+                ":zero": {"N": "0"},
+            },
+        }
+        try:
+            self._db.transact_write_items(TransactItems=[{"Update": update}, {"Update": slot}])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"] or not reasons:
+                raise self._why(job_id, Transition.CLAIM, None, None) from exc
+            if reasons[1:2] == ["ConditionalCheckFailed"]:
+                raise OwnerAtCap(
+                    f"the owner of job {job_id} already runs {owner_cap} job(s)", details={"cap": owner_cap}
+                ) from exc
+            raise
+        return self.get(job_id)
+
+    @staticmethod
+    def _slots_key(owner_key: str) -> str:
+        return f"slots#{owner_key}"
+
+    def _free_slot(self, job: Job) -> Job:
+        """The job left running: its owner's slot is free again (idempotent; nothing to do
+        when its owner has no slot item, i.e. no cap was ever applied). Best effort after the
+        transition, which stands either way: a slot this fails to free, the sweeper frees."""
+        try:
+            self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": self._slots_key(job.owner_key)}},
+                UpdateExpression="DELETE #jobs :job",
+                ConditionExpression="contains(#jobs, :id)",
+                ExpressionAttributeNames={"#jobs": "jobs"},
+                ExpressionAttributeValues={":job": {"SS": [job.job_id]}, ":id": {"S": job.job_id}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                logger.warning("running slot not freed; the sweeper will", extra={"job_id": job.job_id})
+        except BotoCoreError:
+            logger.warning("running slot not freed; the sweeper will", extra={"job_id": job.job_id})
+        return job
+
+    def running_slots(self) -> Iterator[tuple[str, list[str]]]:
+        """(owner key, running job ids) of every owner's slot item."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "sweep_status = :s",
+            "ExpressionAttributeValues": {":s": {"S": SLOTS_SWEEP_STATUS}},
+        }
+        while True:
+            resp = self._db.query(**kwargs)
+            for item in resp.get("Items", []):
+                yield item["job_id"]["S"].removeprefix("slots#"), sorted(item.get("jobs", {}).get("SS", []))
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def free_stale_slots(self) -> int:
+        """Drop slot ids whose job is no longer running (an exit that stopped between its two
+        writes); returns how many were freed."""
+        freed = 0
+        for _, job_ids in self.running_slots():
+            for job_id in job_ids:
+                try:
+                    job = self.get(job_id)
+                except JobNotFound:
+                    continue
+                if job.status is not JobStatus.RUNNING:
+                    self._free_slot(job)
+                    freed += 1
+        return freed
+
+    def seen_over_cap(self, job_id: str) -> None:
+        """A worker saw the queued job and left it queued (its owner is at the cap): its wait
+        restarts now, so the sweeper does not count it as a lost message."""
+        try:
+            self._db.update_item(
+                TableName=self.table_name,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression="SET sweep_at = :now REMOVE redrives",
+                ConditionExpression="#st = :queued",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={":now": {"N": repr(self.clock())}, ":queued": {"S": JobStatus.QUEUED.value}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def heartbeat(self, job_id: str, attempt: int, lease_seconds: float, progress: int | None = None) -> Job:
         """Extend the lease (and record progress). Fails once the job was cancelled or taken over."""
@@ -445,7 +692,7 @@ class JobRepository:
         return self._transition(job_id, Transition.HEARTBEAT, sets=sets, attempt=attempt)
 
     def succeed(self, job_id: str, attempt: int, result: ResultSummary, log_key: str | None) -> Job:
-        return self._transition(
+        return self._exit(
             job_id,
             Transition.SUCCEED,
             sets={
@@ -475,7 +722,7 @@ class JobRepository:
         if only_from is not None:
             names = {f":only{i}": s.value for i, s in enumerate(sorted(only_from))}
             extra, values = f"#st IN ({', '.join(names)})", names
-        return self._transition(
+        return self._exit(
             job_id,
             Transition.FAIL,
             sets=sets,
@@ -488,7 +735,7 @@ class JobRepository:
     def _release(self, job_id: str, attempt: int, transition: Transition, expired_only: bool = False) -> Job:
         """running -> queued: the attempt's worker, lease and progress are dropped; a new
         queued wait starts (swept like any other)."""
-        return self._transition(
+        return self._exit(
             job_id,
             transition,
             sets={"progress": 0, **self._queued_sweep(self.clock())},
@@ -511,7 +758,7 @@ class JobRepository:
         return self._release(job_id, attempt, Transition.REQUEUE)
 
     def cancel(self, job_id: str) -> Job:
-        return self._transition(
+        return self._exit(
             job_id,
             Transition.CANCEL,
             sets={"finished_at": iso(self.clock())},

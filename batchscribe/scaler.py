@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from batchscribe import aws
-from batchscribe.queue import JobQueue
+from batchscribe.queue import ClassQueues
 from batchscribe.resources import WORKER_NAME_PREFIX
 from batchscribe.settings import Pool
 
@@ -38,7 +38,7 @@ def plan(backlog: int, active: int, max_workers: int, jobs_per_worker: int) -> i
     return max(0, wanted - active)
 
 
-QueueDepth = Callable[[str], tuple[int, int]]
+QueueDepth = Callable[[Pool], tuple[int, int]]
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Decision:
 def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decision]:
     decisions = []
     for pool in pools:
-        visible, in_flight = depth(pool.queue_url)
+        visible, in_flight = depth(pool)
         backlog = visible + in_flight
         active = compute.active(pool) if backlog else 0
         n = plan(backlog, active, pool.max_workers, pool.jobs_per_worker)
@@ -62,8 +62,10 @@ def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decisi
     return decisions
 
 
-def sqs_depth(queue_url: str) -> tuple[int, int]:
-    return JobQueue(queue_url).depth()
+def sqs_depth(pool: Pool) -> tuple[int, int]:
+    """The pool's backlog over its priority classes, each weighted (resources.SCALE_WEIGHTS):
+    urgent work brings capacity sooner, low work less of it, and any backlog at least one worker."""
+    return ClassQueues(pool.queue_url, pool.class_queue_urls).weighted_depth()
 
 
 class BatchCompute:

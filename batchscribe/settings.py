@@ -24,6 +24,7 @@ from typing import Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from batchscribe.models import Priority
 from batchscribe.resources import WORKER_NAME_PREFIX
 
 ENV_PREFIX = "BATCHSCRIBE_"
@@ -193,6 +194,10 @@ class Pool(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9-]{1,20}$")
     queue_url: str
+    class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict,
+        description="the pool's other priority classes' queues (`high`, `low`); `normal` is the main queue",
+    )
     max_workers: int = Field(ge=0)
     jobs_per_worker: int = Field(default=4, ge=1)
     job_queue: str = ""  # Batch job queue (deployed)
@@ -210,7 +215,14 @@ class RoutingSettings(EnvSettings):
     """Which queue a job's message goes to: small uploads to the CPU pool when it exists."""
 
     jobs_queue_url: str = Field(min_length=1)
+    class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict,
+        description="the pool's other priority classes' queues (`high`, `low`); `normal` is the main queue",
+    )
     small_jobs_queue_url: str | None = None
+    small_class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict, description="the CPU pool's `high` and `low` queues, when it has them"
+    )
     small_job_max_bytes: int = Field(default=0, ge=0, description="0: every job goes to the GPU pool")
     small_job_model: str | None = Field(
         default=None, description="the CPU pool's model: a small job asking for another model goes to the GPU pool"
@@ -240,6 +252,14 @@ class ApiSettings(StoreSettings):
     allow_private: bool = Field(default=False, description="http:// and private callback URLs (local stack only)")
     multipart_part_bytes: int = Field(
         default=16 * 1024 * 1024, ge=5 * 1024 * 1024, description="part size of multipart uploads (S3: >= 5 MiB)"
+    )
+    high_priority_owners: list[str] | None = Field(
+        default=None, description="owners (IAM principal ARNs) that may create `high` jobs; None: everyone"
+    )
+    create_rate_limit: int = Field(default=0, ge=0, description="creates per owner per window; 0: no limit")
+    create_rate_window_seconds: int = Field(default=60, ge=1, le=86400, description="the rate limit's window")
+    routing: RoutingSettings | None = Field(
+        default=None, description="the pools' queues: GET shows a queued job's position and estimate (None: not)"
     )
 
 
@@ -283,6 +303,10 @@ class WebhookSettings(StoreSettings):
 
 class WorkerSettings(StoreSettings):
     jobs_queue_url: str = Field(min_length=1)
+    class_queue_urls: dict[Priority, str] = Field(
+        default_factory=dict,
+        description="the pool's other priority classes' queues (`high`, `low`); `normal` is the main queue",
+    )
     engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     model: str = "tiny.en"
     model_path: str | None = Field(default=None, description="an explicit model folder for `model`")
@@ -295,6 +319,12 @@ class WorkerSettings(StoreSettings):
     batched: Literal["auto", "always", "never"] = "auto"
     allow_download: bool = False
     max_jobs: int = Field(default=0, ge=0, description="exit after this many jobs; 0: no cap")
+    max_running_per_owner: int = Field(
+        default=0, ge=0, description="running jobs per owner across all workers; over it jobs stay queued; 0: no cap"
+    )
+    owner_cap_delay_seconds: int = Field(
+        default=30, ge=0, le=900, description="a job over its owner's cap is looked at again after this long"
+    )
     max_duration_seconds: float = Field(default=4 * 3600, gt=0)
     # cross-job batching: the worker holds up to K claimed jobs and runs their 30 s windows
     # in shared batches of up to B (0: chosen from the device and the model)

@@ -427,6 +427,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             path,
             options,
             callback_url=args.callback_url,
+            priority=args.priority,
             on_progress=_upload_progress(args.quiet),
             on_created=lambda job: created.append(job["job_id"]),
         )["job_id"]
@@ -847,6 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--callback-url", help="an https:// URL that gets one signed POST when the job ends (README: Webhooks)"
     )
+    s.add_argument("--priority", choices=["high", "normal", "low"], help="the job's priority class (default normal)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages (stdout: the id or result)")
 
     st = command("status", "a job's status, progress and times", cmd_status)

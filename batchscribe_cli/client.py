@@ -345,6 +345,7 @@ class Client:
         content_type: str | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
         content_type = (
             content_type
@@ -357,6 +358,8 @@ class Client:
             body["options"] = options
         if callback_url:
             body["callback_url"] = callback_url
+        if priority:
+            body["priority"] = priority
         # a retried create (lost answer, 5xx) must not make a second job
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return dict(self.request("POST", "/jobs", body, headers=headers))
@@ -419,10 +422,11 @@ class Client:
         path: Path,
         options: dict[str, Any] | None = None,
         callback_url: str | None = None,
+        priority: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         on_created: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        job = self.create_job(path, options, callback_url=callback_url)
+        job = self.create_job(path, options, callback_url=callback_url, priority=priority)
         if on_created:
             on_created(job)
         self.upload_file(job, path, on_progress)

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -52,6 +53,7 @@ from batchscribe.settings import (
     EnvSettings,
     IntakeSettings,
     LifecycleSettings,
+    RoutingSettings,
     ScalerSettings,
     Timings,
     WebhookSettings,
@@ -88,6 +90,11 @@ class LocalConfig:
     save_every_seconds: float = 30  # the state is also saved at stop (data_dir/state)
     worker_held_jobs: int = 0  # K: jobs one worker holds at once (0: the worker's default for its device)
     worker_batch_size: int = 0  # B: windows per batch (0: the worker's default)
+    high_priority_owners: list[str] | None = None  # ARNs (local: owner_arn(name)); None: everyone
+    create_rate_limit: int = 0  # creates per owner per window; 0: no limit
+    create_rate_window_seconds: int = 60
+    max_running_per_owner: int = 0  # running jobs per owner; 0: no cap
+    owner_cap_delay_seconds: int = 2  # a job over its owner's cap is looked at again after this long
 
 
 def merged_env(*parts: dict[str, str]) -> dict[str, str]:
@@ -421,7 +428,8 @@ class LocalStack:
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
         self._thread("api", self.http.serve_forever)
         self._thread("uploads", lambda: self._poll(r.uploads_queue_url, self.handlers["on_upload"]))
-        self._thread("dead-letters", lambda: self._poll(r.jobs_dlq_url, self.handlers["dead_letter"]))
+        for i, dlq_url in enumerate(r.all_jobs_dlq_urls):  # one per priority class
+            self._thread(f"dead-letters-{i}", functools.partial(self._poll, dlq_url, self.handlers["dead_letter"]))
         self._thread("webhooks", lambda: self._poll(r.webhooks_queue_url, self.handlers["webhook"]))
         self._thread("scaler", lambda: self._every(t.scale_every_seconds, self._scale))
         self._thread("sweeper", lambda: self._every(t.sweep_every_seconds, self._sweep))
@@ -439,8 +447,12 @@ class LocalStack:
         """Each process's settings, from the same models the CDK stack writes them from."""
         cfg, t = self.config, self.config.timings
         store = {"table_name": r.table, "bucket_name": r.bucket}
+        classes = dict(r.class_queue_urls)
         lifecycle = LifecycleSettings(
-            **store, jobs_queue_url=r.jobs_queue_url, queued_redrive_seconds=t.queued_redrive_seconds
+            **store,
+            jobs_queue_url=r.jobs_queue_url,
+            class_queue_urls=classes,
+            queued_redrive_seconds=t.queued_redrive_seconds,
         )
         return {
             "api": ApiSettings(
@@ -450,10 +462,17 @@ class LocalStack:
                 result_url_seconds=t.result_url_seconds,
                 default_model=cfg.model,
                 allow_private=True,  # callbacks to http:// and this machine's receivers
+                high_priority_owners=cfg.high_priority_owners,
+                create_rate_limit=cfg.create_rate_limit,
+                create_rate_window_seconds=cfg.create_rate_window_seconds,
+                routing=RoutingSettings(jobs_queue_url=r.jobs_queue_url, class_queue_urls=classes),
             ),
             "webhook": WebhookSettings(**store, signing_secret=self.webhook_secret(), allow_private=True),
             "on_upload": IntakeSettings(
-                **store, jobs_queue_url=r.jobs_queue_url, max_upload_bytes=cfg.max_upload_bytes
+                **store,
+                jobs_queue_url=r.jobs_queue_url,
+                class_queue_urls=classes,
+                max_upload_bytes=cfg.max_upload_bytes,
             ),
             "dead_letter": lifecycle,
             "sweeper": lifecycle,
@@ -463,6 +482,7 @@ class LocalStack:
                     Pool(
                         name="cpu",
                         queue_url=r.jobs_queue_url,
+                        class_queue_urls=classes,
                         max_workers=cfg.max_workers,
                         jobs_per_worker=cfg.jobs_per_worker,
                     )
@@ -471,6 +491,7 @@ class LocalStack:
             "worker": WorkerSettings(
                 **store,
                 jobs_queue_url=r.jobs_queue_url,
+                class_queue_urls=classes,
                 engine=cfg.engine,
                 model=cfg.model,
                 device="cpu",
@@ -480,6 +501,8 @@ class LocalStack:
                 timings=t,
                 max_held_jobs=cfg.worker_held_jobs,
                 batch_size=cfg.worker_batch_size,
+                max_running_per_owner=cfg.max_running_per_owner,
+                owner_cap_delay_seconds=cfg.owner_cap_delay_seconds,
             ),
         }
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from batchscribe import resources as r
 from batchscribe.keys import UPLOADS_PREFIX
+from batchscribe.models import DEFAULT_PRIORITY, PRIORITIES, Priority
 from batchscribe.settings import Timings, WebhookSettings
 
 
@@ -22,6 +23,13 @@ class Provisioned:
     uploads_queue_url: str
     uploads_dlq_url: str
     webhooks_queue_url: str
+    # the `high` and `low` classes' queues and DLQs (`normal`'s are jobs_queue_url, jobs_dlq_url)
+    class_queue_urls: dict[Priority, str]
+    class_dlq_urls: dict[Priority, str]
+
+    @property
+    def all_jobs_dlq_urls(self) -> list[str]:
+        return [self.jobs_dlq_url, *self.class_dlq_urls.values()]
 
 
 def create_table(dynamodb: Any, name: str) -> None:
@@ -71,7 +79,8 @@ def create_queue_pair(
 
 
 def provision(session: Any, names: r.Names, timings: Timings | None = None, region: str = "us-east-1") -> Provisioned:
-    """Create the table, the bucket, both queue pairs and the upload notification."""
+    """Create the table, the bucket, the queue pairs (uploads, and jobs per priority class)
+    and the upload notification."""
     t = timings or Timings()
     ddb, s3, sqs = session.client("dynamodb"), session.client("s3"), session.client("sqs")
     create_table(ddb, names.table)
@@ -82,6 +91,18 @@ def provision(session: Any, names: r.Names, timings: Timings | None = None, regi
     jobs_url, jobs_dlq = create_queue_pair(
         sqs, names.jobs_queue, names.jobs_dlq, t.visibility_seconds, r.JOBS_MAX_RECEIVE_COUNT, t.dlq_visibility_seconds
     )
+    classes = {
+        p: create_queue_pair(
+            sqs,
+            names.class_queue(p),
+            names.class_dlq(p),
+            t.visibility_seconds,
+            r.JOBS_MAX_RECEIVE_COUNT,
+            t.dlq_visibility_seconds,
+        )
+        for p in PRIORITIES
+        if p != DEFAULT_PRIORITY
+    }
     uploads_url, uploads_dlq = create_queue_pair(
         sqs,
         names.uploads_queue,
@@ -108,4 +129,14 @@ def provision(session: Any, names: r.Names, timings: Timings | None = None, regi
     webhooks_url, _ = create_queue_pair(
         sqs, names.webhooks_queue, names.webhooks_dlq, 60, attempts + 2, t.dlq_visibility_seconds
     )
-    return Provisioned(names.table, names.bucket, jobs_url, jobs_dlq, uploads_url, uploads_dlq, webhooks_url)
+    return Provisioned(
+        names.table,
+        names.bucket,
+        jobs_url,
+        jobs_dlq,
+        uploads_url,
+        uploads_dlq,
+        webhooks_url,
+        class_queue_urls={p: q for p, (q, _) in classes.items()},
+        class_dlq_urls={p: d for p, (_, d) in classes.items()},
+    )

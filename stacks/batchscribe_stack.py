@@ -43,7 +43,7 @@ class BatchscribeStack(Stack):
             compute=self.compute,
             scaler=self.scaling.function,
         )
-        self.api = Api(self, "Api", config=config, functions=functions, jobs=self.jobs)
+        self.api = Api(self, "Api", config=config, functions=functions, jobs=self.jobs, compute=self.compute)
         self.lifecycle = Lifecycle(
             self, "Lifecycle", config=config, functions=functions, jobs=self.jobs, compute=self.compute
         )
@@ -57,9 +57,13 @@ class BatchscribeStack(Stack):
                 "Uploads": self.intake.uploads.dlq,
                 "Notify": self.notify.failures,
                 "Webhooks": self.notify.webhooks.dlq,
-                **{self._label(p.name): p.dlq for p in self.compute.pools},
+                **{self._label(p.name, c): q.dlq for p in self.compute.pools for c, q in p.classes.items()},
             },
-            job_queues={self._label(p.name): p.queue for p in self.compute.pools},
+            job_queues={
+                self._label(p.name, c): (q.queue, config.starvation_minutes * 60 * (4 if c == "low" else 1))
+                for p in self.compute.pools
+                for c, q in p.classes.items()
+            },
             api=self.api.api,
             functions=self.functions,
         )
@@ -81,6 +85,8 @@ class BatchscribeStack(Stack):
         )
 
     @staticmethod
-    def _label(pool: str) -> str:
-        """Alarm and dashboard names per pool: the GPU pool's queue is 'Jobs', the CPU pool's 'SmallJobs'."""
-        return {"gpu": "Jobs", "cpu": "SmallJobs"}[pool]
+    def _label(pool: str, priority: str = "normal") -> str:
+        """Alarm and dashboard names per pool and class: the GPU pool's normal queue is 'Jobs', its
+        high one 'JobsHigh'; the CPU pool's 'SmallJobs', 'SmallJobsLow', ..."""
+        base = {"gpu": "Jobs", "cpu": "SmallJobs"}[pool]
+        return base if priority == "normal" else base + priority.capitalize()

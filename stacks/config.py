@@ -62,12 +62,23 @@ class DeploymentConfig(BaseModel):
     api_rate_limit: int = Field(default=50, ge=1)
     api_burst_limit: int = Field(default=100, ge=1)
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    high_priority_owners: list[str] | None = Field(
+        default=None, description="IAM principal ARNs that may create `high` jobs; None: everyone"
+    )
+    create_rate_limit: int = Field(default=0, ge=0, description="job creates per owner per window; 0: no limit")
+    create_rate_window_seconds: int = Field(default=60, ge=1, le=86400)
+    max_running_per_owner: int = Field(
+        default=0, ge=0, description="running jobs per owner across all workers (others stay queued); 0: no cap"
+    )
 
     # every timing (leases, heartbeats, visibility, idle exit, schedules, URL lifetimes), checked
     timings: Timings = Field(default_factory=Timings)
 
     # operations
     alarm_email: str | None = None
+    starvation_minutes: int = Field(
+        default=30, ge=1, description="alarm when the oldest high or normal job waited longer (low: 4x as long)"
+    )
     reserve_concurrency: bool = Field(
         default=False,
         description="reserve one concurrent execution each for the scaler and the sweeper; needs an account "

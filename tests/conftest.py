@@ -51,7 +51,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     from moto import mock_aws
 
     from batchscribe.resources import Names
-    from batchscribe.settings import ApiSettings, IntakeSettings, LifecycleSettings
+    from batchscribe.settings import ApiSettings, IntakeSettings, LifecycleSettings, RoutingSettings
     from batchscribe_cli import moto_atomic
     from batchscribe_cli.local import merged_env
     from batchscribe_cli.provision import provision
@@ -63,9 +63,15 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         store = {"table_name": p.table, "bucket_name": p.bucket}
         limit = 50 * 1024 * 1024
         env = merged_env(
-            ApiSettings(**store, max_upload_bytes=limit).to_env(),
-            IntakeSettings(**store, jobs_queue_url=p.jobs_queue_url, max_upload_bytes=limit).to_env(),
-            LifecycleSettings(**store, jobs_queue_url=p.jobs_queue_url).to_env(),
+            ApiSettings(
+                **store,
+                max_upload_bytes=limit,
+                routing=RoutingSettings(jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls),
+            ).to_env(),
+            IntakeSettings(
+                **store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls, max_upload_bytes=limit
+            ).to_env(),
+            LifecycleSettings(**store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls).to_env(),
         )
         for k, v in env.items():
             monkeypatch.setenv(k, v)

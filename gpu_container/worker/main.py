@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batchscribe import keys
-from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
-from batchscribe.models import ErrorInfo, Job, JobStatus, ResultSummary
-from batchscribe.queue import JobQueue, Received
+from batchscribe.errors import InvalidTransition, JobNotFound, OwnerAtCap, StaleAttempt
+from batchscribe.models import PRIORITIES, ErrorInfo, Job, JobStatus, ResultSummary
+from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WorkerSettings
 from batchscribe.storage import MediaStore
@@ -83,6 +83,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     DEFERRED = "deferred"  # another worker holds a live lease
     NOT_READY = "not_ready"  # still pending: the intake sends just before it flips the status
+    OVER_CAP = "over_cap"  # its owner runs its cap of jobs: left queued, looked at again later
     CLAIMED = "claimed"
 
 
@@ -236,7 +237,8 @@ class Worker:
         self.worker_id = settings.worker_name
         self.repo = JobRepository(settings.table_name)
         self.store = MediaStore(settings.bucket_name)
-        self.queue = JobQueue(settings.jobs_queue_url)
+        # its pool's priority classes, received from in a weighted order (batchscribe.queue)
+        self.queue = ClassQueues(settings.jobs_queue_url, settings.class_queue_urls)
         self.clock = clock
         self.stopping = threading.Event()
         self.jobs_done = 0  # jobs claimed
@@ -338,17 +340,32 @@ class Worker:
             return Outcome.POISON_MESSAGE
         job_id = received.message.job_id
         try:
-            job = self.repo.claim(job_id, self.worker_id, self.settings.timings.lease_seconds)
+            job = self._claim(job_id)
         except JobNotFound:
             self.queue.delete(received.receipt_handle)
             return Outcome.UNKNOWN_JOB
+        except OwnerAtCap:
+            return self._over_cap(job_id, received)
         except InvalidTransition:
             return self._not_claimed(job_id, received)
         return self._start(job, received)
 
+    def _claim(self, job_id: str) -> Job:
+        s = self.settings
+        return self.repo.claim(job_id, self.worker_id, s.timings.lease_seconds, owner_cap=s.max_running_per_owner)
+
+    def _over_cap(self, job_id: str, received: Received) -> Outcome:
+        """The job's owner already runs its cap: the job stays queued and its message comes
+        back later as a fresh one (not a receive towards the DLQ); others' jobs go first."""
+        self.repo.seen_over_cap(job_id)
+        self.queue.send_later(received, self.settings.owner_cap_delay_seconds)
+        logger.info("owner at its running cap; job left queued", extra={"job_id": job_id})
+        return Outcome.OVER_CAP
+
     def _start(self, job: Job, received: Received) -> Outcome:
         """Hold a job just claimed: its log, heartbeat and preparation begin."""
         self.jobs_done += 1
+        self._count_claim()
         log = JobLog(job, self.worker_id, self.store)
         run = JobRun(
             job=job,
@@ -362,6 +379,13 @@ class Worker:
         self._held[job.job_id] = run
         self._preparing[self._pool.submit(self._prepare, run)] = run
         return Outcome.CLAIMED
+
+    def _count_claim(self) -> None:
+        """The pool's throughput for queue estimates: best effort, never in a job's way."""
+        try:
+            self.repo.count_claim(self.settings.jobs_queue_url)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("claim not counted", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def _not_claimed(self, job_id: str, received: Received) -> Outcome:
         try:
@@ -386,7 +410,10 @@ class Worker:
         for _ in range(5):
             time.sleep(0.2)
             with contextlib.suppress(InvalidTransition, JobNotFound):
-                job = self.repo.claim(job_id, self.worker_id, self.settings.timings.lease_seconds)
+                try:
+                    job = self._claim(job_id)
+                except OwnerAtCap:
+                    return self._over_cap(job_id, received)
                 return self._start(job, received)
         self.queue.extend(received.receipt_handle, 5)
         return Outcome.NOT_READY
@@ -444,6 +471,8 @@ class Worker:
                 run.job_id,
                 prefetch(run.stream.windows()),
                 options=DecodeOptions.from_job(run.job.options),
+                # batches fill in the same order as claims: high, normal, low (0 runs first)
+                priority=PRIORITIES.index(run.job.priority),
                 expected_seconds=run.stream.duration,
             )
 

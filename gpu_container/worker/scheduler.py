@@ -23,8 +23,9 @@ Batch order (the choice, and why):
   more jobs are held than a batch has slots, who runs at all: it minimises the mean time to
   finish, so short jobs leave the worker (and free a claim slot) quickly. A job that had a
   window ready but got no slot for `age_after` consecutive batches moves up one priority
-  class per `age_after` batches skipped, so nothing starves. The priority class is 0 by
-  default; a later feature can pass a job's priority (lower runs first).
+  class per `age_after` batches skipped, so nothing starves. The worker passes the job's
+  priority class (high 0, normal 1, low 2: lower runs first), so batches fill in the same
+  order as claims.
 - Work-conserving: a batch is never held back to wait for a fuller one; if only one job has
   windows, it fills the batch alone (up to its read-ahead).
 """

@@ -31,7 +31,7 @@ from batchscribe.api_models import (
 )
 from batchscribe.identity import owner_of
 from batchscribe.jobs import JobApi
-from batchscribe.models import JobStatus
+from batchscribe.models import JobStatus, Priority
 from batchscribe.resources import cors_headers
 from batchscribe.settings import METRICS_NAMESPACE, ApiSettings
 
@@ -44,6 +44,8 @@ app = APIGatewayRestResolver(enable_validation=True)
 # One table: domain error class -> HTTP status. Most specific classes first.
 STATUS_BY_ERROR: tuple[tuple[type[errors.BatchscribeError], HTTPStatus], ...] = (
     (errors.Unauthenticated, HTTPStatus.UNAUTHORIZED),
+    (errors.Forbidden, HTTPStatus.FORBIDDEN),
+    (errors.RateLimited, HTTPStatus.TOO_MANY_REQUESTS),
     (errors.JobNotFound, HTTPStatus.NOT_FOUND),
     (errors.IdempotencyConflict, HTTPStatus.CONFLICT),
     (errors.InvalidTransition, HTTPStatus.CONFLICT),
@@ -59,8 +61,9 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.BatchscribeError], HTTPStatus], ...] = 
 GATEWAY_ERRORS = {
     HTTPStatus.FORBIDDEN: "the request is not signed (`route_not_found`, as API Gateway answers an unsigned request), "
     "its signature is invalid or expired (`invalid_signature`, `expired_token`), or its principal may not call the "
-    "API (`forbidden`)",
-    HTTPStatus.TOO_MANY_REQUESTS: "throttled: over the stage's rate or burst limit; retry with backoff",
+    "API (`forbidden`); from POST /jobs also `priority_not_allowed` (the caller may not create `high` jobs)",
+    HTTPStatus.TOO_MANY_REQUESTS: "throttled: over the stage's rate or burst limit; retry with backoff; from POST "
+    "/jobs also `rate_limited` (over the caller's create rate limit): retry after the `Retry-After` seconds",
 }
 
 
@@ -91,12 +94,15 @@ def caller() -> str:
     return owner_of(app.current_event.request_context.identity.user_arn)
 
 
-def _error(status: HTTPStatus, code: str, message: str, details: Any = None) -> Response[Any]:
+def _error(
+    status: HTTPStatus, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
     return Response(
         status_code=int(status),
         content_type=content_types.APPLICATION_JSON,
         body=body.model_dump_json(exclude_none=True),
+        headers=headers,
     )
 
 
@@ -104,7 +110,8 @@ def _error(status: HTTPStatus, code: str, message: str, details: Any = None) -> 
 def _domain_error(exc: errors.BatchscribeError) -> Response[Any]:
     for cls, status in STATUS_BY_ERROR:
         if isinstance(exc, cls):
-            return _error(status, exc.code, exc.message, exc.details)
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.RateLimited) else None
+            return _error(status, exc.code, exc.message, exc.details, headers)
     logger.exception("unmapped domain error")
     return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "internal error; the request id is logged")
 
@@ -174,10 +181,11 @@ def get_job(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
 @app.get("/jobs", responses=responses((HTTPStatus.OK, JobList)), summary="The caller's jobs, newest first")
 def list_jobs(
     status: Annotated[JobStatus | None, Query()] = None,
+    priority: Annotated[Priority | None, Query(description="only jobs of this priority class")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     next_token: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JobList:
-    return jobs().list_jobs(caller(), status, limit, next_token)
+    return jobs().list_jobs(caller(), status, limit, next_token, priority)
 
 
 @app.post(

@@ -12,6 +12,7 @@ from constructs import Construct
 from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from batchscribe.settings import ApiSettings
 from stacks.config import DeploymentConfig
+from stacks.constructs.compute import Compute
 from stacks.constructs.functions import Functions, retention
 from stacks.constructs.jobs import Jobs
 
@@ -30,7 +31,14 @@ ROUTES: tuple[tuple[str, str], ...] = (
 
 class Api(Construct):
     def __init__(
-        self, scope: Construct, id: str, *, config: DeploymentConfig, functions: Functions, jobs: Jobs
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: DeploymentConfig,
+        functions: Functions,
+        jobs: Jobs,
+        compute: Compute,
     ) -> None:
         super().__init__(scope, id)
         t = config.timings
@@ -47,10 +55,15 @@ class Api(Construct):
                 default_model=config.model,
                 small_job_model=config.cpu_model if config.cpu_pool else None,
                 small_job_max_bytes=config.small_job_max_mb * 1024 * 1024 if config.cpu_pool else 0,
+                high_priority_owners=config.high_priority_owners,
+                create_rate_limit=config.create_rate_limit,
+                create_rate_window_seconds=config.create_rate_window_seconds,
+                routing=compute.routing,  # a queued job's position: its pool's class queues
             ),
             memory=512,
         )
         jobs.grant_api(self.function)
+        compute.grant_depth(self.function)
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
         )

@@ -17,6 +17,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from batchscribe.models import DEFAULT_PRIORITY, PRIORITIES, Priority
 from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
 from batchscribe.settings import Pool, RoutingSettings, WorkerSettings
 from stacks.config import DeploymentConfig
@@ -29,7 +30,8 @@ from stacks.instances import job_size, pool_hourly_usd
 @dataclass
 class WorkerPool:
     name: str
-    messages: QueuePair
+    messages: QueuePair  # the `normal` class's queue (the pool's main queue)
+    classes: dict[Priority, QueuePair]  # every class's queue pair, highest first
     job_queue: batch.JobQueue
     job_definition: batch.EcsJobDefinition
     role: iam.Role
@@ -44,10 +46,16 @@ class WorkerPool:
     def dlq(self) -> sqs.IQueue:
         return self.messages.dlq
 
+    @property
+    def class_queue_urls(self) -> dict[Priority, str]:
+        """The other classes' queue URLs (settings' `class_queue_urls`)."""
+        return {p: pair.queue.queue_url for p, pair in self.classes.items() if p != DEFAULT_PRIORITY}
+
     def scaler_view(self) -> Pool:
         return Pool(
             name=self.name,
             queue_url=self.queue.queue_url,
+            class_queue_urls=self.class_queue_urls,
             max_workers=self.max_workers,
             jobs_per_worker=self.jobs_per_worker,
             job_queue=self.job_queue.job_queue_arn,
@@ -140,15 +148,24 @@ class Compute(Construct):
         """Which queue a job's message goes to (the intake's and the lifecycle's settings)."""
         return RoutingSettings(
             jobs_queue_url=self.gpu.queue.queue_url,
+            class_queue_urls=self.gpu.class_queue_urls,
             small_jobs_queue_url=self.cpu.queue.queue_url if self.cpu else None,
+            small_class_queue_urls=self.cpu.class_queue_urls if self.cpu else {},
             small_job_max_bytes=self.config.small_job_max_mb * 1024 * 1024 if self.cpu else 0,
             small_job_model=self.config.cpu_model if self.cpu else None,
         )
 
     def grant_send(self, grantee: iam.IGrantable) -> None:
-        """Send job messages to every pool's queue (intake, requeues)."""
+        """Send job messages to every pool's class queues (intake, requeues)."""
         for pool in self.pools:
-            pool.queue.grant_send_messages(grantee)
+            for pair in pool.classes.values():
+                pair.queue.grant_send_messages(grantee)
+
+    def grant_depth(self, grantee: iam.IGrantable) -> None:
+        """Read every class queue's depth (the scaler; the API's queue positions)."""
+        for pool in self.pools:
+            for pair in pool.classes.values():
+                pair.queue.grant(grantee, "sqs:GetQueueAttributes")
 
     def _environment(
         self,
@@ -206,13 +223,18 @@ class Compute(Construct):
         size = job_size(instance_types, gpus)
         configured = self.config.gpu_hourly_usd if gpus else self.config.cpu_hourly_usd
         hourly = configured if configured is not None else pool_hourly_usd(instance_types, self.config.spot)
-        messages = QueuePair(
-            self,
-            f"{name}Messages",
-            visibility=t.visibility_seconds,
-            max_receive=JOBS_MAX_RECEIVE_COUNT,
-            dlq_visibility=t.dlq_visibility_seconds,
-        )
+        # one queue (+ DLQ) per priority class; `normal` keeps the pool's original queue
+        classes = {
+            p: QueuePair(
+                self,
+                f"{name}Messages" if p == DEFAULT_PRIORITY else f"{name}{p.capitalize()}Messages",
+                visibility=t.visibility_seconds,
+                max_receive=JOBS_MAX_RECEIVE_COUNT,
+                dlq_visibility=t.dlq_visibility_seconds,
+            )
+            for p in PRIORITIES
+        }
+        messages = classes[DEFAULT_PRIORITY]
         order = []
         kinds = [("Spot", True), ("OnDemand", False)] if self.config.spot else [("OnDemand", False)]
         for i, (kind, spot) in enumerate(kinds, start=1):
@@ -256,10 +278,12 @@ class Compute(Construct):
                     **WorkerSettings(
                         **self.jobs.store,
                         jobs_queue_url=messages.queue.queue_url,
+                        class_queue_urls={p: c.queue.queue_url for p, c in classes.items() if p != DEFAULT_PRIORITY},
                         model=model,
                         engine=self.config.engine,
                         device="cuda" if gpus else "cpu",
                         max_duration_seconds=self.config.max_duration_minutes * 60,
+                        max_running_per_owner=self.config.max_running_per_owner,
                         timings=t,
                         instance_hourly_usd=hourly,
                     ).to_env(),
@@ -276,11 +300,13 @@ class Compute(Construct):
             ],
             propagate_tags=True,
         )
-        messages.queue.grant_consume_messages(role)
+        for pair in classes.values():
+            pair.queue.grant_consume_messages(role)
         self.jobs.grant_worker(role)
         return WorkerPool(
             name=name.lower(),
             messages=messages,
+            classes=classes,
             job_queue=job_queue,
             job_definition=definition,
             role=role,

@@ -95,8 +95,9 @@ class Jobs(Construct):
         self.table.grant(grantee, *actions)
 
     def grant_api(self, grantee: iam.IGrantable) -> None:
-        """Create, read, list and cancel jobs; sign upload POSTs and result GETs."""
-        self.grant_table(grantee, CREATE)
+        """Create, read, list and cancel jobs (and read the per-minute claim counters of the
+        queue estimates in one batch); sign upload POSTs and result GETs."""
+        self.grant_table(grantee, (*CREATE, "dynamodb:BatchGetItem"))
         self.bucket.grant_put(grantee, f"{UPLOADS_PREFIX}*")  # with multipart: create, sign parts, complete, abort
         self.bucket.grant_read(grantee, f"{OUTPUTS_PREFIX}*")
         grantee.grant_principal.add_to_principal_policy(  # resume: which parts S3 already holds

@@ -43,9 +43,10 @@ class Lifecycle(Construct):
         jobs.grant_table(self.dead_letter, READ_TRANSITION)
         compute.grant_send(self.dead_letter)  # a job with attempts left gets its message again
         for pool in compute.pools:
-            self.dead_letter.add_event_source(
-                sources.SqsEventSource(pool.dlq, batch_size=10, report_batch_item_failures=True)
-            )
+            for pair in pool.classes.values():  # every class's DLQ: the redrive goes back to the job's class
+                self.dead_letter.add_event_source(
+                    sources.SqsEventSource(pair.dlq, batch_size=10, report_batch_item_failures=True)
+                )
 
         self.sweeper = functions.add(self, "sweeper", settings, timeout=Duration.minutes(5), memory=256, singleton=True)
         events.Rule(

@@ -20,7 +20,6 @@ from batchscribe.settings import METRICS_NAMESPACE
 from stacks.config import DeploymentConfig
 
 NAMESPACE = METRICS_NAMESPACE
-STARVATION_SECONDS = 1800
 FAILED_RATE_THRESHOLD = 0.2
 
 
@@ -42,7 +41,7 @@ class Monitoring(Construct):
         *,
         config: DeploymentConfig,
         dlqs: Mapping[str, sqs.IQueue],
-        job_queues: Mapping[str, sqs.IQueue],
+        job_queues: Mapping[str, tuple[sqs.IQueue, int]],
         api: apigw.RestApi,
         functions: Mapping[str, lambda_.IFunction],
     ) -> None:
@@ -120,13 +119,15 @@ class Monitoring(Construct):
                 0,
                 f"Messages in the {name} dead-letter queue. Runbook: README 'DLQ redrive'.",
             )
-        for name, queue in job_queues.items():
+        # per priority class: the age of its oldest message, alarmed past the class's threshold
+        # (a low job waiting long under load is the design; a normal one is starvation)
+        for name, (queue, threshold) in job_queues.items():
             alarm(
                 f"{name}Starvation",
                 queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(5), statistic="Maximum"),
-                STARVATION_SECONDS,
-                f"A {name} job waited over {STARVATION_SECONDS // 60} min: no worker is taking work. "
-                "Runbook: README 'Starvation'.",
+                threshold,
+                f"A {name} job waited over {threshold // 60} min: no worker is taking work, or higher classes "
+                "take it all. Runbook: README 'Starvation'.",
             )
         failed, succeeded = _jobs_metric("JobsFailed"), _jobs_metric("JobsSucceeded")
         self.failure_rate = cw.MathExpression(
@@ -162,7 +163,7 @@ class Monitoring(Construct):
                 width=12,
                 left=[
                     m
-                    for q in job_queues.values()
+                    for q, _ in job_queues.values()
                     for m in (
                         q.metric_approximate_number_of_messages_visible(),
                         q.metric_approximate_number_of_messages_not_visible(),
@@ -172,7 +173,7 @@ class Monitoring(Construct):
             cw.GraphWidget(
                 title="Oldest queued job (s)",
                 width=12,
-                left=[q.metric_approximate_age_of_oldest_message() for q in job_queues.values()],
+                left=[q.metric_approximate_age_of_oldest_message(label=n) for n, (q, _) in job_queues.items()],
             ),
         )
         dashboard.add_widgets(

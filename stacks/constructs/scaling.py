@@ -28,8 +28,8 @@ class Scaling(Construct):
             memory=256,
             singleton=True,
         )
+        compute.grant_depth(self.function)
         for pool in compute.pools:
-            pool.queue.grant(self.function, "sqs:GetQueueAttributes")
             pool.job_definition.grant_submit_job(self.function, pool.job_queue)
         # ListJobs has no resource-level permissions (acknowledged in stacks/nag.py)
         self.function.add_to_role_policy(iam.PolicyStatement(actions=["batch:ListJobs"], resources=["*"]))

@@ -73,6 +73,8 @@ def _provisioned() -> Provisioned:
     return Provisioned(
         table="t", bucket="b", jobs_queue_url="http://q/jobs", jobs_dlq_url="http://q/dlq",
         uploads_queue_url="http://q/up", uploads_dlq_url="http://q/up-dlq", webhooks_queue_url="http://q/hooks",
+        class_queue_urls={"high": "http://q/jobs-high", "low": "http://q/jobs-low"},
+        class_dlq_urls={"high": "http://q/jobs-high-dlq", "low": "http://q/jobs-low-dlq"},
     )  # fmt: skip
 
 

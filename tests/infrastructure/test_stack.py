@@ -105,7 +105,7 @@ def test_gpu_job_definition(template_json: dict[str, Any]) -> None:
     ]
     env = {e["Name"]: e["Value"] for e in jd["ContainerProperties"]["Environment"]}
     assert env["BATCHSCRIBE_DEVICE"] == "cuda" and env["BATCHSCRIBE_MODEL"] == "large-v3-turbo"
-    worker = WorkerSettings.from_env({k: v if isinstance(v, str) else "set-at-deploy" for k, v in env.items()})
+    worker = WorkerSettings.from_env({k: _resolve(v) for k, v in env.items()})
     assert worker.timings == DeploymentConfig().timings  # idle exit, lease, heartbeat: the deployment's
     cpu = by_prefix(template_json, "AWS::Batch::JobDefinition", "ComputeCpuJobDefinition")["Properties"]
     assert "GPU" not in {r["Type"] for r in cpu["ContainerProperties"]["ResourceRequirements"]}
@@ -199,7 +199,7 @@ def test_no_nat_gateway(template_json: dict[str, Any]) -> None:
 def test_queues_have_dlqs_sse_and_longer_dlq_retention(template_json: dict[str, Any]) -> None:
     queues = resources(template_json, "AWS::SQS::Queue")
     sources = {k: v for k, v in queues.items() if "RedrivePolicy" in v["Properties"]}
-    assert len(sources) == 4  # jobs, small jobs, uploads, webhooks
+    assert len(sources) == 8  # jobs and small jobs, 3 priority classes each; uploads; webhooks
     for name, q in sources.items():
         props = q["Properties"]
         # a webhook is tried max_attempts times before its sender gives up: the DLQ comes later
@@ -399,6 +399,8 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
     assert _actions_of(template_json, "ApiServiceRole") == XRAY | s3_read | s3_put | state | {
         "dynamodb:PutItem",
         "s3:ListMultipartUploadParts",  # on uploads/* only: resuming a multipart upload
+        "dynamodb:BatchGetItem",
+        "sqs:GetQueueAttributes",  # queue positions
     }
     assert _actions_of(template_json, "IntakeOnUploadServiceRole") == XRAY | s3_read | consume | send | {
         "dynamodb:GetItem",
@@ -430,6 +432,69 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
     worker = _actions_of(template_json, "ComputeGpuJobRole")
     assert worker == state | consume | s3_read | s3_put | {"s3:DeleteObject*"}
     assert not any(a.endswith(":*") or a == "*" for a in worker)
+
+
+def test_each_pool_has_a_queue_per_priority_class_every_part_of_the_pipeline_uses(
+    template_json: dict[str, Any],
+) -> None:
+    """high/normal/low queues (each with its DLQ) per pool: the worker consumes all three, the
+    intake and the lifecycle send to all three, the dead-letter function drains all three DLQs,
+    the scaler reads all three depths, and each process is told their URLs."""
+    queues = resources(template_json, "AWS::SQS::Queue")
+    for pool in ("Gpu", "Cpu"):
+        ids = {cls: by_prefix_id(queues, f"Compute{pool}{cls}MessagesQueue") for cls in ("High", "", "Low")}
+        for cls, queue_id in ids.items():
+            props = queues[queue_id]["Properties"]
+            assert props["RedrivePolicy"]["maxReceiveCount"] == 5, cls
+            assert props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0].startswith(
+                f"Compute{pool}{cls}MessagesDlq"
+            )
+        role = _statements_of(template_json, f"Compute{pool}JobRole")
+        consumed = {r["Fn::GetAtt"][0] for st in role if "sqs:ReceiveMessage" in st["Action"] for r in _list(st)}
+        assert consumed == set(ids.values())
+        [jd] = [v for k, v in resources(template_json, "AWS::Batch::JobDefinition").items() if pool in k]
+        env = {e["Name"]: e["Value"] for e in jd["Properties"]["ContainerProperties"]["Environment"]}
+        urls = json.loads(_resolve(env[WorkerSettings.env_name("class_queue_urls")]).replace("ref-", ""))
+        assert urls == {"high": ids["High"], "low": ids["Low"]}
+    dlq_sources = [
+        v["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+        for v in resources(template_json, "AWS::Lambda::EventSourceMapping").values()
+        if "Dlq" in v["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+        and v["Properties"]["FunctionName"]["Ref"].startswith("LifecycleDeadLetter")
+    ]
+    assert len(dlq_sources) == 6  # 2 pools x 3 classes
+    scaler = _statements_of(template_json, "ScalingScalerServiceRole")
+    read = {r["Fn::GetAtt"][0] for st in scaler if st["Action"] == "sqs:GetQueueAttributes" for r in _list(st)}
+    assert len(read) == 6
+
+
+def test_batch_scheduling_is_one_fifo_queue_per_pool(template_json: dict[str, Any]) -> None:
+    """Priorities and fairness are the workers' (class queues, weighted receive, per-owner cap):
+    every Batch job is an identical worker of the same service, so Batch job queue priorities or
+    a fair-share policy would have nothing to order (README 'Design notes')."""
+    job_queues = resources(template_json, "AWS::Batch::JobQueue")
+    assert len(job_queues) == 2
+    assert not resources(template_json, "AWS::Batch::SchedulingPolicy")
+    assert all("SchedulingPolicyArn" not in q["Properties"] for q in job_queues.values())
+
+
+def by_prefix_id(found: dict[str, Any], prefix: str) -> str:
+    [key] = [k for k in found if k.startswith(prefix) and k[len(prefix) :].isalnum() and len(k) - len(prefix) == 8]
+    return key
+
+
+def _list(statement: dict[str, Any]) -> list[Any]:
+    res = statement["Resource"]
+    return [r for r in (res if isinstance(res, list) else [res]) if isinstance(r, dict) and "Fn::GetAtt" in r]
+
+
+def _statements_of(t: dict[str, Any], role_prefix: str) -> list[dict[str, Any]]:
+    out = []
+    for policy in resources(t, "AWS::IAM::Policy").values():
+        roles = policy["Properties"].get("Roles", [])
+        if any(r.get("Ref", "").startswith(role_prefix) for r in roles):
+            out.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return out
 
 
 # ---- process environments ------------------------------------------------------------------
@@ -515,6 +580,13 @@ def test_alarms(template_json: dict[str, Any]) -> None:
         assert (a["MetricName"], a["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)
     [starved] = named("JobsStarvation")
     assert (starved["MetricName"], starved["Threshold"]) == ("ApproximateAgeOfOldestMessage", 1800)
+    # per priority class and pool: the age of the oldest message; low may wait 4x as long
+    for pool in ("Jobs", "SmallJobs"):
+        for cls, threshold in (("High", 1800), ("", 1800), ("Low", 7200)):
+            [a] = named(f"{pool}{cls}Starvation")
+            assert (a["MetricName"], a["Threshold"]) == ("ApproximateAgeOfOldestMessage", threshold)
+            [dead] = named(f"{pool}{cls}DeadLetters")
+            assert dead["MetricName"] == "ApproximateNumberOfMessagesVisible"
     [rate] = named("FailedJobRate")
     assert rate["Threshold"] == 0.2 and rate["Metrics"]
     [api] = named("Api5xx")

@@ -207,6 +207,9 @@ def test_sweeper_handler_runs_on_its_schedule_event(aws_stack: Stack) -> None:
         "requeued": 0,
         "redriven": 0,
         "queue_timeout": 0,
+        "slots_freed": 0,
+        "owners_running": 0,
+        "max_running_per_owner": 0,
     }
 
 

@@ -52,7 +52,7 @@ def test_scale_per_pool_from_visible_plus_in_flight() -> None:
     depths = {"q-gpu": (9, 3), "q-cpu": (5, 0)}
     compute = FakeCompute({"gpu": 1})
 
-    decisions = scale(pools, depths.__getitem__, compute)
+    decisions = scale(pools, lambda pool: depths[pool.queue_url], compute)
 
     assert compute.submitted == [("gpu", 2), ("cpu", 2)]
     assert [(d.pool, d.backlog, d.active, d.submitted) for d in decisions] == [
@@ -60,7 +60,7 @@ def test_scale_per_pool_from_visible_plus_in_flight() -> None:
         ("cpu", 5, 0, 2),
     ]
     # the next tick sees the workers it started and adds none
-    assert [d.submitted for d in scale(pools, depths.__getitem__, compute)] == [0, 0]
+    assert [d.submitted for d in scale(pools, lambda pool: depths[pool.queue_url], compute)] == [0, 0]
     # an empty queue costs no compute look-up and starts nothing
     assert [d.submitted for d in scale(pools, lambda _u: (0, 0), compute)] == [0, 0]
 

@@ -49,6 +49,7 @@ def worker_settings(stack: Stack, **over: Any) -> WorkerSettings:
         "table_name": stack.table,
         "bucket_name": stack.bucket,
         "jobs_queue_url": stack.jobs_queue_url,
+        "class_queue_urls": stack.class_queue_urls,
         "timings": Timings().replace(visibility_seconds=60, **timings),
         "worker_id": "test-worker",
     }
