@@ -3,7 +3,7 @@
     batchscribe local up [--port 8000] [--max-workers N] [--data-dir DIR]   the whole pipeline, locally
     batchscribe submit FILE [--wait] [--format F] [--language L] [--task translate] [-o OUT]
     batchscribe status ID | wait ID | result ID [--format F] [-o FILE] | cancel ID
-    batchscribe list [--status S] [--since 2h] [--limit N] [--next-token T] [--json]
+    batchscribe list [--status S] [--priority P] [--since 2h] [--limit N] [--next-token T] [--json]
     batchscribe demo                                                          local stack + a sample, end to end
     batchscribe transcribe FILE [--engine E] [--model M] [--batched] [--format F] [-o OUT]   no AWS at all
 
@@ -568,7 +568,9 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 def cmd_list(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     client = _client(args)
-    page = client.list_jobs(status=args.status, limit=args.limit, since=since, next_token=args.next_token)
+    page = client.list_jobs(
+        status=args.status, limit=args.limit, since=since, next_token=args.next_token, priority=args.priority
+    )
     if args.json:
         print(json.dumps(page, indent=2))
         return EXIT_OK
@@ -868,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     li = command("list", "your jobs, newest first", cmd_list)
     li.add_argument("--status", choices=STATUSES)
+    li.add_argument("--priority", choices=["high", "normal", "low"], help="only jobs of this priority class")
     li.add_argument("--since", help="created since: 30m, 2h, 3d, 1w, or a date/time (2025-05-01, 2025-05-01T13:00)")
     li.add_argument("--limit", type=_positive, default=20, help="at most this many jobs (default 20)")
     li.add_argument("--next-token", help="continue a listing where it stopped (printed as `more: ...`)")

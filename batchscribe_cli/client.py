@@ -439,9 +439,12 @@ class Client:
         """{"models": [{name, pool, english_only, default_for, max_upload_bytes}], "default": name}"""
         return dict(self.request("GET", "/models"))
 
-    def list(self, status: str | None = None, limit: int = 20, next_token: str | None = None) -> dict[str, Any]:
+    def list(
+        self, status: str | None = None, limit: int = 20, next_token: str | None = None, priority: str | None = None
+    ) -> dict[str, Any]:
         """One page of the caller's jobs, newest first (the API's own paging)."""
-        return dict(self.request("GET", "/jobs", query={"status": status, "limit": limit, "next_token": next_token}))
+        query = {"status": status, "priority": priority, "limit": limit, "next_token": next_token}
+        return dict(self.request("GET", "/jobs", query=query))
 
     def iter_pages(
         self, status: str | None = None, next_token: str | None = None, page_size: int = PAGE_MAX
@@ -460,6 +463,7 @@ class Client:
         limit: int = 20,
         since: datetime | None = None,
         next_token: str | None = None,
+        priority: str | None = None,
     ) -> dict[str, Any]:
         """Up to `limit` of the caller's jobs, newest first, created at or after `since`, from
         `next_token` on; reads as many pages as that takes and stops at the first older job.
@@ -467,7 +471,7 @@ class Client:
         jobs: list[dict[str, Any]] = []
         token = next_token
         while len(jobs) < limit:
-            page = self.list(status=status, limit=min(PAGE_MAX, limit - len(jobs)), next_token=token)
+            page = self.list(status=status, limit=min(PAGE_MAX, limit - len(jobs)), next_token=token, priority=priority)
             for job in page["jobs"]:
                 if since is not None and parse_time(job["created_at"]) < since:
                     return {"jobs": jobs, "next_token": None}  # newest first: the rest is older still

@@ -302,6 +302,13 @@ def test_a_prefix_is_not_trusted_when_not_all_jobs_could_be_checked() -> None:
 
 
 @responses.activate
+def test_list_jobs_filters_by_priority() -> None:
+    queries = _serve_pages([_job(f"{i:032x}", minutes_ago=i) for i in range(3)])
+    assert len(Client("http://127.0.0.1:1").list_jobs(priority="high")["jobs"]) == 3
+    assert queries[0]["priority"] == ["high"]
+
+
+@responses.activate
 def test_list_jobs_pages_to_the_limit_stops_at_since_and_returns_the_cursor() -> None:
     jobs = [_job(f"{i:032x}", minutes_ago=10 * i) for i in range(150)]  # one every 10 minutes
     queries = _serve_pages(jobs)

@@ -166,6 +166,17 @@ def test_a_batch_receive_fills_from_the_next_classes_and_delete_reaches_each_que
     assert queues.depths()["low"] == (3, 0)
 
 
+def test_a_message_handed_back_returns_to_its_class_queue(aws_stack: Stack) -> None:
+    """Give-back (SIGTERM, not ours to take) changes the visibility of the message held, on
+    the queue it came from: the job keeps its class."""
+    _fill(aws_stack, {"low": 1})
+    queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
+    [r] = queues.receive(wait_seconds=0)
+    queues.extend(r.receipt_handle, 0)
+    assert _ids(aws_stack.class_queue_urls["low"]) == ["low0000"]
+    assert _ids(aws_stack.jobs_queue_url) == []
+
+
 def test_scaler_backlog_is_weighted_by_class(aws_stack: Stack) -> None:
     _fill(aws_stack, {"high": 2, "normal": 3, "low": 1})
     queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
