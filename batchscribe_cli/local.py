@@ -118,6 +118,20 @@ class _Context:
         return 60_000
 
 
+def _no_metric(*_: Any, **__: Any) -> None:
+    return None
+
+
+def _drop_metrics(module: Any) -> None:
+    """CloudWatch is not emulated here. Powertools keeps one metric set per process and
+    empties it when a Lambda invocation ends; with every handler in this one process, and
+    metrics off, it would only fill up (and print itself at 100 values, from any thread).
+    The local stack's handlers record none."""
+    metrics = getattr(module, "metrics", None)
+    if metrics is not None:
+        metrics.add_metric = _no_metric
+
+
 def sqs_event(
     messages: list[dict[str, Any]], queue_arn: str = f"arn:aws:sqs:us-east-1:{LOCAL_ACCOUNT}:queue"
 ) -> dict[str, Any]:
@@ -406,7 +420,10 @@ class LocalStack:
         aws.reset()
         # Import every handler before any thread runs: concurrent first imports of the same
         # library (Powertools) from several threads can see half-initialised modules.
-        self.handlers = {name: importlib.import_module(f"lambdas.{name}.handler").handler for name in IN_PROCESS}
+        modules = {name: importlib.import_module(f"lambdas.{name}.handler") for name in IN_PROCESS}
+        self.handlers = {name: module.handler for name, module in modules.items()}
+        for module in modules.values():
+            _drop_metrics(module)
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", ENV_PREFIX, "POWERTOOLS_"))}
         worker_settings = self.settings["worker"]
         assert isinstance(worker_settings, WorkerSettings)

@@ -281,3 +281,14 @@ def test_a_browser_can_call_the_local_api(stack: LocalStack) -> None:
     assert "Idempotency-Key" in preflight.headers["Access-Control-Allow-Headers"]
     answer = requests.get(f"{stack.url}/jobs", headers={"Origin": "http://localhost:3000"}, timeout=10)
     assert answer.status_code == 200 and answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_the_handlers_metrics_do_not_pile_up_in_the_shared_process(stack: LocalStack) -> None:
+    """Powertools empties its per-process metric set only when a Lambda invocation ends; all
+    handlers share this process, so the local stack records none (no EMF lines in its output)."""
+    import lambdas.api.handler as api
+    import lambdas.sweeper.handler as sweeper
+
+    for module in (api, sweeper):
+        module.metrics.add_metric(name="Probe", unit="Count", value=1)
+    assert "Probe" not in api.metrics.metric_set and "Probe" not in sweeper.metrics.metric_set
