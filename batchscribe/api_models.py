@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from batchscribe import sources
 from batchscribe.models import DEFAULT_PRIORITY, Callback, ErrorInfo, Job, JobOptions, JobStatus, Priority
 
 
@@ -14,9 +15,26 @@ class CreateJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    filename: str = Field(min_length=1, max_length=1024, description="the original file name (metadata only)")
-    content_type: str = Field(min_length=3, max_length=255, description="the media type of the upload")
-    size_bytes: PositiveInt = Field(description="the exact size of the file to upload")
+    filename: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="the original file name (metadata only); for an upload, required",
+    )
+    content_type: str | None = Field(
+        default=None, min_length=3, max_length=255, description="the media type of the upload; for an upload, required"
+    )
+    size_bytes: PositiveInt | None = Field(
+        default=None,
+        description="the exact size of the file to upload (required); with source_url, the most to fetch (default: "
+        "the deployment's limit)",
+    )
+    source_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="input by URL instead of an upload: a public https:// URL (a presigned S3 URL for an s3:// "
+        "object) the worker fetches; the job is queued at once and has no upload ticket",
+    )
     options: JobOptions | None = Field(default=None, description="null or left out: the defaults")
     callback_url: str | None = Field(
         default=None,
@@ -43,7 +61,8 @@ class UploadTicket(BaseModel):
 class InputView(BaseModel):
     filename: str
     content_type: str
-    size_bytes: int
+    size_bytes: int = Field(description="the file's size; for a source_url not fetched yet, the most to fetch")
+    source_url: str | None = Field(default=None, description="input by URL: the URL without its query string")
 
 
 class ResultView(BaseModel):
@@ -110,6 +129,7 @@ class JobView(BaseModel):
                 filename=job.input.filename,
                 content_type=job.input.content_type,
                 size_bytes=job.input.size if job.input.size is not None else job.input.declared_size,
+                source_url=sources.redacted(job.input.source_url) if job.input.source_url else None,
             ),
             options=job.options,
             error=job.error,

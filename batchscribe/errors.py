@@ -100,3 +100,5 @@ INPUT_CHANGED = "input_changed"  # the upload was replaced after intake (ETag di
 UNSUPPORTED_MODEL = "unsupported_model"  # the job asked for a model no pool of this deployment serves
 INPUT_MISSING = "input_missing"  # the upload is gone from storage (deleted after intake)
 UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not know the job's language
+SOURCE_UNREACHABLE = "source_unreachable"  # a job's source_url answered 4xx, redirected too often, or was refused
+SOURCE_TOO_LARGE = "source_too_large"  # a job's source_url is larger than its size cap

@@ -14,9 +14,10 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batchscribe import errors, keys, languages, media_types, webhooks
+from batchscribe import errors, keys, languages, media_types, sources, webhooks
 from batchscribe.api_models import (
     CompleteMultipartRequest,
     CreateJobRequest,
@@ -41,13 +42,17 @@ from batchscribe.models import (
     Job,
     JobOptions,
     JobStatus,
+    MessageReason,
     Priority,
     iso,
 )
 from batchscribe.queue import JobDispatcher, JobQueue
 from batchscribe.repository import JobRepository
+from batchscribe.scaler import ScalerTrigger
 from batchscribe.settings import ApiSettings, RoutingSettings
 from batchscribe.storage import MediaStore
+
+logger = Logger(service="batchscribe", child=True)
 
 MAX_PARTS = 10_000  # S3's limit per multipart upload
 MAX_PART_URLS = 1_000  # per answer (an API Gateway response is at most 6 MB): ask again for more
@@ -82,15 +87,35 @@ class JobApi:
     def create_job(
         self, owner: str, request: CreateJobRequest, idempotency_key: str | None = None
     ) -> tuple[CreateJobResponse, bool]:
-        content_type = media_types.normalize(request.content_type)
-        if not media_types.is_supported(content_type):
-            raise errors.UnsupportedMediaType(
-                f"content type {content_type!r} is not an audio or video type this service decodes",
-                details={"supported": sorted(media_types.SUPPORTED_CONTENT_TYPES)},
-            )
-        if request.size_bytes > self.settings.max_upload_bytes:
+        """A new job: pending with an upload ticket, or, given `source_url`, queued at once
+        for a worker to fetch the file."""
+        source = (
+            sources.check_source(request.source_url, self.settings.allow_private).url if request.source_url else None
+        )
+        if source is None:
+            missing = [f for f in ("filename", "content_type", "size_bytes") if getattr(request, f) is None]
+            if missing:
+                raise errors.BadRequest(
+                    "the request is not valid; see details",
+                    details=[
+                        {"field": f, "message": "Field required (for an upload; or send source_url)", "type": "missing"}
+                        for f in missing
+                    ],
+                )
+        filename = sanitize_filename(request.filename or sources.filename_of(source or ""))
+        if request.content_type is not None:
+            content_type = media_types.normalize(request.content_type)
+            if not media_types.is_supported(content_type):
+                raise errors.UnsupportedMediaType(
+                    f"content type {content_type!r} is not an audio or video type this service decodes",
+                    details={"supported": sorted(media_types.SUPPORTED_CONTENT_TYPES)},
+                )
+        else:  # a source URL's: metadata only (the worker probes what it fetched)
+            content_type = media_types.guess(filename) or "application/octet-stream"
+        size = request.size_bytes or self.settings.max_upload_bytes
+        if size > self.settings.max_upload_bytes:
             raise errors.PayloadTooLarge(
-                f"{request.size_bytes} bytes is over this deployment's limit of "
+                f"{size} bytes is over this deployment's limit of "
                 f"{self.settings.max_upload_bytes} bytes; split the file or raise max_upload_bytes",
                 details={"max_bytes": self.settings.max_upload_bytes},
             )
@@ -104,6 +129,8 @@ class JobApi:
         self._check_priority(owner, request)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise errors.BadRequest("Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
+        if source is not None and self.settings.routing is None:
+            raise errors.BatchscribeError("the API was not given its queues (ApiSettings.routing); see its logs")
         if self.settings.create_rate_limit:
             # counted once the request is valid; a create refused here is not counted
             self.repo.count_create(owner, self.settings.create_rate_limit, self.settings.create_rate_window_seconds)
@@ -114,16 +141,18 @@ class JobApi:
             job_id=job_id,
             owner=owner,
             owner_key=okey,
-            status=JobStatus.PENDING,
+            status=JobStatus.PENDING if source is None else JobStatus.QUEUED,
             priority=request.priority,
             created_at=iso(now),
             updated_at=iso(now),
-            upload_expires_at=now + self.settings.upload_window_seconds,
+            queued_at=None if source is None else iso(now),
+            upload_expires_at=now + self.settings.upload_window_seconds if source is None else now,
             input=InputInfo(
                 key=keys.upload_key(okey, job_id),
-                filename=sanitize_filename(request.filename),
+                filename=filename,
                 content_type=content_type,
-                declared_size=request.size_bytes,
+                declared_size=size,
+                source_url=source,
             ),
             options=request.job_options,  # model None: the worker's configured model
             callback=callback,
@@ -132,7 +161,27 @@ class JobApi:
         normalized = request.model_copy(update={"options": request.job_options})
         fingerprint = hashlib.sha256(normalized.model_dump_json().encode()).hexdigest()
         job, created = self.repo.create(job, idempotency_key, fingerprint)
+        if created and source is not None:
+            self._dispatch(job)
         return CreateJobResponse(**self.view(job).model_dump(), upload=self._upload_ticket(job)), created
+
+    def _dispatch(self, job: Job) -> None:
+        """A source-URL job is queued in its record already: send its message and wake the
+        scaler. If either fails the job still starts: the sweeper re-sends the message of a
+        job queued without a claim (`queued_redrive_seconds`), and the scaler runs on its
+        schedule."""
+        assert self.settings.routing is not None
+        try:
+            JobDispatcher(self.settings.routing).send(
+                job.job_id, job.input.declared_size, MessageReason.UPLOAD, job.priority, model=job.options.model
+            )
+        except (ClientError, BotoCoreError):
+            logger.warning("source-URL job not sent; the sweeper sends it", extra={"job_id": job.job_id}, exc_info=True)
+            return
+        try:
+            ScalerTrigger(self.settings.scaler_function_name).wake()
+        except (ClientError, BotoCoreError):
+            logger.warning("could not wake the scaler", exc_info=True)
 
     def models(self) -> ModelList:
         """The models this deployment's pools serve (empty when the API was not told)."""

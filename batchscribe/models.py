@@ -98,6 +98,9 @@ class InputInfo(BaseModel):
     )
     version_id: str | None = Field(default=None, description="the object's VersionId, when the bucket versions")
     multipart_upload_id: str | None = Field(default=None, description="the S3 multipart upload under way, if any")
+    source_url: str | None = Field(
+        default=None, description="input by URL: the worker fetches it (no upload); `declared_size` is its cap"
+    )
 
 
 class Callback(BaseModel):

@@ -319,12 +319,14 @@ class JobRepository:
     # ---- create ------------------------------------------------------------------------
 
     def create(self, job: Job, idempotency_key: str | None = None, fingerprint: str = "") -> tuple[Job, bool]:
-        """Store a new pending job. With an idempotency key, a repeat of the same request
+        """Store a new job (pending; or queued, for a source URL). With an idempotency key, a repeat of the same request
         returns the job the first one made (created=False); the same key with a different
         request is refused."""
         item = job.model_dump(mode="json")
-        item["sweep_status"] = JobStatus.PENDING.value
-        item["sweep_at"] = job.upload_expires_at
+        # pending: the sweeper expires it when its upload window closes; queued (a source-URL
+        # job, which has no upload): it re-sends its message if no worker claims it
+        item["sweep_status"] = job.status.value
+        item["sweep_at"] = self.clock() if job.status is JobStatus.QUEUED else job.upload_expires_at
         put_job = {
             "TableName": self.table_name,
             "Item": _serialize(item),
@@ -690,6 +692,10 @@ class JobRepository:
         if progress is not None:
             sets["progress"] = max(0, min(100, int(progress)))
         return self._transition(job_id, Transition.HEARTBEAT, sets=sets, attempt=attempt)
+
+    def record_fetched(self, job_id: str, attempt: int, size: int) -> Job:
+        """A source-URL job's file was fetched: its size replaces the cap the job showed."""
+        return self._transition(job_id, Transition.HEARTBEAT, sets={"input.size": size}, attempt=attempt)
 
     def succeed(self, job_id: str, attempt: int, result: ResultSummary, log_key: str | None) -> Job:
         return self._exit(

@@ -249,7 +249,10 @@ class ApiSettings(StoreSettings):
     )
     small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
     small_job_max_bytes: int = Field(default=0, ge=0, description="uploads up to this size run on the CPU pool")
-    allow_private: bool = Field(default=False, description="http:// and private callback URLs (local stack only)")
+    allow_private: bool = Field(
+        default=False, description="http:// and private callback and source URLs (local stack only)"
+    )
+    scaler_function_name: str | None = Field(default=None, description="woken when a source-URL job is queued")
     multipart_part_bytes: int = Field(
         default=16 * 1024 * 1024, ge=5 * 1024 * 1024, description="part size of multipart uploads (S3: >= 5 MiB)"
     )
@@ -337,6 +340,10 @@ class WorkerSettings(StoreSettings):
     instance_hourly_usd: float | None = Field(
         default=None, ge=0, description="the pool's price per worker-hour: a job costs compute_seconds x this / 3600"
     )
+    # input by URL (batchscribe.sources): the fetch's limits
+    source_timeout_seconds: float = Field(default=30, gt=0, le=300, description="to connect, and between reads")
+    source_max_seconds: float = Field(default=1800, gt=0, description="the longest a source URL's transfer may take")
+    allow_private: bool = Field(default=False, description="http:// and private source URLs (local stack only)")
 
     @property
     def worker_name(self) -> str:

@@ -9,118 +9,49 @@ A job created with `callback_url` gets one POST when it ends: the job summary as
 The secret is the deployment's (AWS Secrets Manager; README "Webhooks"). A receiver checks
 the signature and the age of `t` with `verify` (or the few lines the README shows).
 
-Only public `https://` URLs are called: the URL is checked when the job is created, and the
-host is resolved again at delivery time and the connection made to the address that was
-checked (no DNS rebinding to an internal address in between). Private, loopback, link-local
-(the instance metadata service), shared, multicast and reserved addresses are refused.
+Only public `https://` URLs are called (batchscribe.urlguard): checked when the job is
+created, resolved again at delivery time, and the connection made to the address checked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 import urllib3
 
-from batchscribe import errors
+from batchscribe import errors, urlguard
 from batchscribe.models import Job, iso
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WebhookSettings
+from batchscribe.urlguard import Resolver, Target, system_resolver
 
 SIGNATURE_HEADER = "Batchscribe-Signature"
 EVENT_ID_HEADER = "Batchscribe-Event-Id"
-MAX_URL_LENGTH = 2048
 DEFAULT_TOLERANCE_SECONDS = 300
 
-Resolver = Callable[[str, int], list[str]]
 
-
-class CallbackRefused(errors.BadRequest):
+class CallbackRefused(urlguard.UrlRefused):
     """A callback URL this service will not call."""
 
     code = "invalid_callback_url"
-
-
-def _blocked(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local
-
-
-@dataclass(frozen=True)
-class Target:
-    url: str
-    scheme: str
-    host: str
-    port: int
-    path: str  # with the query
+    field = "callback_url"
 
 
 def check_url(url: str, allow_private: bool = False) -> Target:
-    """The parts of a callback URL this service will call, or CallbackRefused saying why.
-    `allow_private` (the local stack only) also takes `http://` and private addresses."""
-    if len(url) > MAX_URL_LENGTH:
-        raise CallbackRefused(f"callback_url is longer than {MAX_URL_LENGTH} characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise CallbackRefused(f"callback_url is not a valid URL: {exc}") from exc
-    schemes = ("https", "http") if allow_private else ("https",)
-    if parts.scheme not in schemes:
-        raise CallbackRefused("callback_url must be an https:// URL")
-    if parts.username or parts.password:
-        raise CallbackRefused("callback_url may not carry credentials; authenticate the call by its signature")
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise CallbackRefused("callback_url has no host")
-    if parts.fragment:
-        raise CallbackRefused("callback_url may not have a #fragment")
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-        internal_name = host.lower() == "localhost" or host.lower().endswith((".localhost", ".internal", ".local"))
-        if internal_name and not allow_private:
-            raise CallbackRefused(f"callback_url host {host!r} is not a public address") from None
-    if literal is not None and _blocked(str(literal)) and not allow_private:
-        raise CallbackRefused(f"callback_url address {host} is not a public address")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return Target(
-        url=url, scheme=parts.scheme, host=host, port=port or (443 if parts.scheme == "https" else 80), path=path
-    )
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    """The parts of a callback URL this service will call, or CallbackRefused saying why."""
+    return urlguard.check_url(url, allow_private, CallbackRefused)
 
 
 def resolve_public(target: Target, resolver: Resolver = system_resolver, allow_private: bool = False) -> str:
-    """The address to connect to: every address the host resolves to must be public (one
-    private answer among public ones is refused too: the choice would be the attacker's)."""
-    try:
-        addresses = resolver(target.host, target.port)
-    except OSError as exc:
-        raise CallbackRefused(f"callback_url host {target.host!r} does not resolve: {exc}") from exc
-    if not addresses:
-        raise CallbackRefused(f"callback_url host {target.host!r} does not resolve")
-    if not allow_private:
-        bad = [a for a in addresses if _blocked(a)]
-        if bad:
-            raise CallbackRefused(f"callback_url host {target.host!r} resolves to a non-public address ({bad[0]})")
-    return addresses[0]
+    """The checked address to POST to (batchscribe.urlguard), or CallbackRefused."""
+    return urlguard.resolve_public(target, resolver, allow_private, CallbackRefused)
 
 
 def sign(secret: bytes, body: bytes, timestamp: int) -> str:
@@ -204,21 +135,10 @@ def deliver(
         "User-Agent": "batchscribe-webhook/1",
         SIGNATURE_HEADER: sign(secret, data, int(clock())),
         EVENT_ID_HEADER: event_id,
-        "Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
+        "Host": target.host_header,
     }
     timeout = urllib3.Timeout(connect=min(5.0, timeout_seconds), read=timeout_seconds)
-    pool: urllib3.HTTPConnectionPool
-    if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            address,
-            target.port,
-            server_hostname=target.host,
-            assert_hostname=target.host,
-            timeout=timeout,
-            retries=False,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False)
+    pool = urlguard.pinned_pool(target, address, timeout)
     try:
         with pool:
             resp = pool.urlopen("POST", target.path, body=data, headers=headers, redirect=False, preload_content=True)

@@ -89,6 +89,11 @@ HINTS = {
     "retries_exhausted": "the job log (`batchscribe status ID`, log_url) says what went wrong each time",
     "upload_expired": "the file was not uploaded in time; submit again",
     "upload_too_large": "the uploaded file was larger than declared; submit again",
+    "source_unreachable": "check that the URL downloads (`curl -I URL`); a presigned or s3:// URL may have expired "
+    "while the job waited: submit again",
+    "source_too_large": "the URL's file is larger than the job's size limit; split it, or submit it with a larger "
+    "size_bytes (at most the deployment's max_upload_mb)",
+    "invalid_source_url": "give a public https:// URL, or s3://BUCKET/KEY for an object your AWS identity can read",
     "unsupported_model": "ask for a model the workers have (the deployment's `model`), or none",
     "invalid_next_token": "pass a --next-token exactly as `batchscribe list` printed it",
     "forbidden": "check the identity you call with (`aws sts get-caller-identity`): it needs fresh credentials "
@@ -408,8 +413,13 @@ def _finish(client: Client, job: dict[str, Any], fmt: str, output: str | None, q
     return EXIT_OK
 
 
+def _is_url(name: str) -> bool:
+    return name.startswith(("https://", "http://", "s3://"))
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    path = _input_file(args.file)
+    source = args.file if _is_url(args.file) else None
+    path = None if source else _input_file(args.file)
     _check_output(args.output)
     client = _client(args)
     options: dict[str, Any] = {"language": args.language, "task": args.task}
@@ -421,16 +431,35 @@ def cmd_submit(args: argparse.Namespace) -> int:
         options["initial_prompt"] = args.initial_prompt
     if args.split_channels:
         options["channels"] = "split"
+    if source is not None:
+        job_id, name = _submit_url(client, source, options, args)
+    else:
+        assert path is not None
+        job_id, name = _submit_file(client, path, options, args), path.name
+    if not args.wait:
+        print(job_id)
+        if not args.quiet:
+            _info(f"submitted {name}; follow it with `batchscribe wait {job_id[:8]}`")
+        return EXIT_OK
+    if not args.quiet:
+        _info(f"job {job_id} submitted; waiting (Ctrl-C stops the waiting, not the job)")
+    job = _wait(client, job_id, args)
+    return _finish(client, job, _format(args), args.output, args.quiet)
+
+
+def _submit_file(client: Client, path: Path, options: dict[str, Any], args: argparse.Namespace) -> str:
     created: list[str] = []
     try:
-        job_id = client.submit(
-            path,
-            options,
-            callback_url=args.callback_url,
-            priority=args.priority,
-            on_progress=_upload_progress(args.quiet),
-            on_created=lambda job: created.append(job["job_id"]),
-        )["job_id"]
+        return str(
+            client.submit(
+                path,
+                options,
+                callback_url=args.callback_url,
+                priority=args.priority,
+                on_progress=_upload_progress(args.quiet),
+                on_created=lambda job: created.append(job["job_id"]),
+            )["job_id"]
+        )
     except KeyboardInterrupt:
         if not created:
             raise
@@ -439,15 +468,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
             f"resume with: batchscribe upload {created[0][:8]} {shlex.quote(str(path))}",
             EXIT_INTERRUPTED,
         ) from None
-    if not args.wait:
-        print(job_id)
-        if not args.quiet:
-            _info(f"submitted {path.name}; follow it with `batchscribe wait {job_id[:8]}`")
-        return EXIT_OK
-    if not args.quiet:
-        _info(f"job {job_id} submitted; waiting (Ctrl-C stops the waiting, not the job)")
-    job = _wait(client, job_id, args)
-    return _finish(client, job, _format(args), args.output, args.quiet)
+
+
+def _submit_url(client: Client, source: str, options: dict[str, Any], args: argparse.Namespace) -> tuple[str, str]:
+    """A job whose worker fetches the file: an https:// URL as it is, an s3:// object as a
+    URL presigned with the caller's own credentials (the deployment needs no access to it)."""
+    from batchscribe_cli.client import presign_s3
+
+    size = None
+    if source.startswith("s3://"):
+        s3 = presign_s3(source, region=args.region, profile=args.profile)
+        url, size = s3.url, s3.size
+    else:
+        url = source
+    job = client.create_from_url(url, options, size_bytes=size, callback_url=args.callback_url, priority=args.priority)
+    return str(job["job_id"]), source.split("?", 1)[0]
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -834,7 +869,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     s = command("submit", "create a job, upload the file, optionally wait for the result", cmd_submit)
-    s.add_argument("file")
+    s.add_argument(
+        "file",
+        metavar="FILE|URL",
+        help="a local file (uploaded), an https:// URL or an s3://BUCKET/KEY you can read (fetched by the worker)",
+    )
     s.add_argument("--wait", action="store_true", help="wait (progress on stderr), then print or save the result")
     _add_output(s, "with --wait: the result's")
     s.add_argument("--language", default="auto")

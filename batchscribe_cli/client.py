@@ -45,6 +45,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MIN_PREFIX = 6  # hex characters of a job id that `resolve` accepts as a prefix
 PAGE_MAX = 100  # the API's largest page
 MULTIPART_BYTES = 16 * 1024 * 1024  # larger files go up in parts: bounded memory, resumable
+PRESIGN_SECONDS = 12 * 3600  # an s3:// input's URL: time for the job to wait in the queue and be fetched
 _EXECUTE_API_HOST = re.compile(r"\.execute-api\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.com(?:\.cn)?$")
 _REGION_HINT = "pass --region, or set AWS_REGION (or AWS_DEFAULT_REGION), or `region` in your AWS profile"
 _PROFILE_HINT = "check --profile / AWS_PROFILE against `aws configure list-profiles`"
@@ -176,6 +177,64 @@ def api_url_from_stack(
         if out["OutputKey"] == "ApiUrl":
             return str(out["OutputValue"])
     raise SetupError(f"the stack {stack_name!r} has no ApiUrl output", "is it a Batchscribe stack? Or pass --api URL")
+
+
+@dataclass(frozen=True)
+class S3Source:
+    url: str  # presigned GET, with the caller's credentials
+    size: int
+    expires_in: int
+
+
+def presign_s3(
+    uri: str,
+    expires_in: int = PRESIGN_SECONDS,
+    region: str | None = None,
+    profile: str | None = None,
+    session: Any = None,
+) -> S3Source:
+    """`s3://bucket/key` as a presigned GET URL made with the caller's own credentials: S3
+    checks that the caller may read it, and the deployment needs no access to the bucket.
+    The object is looked at first (a missing object or a refusal is said now, not by a failed
+    job later), and the URL signed for the bucket's own region. A URL signed with temporary
+    credentials (a role, SSO) stops working when they expire, whatever `expires_in` says."""
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    match = re.fullmatch(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.+)", uri)
+    if not match:
+        raise SetupError(f"{uri!r} is not an s3://BUCKET/KEY URI", "write it as s3://my-bucket/path/to/file.mp3")
+    bucket, key = match["bucket"], match["key"]
+    session = session or aws_session(profile)
+    where = resolve_region(session, region) or "us-east-1"
+    config = Config(signature_version="s3v4", retries={"mode": "standard"})
+    try:
+        s3 = session.create_client("s3", region_name=where, config=config)
+        try:
+            head = s3.head_bucket(Bucket=bucket)
+            home = head["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region", where)
+        except ClientError as exc:  # a 301 from another region still names the bucket's
+            home = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+            if not home:
+                raise
+        if home != where:
+            s3 = session.create_client("s3", region_name=home, config=config)
+        size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in)
+    except NoCredentialsError as exc:
+        raise SetupError(f"no AWS credentials to read {uri}", _CREDENTIALS_HINT) from exc
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            raise SetupError(f"{uri} does not exist", "check the bucket and key (`aws s3 ls " + uri + "`)") from exc
+        raise SetupError(
+            f"cannot read {uri}: {exc}",
+            "your identity needs s3:GetObject on it (and kms:Decrypt for a KMS-encrypted object); "
+            "check it with `aws s3 ls " + uri + "`",
+        ) from exc
+    except BotoCoreError as exc:
+        raise SetupError(f"cannot read {uri}: {exc}", _CREDENTIALS_HINT) from exc
+    return S3Source(url=str(url), size=size, expires_in=expires_in)
 
 
 class SigV4(AuthBase):
@@ -361,6 +420,29 @@ class Client:
         if priority:
             body["priority"] = priority
         # a retried create (lost answer, 5xx) must not make a second job
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return dict(self.request("POST", "/jobs", body, headers=headers))
+
+    def create_from_url(
+        self,
+        source_url: str,
+        options: dict[str, Any] | None = None,
+        size_bytes: int | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        priority: str | None = None,
+    ) -> dict[str, Any]:
+        """A job whose worker fetches `source_url` (https://; a presigned S3 URL for s3://, see
+        `presign_s3`): queued at once, nothing to upload. `size_bytes`: the most to fetch."""
+        body: dict[str, Any] = {"source_url": source_url}
+        if size_bytes:
+            body["size_bytes"] = size_bytes
+        if options:
+            body["options"] = options
+        if callback_url:
+            body["callback_url"] = callback_url
+        if priority:
+            body["priority"] = priority
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return dict(self.request("POST", "/jobs", body, headers=headers))
 

@@ -520,6 +520,7 @@ class LocalStack:
                 batch_size=cfg.worker_batch_size,
                 max_running_per_owner=cfg.max_running_per_owner,
                 owner_cap_delay_seconds=cfg.owner_cap_delay_seconds,
+                allow_private=True,  # source URLs on this machine (a presigned moto URL is http://127.0.0.1)
             ),
         }
 

@@ -43,7 +43,15 @@ class BatchscribeStack(Stack):
             compute=self.compute,
             scaler=self.scaling.function,
         )
-        self.api = Api(self, "Api", config=config, functions=functions, jobs=self.jobs, compute=self.compute)
+        self.api = Api(
+            self,
+            "Api",
+            config=config,
+            functions=functions,
+            jobs=self.jobs,
+            compute=self.compute,
+            scaler=self.scaling.function,
+        )
         self.lifecycle = Lifecycle(
             self, "Lifecycle", config=config, functions=functions, jobs=self.jobs, compute=self.compute
         )

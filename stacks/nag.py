@@ -29,7 +29,8 @@ def acknowledge(stack: BatchscribeStack) -> None:
         "per job and made by the server, so no narrower static resource exists.",
         f"IAM5[Resource::<{bucket}.Arn>/outputs/*]": "Access is scoped to the outputs/ prefix; object keys are "
         "per job and made by the server, so no narrower static resource exists.",
-        f"IAM5[Resource::<{scaler}.Arn>:*]": "on_upload invokes the scaler function (any of its versions); "
+        f"IAM5[Resource::<{scaler}.Arn>:*]": "on_upload and the API (a source-URL job) invoke the "
+        "scaler function (any of its versions); "
         "CDK's grant_invoke adds the version wildcard of this one function.",
     }
     for rule, reason in details.items():

@@ -47,7 +47,9 @@ from batchscribe.models import PRIORITIES, ErrorInfo, Job, JobStatus, ResultSumm
 from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WorkerSettings
+from batchscribe.sources import FetchFailed, FetchLimits, FetchStopped, fetch, redacted
 from batchscribe.storage import MediaStore
+from batchscribe.urlguard import Resolver, system_resolver
 from gpu_container.worker.batched import (
     BatchRunner,
     DecodeOptions,
@@ -232,8 +234,10 @@ class Worker:
         engine_loader: EngineLoader | None = None,
         runner_factory: RunnerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.settings = settings
+        self.resolver = resolver  # source URLs' host names (tests give their own)
         self.worker_id = settings.worker_name
         self.repo = JobRepository(settings.table_name)
         self.store = MediaStore(settings.bucket_name)
@@ -442,6 +446,8 @@ class Worker:
     def download(self, run: JobRun) -> Path:
         path = Path(run.tmp.name) / "input"
         pinned = run.job.input
+        if pinned.source_url is not None:
+            return self.fetch_source(run, path)
         try:
             # the object intake checked, not whatever a second upload to the key put there since
             self.store.download(pinned.key, path, etag=pinned.etag, version_id=pinned.version_id)
@@ -457,12 +463,38 @@ class Worker:
         run.log.add("downloaded", bytes=path.stat().st_size)
         return path
 
+    def fetch_source(self, run: JobRun, path: Path) -> Path:
+        """A source-URL job: GET its URL within the limits (batchscribe.sources), stopping as
+        soon as the job is cancelled or taken over, or the worker stops."""
+        s, job = self.settings, run.job
+        assert job.input.source_url is not None
+        run.log.add("fetching", url=redacted(job.input.source_url), max_bytes=job.input.declared_size)
+        try:
+            fetched = fetch(
+                job.input.source_url,
+                path,
+                FetchLimits(job.input.declared_size, s.source_timeout_seconds, s.source_max_seconds),
+                resolver=self.resolver,
+                allow_private=s.allow_private,
+                stop=lambda: run.beat.cancelled.is_set() or run.beat.lost.is_set() or self.stopping.is_set(),
+            )
+        except FetchFailed as exc:
+            if exc.permanent:
+                raise PermanentJobError(str(exc), exc.code) from exc
+            raise
+        run.log.add("fetched", bytes=fetched.size, content_type=fetched.content_type, redirects=fetched.redirects)
+        with contextlib.suppress(InvalidTransition):  # cancelled or taken over: seen at the next step
+            self.repo.record_fetched(job.job_id, job.attempt, fetched.size)
+        return path
+
     def _collect_prepared(self) -> None:
         for future in [f for f in self._preparing if f.done()]:
             run = self._preparing.pop(future)
             error = future.exception()
-            if error is None and self._interrupted(run):
+            if self._interrupted(run):  # cancelled or taken over meanwhile: whatever the preparing did
                 continue
+            if isinstance(error, FetchStopped):
+                continue  # the worker stops: still held, so given back (visible at once) on the way out
             if error is not None:
                 self._failed(run, error)
                 continue

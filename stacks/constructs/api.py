@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -39,6 +40,7 @@ class Api(Construct):
         functions: Functions,
         jobs: Jobs,
         compute: Compute,
+        scaler: lambda_.IFunction,
     ) -> None:
         super().__init__(scope, id)
         t = config.timings
@@ -58,12 +60,15 @@ class Api(Construct):
                 high_priority_owners=config.high_priority_owners,
                 create_rate_limit=config.create_rate_limit,
                 create_rate_window_seconds=config.create_rate_window_seconds,
-                routing=compute.routing,  # a queued job's position: its pool's class queues
+                routing=compute.routing,  # a queued job's position; where a source-URL job's message goes
+                scaler_function_name=scaler.function_name,
             ),
             memory=512,
         )
         jobs.grant_api(self.function)
         compute.grant_depth(self.function)
+        compute.grant_send(self.function)  # a source-URL job is queued at create: no upload to wait for
+        scaler.grant_invoke(self.function)
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
         )

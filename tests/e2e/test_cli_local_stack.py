@@ -175,6 +175,49 @@ def test_a_callback_reaches_a_receiver_signed_with_the_stacks_secret(stack: Loca
     assert (callback["state"], callback["last_status"]) == ("delivered", 204)
 
 
+def test_submit_by_url_and_by_s3_uri(stack: LocalStack, mp3: Path) -> None:
+    """No upload: the worker fetches an https:// URL (http on loopback here: the local stack
+    allows it), or an s3:// object the CLI presigns with the caller's own credentials (moto's
+    S3 here, through AWS_ENDPOINT_URL like any AWS tool)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import boto3
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(mp3.parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{mp3.name}"
+        by_url = cli(stack, "submit", url, "--wait", "--format", "txt", "--language", "en")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert by_url.returncode == 0, by_url.stderr
+    assert "weather" in by_url.stdout.lower()
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="callers-media")
+    s3.upload_file(str(mp3), "callers-media", "calls/short.mp3")
+    by_s3 = cli(stack, "submit", "s3://callers-media/calls/short.mp3", "--wait", "--format", "json", "--language", "en")
+    assert by_s3.returncode == 0, by_s3.stderr
+    assert "weather" in json.loads(by_s3.stdout)["text"].lower()
+    job_id = re.search(r"job ([0-9a-f]{32}) submitted", by_s3.stderr).group(1)  # type: ignore[union-attr]
+    job = json.loads(cli(stack, "status", job_id, "--json").stdout)
+    assert job["input"]["source_url"].endswith("/callers-media/calls/short.mp3")  # no signature shown
+    assert (job["input"]["filename"], job["input"]["size_bytes"]) == ("short.mp3", mp3.stat().st_size)
+
+    missing = cli(stack, "submit", "s3://callers-media/calls/nope.mp3")
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "s3://callers-media/calls/nope.mp3 does not exist" in missing.stderr
+    refused = cli(stack, "submit", "ftp://example.com/a.mp3")
+    assert refused.returncode != 0 and "does not exist or is not a file" in refused.stderr
+
+
 def _wav(path: Path, size: int) -> Path:
     """A WAV file of `size` bytes of silence (16 kHz mono 16-bit), written sparse: quick."""
     import struct

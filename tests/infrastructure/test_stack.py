@@ -395,11 +395,11 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
         "sqs:GetQueueAttributes",
     }
     state = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"}
-    assert _actions_of(template_json, "ApiServiceRole") == XRAY | s3_read | s3_put | state | {
+    assert _actions_of(template_json, "ApiServiceRole") == XRAY | s3_read | s3_put | state | send | {
         "dynamodb:PutItem",
         "s3:ListMultipartUploadParts",  # on uploads/* only: resuming a multipart upload
         "dynamodb:BatchGetItem",
-        "sqs:GetQueueAttributes",  # queue positions
+        "lambda:InvokeFunction",  # wakes the scaler for a source-URL job (queued at create)
     }
     assert _actions_of(template_json, "IntakeOnUploadServiceRole") == XRAY | s3_read | consume | send | {
         "dynamodb:GetItem",
