@@ -137,8 +137,5 @@ def worker_env(plan: FaultPlan, folder: Path) -> dict[str, str]:
     (folder / "sitecustomize.py").write_text(
         "from batchscribe_cli.faults import install_from_env\n\ninstall_from_env()\n"
     )
-    # the harness's own tree too: the workers run the code under test, not whatever an
-    # editable install elsewhere points at
-    root = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (str(folder), root, os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
     return {**plan.to_env(), "PYTHONPATH": path}

@@ -66,6 +66,7 @@ from batchscribe_cli.provision import Provisioned, provision
 
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "us-east-1"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the tree this local stack runs from
 _OWNER = re.compile(r"^[A-Za-z0-9_.@+=-]{1,64}$")
 # the Lambda handlers the local stack runs in its own process
 IN_PROCESS = ("api", "on_upload", "dead_letter", "sweeper", "reconciler", "scaler", "webhook")
@@ -188,7 +189,9 @@ class LocalCompute:
         """The command that starts one worker, and the environment it runs with."""
         env = self.env_for(worker_id)
         if self.image is None:
-            return [sys.executable, "-m", "gpu_container.worker"], env
+            # this tree's worker, whatever an editable install elsewhere may point at
+            path = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+            return [sys.executable, "-m", "gpu_container.worker"], {**env, "PYTHONPATH": path}
         # The container gets the worker's environment only (nothing of this machine's); the
         # podman client keeps this process's environment (CONTAINERS_CONF and the like) and
         # passes SIGTERM on to the worker.
