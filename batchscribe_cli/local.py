@@ -632,7 +632,14 @@ class LocalStack:
             messages = resp.get("Messages", [])
             if not messages:
                 continue
-            result = handler(sqs_event(messages, arn), _Context())
+            try:
+                result = handler(sqs_event(messages, arn), _Context())
+            except Exception as exc:
+                # What Lambda's event source does with an invocation that raised (Powertools
+                # raises when every record of a batch failed): nothing is deleted, the batch
+                # comes back after its visibility timeout; the poller goes on.
+                self.say(f"{queue_url.rsplit('/', 1)[-1]}: the handler raised {type(exc).__name__}; batch retried")
+                continue
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             for m in messages:
                 if m["MessageId"] not in failed:
