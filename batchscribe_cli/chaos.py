@@ -15,7 +15,9 @@ Faults (seeded; each kind on its own schedule while jobs are in flight):
 - the local stack stopped and started again on the same data folder.
 
 The job mix: spoken files of 3 to 40 s in wav, mp3 and ogg, plus poison files (random bytes
-named .wav, text named .mp3, a video without audio) that must fail with their codes.
+named .wav, text named .mp3, a video without audio) that must fail with their codes. About a
+quarter of the spoken files go in by URL (`source_url`) instead of an upload, from a file server
+that answers 503 or cuts the body off halfway at random: their workers must retry the fetch.
 
 The table: submitted, succeeded, failed by code, cancelled, stuck (not terminal at the end),
 lost (a job the API no longer knows), committed twice (a job whose log shows two commits),
@@ -74,11 +76,63 @@ class Submitted:
     name: str
     expect: str | None  # the failure code a poison file must end with; None: must succeed
     submitted_at: float
+    by_url: bool = False
+
+
+class FlakySource:
+    """Serves the media folder to the URL jobs, failing at random (seeded): half of the
+    failures answer 503, the other half send half the body and close the connection."""
+
+    def __init__(self, folder: Path, seed: int, fail_rate: float = 0.3) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = folder / self.path.lstrip("/").split("?", 1)[0]
+                if "/" in self.path.lstrip("/") or not path.is_file():
+                    self.send_error(404)
+                    return
+                with outer.lock:
+                    draw = outer.rng.random()
+                if draw < fail_rate / 2:
+                    outer.counts["source URL answered 503"] += 1
+                    self.send_error(503)
+                    return
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if draw < fail_rate:
+                    outer.counts["source URL cut off mid-body"] += 1
+                    data = data[: len(data) // 2]
+                    self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="flaky-source", daemon=True).start()
+
+    def url(self, path: Path) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{path.name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @dataclass
 class Report:
     submitted: int = 0
+    by_url: int = 0
     succeeded: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     cancelled: int = 0
@@ -106,11 +160,11 @@ class Report:
         attempts = ", ".join(f"{a}: {n}" for a, n in sorted(self.attempts.items()))
         injected = ", ".join(f"{k} {n}" for k, n in sorted(self.faults.items()))
         rows = [
-            ("submitted", str(self.submitted)),
+            ("submitted", f"{self.submitted} ({self.by_url} by URL)"),
             ("succeeded", str(self.succeeded)),
             ("failed (by code)", f"{sum(self.failed.values())} ({failed})"),
             ("cancelled", str(self.cancelled)),
-            ("stuck", str(len(self.stuck))),
+            ("stuck", "; ".join([str(len(self.stuck)), *self.stuck])),
             ("lost", str(len(self.lost))),
             ("committed twice", str(len(self.committed_twice))),
             ("inconsistent", str(len(self.inconsistent))),
@@ -177,6 +231,7 @@ class Chaos:
             quiet=not args.verbose,
         )
         self.stack: LocalStack | None = None
+        self.source: FlakySource | None = None
         self.jobs: dict[str, Submitted] = {}
         self.report = Report()
         self.lock = threading.Lock()
@@ -208,9 +263,19 @@ class Chaos:
         for path, expect in order:
             if self.done.is_set():
                 return
+            by_url = expect is None and self.source is not None and self.rng.random() < 0.25
             for _ in range(5):  # the API itself may be restarting
                 try:
-                    job = self.client().submit(path, {"language": "en"})
+                    if by_url:
+                        assert self.source is not None
+                        job = self.client().create_from_url(
+                            self.source.url(path),
+                            {"language": "en"},
+                            size_bytes=path.stat().st_size,
+                            idempotency_key=f"chaos-{self.args.seed}-{path.name}",  # a retry: the same job
+                        )
+                    else:
+                        job = self.client().submit(path, {"language": "en"})
                     break
                 except (ApiError, OSError) as exc:
                     time.sleep(1)
@@ -218,8 +283,9 @@ class Chaos:
             else:
                 raise RuntimeError(f"could not submit {path.name}: {last}")
             with self.lock:
-                self.jobs[job["job_id"]] = Submitted(job["job_id"], path.name, expect, time.time())
+                self.jobs[job["job_id"]] = Submitted(job["job_id"], path.name, expect, time.time(), by_url)
                 self.report.submitted += 1
+                self.report.by_url += by_url
             time.sleep(self.rng.uniform(0, 2 * spread / max(1, len(order))))
 
     # ---- faults --------------------------------------------------------------------------
@@ -386,7 +452,8 @@ class Chaos:
             status = job["status"]
             self.report.attempts[job["attempt"]] += 1
             if status not in ("succeeded", "failed", "cancelled"):
-                self.report.stuck.append(job_id)
+                how = "by URL" if sub.by_url else "uploaded"
+                self.report.stuck.append(f"{job_id} {status} attempt {job['attempt']} ({sub.name}, {how})")
                 continue
             record = self.stack_record(job_id)
             log_key = f"outputs/{record['owner_key']}/{job_id}/log.txt"
@@ -419,6 +486,8 @@ class Chaos:
         for k, v in (("AWS call failed", faults.COUNTS.errors), ("AWS call stalled", faults.COUNTS.delays)):
             if v:
                 self.report.faults[f"{k} (API side)"] += v
+        if self.source is not None:
+            self.report.faults.update(self.source.counts)
         if faults.COUNTS.ambiguous:
             self.report.faults["AWS call done but reported failed (API side)"] += faults.COUNTS.ambiguous
 
@@ -426,6 +495,7 @@ class Chaos:
         started = time.time()
         media = make_media(self.work / "media", self.args.jobs, self.rng)
         saved_env = dict(os.environ)  # start_stack adds the workers' fault plan to it
+        self.source = FlakySource(self.work / "media", self.args.seed)
         self.start_stack()
         try:
             until = started + self.args.minutes * 60 * 0.7
@@ -440,6 +510,8 @@ class Chaos:
             faults.uninstall()
             if self.stack is not None:
                 self.stack.stop()
+            if self.source is not None:
+                self.source.close()
             os.environ.clear()
             os.environ.update(saved_env)  # nothing started after the run injects faults
         self.report.seconds = time.time() - started
