@@ -413,15 +413,7 @@ class Client:
             or "application/octet-stream"
         )
         body = {"filename": path.name, "content_type": content_type, "size_bytes": path.stat().st_size}
-        if options:
-            body["options"] = options
-        if callback_url:
-            body["callback_url"] = callback_url
-        if priority:
-            body["priority"] = priority
-        # a retried create (lost answer, 5xx) must not make a second job
-        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
-        return dict(self.request("POST", "/jobs", body, headers=headers))
+        return self._create(body, options, callback_url, priority, idempotency_key)
 
     def create_from_url(
         self,
@@ -437,12 +429,20 @@ class Client:
         body: dict[str, Any] = {"source_url": source_url}
         if size_bytes:
             body["size_bytes"] = size_bytes
-        if options:
-            body["options"] = options
-        if callback_url:
-            body["callback_url"] = callback_url
-        if priority:
-            body["priority"] = priority
+        return self._create(body, options, callback_url, priority, idempotency_key)
+
+    def _create(
+        self,
+        body: dict[str, Any],
+        options: dict[str, Any] | None,
+        callback_url: str | None,
+        priority: str | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        """POST /jobs with the input's fields in `body` and the optional ones common to every
+        job; a retried create (lost answer, 5xx) must not make a second job: one key per call."""
+        optional = {"options": options, "callback_url": callback_url, "priority": priority}
+        body = {**body, **{k: v for k, v in optional.items() if v}}
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return dict(self.request("POST", "/jobs", body, headers=headers))
 
