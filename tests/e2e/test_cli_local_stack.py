@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,6 +233,16 @@ def _wav(path: Path, size: int) -> Path:
     return path
 
 
+def _once_uploaded(stack: LocalStack, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The job's record once intake has looked at its upload (no longer pending), or at the timeout."""
+    deadline = time.time() + timeout
+    while True:
+        job: dict[str, Any] = json.loads(cli(stack, "status", job_id, "--json").stdout)
+        if job["status"] != "pending" or time.time() >= deadline:
+            return job
+        time.sleep(0.5)
+
+
 def test_a_300_mb_upload_goes_in_parts_with_bounded_memory(stack: LocalStack, tmp_path: Path) -> None:
     big = _wav(tmp_path / "long-meeting.wav", 300 * 1024 * 1024)
     stack.set_max_workers(0)  # about the upload: no worker needs to spend hours on the silence
@@ -250,12 +261,7 @@ def test_a_300_mb_upload_goes_in_parts_with_bounded_memory(stack: LocalStack, tm
         print(f"client peak RSS uploading 300 MiB: {peak_mib:.0f} MiB")
         assert peak_mib < 100
         job_id = done.stdout.strip()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            job = json.loads(cli(stack, "status", job_id, "--json").stdout)
-            if job["status"] != "pending":
-                break
-            time.sleep(0.5)
+        job = _once_uploaded(stack, job_id)
         assert job["status"] == "queued" and job["input"]["size_bytes"] == big.stat().st_size
         assert cli(stack, "cancel", job_id).returncode == 0
     finally:
@@ -297,12 +303,7 @@ def test_an_interrupted_upload_resumes_with_the_missing_parts(stack: LocalStack,
         first = re.search(r"uploading\s+(\d+)% \((\d+)/40 MiB\)", again.stderr)
         assert first and int(first.group(2)) >= 16, again.stderr  # it started past what S3 held
         job_id = resume.group(1).split()[2]
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            job = json.loads(cli(stack, "status", job_id, "--json").stdout)
-            if job["status"] != "pending":
-                break
-            time.sleep(0.5)
+        job = _once_uploaded(stack, job_id)
         assert job["status"] == "queued" and job["input"]["size_bytes"] == big.stat().st_size
         assert cli(stack, "cancel", job["job_id"]).returncode == 0
     finally:

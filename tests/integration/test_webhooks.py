@@ -21,6 +21,7 @@ from batchscribe.webhooks import CallbackRefused, SendOutcome, check_url, resolv
 from batchscribe_cli.local import sqs_event
 from tests.conftest import LambdaContextStub, Stack, reset_caches
 from tests.helpers import call, create
+from tests.integration.workers import queue_counts
 
 SECRET = "s3cret-for-tests"
 
@@ -203,13 +204,6 @@ def run_sender(queue_url: str, handles: list[str] | None = None) -> dict[str, An
     return result
 
 
-def visible(queue_url: str) -> tuple[int, int]:
-    attrs = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
-
-
 def test_a_finished_job_is_posted_signed_and_recorded(aws_stack: Stack, local_callbacks: str) -> None:
     receiver = Receiver([200])
     try:
@@ -226,7 +220,7 @@ def test_a_finished_job_is_posted_signed_and_recorded(aws_stack: Stack, local_ca
     callback = call("GET", f"/jobs/{job_id}")[1]["callback"]
     assert (callback["state"], callback["attempts"], callback["last_status"]) == ("delivered", 1, 200)
     assert callback["delivered_at"]
-    assert visible(local_callbacks) == (0, 0)
+    assert queue_counts(aws_stack, local_callbacks) == (0, 0)
 
 
 def test_a_500_is_tried_again_after_a_wait_then_delivered(aws_stack: Stack, local_callbacks: str) -> None:
@@ -239,7 +233,7 @@ def test_a_500_is_tried_again_after_a_wait_then_delivered(aws_stack: Stack, loca
         assert len(first["batchItemFailures"]) == 1  # the message stays, hidden for the wait
         callback = call("GET", f"/jobs/{job_id}")[1]["callback"]
         assert (callback["state"], callback["attempts"], callback["last_status"]) == ("pending", 1, 500)
-        assert visible(local_callbacks) == (0, 1)  # hidden: the wait (callback_retry_seconds) runs
+        assert queue_counts(aws_stack, local_callbacks) == (0, 1)  # hidden: the wait (callback_retry_seconds) runs
         # the wait is over (rather than sleep through it, end it as SQS would)
         boto3.client("sqs").change_message_visibility(
             QueueUrl=local_callbacks, ReceiptHandle=handles[0], VisibilityTimeout=0
@@ -264,7 +258,7 @@ def test_a_4xx_is_final_and_the_record_says_why(aws_stack: Stack, local_callback
     callback = call("GET", f"/jobs/{job_id}")[1]["callback"]
     assert (callback["state"], callback["attempts"], callback["last_status"]) == ("failed", 1, 410)
     assert "410" in callback["last_error"]
-    assert visible(local_callbacks) == (0, 0)
+    assert queue_counts(aws_stack, local_callbacks) == (0, 0)
 
 
 def test_a_receiver_that_keeps_failing_is_given_up_after_max_attempts(aws_stack: Stack, local_callbacks: str) -> None:
