@@ -93,8 +93,9 @@ class FlakySource:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                path = folder / self.path.lstrip("/").split("?", 1)[0]
-                if "/" in self.path.lstrip("/") or not path.is_file():
+                name = self.path.lstrip("/").split("?", 1)[0]
+                path = folder / name
+                if "/" in name or not path.is_file():
                     self.send_error(404)
                     return
                 with outer.lock:
