@@ -52,6 +52,9 @@ class OwnerAtCap(BatchscribeError):
 PRIORITY_NOT_ALLOWED = "priority_not_allowed"
 
 
+JOB_NOT_CANCELLABLE = "job_not_cancellable"
+
+
 class JobNotFound(BatchscribeError):
     code = "job_not_found"
 

@@ -404,7 +404,7 @@ class JobApi:
             raise InvalidTransition(
                 f"job {job_id} is already {exc.details['status']}; only pending, queued or running jobs "
                 "can be cancelled",
-                code="job_not_cancellable",
+                code=errors.JOB_NOT_CANCELLABLE,
                 details=exc.details,
             ) from exc
         return self.view(job)

@@ -443,8 +443,7 @@ class LocalStack:
             self.say(f"restored {restored[0]} records and {restored[1]} files from {state}")
             self._recover()
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", cfg.port), _handler_class(self))
-        self.http.daemon_threads = True
+        self.http = _ApiServer(("127.0.0.1", cfg.port), _handler_class(self))
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
         self._thread("api", self.http.serve_forever)
         self._thread("uploads", lambda: self._poll(r.uploads_queue_url, self.handlers["on_upload"]))
@@ -770,6 +769,15 @@ class LocalStack:
         finally:
             self.say("stopping…")
             self.stop()
+
+
+class _ApiServer(ThreadingHTTPServer):
+    """The local API's HTTP server. Its listen backlog is sized for bursts (API Gateway takes
+    hundreds of connections at once); socketserver's default of 5 resets clients when fifty
+    connect together, as a parallel upload script or the rate-limit test does."""
+
+    request_queue_size = 256
+    daemon_threads = True
 
 
 def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
