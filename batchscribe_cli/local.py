@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,10 +128,12 @@ def _drop_metrics(module: Any) -> None:
     """CloudWatch is not emulated here. Powertools keeps one metric set per process and
     empties it when a Lambda invocation ends; with every handler in this one process, and
     metrics off, it would only fill up (and print itself at 100 values, from any thread).
-    The local stack's handlers record none."""
+    The local stack's handlers record none, so Powertools' warning that an invocation ended
+    with no metrics (a log line on Lambda) would print on the user's terminal at every call."""
     metrics = getattr(module, "metrics", None)
     if metrics is not None:
         metrics.add_metric = _no_metric
+    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 
 def sqs_event(
