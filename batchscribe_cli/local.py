@@ -110,7 +110,9 @@ def merged_env(*parts: dict[str, str]) -> dict[str, str]:
     return out
 
 
-class _Context:
+class LocalContext:
+    """The Lambda context the in-process handlers get (the tests and benchmarks use it too)."""
+
     function_name = "local"
     memory_limit_in_mb = 512
     invoked_function_arn = f"arn:aws:lambda:us-east-1:{LOCAL_ACCOUNT}:function:local"
@@ -134,6 +136,46 @@ def _drop_metrics(module: Any) -> None:
     if metrics is not None:
         metrics.add_metric = _no_metric
     warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+
+
+def proxy_event(
+    method: str,
+    path: str,
+    *,
+    user_arn: str | None,
+    caller: str | None = None,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, list[str]] | None = None,
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event as the IAM-authorized API delivers it: the caller's
+    identity in `requestContext.identity` (no `userArn` when the request was not signed), each
+    header and query parameter in both forms (the single form holds the last value)."""
+    headers = headers or {}
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": LOCAL_ACCOUNT,
+            "apiId": "local",
+            "stage": "local",
+            "requestId": uuid.uuid4().hex,
+            "httpMethod": method,
+            "path": path,
+            "resourcePath": path,
+            "identity": {"userArn": user_arn, "caller": caller or user_arn, "sourceIp": source_ip},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
 
 
 def sqs_event(
@@ -635,7 +677,7 @@ class LocalStack:
             if not messages:
                 continue
             try:
-                result = handler(sqs_event(messages, arn), _Context())
+                result = handler(sqs_event(messages, arn), LocalContext())
             except Exception as exc:
                 # What Lambda's event source does with an invocation that raised (Powertools
                 # raises when every record of a batch failed): nothing is deleted, the batch
@@ -700,14 +742,14 @@ class LocalStack:
             lifecycle.send_again(job)
 
     def _sweep(self) -> None:
-        counts = self.handlers["sweeper"]({}, _Context())
+        counts = self.handlers["sweeper"]({}, LocalContext())
         if any(counts.values()):
             self.say(f"sweeper: {counts}")
 
     def _worker_exited(self, worker_id: str, code: int) -> None:
         """What Batch's job state change event does when deployed: the reconciler."""
         event = {"detail": {"jobId": worker_id, "status": "SUCCEEDED" if code == 0 else "FAILED"}}
-        counts = self.handlers["reconciler"](event, _Context())
+        counts = self.handlers["reconciler"](event, LocalContext())
         if any(counts.values()):
             self.say(f"reconciler: worker {worker_id} ended holding jobs: {counts}")
 
@@ -809,31 +851,18 @@ def _handler_class(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             query = parse_qs(split.query, keep_blank_values=True)  # as API Gateway passes `?status=`
-            event = {
-                "resource": split.path,
-                "path": split.path,
-                "httpMethod": self.command,
-                "headers": dict(self.headers.items()),
-                "multiValueHeaders": {k: [v] for k, v in self.headers.items()},
-                "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
-                "multiValueQueryStringParameters": query or None,
-                "pathParameters": None,
-                "stageVariables": None,
-                "requestContext": {
-                    "accountId": LOCAL_ACCOUNT,
-                    "apiId": "local",
-                    "stage": "local",
-                    "requestId": uuid.uuid4().hex,
-                    "httpMethod": self.command,
-                    "path": split.path,
-                    "resourcePath": split.path,
-                    "identity": {"userArn": owner_arn(owner), "caller": owner, "sourceIp": self.client_address[0]},
-                },
-                "body": body,
-                "isBase64Encoded": False,
-            }
+            event = proxy_event(
+                self.command,
+                split.path,
+                user_arn=owner_arn(owner),
+                caller=owner,
+                body=body,
+                headers=dict(self.headers.items()),
+                query=query,
+                source_ip=self.client_address[0],
+            )
             try:
-                resp = handler(event, _Context())
+                resp = handler(event, LocalContext())
             except Exception as exc:
                 self._send(502, {"error": {"code": "internal_error", "message": str(exc)}})
                 return

@@ -101,40 +101,17 @@ def _seconds(stamp: str) -> float:
 def api_event(
     method: str, path: str, body: Any = None, query: dict[str, str] | None = None, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """An API Gateway REST proxy event as the IAM-authorized API delivers it."""
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
-        "multiValueHeaders": {},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": "111111111111",
-            "apiId": "bench",
-            "stage": "v1",
-            "requestId": uuid.uuid4().hex,
-            "httpMethod": method,
-            "path": path,
-            "resourcePath": path,
-            "identity": {"userArn": OWNER_ARN, "caller": OWNER_ARN, "sourceIp": "127.0.0.1"},
-        },
-        "body": body if isinstance(body, str) or body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
+    """An API Gateway REST proxy event from the benchmark's caller."""
+    from batchscribe_cli.local import proxy_event
 
-
-class _Context:
-    function_name = "api"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:111111111111:function:api"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+    return proxy_event(
+        method,
+        path,
+        user_arn=OWNER_ARN,
+        body=body if isinstance(body, str) or body is None else json.dumps(body),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        query={k: [v] for k, v in query.items()} if query else None,
+    )
 
 
 @contextmanager
@@ -235,6 +212,7 @@ def api_round(calls: int, warmup: int) -> dict[str, Any]:
 
     from batchscribe.models import ResultSummary
     from batchscribe.repository import JobRepository
+    from batchscribe_cli.local import LocalContext
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     times: dict[str, list[float]] = {r: [] for r in ROUTES}
@@ -245,7 +223,7 @@ def api_round(calls: int, warmup: int) -> dict[str, Any]:
     with _moto_api() as p, _aws_call_timer() as spent:
         from lambdas.api.handler import handler
 
-        ctx = _Context()
+        ctx = LocalContext()
         sink = io.StringIO()
 
         def call(route: str, event: dict[str, Any], expect: int, i: int) -> dict[str, Any]:

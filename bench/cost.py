@@ -49,6 +49,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # `python bench/cost.py` imports its siblings as `bench.*`
 RESULTS = BENCH / "results"
 PRICES = BENCH / "prices.json"
 THROUGHPUT = BENCH / "throughput.json"
@@ -626,15 +627,9 @@ def volume_grid() -> list[float]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    from bench.bench_engines import hardware
+
+    return {**hardware(), "platform": platform.platform()}
 
 
 def command() -> str:
@@ -792,7 +787,6 @@ def main(argv: list[str] | None = None) -> None:
     result = run(jobs_per_worker=args.jobs_per_worker, idle_exit_s=args.idle_exit)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    sys.path.insert(0, str(ROOT))
     from bench.report import cost_section
 
     print(cost_section(result))

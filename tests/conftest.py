@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
+from batchscribe_cli.local import LocalContext, proxy_event
 from batchscribe_cli.provision import Provisioned
 
 # Before anything can create a boto3 client: no real account is ever reachable from tests.
@@ -92,45 +93,20 @@ def api_event(
     query: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST proxy event as the IAM-authorized API delivers it."""
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
-        "multiValueHeaders": {},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "accountId": "111111111111",
-            "apiId": "local",
-            "stage": "v1",
-            "requestId": uuid.uuid4().hex,
-            "httpMethod": method,
-            "path": path,
-            "resourcePath": path,
-            "identity": {"userArn": owner, "caller": owner, "sourceIp": "127.0.0.1"},
-        },
-        "body": body if isinstance(body, str) or body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
-
-
-class LambdaContextStub:
-    function_name = "test"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:111111111111:function:test"
-    aws_request_id = "req-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+    """An API Gateway REST proxy event from `owner` (None: an unsigned request)."""
+    return proxy_event(
+        method,
+        path,
+        user_arn=owner,
+        body=body if isinstance(body, str) or body is None else json.dumps(body),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        query={k: [v] for k, v in query.items()} if query else None,
+    )
 
 
 @pytest.fixture
-def lambda_context() -> LambdaContextStub:
-    return LambdaContextStub()
+def lambda_context() -> LocalContext:
+    return LocalContext()
 
 
 def _cuda_devices() -> int:

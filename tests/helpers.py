@@ -9,14 +9,14 @@ from typing import Any
 import boto3
 import requests
 
-from batchscribe_cli.local import sqs_event
-from tests.conftest import OWNER_A, LambdaContextStub, Stack, api_event
+from batchscribe_cli.local import LocalContext, sqs_event
+from tests.conftest import OWNER_A, Stack, api_event
 
 
 def call(method: str, path: str, body: Any = None, owner: str | None = OWNER_A, **kw: Any) -> tuple[int, Any]:
     from lambdas.api.handler import handler
 
-    resp = handler(api_event(method, path, body, owner=owner, **kw), LambdaContextStub())
+    resp = handler(api_event(method, path, body, owner=owner, **kw), LocalContext())
     return resp["statusCode"], json.loads(resp["body"]) if resp.get("body") else None
 
 
@@ -60,5 +60,5 @@ def deliver_uploads(stack: Stack, times: int = 1) -> dict[str, Any]:
     if not messages:
         return result  # SQS never invokes a function with an empty batch
     for _ in range(times):
-        result = handler(sqs_event(messages), LambdaContextStub())
+        result = handler(sqs_event(messages), LocalContext())
     return result

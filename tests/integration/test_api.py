@@ -11,7 +11,8 @@ import requests
 
 from batchscribe.models import ResultSummary
 from batchscribe.repository import JobRepository
-from tests.conftest import OWNER_A, OWNER_B, LambdaContextStub, Stack, api_event, reset_caches
+from batchscribe_cli.local import LocalContext
+from tests.conftest import OWNER_A, OWNER_B, Stack, api_event, reset_caches
 from tests.helpers import call, create
 
 pytestmark = pytest.mark.usefixtures("aws_stack")
@@ -339,7 +340,7 @@ def _raw(method: str, path: str, origin: str | None, body: Any = None) -> dict[s
     from lambdas.api.handler import handler
 
     headers = {"Origin": origin} if origin else {}
-    return dict(handler(api_event(method, path, body, headers=headers), LambdaContextStub()))
+    return dict(handler(api_event(method, path, body, headers=headers), LocalContext()))
 
 
 def test_every_answer_carries_the_cors_header_for_a_browser(aws_stack: Stack) -> None:

@@ -13,7 +13,8 @@ from boto3.dynamodb.types import TypeSerializer
 from batchscribe.lifecycle import ExitCounts, Lifecycle
 from batchscribe.models import JobMessage, JobStatus
 from batchscribe.settings import LifecycleSettings
-from tests.conftest import LambdaContextStub, Stack
+from batchscribe_cli.local import LocalContext
+from tests.conftest import Stack
 from tests.helpers import create, deliver_uploads, post_upload, receive_all
 
 _ser = TypeSerializer()
@@ -49,7 +50,7 @@ def test_terminal_statuses_are_published_once(aws_stack: Stack) -> None:
         {"eventName": "INSERT", "dynamodb": {"NewImage": {"job_id": {"S": "idem#x"}}}},  # not a job
     ]
 
-    assert handler({"Records": records}, LambdaContextStub()) == {"published": 1, "callbacks": 0}
+    assert handler({"Records": records}, LocalContext()) == {"published": 1, "callbacks": 0}
 
     got = [json.loads(m["Body"]) for m in receive_all(target)]
     assert len(got) == 1
@@ -121,7 +122,7 @@ def test_reconciler_requeues_or_fails_the_jobs_a_dead_worker_held(aws_stack: Sta
         "source": "aws.batch",
         "detail": {"jobId": "batch-1:0", "status": "FAILED", "arrayProperties": {"index": 0}},
     }
-    assert handler(event, LambdaContextStub()) == {"requeued": 1, "failed": 1}
+    assert handler(event, LocalContext()) == {"requeued": 1, "failed": 1}
 
     assert svc.repo.get(ids[0]).status is JobStatus.QUEUED
     assert svc.repo.get(ids[1]).status is JobStatus.RUNNING
@@ -135,5 +136,5 @@ def test_reconciler_requeues_or_fails_the_jobs_a_dead_worker_held(aws_stack: Sta
         {"jobId": "batch-2:0", "status": "RUNNING"},
         {"jobId": "batch-2", "status": "FAILED", "arrayProperties": {"size": 2}},
     ):
-        assert handler({"detail": detail}, LambdaContextStub()) == {"requeued": 0, "failed": 0}
+        assert handler({"detail": detail}, LocalContext()) == {"requeued": 0, "failed": 0}
     assert svc.repo.get(ids[1]).status is JobStatus.RUNNING

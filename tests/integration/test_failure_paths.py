@@ -12,7 +12,8 @@ from batchscribe.jobs import JobApi
 from batchscribe.lifecycle import DeadLetterOutcome, ExitCounts, Lifecycle, SweepCounts
 from batchscribe.models import JobMessage, JobStatus, ResultSummary
 from batchscribe.settings import ApiSettings, LifecycleSettings
-from tests.conftest import LambdaContextStub, Stack
+from batchscribe_cli.local import LocalContext
+from tests.conftest import Stack
 from tests.helpers import create, receive_all, sqs_event
 
 
@@ -49,7 +50,7 @@ def dead_letter(job_id: str) -> dict:
     from lambdas.dead_letter.handler import handler
 
     body = JobMessage(job_id=job_id).model_dump_json()
-    return handler(sqs_event([{"Body": body}]), LambdaContextStub())
+    return handler(sqs_event([{"Body": body}]), LocalContext())
 
 
 # ---- dead letters --------------------------------------------------------------------
@@ -136,9 +137,9 @@ def test_dead_letter_never_touches_a_terminal_job(svc: Lifecycle, end: str) -> N
 def test_dead_letter_of_a_non_job_message_is_dropped(aws_stack: Stack) -> None:
     from lambdas.dead_letter.handler import handler
 
-    assert handler(
-        sqs_event([{"Body": "garbage"}, {"Body": json.dumps({"job_id": "0" * 32})}]), LambdaContextStub()
-    ) == {"batchItemFailures": []}
+    assert handler(sqs_event([{"Body": "garbage"}, {"Body": json.dumps({"job_id": "0" * 32})}]), LocalContext()) == {
+        "batchItemFailures": []
+    }
 
 
 def test_a_killed_attempts_log_is_linked_from_the_job(svc: Lifecycle, api: JobApi, aws_stack: Stack) -> None:
@@ -202,7 +203,7 @@ def test_sweeper_requeues_a_running_job_whose_lease_expired(aws_stack: Stack, sv
 def test_sweeper_handler_runs_on_its_schedule_event(aws_stack: Stack) -> None:
     from lambdas.sweeper.handler import handler
 
-    assert handler({"source": "aws.events"}, LambdaContextStub()) == {
+    assert handler({"source": "aws.events"}, LocalContext()) == {
         "upload_expired": 0,
         "requeued": 0,
         "redriven": 0,

@@ -9,7 +9,8 @@ import pytest
 
 from batchscribe.models import JobMessage
 from batchscribe.repository import JobRepository
-from tests.conftest import LambdaContextStub, Stack
+from batchscribe_cli.local import LocalContext
+from tests.conftest import Stack
 from tests.helpers import call, create, deliver_uploads, post_upload, receive_all, sqs_event
 
 
@@ -57,7 +58,7 @@ def test_test_event_is_skipped(aws_stack: Stack) -> None:
     from lambdas.on_upload.handler import handler
 
     body = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": aws_stack.bucket})
-    assert handler(sqs_event([{"Body": body}]), LambdaContextStub()) == {"batchItemFailures": []}
+    assert handler(sqs_event([{"Body": body}]), LocalContext()) == {"batchItemFailures": []}
     assert job_messages(aws_stack) == []
 
 
@@ -71,7 +72,7 @@ def test_url_encoded_keys_are_decoded(aws_stack: Stack) -> None:
     encoded = key.replace("/", "%2F")
     body = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {"key": encoded, "size": 5}}}]})
 
-    assert handler(sqs_event([{"Body": body}]), LambdaContextStub()) == {"batchItemFailures": []}
+    assert handler(sqs_event([{"Body": body}]), LocalContext()) == {"batchItemFailures": []}
     assert status_of(job["job_id"])["status"] == "queued"
 
 
@@ -142,7 +143,7 @@ def test_poison_record_fails_alone_in_its_batch(aws_stack: Stack) -> None:
     good = receive_all(aws_stack.uploads_queue_url)
     poison = {"MessageId": "poison-1", "Body": "{this is not json"}
 
-    result = handler(sqs_event([poison, *good]), LambdaContextStub())
+    result = handler(sqs_event([poison, *good]), LocalContext())
 
     assert result == {"batchItemFailures": [{"itemIdentifier": "poison-1"}]}
     assert status_of(job["job_id"])["status"] == "queued"

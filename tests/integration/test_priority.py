@@ -217,18 +217,19 @@ def test_50_parallel_creates_against_a_limit_of_10_give_exactly_10_created(
 
 
 def test_rate_limited_answer_carries_retry_after(rate_limited: Stack) -> None:
+    from batchscribe_cli.local import LocalContext
     from lambdas.api.handler import handler
-    from tests.conftest import LambdaContextStub, api_event
+    from tests.conftest import api_event
 
     body = {"filename": "a.wav", "content_type": "audio/wav", "size_bytes": 10}
     for _ in range(10):
         create()
-    resp = handler(api_event("POST", "/jobs", body), LambdaContextStub())
+    resp = handler(api_event("POST", "/jobs", body), LocalContext())
     assert resp["statusCode"] == 429
     headers = {**resp.get("headers", {}), **{k: v[-1] for k, v in resp.get("multiValueHeaders", {}).items()}}
     assert 0 < int(headers["Retry-After"]) <= 3600
     # an invalid request is refused before it is counted, and a refused create is not counted
-    bad = handler(api_event("POST", "/jobs", {**body, "size_bytes": -1}, owner=OWNER_B), LambdaContextStub())
+    bad = handler(api_event("POST", "/jobs", {**body, "size_bytes": -1}, owner=OWNER_B), LocalContext())
     assert bad["statusCode"] == 400
     assert [create(owner=OWNER_B) for _ in range(10)]
 

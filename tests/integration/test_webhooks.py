@@ -18,8 +18,8 @@ from batchscribe.models import ResultSummary
 from batchscribe.repository import JobRepository
 from batchscribe.settings import ApiSettings, NotifySettings, WebhookSettings
 from batchscribe.webhooks import CallbackRefused, SendOutcome, check_url, resolve_public, sign, verify
-from batchscribe_cli.local import sqs_event
-from tests.conftest import LambdaContextStub, Stack, reset_caches
+from batchscribe_cli.local import LocalContext, sqs_event
+from tests.conftest import Stack, reset_caches
 from tests.helpers import call, create
 from tests.integration.workers import queue_counts
 
@@ -182,7 +182,7 @@ def finish(aws_stack: Stack, job_id: str, succeed: bool = True) -> None:
     else:
         after = repo.cancel(job_id)
     record = {"eventName": "MODIFY", "dynamodb": {"OldImage": _image(before), "NewImage": _image(after)}}
-    assert handler({"Records": [record]}, LambdaContextStub())["callbacks"] == 1
+    assert handler({"Records": [record]}, LocalContext())["callbacks"] == 1
 
 
 def run_sender(queue_url: str, handles: list[str] | None = None) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def run_sender(queue_url: str, handles: list[str] | None = None) -> dict[str, An
     assert messages, "nothing on the webhooks queue"
     if handles is not None:
         handles.extend(m["ReceiptHandle"] for m in messages)
-    result: dict[str, Any] = handler(sqs_event(messages, arn), LambdaContextStub())
+    result: dict[str, Any] = handler(sqs_event(messages, arn), LocalContext())
     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
     for m in messages:  # what Lambda's event source does with the ones that succeeded
         if m["MessageId"] not in failed:
