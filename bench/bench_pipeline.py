@@ -102,16 +102,9 @@ def api_event(
     method: str, path: str, body: Any = None, query: dict[str, str] | None = None, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event from the benchmark's caller."""
-    from batchscribe_cli.local import proxy_event
+    from batchscribe_cli.local import json_request
 
-    return proxy_event(
-        method,
-        path,
-        user_arn=OWNER_ARN,
-        body=body if isinstance(body, str) or body is None else json.dumps(body),
-        headers={"Content-Type": "application/json", **(headers or {})},
-        query={k: [v] for k, v in query.items()} if query else None,
-    )
+    return json_request(method, path, body, user_arn=OWNER_ARN, query=query, headers=headers)
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from batchscribe_cli.local import LocalContext, proxy_event
+from batchscribe_cli.local import LocalContext, json_request
 from batchscribe_cli.provision import Provisioned
 
 # Before anything can create a boto3 client: no real account is ever reachable from tests.
@@ -94,14 +93,7 @@ def api_event(
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event from `owner` (None: an unsigned request)."""
-    return proxy_event(
-        method,
-        path,
-        user_arn=owner,
-        body=body if isinstance(body, str) or body is None else json.dumps(body),
-        headers={"Content-Type": "application/json", **(headers or {})},
-        query={k: [v] for k, v in query.items()} if query else None,
-    )
+    return json_request(method, path, body, user_arn=owner, query=query, headers=headers)
 
 
 @pytest.fixture
