@@ -160,10 +160,13 @@ class Heartbeat(threading.Thread):
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
+        self._beating = threading.Lock()  # held while one beat runs
 
     def run(self) -> None:
         while not self._stop.wait(self.worker.settings.timings.heartbeat_seconds):
-            self.beat()
+            with self._beating:
+                if not self._stop.is_set():
+                    self.beat()
 
     def beat(self) -> None:
         t = self.worker.settings.timings
@@ -185,7 +188,12 @@ class Heartbeat(threading.Thread):
         self.log.flush()
 
     def stop(self) -> None:
+        """No beat after this returns: one in progress is waited for, so a visibility the
+        caller sets next (a give-back's 0) is not overwritten by a late extension."""
         self._stop.set()
+        if threading.current_thread() is not self:
+            with self._beating:
+                pass
 
 
 @dataclass(eq=False)
@@ -579,6 +587,7 @@ class Worker:
         """Forget a held job: out of the scheduler, its message deleted or made visible again
         (after `give_back_after` seconds, with the job given back), its log flushed."""
         self._held.pop(run.job_id, None)
+        run.beat.stop()  # before the message is touched: no extension after a give-back's
         scheduler = self._schedulers.get(run.key)
         if scheduler is not None:
             scheduler.remove(run.job_id)
@@ -675,6 +684,7 @@ class Worker:
             # writing outputs or committing failed transiently: give the job back
             logger.exception("could not finish the job", extra={"job_id": run.job_id})
             run.log.add("could not finish; the job will be retried", error=f"{type(exc).__name__}: {exc}")
+            run.beat.stop()  # its next extension would undo the give-back's short visibility
             with contextlib.suppress(InvalidTransition):
                 self.repo.give_back(run.job_id, run.job.attempt)
             with contextlib.suppress(Exception):

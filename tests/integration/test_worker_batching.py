@@ -18,7 +18,7 @@ import pytest
 from batchscribe.models import JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
-from gpu_container.worker.main import Outcome
+from gpu_container.worker.main import Outcome, Worker
 from tests.audio import SENTENCES, speak
 from tests.conftest import Stack
 from tests.helpers import call
@@ -33,6 +33,19 @@ def voices(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
     d = tmp_path_factory.mktemp("voices")
     texts = [" ".join(SENTENCES[i : i + 2]) for i in (0, 3, 6, 9)]
     return [(speak(text, d / f"v{i}.wav"), text) for i, text in enumerate(texts)]
+
+
+def slow_extensions(worker: Worker) -> None:
+    """Heartbeat extensions of message visibility take a while to land (a slow SQS call), so
+    one is often in flight when the worker gives a job back."""
+    extend = worker.queue.extend
+
+    def slow(receipt_handle: str, seconds: int) -> None:
+        if seconds:
+            time.sleep(0.05)
+        extend(receipt_handle, seconds)
+
+    worker.queue.extend = slow  # type: ignore[method-assign]
 
 
 def jobs_per_batch(batches: list[Sequence[Any]]) -> list[int]:
@@ -109,7 +122,8 @@ def test_sigterm_mid_batch_gives_every_unfinished_job_back(
             os.kill(os.getpid(), signal.SIGTERM)
 
     hook = Scripted(engines["faster-whisper"], sigterm)
-    worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=1, idle_exit_seconds=600)
+    worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=1, idle_exit_seconds=600, heartbeat_seconds=0.01)
+    slow_extensions(worker)  # a heartbeat's extension in flight as the give-back runs (the race CI once lost)
     worker.install_signal_handlers()
     assert worker.run() == 0
 
