@@ -22,7 +22,16 @@ from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Worker
 from tests.conftest import Stack
 from tests.helpers import call
-from tests.integration.workers import Scripted, make_worker, queue_counts, s3_text, submit, words, worker_settings
+from tests.integration.workers import (
+    Scripted,
+    make_worker,
+    queue_counts,
+    s3_text,
+    submit,
+    until_heard,
+    words,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -263,7 +272,7 @@ def test_cancel_mid_job_stops_within_a_segment(
     def cancel(_batch: Sequence[Any]) -> None:
         if hook.calls == 1:
             assert call("POST", f"/jobs/{job_id}/cancel")[0] == 200
-            time.sleep(0.6)  # a few heartbeats: the worker learns of it
+            until_heard(worker, job_id)  # the worker learns of it at a heartbeat
         seen.append(hook.calls)
 
     hook = Scripted(engines["faster-whisper"], cancel)

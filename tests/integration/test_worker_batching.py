@@ -4,6 +4,7 @@ give-back, results). moto, the real tiny.en model, espeak speech."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import boto3
 import jiwer
 import pytest
+from botocore.exceptions import ClientError
 
 from batchscribe.models import JobStatus
 from batchscribe.repository import JobRepository
@@ -22,7 +24,7 @@ from gpu_container.worker.main import Outcome, Worker
 from tests.audio import SENTENCES, speak
 from tests.conftest import Stack
 from tests.helpers import call
-from tests.integration.workers import Scripted, make_worker, queue_counts, s3_text, submit, words
+from tests.integration.workers import Scripted, make_worker, queue_counts, s3_text, submit, until_heard, words
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +99,7 @@ def test_cancelling_one_job_leaves_the_others(
     def cancel_the_long_one(_batch: Sequence[Any]) -> None:
         if hook.calls == 1:
             assert call("POST", f"/jobs/{long_id}/cancel")[0] == 200
-            time.sleep(0.5)  # a few heartbeats: the worker learns of it
+            until_heard(worker, long_id)  # the worker learns of it at a heartbeat
 
     hook = Scripted(engines["faster-whisper"], cancel_the_long_one)
     worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=2, heartbeat_seconds=0.1, max_jobs=3)
@@ -178,8 +180,14 @@ def test_the_log_is_written_while_the_attempt_runs(
     seen: list[str] = []
 
     def read_log_mid_job(_batch: Sequence[Any]) -> None:
-        time.sleep(0.4)  # a few heartbeats
-        seen.append(boto3.client("s3").get_object(Bucket=aws_stack.bucket, Key=key)["Body"].read().decode())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # a heartbeat flushes the log
+            with contextlib.suppress(ClientError):  # not written yet
+                text = boto3.client("s3").get_object(Bucket=aws_stack.bucket, Key=key)["Body"].read().decode()
+                if "opened" in text:
+                    seen.append(text)
+                    return
+            time.sleep(0.05)
 
     make_worker(
         aws_stack, Scripted(engines["faster-whisper"], read_log_mid_job), heartbeat_seconds=0.1, max_jobs=1

@@ -4,6 +4,7 @@ runner with a hook before each batch (to inject faults mid-job)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,15 @@ def queue_counts(stack: Stack, url: str | None = None) -> tuple[int, int]:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def until_heard(worker: Worker, job_id: str, timeout: float = 30) -> None:
+    """Wait (inside a batch hook) until the job's heartbeat has learned that it was cancelled or
+    taken over, or the job is no longer held: no fixed sleep that a slow machine outlasts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = worker._held.get(job_id)
+        if run is None or run.beat.cancelled.is_set() or run.beat.lost.is_set():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the worker's heartbeat did not learn of job {job_id}'s change in {timeout} s")
