@@ -46,7 +46,7 @@ from batchscribe.errors import InvalidTransition, JobNotFound, OwnerAtCap, Stale
 from batchscribe.models import PRIORITIES, ErrorInfo, Job, JobStatus, ResultSummary
 from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import JobRepository
-from batchscribe.settings import WorkerSettings
+from batchscribe.settings import ConfigError, WorkerSettings
 from batchscribe.sources import FetchFailed, FetchLimits, FetchStopped, fetch, redacted
 from batchscribe.storage import MediaStore
 from batchscribe.urlguard import Resolver, system_resolver
@@ -761,8 +761,15 @@ class Worker:
         )
 
 
+EXIT_CONFIG = 78  # sysexits' EX_CONFIG: the job definition's environment is wrong; a retry cannot help
+
+
 def main() -> int:
-    settings = WorkerSettings.from_env()
+    try:
+        settings = WorkerSettings.from_env()
+    except ConfigError as exc:  # one log line naming what to set, not a traceback
+        logger.error("worker not started: fix the job definition's environment", extra={"error": str(exc)})
+        return EXIT_CONFIG
     worker = Worker(settings)
     worker.install_signal_handlers()
     return worker.run()

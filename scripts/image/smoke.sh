@@ -21,10 +21,13 @@ echo "== $image: user, model, offline"
 # shellcheck disable=SC2016 # expanded inside the container
 run --entrypoint sh "$image" -c 'test "$(id -u)" = 10001 && id && echo "model: $BATCHSCRIBE_MODEL ($BATCHSCRIBE_ENGINE) HF_HUB_OFFLINE=$HF_HUB_OFFLINE" && ls /opt/models && ! touch /opt/models/x 2>/dev/null'
 
-echo "== entrypoint (expected to stop at missing settings)"
-out="$(run "$image" 2>&1 || true)"
+echo "== entrypoint (expected to stop at missing settings: one line, exit 78)"
+rc=0
+out="$(run "$image" 2>&1)" || rc=$?
 echo "$out" | tail -n 3
 echo "$out" | grep -q -i "TABLE_NAME" || { echo "the worker did not start" >&2; exit 1; }
+[ "$rc" = 78 ] || { echo "expected exit 78 (EX_CONFIG), got $rc" >&2; exit 1; }
+! echo "$out" | grep -q Traceback || { echo "a traceback instead of one line" >&2; exit 1; }
 
 if [ "$engine" = faster-whisper ]; then
   echo "== no torch"

@@ -6,7 +6,11 @@ once, with its relations checked."""
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from batchscribe.settings import (
 )
 from batchscribe_cli.local import IN_PROCESS, LocalConfig, LocalStack, merged_env
 from batchscribe_cli.provision import Provisioned
+from gpu_container.worker.main import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [
@@ -114,6 +119,20 @@ def test_a_missing_or_bad_variable_fails_at_start_naming_it() -> None:
                 "BATCHSCRIBE_TIMINGS": '{"lease_seconds": 500}',  # longer than the visibility
             }
         )
+
+
+def test_a_worker_started_without_its_settings_says_so_in_one_line() -> None:
+    """The container's entrypoint: a job definition missing a variable logs one line naming
+    it (no traceback) and exits with EX_CONFIG (78); Batch retries only Spot reclaims."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    done = subprocess.run(
+        [sys.executable, "-m", "gpu_container.worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    out = (done.stdout + done.stderr).strip()
+    assert done.returncode == EXIT_CONFIG, out
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+    line = json.loads(out)
+    assert line["level"] == "ERROR" and "BATCHSCRIBE_TABLE_NAME: missing" in line["error"]
 
 
 def test_unknown_settings_are_refused() -> None:
