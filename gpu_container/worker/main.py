@@ -159,13 +159,13 @@ class Heartbeat(threading.Thread):
         self.progress = 0
         self.cancelled = threading.Event()
         self.lost = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._beating = threading.Lock()  # held while one beat runs
 
     def run(self) -> None:
-        while not self._stop.wait(self.worker.settings.timings.heartbeat_seconds):
+        while not self._halt.wait(self.worker.settings.timings.heartbeat_seconds):
             with self._beating:
-                if not self._stop.is_set():
+                if not self._halt.is_set():
                     self.beat()
 
     def beat(self) -> None:
@@ -190,7 +190,7 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         """No beat after this returns: one in progress is waited for, so a visibility the
         caller sets next (a give-back's 0) is not overwritten by a late extension."""
-        self._stop.set()
+        self._halt.set()
         if threading.current_thread() is not self:
             with self._beating:
                 pass
@@ -593,8 +593,12 @@ class Worker:
             scheduler.remove(run.job_id)
         run.log.add(why)
         if give_back_after is not None:
-            with contextlib.suppress(InvalidTransition):  # cancelled or taken over: that state stands
+            try:
                 self.repo.give_back(run.job_id, run.job.attempt)
+            except InvalidTransition:  # cancelled or taken over: that state stands
+                pass
+            except Exception as exc:  # its lease runs out instead, and then it is claimable again
+                logger.warning("could not give the job back", extra={"job_id": run.job_id, "error": repr(exc)})
             with contextlib.suppress(Exception):
                 self.queue.extend(run.received.receipt_handle, give_back_after)
         elif delete_message:
@@ -632,9 +636,15 @@ class Worker:
             with contextlib.suppress(Exception):
                 future.result()
         self._preparing.clear()
-        for run in list(self._held.values()):  # jobs being finished are no longer held
-            self._release(run, "shutting down; job given back", delete_message=False, give_back_after=0)
-            self.outcomes.append(Outcome.GIVEN_BACK)
+        runs = list(self._held.values())  # jobs being finished are no longer held
+        for run in runs:  # all quiet first: no extension lands after any give-back
+            run.beat.stop()
+        for run in runs:  # one job's trouble does not keep the others from going back
+            try:
+                self._release(run, "shutting down; job given back", delete_message=False, give_back_after=0)
+                self.outcomes.append(Outcome.GIVEN_BACK)
+            except Exception:
+                logger.exception("could not release a job on the way out", extra={"job_id": run.job_id})
 
     # ---- finishing a job (pool thread) -------------------------------------------------
 

@@ -381,7 +381,7 @@ class Prefetched(Generic[T]):
     never blocks: it gives NOT_READY while the next item is still being produced. PyAV and
     onnxruntime (the VAD) release the GIL, so K jobs decode and cut their audio while the
     accelerator runs batches. Errors from the source are raised from `next()`; `close()`
-    stops the thread after its current item and closes the source."""
+    stops the thread after its current item, which closes the source, and waits for it."""
 
     def __init__(self, source: Iterable[T], depth: int = 2) -> None:
         self._source = source
@@ -433,8 +433,13 @@ class Prefetched(Generic[T]):
         raise StopIteration
 
     def close(self) -> None:
+        """Stop the thread and wait for it (it finishes its current item and closes the
+        source), so whoever closes the underlying media next does not pull it from under a
+        decode in progress."""
         self._stop.set()
         self._done = True
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=60)
 
     def __enter__(self) -> Prefetched[T]:
         return self

@@ -17,7 +17,7 @@ import jiwer
 import pytest
 from botocore.exceptions import ClientError
 
-from batchscribe.models import JobStatus
+from batchscribe.models import Job, JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Outcome, Worker
@@ -136,6 +136,40 @@ def test_sigterm_mid_batch_gives_every_unfinished_job_back(
     assert all(j.status is JobStatus.QUEUED and j.worker is None and j.attempt <= 1 for j in jobs), jobs
     assert queue_counts(aws_stack) == (3, 0)  # every message visible again at once
     # the next worker finishes all three
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=3).run()
+    assert [repo.get(i).status for i in ids] == [JobStatus.SUCCEEDED] * 3
+
+
+@pytest.mark.usefixtures("restore_signals")
+def test_a_give_back_that_fails_does_not_keep_the_others_held(
+    aws_stack: Stack, voices: list[tuple[Path, str]], speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    """DynamoDB refuses one job's give-back on the way out: the other jobs still go back, and
+    that job's message is visible again too (its lease runs out; then it is claimable)."""
+    ids = [submit(aws_stack, speech["long"][0]), *(submit(aws_stack, p) for p, _ in voices[:2])]
+
+    def sigterm(_batch: Sequence[Any]) -> None:
+        if hook.calls == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    hook = Scripted(engines["faster-whisper"], sigterm)
+    worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=1, idle_exit_seconds=600, lease_seconds=2)
+    give_back = worker.repo.give_back
+
+    def refused_for_the_first(job_id: str, attempt: int) -> Job:
+        if job_id == ids[0]:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "UpdateItem")
+        return give_back(job_id, attempt)
+
+    worker.repo.give_back = refused_for_the_first  # type: ignore[method-assign]
+    worker.install_signal_handlers()
+    assert worker.run() == 0
+
+    repo = JobRepository(aws_stack.table)
+    assert [repo.get(i).status for i in ids] == [JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.QUEUED]
+    assert worker.outcomes.count(Outcome.GIVEN_BACK) == 3
+    assert queue_counts(aws_stack) == (3, 0)
+    time.sleep(2.5)  # the refused job's lease runs out
     make_worker(aws_stack, engines["faster-whisper"], max_jobs=3).run()
     assert [repo.get(i).status for i in ids] == [JobStatus.SUCCEEDED] * 3
 

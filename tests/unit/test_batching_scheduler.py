@@ -343,3 +343,24 @@ def test_removing_a_prefetched_job_stops_its_decoder() -> None:
     s.remove("a")
     assert closed.wait(5)
     assert len(produced) <= 4  # the queue's depth, the item in hand, and one more at most
+
+
+def test_closing_a_prefetched_stream_waits_for_the_decode_in_progress() -> None:
+    """The worker closes a job's media right after removing it (cancel, lost lease, SIGTERM):
+    by then the decoder thread must be out of the media, not mid-decode."""
+    decoding, finish, left = threading.Event(), threading.Event(), threading.Event()
+
+    def slow() -> Iterator[Win]:
+        try:
+            decoding.set()
+            finish.wait(5)  # a long decode (PyAV releases the GIL meanwhile)
+            yield Win("a", 0)
+            yield Win("a", 1)
+        finally:
+            left.set()
+
+    stream = prefetch(slow())
+    assert decoding.wait(5)
+    threading.Timer(0.2, finish.set).start()
+    stream.close()
+    assert left.is_set()  # close returned only once the thread had left (and closed) the source
