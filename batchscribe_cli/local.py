@@ -126,6 +126,18 @@ def _no_metric(*_: Any, **__: Any) -> None:
     return None
 
 
+def one_at_a_time(handler: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
+    """A handler that takes one event at a time, however many threads call it."""
+    lock = threading.Lock()
+
+    @functools.wraps(handler)
+    def serialised(event: dict[str, Any], context: Any) -> Any:
+        with lock:
+            return handler(event, context)
+
+    return serialised
+
+
 def _drop_metrics(module: Any) -> None:
     """CloudWatch is not emulated here. Powertools keeps one metric set per process and
     empties it when a Lambda invocation ends; with every handler in this one process, and
@@ -244,6 +256,7 @@ class LocalCompute:
         self.procs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
         self.started = 0
         self.peak = 0
+        self.closed = False  # stopping: a scaler tick still under way starts nothing more
         self._lock = threading.Lock()
 
     def env_for(self, worker_id: str) -> dict[str, str]:
@@ -284,6 +297,8 @@ class LocalCompute:
 
     def submit(self, pool: Pool, count: int) -> None:
         with self._lock:
+            if self.closed:
+                return
             for _ in range(count):
                 worker_id = f"local-{uuid.uuid4().hex[:12]}"
                 log = (self.log_dir / f"worker-{int(time.time() * 1000)}-{self.started}.log").open("ab")
@@ -307,6 +322,7 @@ class LocalCompute:
 
     def stop_all(self, timeout: float = 10) -> None:
         with self._lock:
+            self.closed = True
             procs = [p for _, p in self.procs.values()]
         for p in procs:
             if p.poll() is None:
@@ -488,7 +504,9 @@ class LocalStack:
         # Import every handler before any thread runs: concurrent first imports of the same
         # library (Powertools) from several threads can see half-initialised modules.
         modules = {name: importlib.import_module(f"lambdas.{name}.handler") for name in IN_PROCESS}
-        self.handlers = {name: module.handler for name, module in modules.items()}
+        # One event at a time per handler, as one Lambda environment runs them: Powertools keeps
+        # the current event and context on shared router and processor objects.
+        self.handlers = {name: one_at_a_time(module.handler) for name, module in modules.items()}
         for module in modules.values():
             _drop_metrics(module)
         # with none recorded, Powertools warns at the end of every invocation: a log line on
@@ -683,6 +701,7 @@ class LocalStack:
         """An SQS event source: receive, invoke with a batch event, delete what succeeded."""
         sqs = aws.client("sqs")
         arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        name = queue_url.rsplit("/", 1)[-1]
         while not self.stopping.is_set():
             try:
                 resp = sqs.receive_message(
@@ -691,10 +710,12 @@ class LocalStack:
                     WaitTimeSeconds=1,
                     MessageSystemAttributeNames=["ApproximateReceiveCount"],
                 )
-            except Exception:
-                if self.stopping.is_set():
-                    return
-                raise
+            except Exception as exc:
+                # Lambda's event source keeps polling through SQS errors; so does this one
+                if not self.stopping.is_set():
+                    self.say(f"{name}: could not receive ({type(exc).__name__}); polling again")
+                    self.stopping.wait(1)
+                continue
             messages = resp.get("Messages", [])
             if not messages:
                 continue
@@ -704,12 +725,16 @@ class LocalStack:
                 # What Lambda's event source does with an invocation that raised (Powertools
                 # raises when every record of a batch failed): nothing is deleted, the batch
                 # comes back after its visibility timeout; the poller goes on.
-                self.say(f"{queue_url.rsplit('/', 1)[-1]}: the handler raised {type(exc).__name__}; batch retried")
+                self.say(f"{name}: the handler raised {type(exc).__name__}; batch retried")
                 continue
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             for m in messages:
                 if m["MessageId"] not in failed:
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+                    try:
+                        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+                    except Exception as exc:  # handled, not deleted: it comes back, and handlers are idempotent
+                        if not self.stopping.is_set():
+                            self.say(f"{name}: could not delete a handled message ({type(exc).__name__})")
 
     def _scale(self) -> None:
         """The scaler's logic with local processes for compute (Batch when deployed)."""

@@ -195,8 +195,8 @@ def test_worker_killed_mid_job_still_ends_succeeded_once(stack: LocalStack, audi
     assert log.count("succeeded") == 1  # exactly one committed result
     assert "attempt 1 on worker" in log and "attempt 2 on worker" in log  # the killed attempt left its lines
     # the stack's transition log (it polls the table) ends on the one commit, too
-    wait_until(lambda: [t[2] for t in stack.transitions if t[0] == job["job_id"]][-1:] == ["succeeded"], 10)
-    assert [t[2] for t in stack.transitions if t[0] == job["job_id"]].count("succeeded") == 1
+    wait_until(lambda: [t[2] for t in list(stack.transitions) if t[0] == job["job_id"]][-1:] == ["succeeded"], 10)
+    assert [t[2] for t in list(stack.transitions) if t[0] == job["job_id"]].count("succeeded") == 1
 
 
 def test_local_up_command_starts_and_stops_cleanly(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -11,6 +12,8 @@ from moto import mock_aws
 
 from batchscribe import aws
 from batchscribe.scaler import BatchCompute, Pool, plan, scale
+from batchscribe.settings import WorkerSettings
+from batchscribe_cli.local import LocalCompute
 
 
 @pytest.mark.parametrize(
@@ -153,3 +156,14 @@ def test_batch_compute_counts_array_sizes(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(aws, "client", lambda _name: FakeBatch())
     assert BatchCompute("bs-worker").active(Pool(name="gpu", queue_url="q", max_workers=1, job_queue="jq")) == 4
+
+
+def test_local_compute_starts_nothing_once_stopping(tmp_path: Path) -> None:
+    """The local stack stops its workers while a scaler tick may still be under way: a submit
+    that lands after stop_all starts no worker (it would outlive the stack)."""
+    settings = WorkerSettings(table_name="t", bucket_name="b", jobs_queue_url="q")
+    compute = LocalCompute(settings, {}, tmp_path, say=lambda _line: None)
+    pool = Pool(name="cpu", queue_url="q", max_workers=2)
+    compute.stop_all()
+    compute.submit(pool, 2)
+    assert compute.procs == {} and compute.started == 0 and compute.active(pool) == 0
