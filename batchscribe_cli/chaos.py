@@ -66,6 +66,7 @@ SENTENCES = (
 )
 POISON = {"noise.wav": "invalid_media", "notes.mp3": "invalid_media", "clip.mp4": "no_audio"}
 OWNER = "chaos"
+SETTLE_SECONDS = 150  # after the faults stop, at least this long for every job to end
 # what the local stack's own threads call (SQS event sources, the transition watcher)
 LOCAL_INFRA_CALLS = ("ReceiveMessage", "DeleteMessage", "Scan", "Query", "GetQueueAttributes")
 
@@ -493,8 +494,8 @@ class Chaos:
             self.report.faults["AWS call done but reported failed (API side)"] += faults.COUNTS.ambiguous
 
     def run(self) -> Report:
-        started = time.time()
         media = make_media(self.work / "media", self.args.jobs, self.rng)
+        started = time.time()  # the run's clock starts with the stack, not with making its media
         saved_env = dict(os.environ)  # start_stack adds the workers' fault plan to it
         self.source = FlakySource(self.work / "media", self.args.seed)
         self.start_stack()
@@ -504,7 +505,9 @@ class Chaos:
             submitter.start()
             self.chaos_loop(until)
             submitter.join()
-            self.settle(started + self.args.minutes * 60)
+            # a job hit by the last faults still gets the time its recovery takes (a lost
+            # message resent, a dead-lettered batch back after its visibility, a new worker)
+            self.settle(max(started + self.args.minutes * 60, time.time() + SETTLE_SECONDS))
             self.audit()
         finally:
             self.done.set()
@@ -534,7 +537,12 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m batchscribe_cli.chaos", description=__doc__.split("\n\n")[0])
     p.add_argument("--jobs", type=int, default=50)
-    p.add_argument("--minutes", type=float, default=10, help="the run's bound: faults in the first 70 %%")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=10,
+        help=f"the run's bound: faults in the first 70 %%, then time to settle (at least {SETTLE_SECONDS} s)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--restarts", type=int, default=1, help="local stack restarts during the run")

@@ -21,6 +21,7 @@ from batchscribe.keys import is_job_id
 from batchscribe.settings import Timings
 from batchscribe_cli.local import LocalConfig, LocalStack
 from tests.audio import SHORT_TEXT, convert, speak
+from tests.e2e.waits import hold_workers_back
 
 pytestmark = pytest.mark.slow
 
@@ -245,8 +246,8 @@ def _once_uploaded(stack: LocalStack, job_id: str, timeout: float = 60) -> dict[
 
 def test_a_300_mb_upload_goes_in_parts_with_bounded_memory(stack: LocalStack, tmp_path: Path) -> None:
     big = _wav(tmp_path / "long-meeting.wav", 300 * 1024 * 1024)
-    stack.set_max_workers(0)  # about the upload: no worker needs to spend hours on the silence
     try:
+        hold_workers_back(stack)  # about the upload: no worker needs to spend hours on the silence
         env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": "dave"}
         measure = (
             "import resource, subprocess, sys; "
@@ -274,8 +275,8 @@ def test_an_interrupted_upload_resumes_with_the_missing_parts(stack: LocalStack,
     from batchscribe_cli.cli import EXIT_INTERRUPTED
 
     big = _wav(tmp_path / "interview.wav", 40 * 1024 * 1024)  # three parts of 16 MiB
-    stack.set_max_workers(0)
     try:
+        hold_workers_back(stack)  # the job stays queued
         env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": "dave", "BATCHSCRIBE_PROGRESS": "true"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "batchscribe_cli", "submit", str(big)], env=env, stdout=subprocess.PIPE,

@@ -5,8 +5,6 @@ open uploads); and result links with any filename answer at once (RFC 6266 heade
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,11 @@ import requests
 from batchscribe.settings import Timings
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalConfig, LocalStack
+from tests.e2e.waits import hold_workers_back, wait_until
 
 pytestmark = pytest.mark.slow
 
 SAMPLE = Path(__file__).resolve().parents[2] / "batchscribe_cli" / "samples" / "sample.mp3"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 120, every: float = 0.3) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def config(data_dir: Path) -> LocalConfig:
@@ -56,12 +46,9 @@ def test_jobs_and_results_survive_a_restart(tmp_path: Path) -> None:
         assert disposition.isascii()
         assert disposition.startswith('attachment; filename="') and "filename*=UTF-8''%E4%BC%9A%E8%AE%AE" in disposition
 
-        first.set_max_workers(0)
-        compute = first.compute
-        assert compute is not None
-        wait_until(lambda: compute.active(first.pool) == 0, 30)
+        hold_workers_back(first)
         queued = c.submit(SAMPLE, {"language": "en"})
-        wait_until(lambda: c.get(queued["job_id"])["status"] == "queued")
+        wait_until(lambda: c.get(queued["job_id"])["status"] == "queued", 120)
         waiting = c.create_job(SAMPLE)
 
     assert (data / "state" / "dynamodb.json").exists()

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -20,6 +20,7 @@ from batchscribe.settings import Timings
 from batchscribe_cli.client import ApiError, Client
 from batchscribe_cli.local import LocalConfig, LocalStack
 from tests.audio import SHORT_TEXT, convert, long_text, speak
+from tests.e2e.waits import hold_workers_back, wait_for_no_workers, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,21 +49,6 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def client(stack: LocalStack, owner: str = "alice") -> Client:
     return Client(stack.url, owner=owner)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
-
-
-def wait_for_no_workers(stack: LocalStack, timeout: float = 30) -> None:
-    compute = stack.compute
-    assert compute is not None
-    wait_until(lambda: compute.active(stack.pool) == 0, timeout)
 
 
 @pytest.mark.parametrize("kind", ["wav", "mp3"])
@@ -111,9 +97,8 @@ def test_bad_input_gets_clear_errors_over_http(stack: LocalStack, tmp_path: Path
 def test_cancel_while_queued(stack: LocalStack, audio: dict[str, Path]) -> None:
     assert stack.pool is not None
     c = client(stack)
-    stack.set_max_workers(0)  # hold the workers back so the job stays queued
     try:
-        wait_for_no_workers(stack)  # idle workers of earlier tests would take it at once
+        hold_workers_back(stack)  # so the job stays queued
         job = c.submit(audio["wav"])
         wait_until(lambda: c.get(job["job_id"])["status"] == "queued")
         assert c.cancel(job["job_id"])["status"] == "cancelled"

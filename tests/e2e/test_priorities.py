@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from batchscribe.settings import Timings
 from batchscribe_cli.client import OWNER_HEADER, ApiError, Client
 from batchscribe_cli.local import LocalConfig, LocalStack
 from tests.audio import SENTENCES, speak
+from tests.e2e.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +50,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def client(stack: LocalStack, owner: str) -> Client:
     return Client(stack.url, owner=owner)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 0.3) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every)
-    raise AssertionError("condition not reached in time")
 
 
 def jobs(stack: LocalStack, owner: str, ids: list[str]) -> list[dict[str, Any]]:
@@ -127,14 +119,16 @@ def test_a_low_job_advances_under_a_continuous_stream_of_high_jobs(stack: LocalS
     assert done["status"] == "succeeded"
     assert waiting, "the high stream ran dry: the test proved nothing"
     # the bound: a low job at the head of its queue is passed over at most PASS_OVER_LIMIT["low"]
-    # claims in a row (and while it waited a claim may have been in flight on each slot)
+    # receives in a row; one receive claims up to a worker's free slots (K), and a claim may have
+    # been in flight on each slot when it was queued
+    held = stack.config.worker_held_jobs
     ahead = [
         j
         for o, i in highs
         for j in jobs(stack, o, [i])
         if j["started_at"] and done["queued_at"] < j["started_at"] < done["started_at"]
     ]
-    assert 0 < len(ahead) <= PASS_OVER_LIMIT["low"] + 2, len(ahead)
+    assert 0 < len(ahead) <= PASS_OVER_LIMIT["low"] * held + held, len(ahead)
     assert waited < 150
     for owner, job_id in highs:  # leave the stack idle for the next test
         cancel_if_open(client(stack, owner), job_id)
@@ -144,17 +138,20 @@ def test_an_owner_at_its_cap_does_not_hold_back_another_owners_job(stack: LocalS
     flood = client(stack, "flood")
     floods = [flood.submit(clip, {"language": "en"})["job_id"] for _ in range(20)]
     wait_until(lambda: any(j["status"] == "succeeded" for j in jobs(stack, "flood", floods)), 120)
-    one = next(j for j in jobs(stack, "flood", floods) if j["status"] == "succeeded")
-    one_job = _seconds(one["finished_at"]) - _seconds(one["started_at"])
 
     single = client(stack, "single").submit(clip, {"language": "en"})["job_id"]
     wait_until(lambda: finished(stack, "single", [single]), 120)
 
     [s] = jobs(stack, "single", [single])
     assert s["status"] == "succeeded"
-    waited = _seconds(s["started_at"]) - _seconds(s["queued_at"])
-    assert waited <= one_job + 5, (waited, one_job)
-    states = [j["status"] for j in jobs(stack, "flood", floods)]
+    # it went ahead of the flood's queued jobs: the worker walks past the flood's over-cap
+    # messages queued before it (one receive per free slot between batches), so a few flood jobs
+    # start meanwhile (3 on an idle 2-core machine), never the flood's whole backlog. Counted in
+    # order, not seconds, so a slow machine does not change the answer.
+    flood_jobs = jobs(stack, "flood", floods)
+    meanwhile = [j for j in flood_jobs if j["started_at"] and s["queued_at"] < j["started_at"] < s["started_at"]]
+    assert len(meanwhile) <= 8, [j["started_at"] for j in meanwhile]
+    states = [j["status"] for j in flood_jobs]
     assert "failed" not in states and states.count("queued") >= 5  # over the cap they wait, queued
     # a queued job shows where it stands: its class, a position, and an estimate from throughput
     last = flood.request("GET", f"/jobs/{floods[-1]}")
@@ -163,12 +160,6 @@ def test_an_owner_at_its_cap_does_not_hold_back_another_owners_job(stack: LocalS
         assert last["queue"]["claims_per_minute"] > 0 and last["queue"]["estimated_start_at"]
     for job_id in floods:
         cancel_if_open(flood, job_id)
-
-
-def _seconds(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 # ---- the create rate limit, over HTTP ---------------------------------------------------

@@ -5,6 +5,7 @@ addresses are shown with a resolver that answers what an attacker's DNS would.""
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ class FileServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, str]] = []
+        self.asked: dict[str, threading.Event] = collections.defaultdict(threading.Event)  # path -> requested
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +52,7 @@ class FileServer:
 
             def do_GET(self) -> None:
                 outer.requests.append((self.path, self.headers.get("Host", "")))
+                outer.asked[self.path].set()
                 route = outer.routes.get(self.path, Route(status=404, body=b"no such file"))
                 self.send_response(route.status)
                 for name, value in route.headers.items():
@@ -389,7 +392,7 @@ def test_a_cancel_during_the_fetch_stops_it(
     cancelled: list[float] = []
 
     def cancel_soon() -> None:
-        time.sleep(0.3)
+        assert files.asked["/slow.wav"].wait(60)  # the worker is fetching
         assert call("POST", f"/jobs/{job_id}/cancel")[0] == 200
         cancelled.append(time.monotonic())
 
