@@ -4,6 +4,7 @@ SQS -> Lambda deliveries."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import boto3
@@ -12,11 +13,16 @@ import requests
 from batchscribe_cli.local import LocalContext, sqs_event
 from tests.conftest import OWNER_A, Stack, api_event
 
+# One event at a time, as one Lambda environment runs them (Powertools keeps the current event
+# on the shared resolver): a test's threads calling the API queue here, as the local stack's do.
+_ENVIRONMENT = threading.Lock()
+
 
 def call(method: str, path: str, body: Any = None, owner: str | None = OWNER_A, **kw: Any) -> tuple[int, Any]:
     from lambdas.api.handler import handler
 
-    resp = handler(api_event(method, path, body, owner=owner, **kw), LocalContext())
+    with _ENVIRONMENT:
+        resp = handler(api_event(method, path, body, owner=owner, **kw), LocalContext())
     return resp["statusCode"], json.loads(resp["body"]) if resp.get("body") else None
 
 
