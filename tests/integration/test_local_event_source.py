@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +18,14 @@ from botocore.exceptions import ClientError
 from batchscribe import aws
 from batchscribe_cli.local import LocalConfig, LocalStack, one_at_a_time
 from tests.conftest import Stack
+
+
+def run_poller(stack: LocalStack, url: str, handler: Callable[[dict[str, Any], Any], Any]) -> None:
+    """The stack's event source on `url` until the handler sets the stack stopping."""
+    poller = threading.Thread(target=stack._poll, args=(url, handler), daemon=True)
+    poller.start()
+    poller.join(timeout=30)
+    assert not poller.is_alive()
 
 
 def test_a_raising_handler_leaves_the_batch_for_redelivery_and_polling_goes_on(aws_stack: Stack) -> None:
@@ -38,11 +47,7 @@ def test_a_raising_handler_leaves_the_batch_for_redelivery_and_polling_goes_on(a
             stack.stopping.set()
         return {"batchItemFailures": []}
 
-    poller = threading.Thread(target=stack._poll, args=(url, handler), daemon=True)
-    poller.start()
-    poller.join(timeout=30)
-
-    assert not poller.is_alive()
+    run_poller(stack, url, handler)
     assert seen == [("first", 1), ("first", 2), ("second", 1)]  # redelivered, then the next message
     assert any("the handler raised RuntimeError; batch retried" in line for line in lines)
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)  # both deleted
@@ -83,11 +88,7 @@ def test_sqs_errors_while_polling_or_deleting_do_not_stop_the_event_source(
             stack.stopping.set()
         return {"batchItemFailures": []}
 
-    poller = threading.Thread(target=stack._poll, args=(url, handler), daemon=True)
-    poller.start()
-    poller.join(timeout=30)
-
-    assert not poller.is_alive()
+    run_poller(stack, url, handler)
     assert seen == [1, 2]  # handled, its delete failed, so it came back and was handled again
     assert any("could not receive (ClientError); polling again" in line for line in lines)
     assert any("could not delete a handled message (ClientError)" in line for line in lines)

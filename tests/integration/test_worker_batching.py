@@ -113,20 +113,33 @@ def test_cancelling_one_job_leaves_the_others(
     assert queue_counts(aws_stack) == (0, 0)
 
 
-@pytest.mark.usefixtures("restore_signals")
-def test_sigterm_mid_batch_gives_every_unfinished_job_back(
-    aws_stack: Stack, voices: list[tuple[Path, str]], speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
-) -> None:
-    ids = [submit(aws_stack, speech["long"][0]), *(submit(aws_stack, p) for p, _ in voices[:2])]
+def sigterm_at_the_first_batch(
+    stack: Stack,
+    voices: list[tuple[Path, str]],
+    speech: dict[str, tuple[Path, str]],
+    engines: dict[str, Engine],
+    **over: Any,
+) -> tuple[list[str], Worker]:
+    """Three jobs (a long one first) and a worker, holding all three, that is sent SIGTERM as
+    its first batch starts (not yet run; signal handlers installed)."""
+    ids = [submit(stack, speech["long"][0]), *(submit(stack, p) for p, _ in voices[:2])]
 
     def sigterm(_batch: Sequence[Any]) -> None:
         if hook.calls == 1:
             os.kill(os.getpid(), signal.SIGTERM)
 
     hook = Scripted(engines["faster-whisper"], sigterm)
-    worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=1, idle_exit_seconds=600, heartbeat_seconds=0.01)
-    slow_extensions(worker)  # a heartbeat's extension in flight as the give-back runs (the race CI once lost)
+    worker = make_worker(stack, hook, max_held_jobs=3, batch_size=1, idle_exit_seconds=600, **over)
     worker.install_signal_handlers()
+    return ids, worker
+
+
+@pytest.mark.usefixtures("restore_signals")
+def test_sigterm_mid_batch_gives_every_unfinished_job_back(
+    aws_stack: Stack, voices: list[tuple[Path, str]], speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    ids, worker = sigterm_at_the_first_batch(aws_stack, voices, speech, engines, heartbeat_seconds=0.01)
+    slow_extensions(worker)  # a heartbeat's extension in flight as the give-back runs (the race CI once lost)
     assert worker.run() == 0
 
     repo = JobRepository(aws_stack.table)
@@ -146,14 +159,7 @@ def test_a_give_back_that_fails_does_not_keep_the_others_held(
 ) -> None:
     """DynamoDB refuses one job's give-back on the way out: the other jobs still go back, and
     that job's message is visible again too (its lease runs out; then it is claimable)."""
-    ids = [submit(aws_stack, speech["long"][0]), *(submit(aws_stack, p) for p, _ in voices[:2])]
-
-    def sigterm(_batch: Sequence[Any]) -> None:
-        if hook.calls == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    hook = Scripted(engines["faster-whisper"], sigterm)
-    worker = make_worker(aws_stack, hook, max_held_jobs=3, batch_size=1, idle_exit_seconds=600, lease_seconds=2)
+    ids, worker = sigterm_at_the_first_batch(aws_stack, voices, speech, engines, lease_seconds=2)
     give_back = worker.repo.give_back
 
     def refused_for_the_first(job_id: str, attempt: int) -> Job:
@@ -162,7 +168,6 @@ def test_a_give_back_that_fails_does_not_keep_the_others_held(
         return give_back(job_id, attempt)
 
     worker.repo.give_back = refused_for_the_first  # type: ignore[method-assign]
-    worker.install_signal_handlers()
     assert worker.run() == 0
 
     repo = JobRepository(aws_stack.table)
