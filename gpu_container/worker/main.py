@@ -587,24 +587,31 @@ class Worker:
         """Forget a held job: out of the scheduler, its message deleted or made visible again
         (after `give_back_after` seconds, with the job given back), its log flushed."""
         self._held.pop(run.job_id, None)
-        run.beat.stop()  # before the message is touched: no extension after a give-back's
+        run.beat.stop()  # before the message is touched
         scheduler = self._schedulers.get(run.key)
         if scheduler is not None:
             scheduler.remove(run.job_id)
         run.log.add(why)
         if give_back_after is not None:
-            try:
-                self.repo.give_back(run.job_id, run.job.attempt)
-            except InvalidTransition:  # cancelled or taken over: that state stands
-                pass
-            except Exception as exc:  # its lease runs out instead, and then it is claimable again
-                logger.warning("could not give the job back", extra={"job_id": run.job_id, "error": repr(exc)})
-            with contextlib.suppress(Exception):
-                self.queue.extend(run.received.receipt_handle, give_back_after)
+            self._give_back(run, give_back_after)
         elif delete_message:
             self.queue.delete(run.received.receipt_handle)
         run.close()
         run.log.flush()
+
+    def _give_back(self, run: JobRun, visible_after: int) -> None:
+        """The job queued again and its message visible after `visible_after` seconds. Its
+        heartbeat is stopped first (a beat in progress waited for): a late extension would
+        hide the message again for the whole visibility timeout."""
+        run.beat.stop()
+        try:
+            self.repo.give_back(run.job_id, run.job.attempt)
+        except InvalidTransition:  # cancelled or taken over: that state stands
+            pass
+        except Exception as exc:  # its lease runs out instead, and then it is claimable again
+            logger.warning("could not give the job back", extra={"job_id": run.job_id, "error": repr(exc)})
+        with contextlib.suppress(Exception):
+            self.queue.extend(run.received.receipt_handle, visible_after)
 
     def _failed(self, run: JobRun, error: BaseException) -> None:
         """Classify one job's failure: permanent -> failed with its code; else give it back."""
@@ -636,10 +643,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 future.result()
         self._preparing.clear()
-        runs = list(self._held.values())  # jobs being finished are no longer held
-        for run in runs:  # all quiet first: no extension lands after any give-back
-            run.beat.stop()
-        for run in runs:  # one job's trouble does not keep the others from going back
+        for run in list(self._held.values()):  # jobs being finished are no longer held
+            # one job's trouble does not keep the others from going back
             try:
                 self._release(run, "shutting down; job given back", delete_message=False, give_back_after=0)
                 self.outcomes.append(Outcome.GIVEN_BACK)
@@ -694,11 +699,7 @@ class Worker:
             # writing outputs or committing failed transiently: give the job back
             logger.exception("could not finish the job", extra={"job_id": run.job_id})
             run.log.add("could not finish; the job will be retried", error=f"{type(exc).__name__}: {exc}")
-            run.beat.stop()  # its next extension would undo the give-back's short visibility
-            with contextlib.suppress(InvalidTransition):
-                self.repo.give_back(run.job_id, run.job.attempt)
-            with contextlib.suppress(Exception):
-                self.queue.extend(run.received.receipt_handle, 5)
+            self._give_back(run, 5)
             outcome = Outcome.RETRY
         finally:
             run.close()
