@@ -3,26 +3,29 @@ SQS -> Lambda deliveries."""
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import requests
 
-from batchscribe_cli.local import LocalContext, sqs_event
+from batchscribe_cli.local import LocalContext, one_at_a_time, sqs_event
 from tests.conftest import OWNER_A, Stack, api_event
 
-# One event at a time, as one Lambda environment runs them (Powertools keeps the current event
-# on the shared resolver): a test's threads calling the API queue here, as the local stack's do.
-_ENVIRONMENT = threading.Lock()
+
+@functools.cache
+def api_handler() -> Callable[[dict[str, Any], Any], Any]:
+    """The API function, one event at a time as one Lambda environment runs them (Powertools
+    keeps the current event on the shared resolver), as the local stack calls it."""
+    from lambdas.api.handler import handler
+
+    return one_at_a_time(handler)
 
 
 def call(method: str, path: str, body: Any = None, owner: str | None = OWNER_A, **kw: Any) -> tuple[int, Any]:
-    from lambdas.api.handler import handler
-
-    with _ENVIRONMENT:
-        resp = handler(api_event(method, path, body, owner=owner, **kw), LocalContext())
+    resp = api_handler()(api_event(method, path, body, owner=owner, **kw), LocalContext())
     return resp["statusCode"], json.loads(resp["body"]) if resp.get("body") else None
 
 
