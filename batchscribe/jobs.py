@@ -47,7 +47,7 @@ from batchscribe.models import (
     iso,
 )
 from batchscribe.queue import JobDispatcher, JobQueue
-from batchscribe.repository import JobRepository
+from batchscribe.repository import Counters, JobRepository
 from batchscribe.scaler import ScalerTrigger
 from batchscribe.settings import ApiSettings, RoutingSettings
 from batchscribe.storage import MediaStore
@@ -72,6 +72,7 @@ def sanitize_filename(name: str) -> str:
 class JobApi:
     settings: ApiSettings
     repo: JobRepository
+    counters: Counters
     store: MediaStore
     clock: Callable[[], float] = field(default=time.time)
 
@@ -80,6 +81,7 @@ class JobApi:
         return cls(
             settings=settings,
             repo=JobRepository(settings.table_name, clock=clock),
+            counters=Counters(settings.table_name, clock=clock),
             store=MediaStore(settings.bucket_name),
             clock=clock,
         )
@@ -133,7 +135,7 @@ class JobApi:
             raise errors.BatchscribeError("the API was not given its queues (ApiSettings.routing); see its logs")
         if self.settings.create_rate_limit:
             # counted once the request is valid; a create refused here is not counted
-            self.repo.count_create(owner, self.settings.create_rate_limit, self.settings.create_rate_window_seconds)
+            self.counters.count_create(owner, self.settings.create_rate_limit, self.settings.create_rate_window_seconds)
         now = self.clock()
         job_id = keys.new_job_id()
         okey = keys.owner_key(owner)
@@ -373,7 +375,7 @@ class JobApi:
         }
         ahead[job.priority] = self.repo.queued_ahead(job.job_id, job.priority)
         position = sum(ahead.values()) + 1
-        rate = self.repo.claims_per_minute(classes[DEFAULT_PRIORITY])
+        rate = self.counters.claims_per_minute(classes[DEFAULT_PRIORITY])
         estimate = iso(self.clock() + 60 * (position - 1) / rate) if rate > 0 else None
         return QueueView(
             priority=job.priority,

@@ -130,8 +130,8 @@ class Lifecycle:
         counts = SweepCounts()
         now = self.clock()
         self._redrive_queued(now, counts)
-        counts.slots_freed = self.repo.free_stale_slots()
-        running = [len(ids) for _, ids in self.repo.running_slots()]
+        counts.slots_freed = self.repo.slots.free_stale(self.repo.still_running)
+        running = [len(ids) for _, ids in self.repo.slots.running()]
         counts.owners_running = sum(1 for n in running if n)
         counts.max_running_per_owner = max(running, default=0)
         for job in self.repo.due(JobStatus.PENDING, now):

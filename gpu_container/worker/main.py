@@ -45,7 +45,7 @@ from batchscribe import keys
 from batchscribe.errors import InvalidTransition, JobNotFound, OwnerAtCap, StaleAttempt
 from batchscribe.models import PRIORITIES, ErrorInfo, Job, JobStatus, ResultSummary
 from batchscribe.queue import ClassQueues, Received
-from batchscribe.repository import JobRepository
+from batchscribe.repository import Counters, JobRepository
 from batchscribe.settings import ConfigError, WorkerSettings
 from batchscribe.sources import FetchFailed, FetchLimits, FetchStopped, fetch, redacted
 from batchscribe.storage import MediaStore
@@ -248,6 +248,7 @@ class Worker:
         self.resolver = resolver  # source URLs' host names (tests give their own)
         self.worker_id = settings.worker_name
         self.repo = JobRepository(settings.table_name)
+        self.counters = Counters(settings.table_name)
         self.store = MediaStore(settings.bucket_name)
         # its pool's priority classes, received from in a weighted order (batchscribe.queue)
         self.queue = ClassQueues(settings.jobs_queue_url, settings.class_queue_urls)
@@ -395,7 +396,7 @@ class Worker:
     def _count_claim(self) -> None:
         """The pool's throughput for queue estimates: best effort, never in a job's way."""
         try:
-            self.repo.count_claim(self.settings.jobs_queue_url)
+            self.counters.count_claim(self.settings.jobs_queue_url)
         except (ClientError, BotoCoreError) as exc:
             logger.warning("claim not counted", extra={"error": f"{type(exc).__name__}: {exc}"})
 

@@ -17,7 +17,7 @@ from batchscribe.jobs import JobApi
 from batchscribe.lifecycle import Lifecycle
 from batchscribe.models import ErrorInfo, JobMessage
 from batchscribe.queue import ClassQueues, JobDispatcher
-from batchscribe.repository import JobRepository
+from batchscribe.repository import Counters, JobRepository
 from batchscribe.settings import ApiSettings, LifecycleSettings
 from batchscribe.state_machine import Transition
 from gpu_container.worker.engines import Engine
@@ -243,13 +243,13 @@ def test_rate_limited_answer_carries_retry_after(rate_limited: Stack) -> None:
 
 def test_the_window_resets(aws_stack: Stack) -> None:
     now = [1000.0]
-    repo = JobRepository(aws_stack.table, clock=lambda: now[0])
-    assert [repo.count_create(OWNER_A, 2, 60) for _ in range(2)] == [1, 2]
+    counters = Counters(aws_stack.table, clock=lambda: now[0])
+    assert [counters.count_create(OWNER_A, 2, 60) for _ in range(2)] == [1, 2]
     with pytest.raises(RateLimited) as refused:
-        repo.count_create(OWNER_A, 2, 60)
+        counters.count_create(OWNER_A, 2, 60)
     assert refused.value.retry_after == 20  # the window [960, 1020) ends in 20 s
     now[0] = 1020.0
-    assert repo.count_create(OWNER_A, 2, 60) == 1
+    assert counters.count_create(OWNER_A, 2, 60) == 1
 
 
 # ---- the per-owner running cap ---------------------------------------------------------
@@ -273,7 +273,7 @@ def test_running_cap_per_owner_is_a_slot_taken_at_claim_and_freed_at_every_exit(
     job = repo.claim(a3, "w1", 60, owner_cap=1)
     repo.fail(a3, ErrorInfo(code="x", message="y"), attempt=job.attempt)
     job = repo.claim(a1, "w1", 60, owner_cap=1)
-    assert dict(repo.running_slots()) == {job.owner_key: [a1]}
+    assert dict(repo.slots.running()) == {job.owner_key: [a1]}
     with pytest.raises(InvalidTransition):  # b1 is pending: another owner is not capped by a's slot
         repo.claim(b1, "w1", 60, owner_cap=1)
 
@@ -282,14 +282,14 @@ def test_the_sweeper_frees_a_slot_an_interrupted_exit_left_behind(aws_stack: Sta
     repo = JobRepository(aws_stack.table)
     a1, a2 = _queued(aws_stack, "normal"), _queued(aws_stack, "normal")
     job = repo.claim(a1, "w1", 60, owner_cap=1)
-    repo._transition(a1, Transition.CANCEL, sets={})  # the exit's second write never happened
+    repo._transition(a1, Transition.CANCEL, repo._update(Transition.CANCEL))  # the exit's second write never happened
     with pytest.raises(OwnerAtCap):
         repo.claim(a2, "w1", 60, owner_cap=1)
     lifecycle = Lifecycle.from_settings(LifecycleSettings.from_env())
     swept = lifecycle.sweep()
     assert (swept.slots_freed, swept.owners_running, swept.max_running_per_owner) == (1, 0, 0)
     assert repo.claim(a2, "w1", 60, owner_cap=1).status.value == "running"
-    assert job.owner_key in dict(repo.running_slots())
+    assert job.owner_key in dict(repo.slots.running())
     swept = lifecycle.sweep()  # the per-owner running gauges (metrics Swept_owners_running, ...)
     assert (swept.slots_freed, swept.owners_running, swept.max_running_per_owner) == (0, 1, 1)
 
@@ -333,9 +333,9 @@ def test_a_queued_job_shows_its_class_position_and_estimate(aws_stack: Stack) ->
     assert queue["position"] == 6
     assert queue["estimated_start_at"] is None  # no worker ran lately: nothing to measure
 
-    repo = JobRepository(aws_stack.table)
+    counters = Counters(aws_stack.table)
     for _ in range(12):  # a worker of the GPU pool claimed 12 jobs in the last minutes
-        repo.count_claim(aws_stack.jobs_queue_url)
+        counters.count_claim(aws_stack.jobs_queue_url)
     queue = call("GET", f"/jobs/{mine}")[1]["queue"]
     assert queue["claims_per_minute"] > 0
     wait = _seconds(queue["estimated_start_at"]) - time.time()
