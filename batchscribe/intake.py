@@ -95,15 +95,16 @@ class UploadIntake:
             self.store.delete(key)
             logger.info("upload rejected", extra={"job_id": job_id, "code": code})
             return UploadOutcome(code)
-        # Send first, then flip the status: if we crash in between, the redelivered
-        # notification finds the job still pending and does both again; a message that
-        # arrives before the flip is put back by the worker (the job is not queued yet).
-        self.dispatcher.send(job_id, info.size, MessageReason.UPLOAD, job.priority, model=job.options.model)
+        # Record, then send: the job is queued before its message exists, so the worker that
+        # receives the message can claim it at once. A message lost in between (the send
+        # failed, or this function died) is what the sweeper covers: it re-sends the message
+        # of a job queued without a claim (`queued_redrive_seconds`).
         try:
             # the object is pinned: the worker downloads it only if its ETag is still this one
             self.repo.enqueue(job_id, info.size, etag=info.etag, version_id=info.version_id)
         except InvalidTransition:
             return UploadOutcome.DUPLICATE
+        self.dispatcher.send(job_id, info.size, MessageReason.UPLOAD, job.priority, model=job.options.model)
         logger.info("job queued", extra={"job_id": job_id, "size": info.size})
         return UploadOutcome.QUEUED
 
