@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -160,6 +160,65 @@ class Job(BaseModel):
     ttl: int
 
 
+class ResultBrief(BaseModel):
+    """A finished job's result in a summary: what it is, not where it is (URLs expire:
+    GET the job for them)."""
+
+    language: str
+    duration_seconds: float
+    compute_seconds: float
+    real_time_factor: float
+    cost_usd: float | None = None
+    formats: list[str] = Field(description="the output formats written, sorted")
+
+
+class JobSummary(BaseModel):
+    """What is said of a job that ended, the same everywhere it is said: the detail of the
+    "Job Status Change" event on EventBridge and the body of a webhook callback."""
+
+    job_id: str
+    owner: str
+    status: JobStatus
+    priority: Priority
+    attempt: int
+    created_at: str
+    finished_at: str | None
+    filename: str
+    error: ErrorInfo | None = None
+    result: ResultBrief | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready; `error` and `result` left out where the job has none."""
+        absent = {name for name in ("error", "result") if getattr(self, name) is None}
+        return self.model_dump(mode="json", exclude=absent)
+
+    @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        r = job.result
+        brief = None
+        if r is not None:
+            brief = ResultBrief(
+                language=r.language,
+                duration_seconds=r.duration_seconds,
+                compute_seconds=r.compute_seconds,
+                real_time_factor=r.real_time_factor,
+                cost_usd=r.cost_usd,
+                formats=sorted(r.outputs),
+            )
+        return cls(
+            job_id=job.job_id,
+            owner=job.owner,
+            status=job.status,
+            priority=job.priority,
+            attempt=job.attempt,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            filename=job.input.filename,
+            error=job.error,
+            result=brief,
+        )
+
+
 class MessageReason(StrEnum):
     UPLOAD = "upload"
     REQUEUE = "requeue"
@@ -174,10 +233,6 @@ class JobMessage(BaseModel):
 
     job_id: str
     reason: MessageReason = MessageReason.UPLOAD
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def iso(ts: float) -> str:

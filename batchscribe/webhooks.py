@@ -27,7 +27,7 @@ from typing import Any
 import urllib3
 
 from batchscribe import errors, urlguard
-from batchscribe.models import Job, iso
+from batchscribe.models import Job, JobSummary, iso
 from batchscribe.repository import JobRepository
 from batchscribe.settings import WebhookSettings
 from batchscribe.urlguard import Resolver, Target, system_resolver
@@ -81,27 +81,9 @@ def verify(
 
 
 def payload(job: Job) -> dict[str, Any]:
-    """What a callback says: the job's summary (no URLs: they expire; GET the job for them)."""
-    body: dict[str, Any] = {
-        "type": "job.finished",
-        "job_id": job.job_id,
-        "status": job.status.value,
-        "attempt": job.attempt,
-        "created_at": job.created_at,
-        "finished_at": job.finished_at,
-        "filename": job.input.filename,
-    }
-    if job.error:
-        body["error"] = job.error.model_dump()
-    if job.result:
-        body["result"] = {
-            "language": job.result.language,
-            "duration_seconds": job.result.duration_seconds,
-            "compute_seconds": job.result.compute_seconds,
-            "cost_usd": job.result.cost_usd,
-            "formats": sorted(job.result.outputs),
-        }
-    return body
+    """What a callback says: the job's summary, the same the status-change event carries
+    (no URLs: they expire; GET the job for them)."""
+    return {"type": "job.finished", **JobSummary.of(job).as_json()}
 
 
 @dataclass(frozen=True)

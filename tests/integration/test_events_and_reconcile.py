@@ -21,9 +21,9 @@ _ser = TypeSerializer()
 
 
 def _image(job: Any) -> dict[str, Any]:
-    from batchscribe.repository import _serialize
+    from batchscribe.repository import job_item
 
-    return _serialize(job.model_dump(mode="json"))
+    return job_item(job)
 
 
 def test_terminal_statuses_are_published_once(aws_stack: Stack) -> None:
@@ -57,6 +57,49 @@ def test_terminal_statuses_are_published_once(aws_stack: Stack) -> None:
     assert got[0]["detail-type"] == "Job Status Change"
     assert got[0]["detail"]["job_id"] == job_id
     assert (got[0]["detail"]["status"], got[0]["detail"]["previous_status"]) == ("cancelled", "pending")
+
+
+def test_the_event_and_the_webhook_say_the_same_of_a_job(aws_stack: Stack) -> None:
+    """One summary of a finished job (JobSummary): the status-change event's detail is the
+    webhook's body plus the status it came from, for a success and a failure alike."""
+    from batchscribe.events import status_change
+    from batchscribe.models import ErrorInfo, ResultSummary
+    from batchscribe.webhooks import payload
+
+    repo = Lifecycle.from_settings(LifecycleSettings.from_env(aws_stack.env)).repo
+    ok, bad = create()["job_id"], create()["job_id"]
+    result = ResultSummary(
+        language="en",
+        duration_seconds=9.5,
+        outputs={"txt": "outputs/k/txt", "srt": "outputs/k/srt"},
+        engine="faster-whisper",
+        model="tiny.en",
+        compute_seconds=1.25,
+        real_time_factor=0.13,
+        cost_usd=None,
+    )
+    for job_id in (ok, bad):
+        repo.enqueue(job_id, 10)
+        repo.claim(job_id, "w", 60)
+    running = repo.get(ok)
+    done = repo.succeed(ok, 1, result, log_key=None)
+    failed = repo.fail(bad, ErrorInfo(code="invalid_media", message="no audio"), attempt=1)
+
+    for old, new in ((running, done), (running.model_copy(update={"job_id": bad}), failed)):
+        detail = status_change(old, new)
+        body = payload(new)
+        assert detail is not None and detail.pop("previous_status") == "running"
+        assert body.pop("type") == "job.finished"
+        assert detail == body
+    assert payload(done)["result"] == {
+        "language": "en",
+        "duration_seconds": 9.5,
+        "compute_seconds": 1.25,
+        "real_time_factor": 0.13,
+        "cost_usd": None,
+        "formats": ["srt", "txt"],
+    }
+    assert "result" not in payload(failed) and payload(failed)["error"]["code"] == "invalid_media"
 
 
 def test_small_uploads_go_to_the_cpu_queue(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
