@@ -35,11 +35,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast, get_args
 
+from batchscribe.models import ALL_FORMATS, PRIORITIES, JobStatus, Task
 from batchscribe.settings import ClientSettings, ConfigError
 
 if TYPE_CHECKING:
+    from batchscribe.api_models import JobView
     from batchscribe_cli.client import Client
 
 EXIT_OK = 0
@@ -71,11 +73,10 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_PIPE, "standard output was closed early (`| head`): stops quietly, like other tools"),
 )
 
-# the core's OutputFormat and JobStatus (spelled out: importing the models costs every command
-# 0.15 s; a test checks that they agree)
-FORMATS = ("txt", "json", "srt", "vtt")
-STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL = ("succeeded", "failed", "cancelled")
+# the core's choices (the settings this module reads import the models anyway)
+FORMATS: tuple[str, ...] = ALL_FORMATS
+STATUSES: tuple[str, ...] = tuple(status.value for status in JobStatus)
+TASKS: tuple[str, ...] = get_args(Task)
 
 HINTS = {
     "unsupported_media_type": "convert it to a common audio format first, e.g. `ffmpeg -i INPUT output.mp3`",
@@ -318,13 +319,19 @@ def _local_time(stamp: str | None) -> str:
     return parse_time(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _job_line(job: dict[str, Any]) -> str:
+def _view(data: dict[str, Any]) -> JobView:
+    """An API answer about a job as the core's typed view of it."""
+    from batchscribe.api_models import JobView
+
+    return JobView.model_validate(data)
+
+
+def _job_line(job: JobView) -> str:
     line = (
-        f"{job['job_id']}  {job['status']:<9}  {job['progress']:>3}%  "
-        f"{_local_time(job.get('created_at'))}  {job['input']['filename']}"
+        f"{job.job_id}  {job.status.value:<9}  {job.progress:>3}%  {_local_time(job.created_at)}  {job.input.filename}"
     )
-    if job.get("error"):
-        line += f"  [{job['error']['code']}] {job['error']['message']}"
+    if job.error is not None:
+        line += f"  [{job.error.code}] {job.error.message}"
     return line
 
 
@@ -346,7 +353,7 @@ def _resume_command(args: argparse.Namespace, job_id: str) -> str:
     return shlex.join(words)
 
 
-def _wait(client: Client, job_id: str, args: argparse.Namespace) -> dict[str, Any]:
+def _wait(client: Client, job_id: str, args: argparse.Namespace) -> JobView:
     """Follow a job to its end; when the wait itself stops (Ctrl-C, the network, expired
     credentials), say how to resume it: the job goes on without us."""
     import requests
@@ -369,18 +376,19 @@ def _wait(client: Client, job_id: str, args: argparse.Namespace) -> dict[str, An
         ) from exc
 
 
-def _follow(client: Client, job_id: str, quiet: bool) -> dict[str, Any]:
+def _follow(client: Client, job_id: str, quiet: bool) -> JobView:
     short = job_id[:8]
     if not _show_progress(quiet):
         last = [""]
 
-        def plain(job: dict[str, Any]) -> None:
-            text = f"{job['status']} {job['progress']}%"
+        def plain(data: dict[str, Any]) -> None:
+            job = _view(data)
+            text = f"{job.status.value} {job.progress}%"
             if text != last[0] and not quiet:
                 _info(f"  {short}: {text}")
                 last[0] = text
 
-        return client.wait(job_id, plain)
+        return _view(client.wait(job_id, plain))
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
@@ -393,23 +401,25 @@ def _follow(client: Client, job_id: str, quiet: bool) -> dict[str, Any]:
     ) as bar:
         task = bar.add_task(f"{short} pending", total=100)
 
-        def update(job: dict[str, Any]) -> None:
-            bar.update(task, completed=job["progress"], description=f"{short} {job['status']}")
+        def update(data: dict[str, Any]) -> None:
+            job = _view(data)
+            bar.update(task, completed=job.progress, description=f"{short} {job.status.value}")
 
-        return client.wait(job_id, update)
+        return _view(client.wait(job_id, update))
 
 
-def _job_failed(job: dict[str, Any]) -> CliError:
-    error = job.get("error") or {"code": job["status"], "message": f"the job was {job['status']}"}
+def _job_failed(job: JobView) -> CliError:
+    code, message = (job.error.code, job.error.message) if job.error else (job.status.value, "")
     return CliError(
-        f"job {job['job_id']} {job['status']}: {error['message']} ({error['code']})", HINTS.get(error["code"])
+        f"job {job.job_id} {job.status.value}: {message or f'the job was {job.status.value}'} ({code})",
+        HINTS.get(code),
     )
 
 
-def _finish(client: Client, job: dict[str, Any], fmt: str, output: str | None, quiet: bool) -> int:
-    if job["status"] != "succeeded":
+def _finish(client: Client, job: JobView, fmt: str, output: str | None, quiet: bool) -> int:
+    if job.status is not JobStatus.SUCCEEDED or job.result is None:
         raise _job_failed(job)
-    _write_output(client.result_text(job, fmt), output, quiet)
+    _write_output(client.output_text(job.result.urls, fmt), output, quiet)
     return EXIT_OK
 
 
@@ -493,10 +503,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
     if args.format or args.output:
         return _finish(client, job, _format(args), args.output, args.quiet)
     if args.json:
-        print(json.dumps(job, indent=2))
+        print(job.model_dump_json(indent=2))
     else:
         print(_job_line(job))
-    if job["status"] != "succeeded":
+    if job.status is not JobStatus.SUCCEEDED:
         raise _job_failed(job)
     return EXIT_OK
 
@@ -548,21 +558,27 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
-    job = client.get(client.resolve(args.job_id))
+    data = client.get(client.resolve(args.job_id))
     if args.json:
-        print(json.dumps(job, indent=2))
+        print(json.dumps(data, indent=2))
         return EXIT_OK
+    job = _view(data)
     print(_job_line(job))
-    for key in ("created_at", "queued_at", "started_at", "finished_at"):
-        if job.get(key):
-            print(f"  {key[:-3]}: {_local_time(job[key])}")
-    if job.get("result"):
-        r = job["result"]
-        print(f"  result: {r['duration_seconds']:.1f} s of audio, language {r['language']}, {r['engine']}/{r['model']}")
-        cost = f", ${r['cost_usd']:.6f}" if r.get("cost_usd") is not None else ""
-        print(f"  compute: {r['compute_seconds']:.1f} s (real-time factor {r['real_time_factor']:.3f}){cost}")
-    if job.get("log_url"):
-        print(f"  log: {job['log_url']}")
+    for name, stamp in (
+        ("created", job.created_at),
+        ("queued", job.queued_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+    ):
+        if stamp:
+            print(f"  {name}: {_local_time(stamp)}")
+    r = job.result
+    if r is not None:
+        print(f"  result: {r.duration_seconds:.1f} s of audio, language {r.language}, {r.engine}/{r.model}")
+        cost = f", ${r.cost_usd:.6f}" if r.cost_usd is not None else ""
+        print(f"  compute: {r.compute_seconds:.1f} s (real-time factor {r.real_time_factor:.3f}){cost}")
+    if job.log_url:
+        print(f"  log: {job.log_url}")
     return EXIT_OK
 
 
@@ -570,10 +586,10 @@ def cmd_result(args: argparse.Namespace) -> int:
     _check_output(args.output)
     client = _client(args)
     job_id = client.resolve(args.job_id)
-    job = client.get(job_id)
-    if job["status"] not in TERMINAL:
+    job = _view(client.get(job_id))
+    if not job.status.terminal:
         raise CliError(
-            f"job {job_id} is still {job['status']}",
+            f"job {job_id} is still {job.status.value}",
             f"`batchscribe wait {job_id[:8]} --format {_format(args)}` waits for it and prints the result",
         )
     return _finish(client, job, _format(args), args.output, args.quiet)
@@ -609,8 +625,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(page, indent=2))
         return EXIT_OK
-    for job in page["jobs"]:
-        print(job["job_id"] if args.quiet else _job_line(job))
+    for job in (_view(data) for data in page["jobs"]):
+        print(job.job_id if args.quiet else _job_line(job))
     if args.quiet:
         return EXIT_OK
     if not page["jobs"]:
@@ -628,8 +644,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     client = _client(args)
-    job = client.cancel(client.resolve(args.job_id))
-    print(json.dumps(job, indent=2) if args.json else _job_line(job))
+    data = client.cancel(client.resolve(args.job_id))
+    print(json.dumps(data, indent=2) if args.json else _job_line(_view(data)))
     return EXIT_OK
 
 
@@ -712,17 +728,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\n$ batchscribe submit {sample.name} --wait   (against {stack.url})", flush=True)
         job = client.submit(sample, {"language": "en"})
         done = _follow(client, job["job_id"], quiet=False)
-        if done["status"] != "succeeded":
+        result = done.result
+        if done.status is not JobStatus.SUCCEEDED or result is None:
             raise _job_failed(done)
-        result = done["result"]
         print(
-            f"\njob {done['job_id']} succeeded: {result['duration_seconds']:.1f} s of audio, "
-            f"{result['engine']}/{result['model']}, real-time factor {result['real_time_factor']:.3f}\n"
+            f"\njob {done.job_id} succeeded: {result.duration_seconds:.1f} s of audio, "
+            f"{result.engine}/{result.model}, real-time factor {result.real_time_factor:.3f}\n"
         )
         print("--- transcript (txt) ---")
-        print(client.result_text(done, "txt"), end="")
+        print(client.output_text(result.urls, "txt"), end="")
         print("--- subtitles (srt) ---")
-        print(client.result_text(done, "srt"), end="", flush=True)
+        print(client.output_text(result.urls, "srt"), end="", flush=True)
         print()
         time.sleep(config.timings.idle_exit_seconds + 2)  # let the worker exit: the stack scales back to zero
     return EXIT_OK
@@ -877,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="wait (progress on stderr), then print or save the result")
     _add_output(s, "with --wait: the result's")
     s.add_argument("--language", default="auto")
-    s.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    s.add_argument("--task", choices=TASKS, default="transcribe")
     s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")
     s.add_argument("--word-timestamps", action="store_true")
     s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
@@ -889,7 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--callback-url", help="an https:// URL that gets one signed POST when the job ends (README: Webhooks)"
     )
-    s.add_argument("--priority", choices=["high", "normal", "low"], help="the job's priority class (default normal)")
+    s.add_argument("--priority", choices=PRIORITIES, help="the job's priority class (default normal)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages (stdout: the id or result)")
 
     st = command("status", "a job's status, progress and times", cmd_status)
@@ -909,7 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     li = command("list", "your jobs, newest first", cmd_list)
     li.add_argument("--status", choices=STATUSES)
-    li.add_argument("--priority", choices=["high", "normal", "low"], help="only jobs of this priority class")
+    li.add_argument("--priority", choices=PRIORITIES, help="only jobs of this priority class")
     li.add_argument("--since", help="created since: 30m, 2h, 3d, 1w, or a date/time (2025-05-01, 2025-05-01T13:00)")
     li.add_argument("--limit", type=_positive, default=20, help="at most this many jobs (default 20)")
     li.add_argument("--next-token", help="continue a listing where it stopped (printed as `more: ...`)")

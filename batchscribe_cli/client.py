@@ -24,7 +24,7 @@ import re
 import string
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,9 +38,9 @@ from urllib3.util.retry import Retry
 
 from batchscribe import media_types
 from batchscribe.keys import is_job_id
+from batchscribe.models import TERMINAL_STATUSES
 
 OWNER_HEADER = "X-Batchscribe-Owner"
-TERMINAL = ("succeeded", "failed", "cancelled")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MIN_PREFIX = 6  # hex characters of a job id that `resolve` accepts as a prefix
 PAGE_MAX = 100  # the API's largest page
@@ -626,7 +626,7 @@ class Client:
             job = self.get(job_id)
             if on_update:
                 on_update(job)
-            if job["status"] in TERMINAL:
+            if job["status"] in TERMINAL_STATUSES:
                 return job
             now = (job["status"], job["progress"])
             if now != seen:
@@ -641,7 +641,11 @@ class Client:
             self.sleep(delay)
 
     def result_text(self, job: dict[str, Any], fmt: str) -> str:
-        urls = (job.get("result") or {}).get("urls", {})
+        """A finished job's output in `fmt` (the job as the API answered it)."""
+        return self.output_text((job.get("result") or {}).get("urls", {}), fmt)
+
+    def output_text(self, urls: Mapping[str, str], fmt: str) -> str:
+        """The output in `fmt` from a result's URLs (format -> presigned URL)."""
         if fmt not in urls:
             raise ApiError(
                 404, "format_not_available", f"this job has no {fmt} output (it produced: {', '.join(urls) or 'none'})"

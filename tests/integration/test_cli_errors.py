@@ -8,6 +8,7 @@ nothing listens on."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -24,7 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from batchscribe.models import iso
+from batchscribe.api_models import InputView, JobView, ResultView
+from batchscribe.models import JobOptions, JobStatus, iso
 from batchscribe_cli.cli import EXIT_CODES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_UNAVAILABLE, EXIT_USAGE
 
 PENDING = "abcdef01" + "0" * 24
@@ -45,18 +47,31 @@ class FakeApi(BaseHTTPRequestHandler):
         now = time.time()
 
         def job(job_id: str, status: str, minutes_ago: float) -> dict[str, Any]:
+            """What the real API answers (the core's JobView), so the CLI reads what it will meet."""
             done = status == "succeeded"
-            return {
-                "job_id": job_id,
-                "status": status,
-                "progress": 100 if done else 0,
-                "attempt": 1 if done else 0,
-                "created_at": iso(now - minutes_ago * 60),
-                "updated_at": iso(now),
-                "input": {"filename": "talk.mp3", "content_type": "audio/mpeg", "size_bytes": 1000},
-                "error": None,
-                "result": {"urls": {"txt": f"{base}/results/{job_id}.txt"}} if done else None,
-            }
+            result = ResultView(
+                language="en",
+                duration_seconds=3.0,
+                engine="faster-whisper",
+                model="tiny.en",
+                compute_seconds=0.5,
+                real_time_factor=0.17,
+                urls={"txt": f"{base}/results/{job_id}.txt"},
+                urls_expire_at=iso(now + 3600),
+            )
+            view = JobView(
+                job_id=job_id,
+                status=JobStatus(status),
+                priority="normal",
+                progress=100 if done else 0,
+                attempt=1 if done else 0,
+                created_at=iso(now - minutes_ago * 60),
+                updated_at=iso(now),
+                input=InputView(filename="talk.mp3", content_type="audio/mpeg", size_bytes=1000),
+                options=JobOptions(),
+                result=result if done else None,
+            )
+            return view.model_dump(mode="json")
 
         return [job(OTHER, "succeeded", 1), job(SUCCEEDED, "succeeded", 5), job(PENDING, "pending", 10)]
 
@@ -294,9 +309,18 @@ def test_a_unique_prefix_names_the_job_and_stdout_stays_parseable(api: str) -> N
     assert out.stdout.split() == [OTHER]  # created 1 minute ago; the others before that
 
 
-def test_the_cli_choices_are_the_cores() -> None:
-    from batchscribe.models import ALL_FORMATS, JobStatus
-    from batchscribe_cli.cli import FORMATS, STATUSES
+def test_the_cli_offers_the_cores_choices() -> None:
+    """Each choice the job commands offer is the core's (never a copy of its literals)."""
+    from batchscribe.models import ALL_FORMATS, PRIORITIES, JobStatus
+    from batchscribe_cli.cli import build_parser
 
-    assert sorted(FORMATS) == sorted(ALL_FORMATS)
-    assert tuple(s.value for s in JobStatus) == STATUSES
+    def choices(command: str, flag: str) -> list[str]:
+        parser = build_parser()
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub = commands.choices[command]
+        return next(list(a.choices or ()) for a in sub._actions if flag in a.option_strings)
+
+    assert choices("submit", "--format") == list(ALL_FORMATS)
+    assert choices("submit", "--priority") == choices("list", "--priority") == list(PRIORITIES)
+    assert choices("list", "--status") == [s.value for s in JobStatus]
+    assert choices("submit", "--task") == ["transcribe", "translate"]
