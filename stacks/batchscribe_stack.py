@@ -19,7 +19,7 @@ from stacks.constructs.functions import Functions
 from stacks.constructs.intake import Intake
 from stacks.constructs.jobs import Jobs
 from stacks.constructs.lifecycle import Lifecycle
-from stacks.constructs.monitoring import Monitoring
+from stacks.constructs.monitoring import Monitoring, WatchedQueue
 from stacks.constructs.notify import Notify
 from stacks.constructs.scaling import Scaling
 
@@ -57,24 +57,7 @@ class BatchscribeStack(Stack):
         )
         self.notify = Notify(self, "Notify", functions=functions, jobs=self.jobs)
         self.functions = functions.functions
-        Monitoring(
-            self,
-            "Monitoring",
-            config=config,
-            dlqs={
-                "Uploads": self.intake.uploads.dlq,
-                "Notify": self.notify.failures,
-                "Webhooks": self.notify.webhooks.dlq,
-                **{self._label(p.name, c): q.dlq for p in self.compute.pools for c, q in p.classes.items()},
-            },
-            job_queues={
-                self._label(p.name, c): (q.queue, config.starvation_minutes * 60 * (4 if c == "low" else 1))
-                for p in self.compute.pools
-                for c, q in p.classes.items()
-            },
-            api=self.api.api,
-            functions=self.functions,
-        )
+        self._monitor(config)
 
         CfnOutput(self, "ApiUrl", value=self.api.api.url, description=f"{ClientSettings.env_name('api')} for the CLI")
         CfnOutput(self, "BucketName", value=self.jobs.bucket.bucket_name)
@@ -90,6 +73,29 @@ class BatchscribeStack(Stack):
             "JobEventPattern",
             value=self.to_json_string({"source": [EVENT_SOURCE], "detail-type": [DETAIL_TYPE]}),
             description="subscribe with an EventBridge rule",
+        )
+
+    def _monitor(self, config: DeploymentConfig) -> None:
+        """Every queue pair (job queues: with their class's starvation limit; low may wait 4x as
+        long), the stream's failure queue, the API and every function."""
+        starving = config.starvation_minutes * 60
+        job_queues = {
+            self._label(p.name, c): WatchedQueue(pair, starving * (4 if c == "low" else 1))
+            for p in self.compute.pools
+            for c, pair in p.classes.items()
+        }
+        Monitoring(
+            self,
+            "Monitoring",
+            config=config,
+            queues={
+                "Uploads": WatchedQueue(self.intake.uploads),
+                "Webhooks": WatchedQueue(self.notify.webhooks),
+                **job_queues,
+            },
+            dead_letter_queues={"Notify": self.notify.failures},
+            api=self.api.api,
+            functions=self.functions,
         )
 
     @staticmethod
