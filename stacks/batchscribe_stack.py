@@ -22,6 +22,7 @@ from stacks.constructs.lifecycle import Lifecycle
 from stacks.constructs.monitoring import Monitoring, WatchedQueue
 from stacks.constructs.notify import Notify
 from stacks.constructs.scaling import Scaling
+from stacks.constructs.wiring import Wiring
 
 
 class BatchscribeStack(Stack):
@@ -33,47 +34,15 @@ class BatchscribeStack(Stack):
 
         self.jobs = Jobs(self, "Jobs", config=config)
         self.compute = Compute(self, "Compute", config=config, jobs=self.jobs)
-        self.scaling = Scaling(self, "Scaling", config=config, functions=functions, compute=self.compute)
-        self.intake = Intake(
-            self,
-            "Intake",
-            config=config,
-            functions=functions,
-            jobs=self.jobs,
-            compute=self.compute,
-            scaler=self.scaling.function,
-        )
-        self.api = Api(
-            self,
-            "Api",
-            config=config,
-            functions=functions,
-            jobs=self.jobs,
-            compute=self.compute,
-            scaler=self.scaling.function,
-        )
-        self.lifecycle = Lifecycle(
-            self, "Lifecycle", config=config, functions=functions, jobs=self.jobs, compute=self.compute
-        )
+        wiring = Wiring(config=config, functions=functions, jobs=self.jobs, compute=self.compute)
+        self.scaling = Scaling(self, "Scaling", wiring)
+        self.intake = Intake(self, "Intake", wiring, scaler=self.scaling.function)
+        self.api = Api(self, "Api", wiring, scaler=self.scaling.function)
+        self.lifecycle = Lifecycle(self, "Lifecycle", wiring)
         self.notify = Notify(self, "Notify", functions=functions, jobs=self.jobs)
         self.functions = functions.functions
         self._monitor(config)
-
-        CfnOutput(self, "ApiUrl", value=self.api.api.url, description=f"{ClientSettings.env_name('api')} for the CLI")
-        CfnOutput(self, "BucketName", value=self.jobs.bucket.bucket_name)
-        CfnOutput(self, "TableName", value=self.jobs.table.table_name)
-        CfnOutput(
-            self,
-            "WebhookSigningSecretArn",
-            value=self.notify.signing_secret.secret_arn,
-            description="the secret job callbacks are signed with (aws secretsmanager get-secret-value --secret-id …)",
-        )
-        CfnOutput(
-            self,
-            "JobEventPattern",
-            value=self.to_json_string({"source": [EVENT_SOURCE], "detail-type": [DETAIL_TYPE]}),
-            description="subscribe with an EventBridge rule",
-        )
+        self._outputs()
 
     def _monitor(self, config: DeploymentConfig) -> None:
         """Every queue pair (job queues: with their class's starvation limit; low may wait 4x as
@@ -96,6 +65,24 @@ class BatchscribeStack(Stack):
             dead_letter_queues={"Notify": self.notify.failures},
             api=self.api.api,
             functions=self.functions,
+        )
+
+    def _outputs(self) -> None:
+        """What a client or an operator needs from the deployment."""
+        CfnOutput(self, "ApiUrl", value=self.api.api.url, description=f"{ClientSettings.env_name('api')} for the CLI")
+        CfnOutput(self, "BucketName", value=self.jobs.bucket.bucket_name)
+        CfnOutput(self, "TableName", value=self.jobs.table.table_name)
+        CfnOutput(
+            self,
+            "WebhookSigningSecretArn",
+            value=self.notify.signing_secret.secret_arn,
+            description="the secret job callbacks are signed with (aws secretsmanager get-secret-value --secret-id …)",
+        )
+        CfnOutput(
+            self,
+            "JobEventPattern",
+            value=self.to_json_string({"source": [EVENT_SOURCE], "detail-type": [DETAIL_TYPE]}),
+            description="subscribe with an EventBridge rule",
         )
 
     @staticmethod
