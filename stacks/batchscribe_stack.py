@@ -19,9 +19,10 @@ from stacks.constructs.functions import Functions
 from stacks.constructs.intake import Intake
 from stacks.constructs.jobs import Jobs
 from stacks.constructs.lifecycle import Lifecycle
-from stacks.constructs.monitoring import Monitoring
+from stacks.constructs.monitoring import Monitoring, WatchedQueue
 from stacks.constructs.notify import Notify
 from stacks.constructs.scaling import Scaling
+from stacks.constructs.wiring import Wiring
 
 
 class BatchscribeStack(Stack):
@@ -33,49 +34,41 @@ class BatchscribeStack(Stack):
 
         self.jobs = Jobs(self, "Jobs", config=config)
         self.compute = Compute(self, "Compute", config=config, jobs=self.jobs)
-        self.scaling = Scaling(self, "Scaling", config=config, functions=functions, compute=self.compute)
-        self.intake = Intake(
-            self,
-            "Intake",
-            config=config,
-            functions=functions,
-            jobs=self.jobs,
-            compute=self.compute,
-            scaler=self.scaling.function,
-        )
-        self.api = Api(
-            self,
-            "Api",
-            config=config,
-            functions=functions,
-            jobs=self.jobs,
-            compute=self.compute,
-            scaler=self.scaling.function,
-        )
-        self.lifecycle = Lifecycle(
-            self, "Lifecycle", config=config, functions=functions, jobs=self.jobs, compute=self.compute
-        )
+        wiring = Wiring(config=config, functions=functions, jobs=self.jobs, compute=self.compute)
+        self.scaling = Scaling(self, "Scaling", wiring)
+        self.intake = Intake(self, "Intake", wiring, scaler=self.scaling.function)
+        self.api = Api(self, "Api", wiring, scaler=self.scaling.function)
+        self.lifecycle = Lifecycle(self, "Lifecycle", wiring)
         self.notify = Notify(self, "Notify", functions=functions, jobs=self.jobs)
         self.functions = functions.functions
+        self._monitor(config)
+        self._outputs()
+
+    def _monitor(self, config: DeploymentConfig) -> None:
+        """Every queue pair (job queues: with their class's starvation limit; low may wait 4x as
+        long), the stream's failure queue, the API and every function."""
+        starving = config.starvation_minutes * 60
+        job_queues = {
+            self._label(p.name, c): WatchedQueue(pair, starving * (4 if c == "low" else 1))
+            for p in self.compute.pools
+            for c, pair in p.classes.items()
+        }
         Monitoring(
             self,
             "Monitoring",
             config=config,
-            dlqs={
-                "Uploads": self.intake.uploads.dlq,
-                "Notify": self.notify.failures,
-                "Webhooks": self.notify.webhooks.dlq,
-                **{self._label(p.name, c): q.dlq for p in self.compute.pools for c, q in p.classes.items()},
+            queues={
+                "Uploads": WatchedQueue(self.intake.uploads),
+                "Webhooks": WatchedQueue(self.notify.webhooks),
+                **job_queues,
             },
-            job_queues={
-                self._label(p.name, c): (q.queue, config.starvation_minutes * 60 * (4 if c == "low" else 1))
-                for p in self.compute.pools
-                for c, q in p.classes.items()
-            },
+            dead_letter_queues={"Notify": self.notify.failures},
             api=self.api.api,
             functions=self.functions,
         )
 
+    def _outputs(self) -> None:
+        """What a client or an operator needs from the deployment."""
         CfnOutput(self, "ApiUrl", value=self.api.api.url, description=f"{ClientSettings.env_name('api')} for the CLI")
         CfnOutput(self, "BucketName", value=self.jobs.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.jobs.table.table_name)

@@ -13,9 +13,8 @@ from constructs import Construct
 from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from batchscribe.settings import ApiSettings
 from stacks.config import DeploymentConfig
-from stacks.constructs.compute import Compute
-from stacks.constructs.functions import Functions, retention
-from stacks.constructs.jobs import Jobs
+from stacks.constructs.functions import retention
+from stacks.constructs.wiring import Wiring
 
 # (path, method) pairs; the Lambda's router owns the behaviour, API Gateway owns auth.
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -30,21 +29,47 @@ ROUTES: tuple[tuple[str, str], ...] = (
 )
 
 
+# Errors API Gateway itself answers (auth, throttling), each with the service's error code
+GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str], ...] = (
+    (apigw.ResponseType.ACCESS_DENIED, "forbidden"),
+    # an unsigned request (and, by API Gateway's design, an unknown route)
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "route_not_found"),
+    (apigw.ResponseType.INVALID_SIGNATURE, "invalid_signature"),
+    (apigw.ResponseType.EXPIRED_TOKEN, "expired_token"),
+    (apigw.ResponseType.THROTTLED, "throttled"),
+    (apigw.ResponseType.BAD_REQUEST_BODY, "invalid_request"),
+    (apigw.ResponseType.DEFAULT_5_XX, "internal_error"),
+)
+# the access log's fields: who called what, when, and how it ended
+ACCESS_LOG_FIELDS = (
+    "caller",
+    "http_method",
+    "ip",
+    "protocol",
+    "request_time",
+    "resource_path",
+    "response_length",
+    "status",
+    "user",
+)
+
+
 class Api(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        *,
-        config: DeploymentConfig,
-        functions: Functions,
-        jobs: Jobs,
-        compute: Compute,
-        scaler: lambda_.IFunction,
-    ) -> None:
+    def __init__(self, scope: Construct, id: str, wiring: Wiring, *, scaler: lambda_.IFunction) -> None:
         super().__init__(scope, id)
+        self.function = self._function(wiring, scaler)
+        self.api = self._gateway(wiring.config)
+        self.validator = apigw.RequestValidator(
+            self, "Validator", rest_api=self.api, validate_request_body=True, validate_request_parameters=True
+        )
+        self._routes()
+        self._gateway_errors(wiring.config.cors_origins)
+
+    def _function(self, wiring: Wiring, scaler: lambda_.IFunction) -> lambda_.Function:
+        """The API function, configured from the deployment, and what it may do."""
+        config, jobs, compute = wiring.config, wiring.jobs, wiring.compute
         t = config.timings
-        self.function = functions.add(
+        fn = wiring.functions.add(
             self,
             "api",
             ApiSettings(
@@ -65,14 +90,20 @@ class Api(Construct):
             ),
             memory=512,
         )
-        jobs.grant_api(self.function)
-        compute.grant_depth(self.function)
-        compute.grant_send(self.function)  # a source-URL job is queued at create: no upload to wait for
-        scaler.grant_invoke(self.function)
+        jobs.grant_api(fn)
+        compute.grant_depth(fn)
+        compute.grant_send(fn)  # a source-URL job is queued at create: no upload to wait for
+        scaler.grant_invoke(fn)
+        return fn
+
+    def _gateway(self, config: DeploymentConfig) -> apigw.RestApi:
+        """The REST API and its stage: IAM on every method, access and error logs, X-Ray,
+        throttling, CORS preflight."""
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
         )
-        self.api = apigw.RestApi(
+        log_format = apigw.AccessLogFormat.json_with_standard_fields(**dict.fromkeys(ACCESS_LOG_FIELDS, True))
+        return apigw.RestApi(
             self,
             "Gateway",
             description="Batchscribe job API",
@@ -80,17 +111,7 @@ class Api(Construct):
             deploy_options=apigw.StageOptions(
                 stage_name="v1",
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=True,
-                    http_method=True,
-                    ip=True,
-                    protocol=True,
-                    request_time=True,
-                    resource_path=True,
-                    response_length=True,
-                    status=True,
-                    user=True,
-                ),
+                access_log_format=log_format,
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 data_trace_enabled=False,
                 metrics_enabled=True,
@@ -106,37 +127,28 @@ class Api(Construct):
             ),
             endpoint_types=[apigw.EndpointType.REGIONAL],
         )
-        self.validator = apigw.RequestValidator(
-            self, "Validator", rest_api=self.api, validate_request_body=True, validate_request_parameters=True
-        )
+
+    def _routes(self) -> None:
+        """Every route of the function's router, validated and SigV4-signed, one proxy integration."""
         integration = apigw.LambdaIntegration(self.function, proxy=True)
         for path, method in ROUTES:
-            resource = self.api.root.resource_for_path(path)
-            resource.add_method(
+            self.api.root.resource_for_path(path).add_method(
                 method,
                 integration,
                 authorization_type=apigw.AuthorizationType.IAM,
                 request_validator=self.validator,
                 request_parameters={"method.request.path.job_id": True} if "{job_id}" in path else None,
             )
-        # Errors API Gateway itself answers (auth, throttling) in the service's one error shape,
-        # with the CORS header so that a browser can read them. With several allowed origins the
-        # gateway cannot check which one asked, so it echoes the caller's Origin: these bodies
-        # carry no data, only the error code.
-        origins = config.cors_origins
+
+    def _gateway_errors(self, origins: list[str]) -> None:
+        """Errors API Gateway itself answers in the service's one error shape, with the CORS
+        header so that a browser can read them. With several allowed origins the gateway cannot
+        check which one asked, so it echoes the caller's Origin: these bodies carry no data,
+        only the error code."""
         allow_origin = (
             "'*'" if "*" in origins else f"'{origins[0]}'" if len(origins) == 1 else "method.request.header.Origin"
         )
-        for response_type, code in (
-            (apigw.ResponseType.ACCESS_DENIED, "forbidden"),
-            # an unsigned request (and, by API Gateway's design, an unknown route)
-            (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "route_not_found"),
-            (apigw.ResponseType.INVALID_SIGNATURE, "invalid_signature"),
-            (apigw.ResponseType.EXPIRED_TOKEN, "expired_token"),
-            (apigw.ResponseType.THROTTLED, "throttled"),
-            (apigw.ResponseType.BAD_REQUEST_BODY, "invalid_request"),
-            (apigw.ResponseType.DEFAULT_5_XX, "internal_error"),
-        ):
+        for response_type, code in GATEWAY_ERRORS:
             self.api.add_gateway_response(
                 f"Gw{code}",
                 type=response_type,

@@ -63,6 +63,40 @@ class WorkerPool:
         )
 
 
+@dataclass(frozen=True)
+class PoolSpec:
+    """What one pool is made of, from the deployment's config: the one place GPU and CPU differ."""
+
+    name: str  # "Gpu" or "Cpu": the prefix of the pool's resources
+    instance_types: list[str]
+    max_vcpus: int
+    gpus: int  # per worker
+    model: str  # baked into the pool's image
+    max_workers: int
+    hourly_usd: float | None  # the configured price per worker-hour; None: from the price table
+
+    @classmethod
+    def of(cls, config: DeploymentConfig, *, gpu: bool) -> PoolSpec:
+        return cls(
+            name="Gpu" if gpu else "Cpu",
+            instance_types=config.gpu_instance_types if gpu else config.cpu_instance_types,
+            max_vcpus=config.max_gpu_vcpus if gpu else config.max_cpu_vcpus,
+            gpus=1 if gpu else 0,
+            model=config.model if gpu else config.cpu_model,
+            max_workers=config.max_gpu_workers if gpu else config.max_cpu_workers,
+            hourly_usd=config.gpu_hourly_usd if gpu else config.cpu_hourly_usd,
+        )
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.gpus else "cpu"
+
+    @property
+    def image_type(self) -> batch.EcsMachineImageType:
+        """Amazon Linux 2023 ECS AMIs (the NVIDIA one carries the current driver branch)."""
+        return batch.EcsMachineImageType.ECS_AL2023_NVIDIA if self.gpus else batch.EcsMachineImageType.ECS_AL2023
+
+
 class Network(Construct):
     def __init__(self, scope: Construct, id: str) -> None:
         super().__init__(scope, id)
@@ -118,26 +152,8 @@ class Compute(Construct):
                 )
             ],
         )
-        self.gpu = self._pool(
-            "Gpu",
-            instance_types=config.gpu_instance_types,
-            max_vcpus=config.max_gpu_vcpus,
-            gpus=1,
-            model=config.model,
-            max_workers=config.max_gpu_workers,
-        )
-        self.cpu = (
-            self._pool(
-                "Cpu",
-                instance_types=config.cpu_instance_types,
-                max_vcpus=config.max_cpu_vcpus,
-                gpus=0,
-                model=config.cpu_model,
-                max_workers=config.max_cpu_workers,
-            )
-            if config.cpu_pool
-            else None
-        )
+        self.gpu = self._pool(PoolSpec.of(config, gpu=True))
+        self.cpu = self._pool(PoolSpec.of(config, gpu=False)) if config.cpu_pool else None
 
     @property
     def pools(self) -> list[WorkerPool]:
@@ -167,64 +183,35 @@ class Compute(Construct):
             for pair in pool.classes.values():
                 pair.queue.grant(grantee, "sqs:GetQueueAttributes")
 
-    def _environment(
-        self,
-        name: str,
-        *,
-        spot: bool,
-        instance_types: list[str],
-        max_vcpus: int,
-        image_type: batch.EcsMachineImageType,
-    ) -> batch.ManagedEc2EcsComputeEnvironment:
-        return batch.ManagedEc2EcsComputeEnvironment(
+    def _pool(self, spec: PoolSpec) -> WorkerPool:
+        """A pool: its class queues, Spot-then-on-demand capacity, its image and job definition,
+        and a role that consumes its queues and works on jobs."""
+        classes = self._class_queues(spec.name)
+        role = iam.Role(
             self,
-            name,
-            vpc=self.network.vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
-            security_groups=[self.network.security_group],
-            launch_template=self.launch_template,
-            minv_cpus=0,
-            maxv_cpus=max_vcpus,
-            spot=spot,
-            allocation_strategy=(
-                batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED
-                if spot
-                else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE
-            ),
-            use_optimal_instance_classes=False,
-            instance_types=[ec2.InstanceType(t) for t in instance_types],
-            images=[batch.EcsMachineImage(image_type=image_type)],
-            update_to_latest_image_version=True,
+            f"{spec.name}JobRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description=f"Batchscribe {spec.name} worker",
         )
+        pool = WorkerPool(
+            name=spec.name.lower(),
+            messages=classes[DEFAULT_PRIORITY],
+            classes=classes,
+            job_queue=self._job_queue(spec),
+            job_definition=self._job_definition(spec, role, classes),
+            role=role,
+            max_workers=spec.max_workers,
+            jobs_per_worker=self.config.jobs_per_worker,
+        )
+        for pair in classes.values():
+            pair.queue.grant_consume_messages(role)
+        self.jobs.grant_worker(role)
+        return pool
 
-    def _pool(
-        self,
-        name: str,
-        *,
-        instance_types: list[str],
-        max_vcpus: int,
-        gpus: int,
-        model: str,
-        max_workers: int,
-    ) -> WorkerPool:
-        """A pool: its jobs queue, Spot-then-on-demand capacity, its image and job definition."""
+    def _class_queues(self, name: str) -> dict[Priority, QueuePair]:
+        """One queue (+ DLQ) per priority class; `normal` keeps the pool's original queue."""
         t = self.config.timings
-        device = "gpu" if gpus else "cpu"
-        # Amazon Linux 2023 ECS AMIs (the NVIDIA one carries the current driver branch).
-        image_type = batch.EcsMachineImageType.ECS_AL2023_NVIDIA if gpus else batch.EcsMachineImageType.ECS_AL2023
-        image = ecr_assets.DockerImageAsset(
-            self,
-            f"{name}Image",
-            directory=str(ROOT),
-            file="gpu_container/Dockerfile",
-            build_args={"DEVICE": device, "ENGINE": self.config.engine, "MODEL": model},
-            platform=ecr_assets.Platform.LINUX_AMD64,
-        )
-        size = job_size(instance_types, gpus)
-        configured = self.config.gpu_hourly_usd if gpus else self.config.cpu_hourly_usd
-        hourly = configured if configured is not None else pool_hourly_usd(instance_types, self.config.spot)
-        # one queue (+ DLQ) per priority class; `normal` keeps the pool's original queue
-        classes = {
+        return {
             p: QueuePair(
                 self,
                 f"{name}Messages" if p == DEFAULT_PRIORITY else f"{name}{p.capitalize()}Messages",
@@ -234,22 +221,22 @@ class Compute(Construct):
             )
             for p in PRIORITIES
         }
-        messages = classes[DEFAULT_PRIORITY]
-        order = []
+
+    def _job_queue(self, spec: PoolSpec) -> batch.JobQueue:
+        """Spot first, on-demand as the fallback (or on-demand only); workers stuck RUNNABLE
+        past `runnable_timeout_minutes` are cancelled."""
         kinds = [("Spot", True), ("OnDemand", False)] if self.config.spot else [("OnDemand", False)]
-        for i, (kind, spot) in enumerate(kinds, start=1):
-            environment = self._environment(
-                f"{name}{kind}", spot=spot, instance_types=instance_types, max_vcpus=max_vcpus, image_type=image_type
-            )
-            order.append(batch.OrderedComputeEnvironment(compute_environment=environment, order=i))
-        job_queue = batch.JobQueue(
+        order = [
+            batch.OrderedComputeEnvironment(compute_environment=self._environment(spec, kind, spot), order=i)
+            for i, (kind, spot) in enumerate(kinds, start=1)
+        ]
+        stuck = Duration.minutes(self.config.runnable_timeout_minutes)
+        return batch.JobQueue(
             self,
-            f"{name}Queue",
+            f"{spec.name}Queue",
             compute_environments=order,
             job_state_time_limit_actions=[
-                batch.JobStateTimeLimitAction(
-                    max_time=Duration.minutes(self.config.runnable_timeout_minutes), reason=reason
-                )
+                batch.JobStateTimeLimitAction(max_time=stuck, reason=reason)
                 for reason in (
                     batch.JobStateTimeLimitActionsReason.INSUFFICIENT_INSTANCE_CAPACITY,
                     batch.JobStateTimeLimitActionsReason.COMPUTE_ENVIRONMENT_MAX_RESOURCE,
@@ -257,41 +244,59 @@ class Compute(Construct):
                 )
             ],
         )
-        role = iam.Role(
+
+    def _environment(self, spec: PoolSpec, kind: str, spot: bool) -> batch.ManagedEc2EcsComputeEnvironment:
+        return batch.ManagedEc2EcsComputeEnvironment(
             self,
-            f"{name}JobRole",
-            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-            description=f"Batchscribe {name} worker",
-        )
-        definition = batch.EcsJobDefinition(
-            self,
-            f"{name}JobDefinition",
-            container=batch.EcsEc2ContainerDefinition(
-                self,
-                f"{name}Container",
-                image=ecs.ContainerImage.from_docker_image_asset(image),
-                cpu=size.vcpus,
-                memory=Size.mebibytes(size.memory_mib),
-                gpu=size.gpus or None,
-                job_role=role,
-                environment={
-                    **WorkerSettings(
-                        **self.jobs.store,
-                        jobs_queue_url=messages.queue.queue_url,
-                        class_queue_urls={p: c.queue.queue_url for p, c in classes.items() if p != DEFAULT_PRIORITY},
-                        model=model,
-                        engine=self.config.engine,
-                        device="cuda" if gpus else "cpu",
-                        max_duration_seconds=self.config.max_duration_minutes * 60,
-                        max_running_per_owner=self.config.max_running_per_owner,
-                        timings=t,
-                        instance_hourly_usd=hourly,
-                    ).to_env(),
-                    "AWS_REGION": Stack.of(self).region,
-                },
-                logging=ecs.LogDriver.aws_logs(stream_prefix=name.lower(), log_group=self.log_group),
-                readonly_root_filesystem=False,
+            f"{spec.name}{kind}",
+            vpc=self.network.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            security_groups=[self.network.security_group],
+            launch_template=self.launch_template,
+            minv_cpus=0,
+            maxv_cpus=spec.max_vcpus,
+            spot=spot,
+            allocation_strategy=(
+                batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED
+                if spot
+                else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE
             ),
+            use_optimal_instance_classes=False,
+            instance_types=[ec2.InstanceType(t) for t in spec.instance_types],
+            images=[batch.EcsMachineImage(image_type=spec.image_type)],
+            update_to_latest_image_version=True,
+        )
+
+    def _job_definition(
+        self, spec: PoolSpec, role: iam.Role, classes: dict[Priority, QueuePair]
+    ) -> batch.EcsJobDefinition:
+        """One worker: the pool's image sized to fit every instance type of the pool, retried
+        when Spot takes its host back, stopped at `batch_job_timeout_minutes`."""
+        image = ecr_assets.DockerImageAsset(
+            self,
+            f"{spec.name}Image",
+            directory=str(ROOT),
+            file="gpu_container/Dockerfile",
+            build_args={"DEVICE": spec.device, "ENGINE": self.config.engine, "MODEL": spec.model},
+            platform=ecr_assets.Platform.LINUX_AMD64,
+        )
+        size = job_size(spec.instance_types, spec.gpus)
+        container = batch.EcsEc2ContainerDefinition(
+            self,
+            f"{spec.name}Container",
+            image=ecs.ContainerImage.from_docker_image_asset(image),
+            cpu=size.vcpus,
+            memory=Size.mebibytes(size.memory_mib),
+            gpu=size.gpus or None,
+            job_role=role,
+            environment={**self._worker_settings(spec, classes).to_env(), "AWS_REGION": Stack.of(self).region},
+            logging=ecs.LogDriver.aws_logs(stream_prefix=spec.name.lower(), log_group=self.log_group),
+            readonly_root_filesystem=False,
+        )
+        return batch.EcsJobDefinition(
+            self,
+            f"{spec.name}JobDefinition",
+            container=container,
             timeout=Duration.minutes(self.config.batch_job_timeout_minutes),
             retry_attempts=3,
             retry_strategies=[
@@ -300,16 +305,20 @@ class Compute(Construct):
             ],
             propagate_tags=True,
         )
-        for pair in classes.values():
-            pair.queue.grant_consume_messages(role)
-        self.jobs.grant_worker(role)
-        return WorkerPool(
-            name=name.lower(),
-            messages=messages,
-            classes=classes,
-            job_queue=job_queue,
-            job_definition=definition,
-            role=role,
-            max_workers=max_workers,
-            jobs_per_worker=self.config.jobs_per_worker,
+
+    def _worker_settings(self, spec: PoolSpec, classes: dict[Priority, QueuePair]) -> WorkerSettings:
+        """The worker program's settings: its queues, model, limits, timings and price."""
+        config = self.config
+        hourly = spec.hourly_usd if spec.hourly_usd is not None else pool_hourly_usd(spec.instance_types, config.spot)
+        return WorkerSettings(
+            **self.jobs.store,
+            jobs_queue_url=classes[DEFAULT_PRIORITY].queue.queue_url,
+            class_queue_urls={p: c.queue.queue_url for p, c in classes.items() if p != DEFAULT_PRIORITY},
+            model=spec.model,
+            engine=config.engine,
+            device="cuda" if spec.gpus else "cpu",
+            max_duration_seconds=config.max_duration_minutes * 60,
+            max_running_per_owner=config.max_running_per_owner,
+            timings=config.timings,
+            instance_hourly_usd=hourly,
         )

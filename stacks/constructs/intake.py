@@ -13,26 +13,15 @@ from constructs import Construct
 from batchscribe.keys import UPLOADS_PREFIX
 from batchscribe.resources import UPLOADS_MAX_RECEIVE_COUNT
 from batchscribe.settings import IntakeSettings
-from stacks.config import DeploymentConfig
-from stacks.constructs.compute import Compute
-from stacks.constructs.functions import Functions
-from stacks.constructs.jobs import READ_TRANSITION, Jobs
+from stacks.constructs.jobs import READ_TRANSITION
 from stacks.constructs.queues import QueuePair
+from stacks.constructs.wiring import Wiring
 
 
 class Intake(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        *,
-        config: DeploymentConfig,
-        functions: Functions,
-        jobs: Jobs,
-        compute: Compute,
-        scaler: lambda_.IFunction,
-    ) -> None:
+    def __init__(self, scope: Construct, id: str, wiring: Wiring, *, scaler: lambda_.IFunction) -> None:
         super().__init__(scope, id)
+        config, jobs, compute = wiring.config, wiring.jobs, wiring.compute
         t = config.timings
         self.uploads = QueuePair(
             self,
@@ -46,7 +35,7 @@ class Intake(Construct):
             s3n.SqsDestination(self.uploads.queue),
             s3.NotificationKeyFilter(prefix=UPLOADS_PREFIX),
         )
-        self.function = functions.add(
+        self.function = wiring.functions.add(
             self,
             "on_upload",
             IntakeSettings(

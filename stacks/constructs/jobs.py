@@ -5,6 +5,8 @@ what each kind of process may do with them; the constructs that own the processe
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as ddb
 from aws_cdk import aws_iam as iam
@@ -24,7 +26,18 @@ CREATE = (*READ_TRANSITION_QUERY, "dynamodb:PutItem")
 class Jobs(Construct):
     def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig) -> None:
         super().__init__(scope, id)
-        self.table = ddb.Table(
+        self.table = self._table()
+        self.access_logs = self._bucket(
+            "AccessLogs",
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
+        )
+        self.bucket = self._media(config)
+
+    def _table(self) -> ddb.Table:
+        """Job records: on demand, TTL, point-in-time recovery, a stream for status events, and
+        the indexes (listing by owner, the sweep)."""
+        table = ddb.Table(
             self,
             "Table",
             partition_key=ddb.Attribute(name=TABLE_KEY, type=ddb.AttributeType.STRING),
@@ -38,29 +51,19 @@ class Jobs(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
         for name, (pk, pk_type, sk, sk_type) in TABLE_INDEXES.items():
-            self.table.add_global_secondary_index(
+            table.add_global_secondary_index(
                 index_name=name,
                 partition_key=ddb.Attribute(name=pk, type=_TYPES[pk_type]),
                 sort_key=ddb.Attribute(name=sk, type=_TYPES[sk_type]),
                 projection_type=ddb.ProjectionType.ALL,
             )
+        return table
 
-        self.access_logs = s3.Bucket(
-            self,
-            "AccessLogs",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        self.bucket = s3.Bucket(
-            self,
+    def _media(self, config: DeploymentConfig) -> s3.Bucket:
+        """uploads/ in (kept `upload_retention_days`), outputs/ out (`output_retention_days`);
+        browsers may POST uploads and GET results; access logged."""
+        return self._bucket(
             "Media",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,  # ACLs off
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="media/",
@@ -83,7 +86,18 @@ class Jobs(Construct):
                     max_age=3000,
                 )
             ],
+        )
+
+    def _bucket(self, id: str, **props: Any) -> s3.Bucket:
+        """A private bucket: public access blocked, encrypted at rest, TLS only, kept on stack deletion."""
+        return s3.Bucket(
+            self,
+            id,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
             removal_policy=RemovalPolicy.RETAIN,
+            **props,
         )
 
     @property

@@ -7,57 +7,36 @@ from __future__ import annotations
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
 
 from batchscribe.settings import LifecycleSettings
-from stacks.config import DeploymentConfig
-from stacks.constructs.compute import Compute
-from stacks.constructs.functions import Functions
-from stacks.constructs.jobs import READ_TRANSITION, READ_TRANSITION_QUERY, Jobs
+from stacks.constructs.jobs import READ_TRANSITION, READ_TRANSITION_QUERY
+from stacks.constructs.wiring import Wiring
 
 
 class Lifecycle(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        id: str,
-        *,
-        config: DeploymentConfig,
-        functions: Functions,
-        jobs: Jobs,
-        compute: Compute,
-    ) -> None:
+    def __init__(self, scope: Construct, id: str, wiring: Wiring) -> None:
         super().__init__(scope, id)
-        t = config.timings
-        settings = LifecycleSettings(
-            **jobs.store,
+        config, compute = wiring.config, wiring.compute
+        self.wiring = wiring
+        self.settings = LifecycleSettings(
+            **wiring.jobs.store,
             **compute.routing.model_dump(),
             max_attempts=config.max_attempts,
-            queued_redrive_seconds=t.queued_redrive_seconds,
+            queued_redrive_seconds=config.timings.queued_redrive_seconds,
         )
-
-        self.dead_letter = functions.add(
-            self, "dead_letter", settings, timeout=Duration.seconds(t.dead_letter_timeout_seconds), memory=256
-        )
-        jobs.grant_table(self.dead_letter, READ_TRANSITION)
-        compute.grant_send(self.dead_letter)  # a job with attempts left gets its message again
-        for pool in compute.pools:
-            for pair in pool.classes.values():  # every class's DLQ: the redrive goes back to the job's class
-                self.dead_letter.add_event_source(
-                    sources.SqsEventSource(pair.dlq, batch_size=10, report_batch_item_failures=True)
-                )
-
-        self.sweeper = functions.add(self, "sweeper", settings, timeout=Duration.minutes(5), memory=256, singleton=True)
+        self.dead_letter = self._dead_letter()
+        self.sweeper = self._function("sweeper", timeout=Duration.minutes(5), singleton=True)
         events.Rule(
             self,
             "SweeperSchedule",
-            schedule=events.Schedule.rate(Duration.seconds(t.sweep_every_seconds)),
+            schedule=events.Schedule.rate(Duration.seconds(config.timings.sweep_every_seconds)),
             targets=[targets.LambdaFunction(self.sweeper)],
             description="Fail expired uploads, requeue lost leases, re-send lost queued messages",
         )
-
-        self.reconciler = functions.add(self, "reconciler", settings, timeout=Duration.seconds(60), memory=256)
+        self.reconciler = self._function("reconciler", timeout=Duration.seconds(60))
         events.Rule(
             self,
             "WorkerExited",
@@ -72,6 +51,30 @@ class Lifecycle(Construct):
             ),
             targets=[targets.LambdaFunction(self.reconciler)],
         )
-        for fn in (self.sweeper, self.reconciler):
-            jobs.grant_table(fn, READ_TRANSITION_QUERY)
-            compute.grant_send(fn)
+
+    def _function(
+        self,
+        process: str,
+        *,
+        timeout: Duration,
+        singleton: bool = False,
+        actions: tuple[str, ...] = READ_TRANSITION_QUERY,
+    ) -> lambda_.Function:
+        """A lifecycle function: it reads and moves jobs (`actions` on the table) and sends job
+        messages (a job with attempts left gets its message again)."""
+        fn = self.wiring.functions.add(self, process, self.settings, timeout=timeout, memory=256, singleton=singleton)
+        self.wiring.jobs.grant_table(fn, actions)
+        self.wiring.compute.grant_send(fn)
+        return fn
+
+    def _dead_letter(self) -> lambda_.Function:
+        """dead_letter drains every class's DLQ: the redrive goes back to the job's class."""
+        fn = self._function(
+            "dead_letter",
+            timeout=Duration.seconds(self.wiring.config.timings.dead_letter_timeout_seconds),
+            actions=READ_TRANSITION,
+        )
+        for pool in self.wiring.compute.pools:
+            for pair in pool.classes.values():
+                fn.add_event_source(sources.SqsEventSource(pair.dlq, batch_size=10, report_batch_item_failures=True))
+        return fn

@@ -1,26 +1,55 @@
-"""Alarms (each with a runbook entry in the README) and one dashboard."""
+"""Alarms (each with a runbook entry in the README) and one dashboard, through
+cdk-monitoring-constructs (cdklabs): its MonitoringFacade makes every alarm and dashboard
+section from a library threshold — a queue and its dead-letter queue, a function, the API —
+and the job metrics the services publish are its custom metric groups. What stays here is
+the deployment's choice: which thresholds, their names (the README's runbook names them),
+their descriptions, and the alarm topic they notify."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
 from aws_cdk import aws_sqs as sqs
+from cdk_monitoring_constructs import (
+    AlarmFactoryDefaults,
+    CustomMetricGroup,
+    CustomMetricWithAlarm,
+    CustomThreshold,
+    DefaultDashboardFactory,
+    ErrorCountThreshold,
+    MaxMessageAgeThreshold,
+    MaxMessageCountThreshold,
+    MonitoringFacade,
+    SnsAlarmActionStrategy,
+)
 from constructs import Construct
 
 from batchscribe.settings import METRICS_NAMESPACE
 from stacks.config import DeploymentConfig
+from stacks.constructs.queues import QueuePair
 
 NAMESPACE = METRICS_NAMESPACE
 FAILED_RATE_THRESHOLD = 0.2
+PAGE = "Critical"  # the library's disambiguator: every alarm here notifies the one topic
+
+
+@dataclass(frozen=True)
+class WatchedQueue:
+    """A queue and its dead-letter queue: alarmed when the DLQ holds a message, and, for a job
+    queue (`max_age_seconds` set), when its oldest message waited longer (starvation)."""
+
+    pair: QueuePair
+    max_age_seconds: int | None = None
 
 
 def _jobs_metric(name: str) -> cw.Metric:
@@ -33,6 +62,16 @@ def _jobs_metric(name: str) -> cw.Metric:
     )
 
 
+def _workers_metric(kind: str, pool: str) -> cw.Metric:
+    return cw.Metric(
+        namespace=NAMESPACE,
+        metric_name=f"{kind}_{pool}",
+        dimensions_map={"service": "scaler"},
+        statistic="Maximum",
+        period=Duration.minutes(1),
+    )
+
+
 class Monitoring(Construct):
     def __init__(
         self,
@@ -40,174 +79,184 @@ class Monitoring(Construct):
         id: str,
         *,
         config: DeploymentConfig,
-        dlqs: Mapping[str, sqs.IQueue],
-        job_queues: Mapping[str, tuple[sqs.IQueue, int]],
+        queues: Mapping[str, WatchedQueue],
+        dead_letter_queues: Mapping[str, sqs.IQueue],
         api: apigw.RestApi,
         functions: Mapping[str, lambda_.IFunction],
     ) -> None:
         super().__init__(scope, id)
-        # A customer-managed key: CloudWatch cannot use the AWS-managed alias/aws/sns key, so
-        # alarms published to a topic encrypted with it are dropped. This key lets CloudWatch
-        # encrypt what it publishes, and the topic policy lets CloudWatch (this account's alarms)
-        # publish at all: the TLS-only policy CDK writes replaces SNS's default one.
-        cloudwatch = iam.ServicePrincipal("cloudwatch.amazonaws.com")
-        account = Stack.of(self).account
-        self.key = kms.Key(
+        self.prefix = config.stack_name
+        self.key, self.topic = self._alarm_topic(config.alarm_email)
+        self.facade = MonitoringFacade(
+            self,
+            "Facade",
+            alarm_factory_defaults=AlarmFactoryDefaults(
+                alarm_name_prefix=self.prefix,
+                actions_enabled=True,
+                action=SnsAlarmActionStrategy(on_alarm_topic=self.topic),
+                datapoints_to_alarm=1,  # one period over the threshold alarms
+            ),
+            dashboard_factory=DefaultDashboardFactory(self, "Dashboards", dashboard_name_prefix=f"{self.prefix}-jobs"),
+        )
+        self._watch_jobs({label: w.pair.queue for label, w in queues.items() if w.max_age_seconds is not None})
+        for label, watched in queues.items():
+            self._watch_queue(label, watched)
+        for label, dlq in dead_letter_queues.items():
+            self._watch_dead_letter_queue(label, dlq)
+        self._watch_api(api)
+        for name, fn in functions.items():
+            self._watch_function(name, fn)
+
+    def _alarm_topic(self, email: str | None) -> tuple[kms.Key, sns.Topic]:
+        """A customer-managed key: CloudWatch cannot use the AWS-managed alias/aws/sns key, so
+        alarms published to a topic encrypted with it are dropped. This key lets CloudWatch encrypt
+        what it publishes, and the topic policy lets CloudWatch (this account's alarms) publish at
+        all: the TLS-only policy CDK writes replaces SNS's default one."""
+        key = kms.Key(
             self,
             "AlarmsKey",
             description="Batchscribe alarm topic: CloudWatch alarms publish through it",
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudWatchAlarmsPublish",
-                principals=[cloudwatch],
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                resources=["*"],  # in a key policy, "*" is this key
-                conditions={"StringEquals": {"aws:SourceAccount": account}},
-            )
-        )
-        self.topic = sns.Topic(
-            self,
-            "Alarms",
-            display_name="Batchscribe alarms",
-            enforce_ssl=True,
-            master_key=self.key,
-        )
-        self.topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudWatchAlarmsPublish",
-                principals=[cloudwatch],
-                actions=["sns:Publish"],
-                resources=[self.topic.topic_arn],
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": account},
-                    "ArnLike": {"aws:SourceArn": f"arn:{Stack.of(self).partition}:cloudwatch:*:{account}:alarm:*"},
-                },
-            )
-        )
-        if config.alarm_email:
-            self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))
-        action = cw_actions.SnsAction(self.topic)
-        self.alarms: list[cw.Alarm] = []
+        # in a key policy, "*" is this key
+        key.add_to_resource_policy(self._cloudwatch_may(["kms:Decrypt", "kms:GenerateDataKey*"], "*"))
+        topic = sns.Topic(self, "Alarms", display_name="Batchscribe alarms", enforce_ssl=True, master_key=key)
+        stack = Stack.of(self)
+        alarms = f"arn:{stack.partition}:cloudwatch:*:{stack.account}:alarm:*"
+        topic.add_to_resource_policy(self._cloudwatch_may(["sns:Publish"], topic.topic_arn, source=alarms))
+        if email:
+            topic.add_subscription(subs.EmailSubscription(email))
+        return key, topic
 
-        def alarm(
-            name: str,
-            metric: cw.IMetric,
-            threshold: float,
-            description: str,
-            comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        ) -> None:
-            a = cw.Alarm(
-                self,
-                name,
-                metric=metric,
-                threshold=threshold,
-                evaluation_periods=1,
-                comparison_operator=comparison,
-                alarm_description=description,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-            )
-            a.add_alarm_action(action)
-            self.alarms.append(a)
+    def _cloudwatch_may(self, actions: list[str], resource: str, *, source: str | None = None) -> iam.PolicyStatement:
+        """Let this account's CloudWatch alarms (of `source`, when given) use `resource`."""
+        conditions: dict[str, Any] = {"StringEquals": {"aws:SourceAccount": Stack.of(self).account}}
+        if source:
+            conditions["ArnLike"] = {"aws:SourceArn": source}
+        return iam.PolicyStatement(
+            sid="CloudWatchAlarmsPublish",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=actions,
+            resources=[resource],
+            conditions=conditions,
+        )
 
-        for name, dlq in dlqs.items():
-            alarm(
-                f"{name}DeadLetters",
-                dlq.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
-                0,
-                f"Messages in the {name} dead-letter queue. Runbook: README 'DLQ redrive'.",
+    def _alarm(self, name: str, description: str) -> dict[str, Any]:
+        """What every threshold here shares: the runbook's name for the alarm, its description,
+        and no alarm on periods without data (an idle deployment publishes nothing)."""
+        return {
+            "alarm_name_override": f"{self.prefix}-{name}",
+            "alarm_description_override": description,
+            "treat_missing_data_override": cw.TreatMissingData.NOT_BREACHING,
+        }
+
+    def _dead_letters(self, label: str) -> dict[str, MaxMessageCountThreshold]:
+        description = f"Messages in the {label} dead-letter queue. Runbook: README 'DLQ redrive'."
+        return {PAGE: MaxMessageCountThreshold(max_message_count=0, **self._alarm(f"{label}DeadLetters", description))}
+
+    def _watch_queue(self, label: str, watched: WatchedQueue) -> None:
+        """A queue with its DLQ; per priority class, the age of a job queue's oldest message is
+        alarmed past the class's threshold (a low job waiting long under load is the design; a
+        normal one is starvation)."""
+        starving: dict[str, MaxMessageAgeThreshold] = {}
+        if (limit := watched.max_age_seconds) is not None:
+            description = (
+                f"A {label} job waited over {limit // 60} min: no worker is taking work, or higher classes "
+                "take it all. Runbook: README 'Starvation'."
             )
-        # per priority class: the age of its oldest message, alarmed past the class's threshold
-        # (a low job waiting long under load is the design; a normal one is starvation)
-        for name, (queue, threshold) in job_queues.items():
-            alarm(
-                f"{name}Starvation",
-                queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(5), statistic="Maximum"),
-                threshold,
-                f"A {name} job waited over {threshold // 60} min: no worker is taking work, or higher classes "
-                "take it all. Runbook: README 'Starvation'.",
+            starving[PAGE] = MaxMessageAgeThreshold(
+                max_age_in_seconds=limit, **self._alarm(f"{label}Starvation", description)
             )
-        failed, succeeded = _jobs_metric("JobsFailed"), _jobs_metric("JobsSucceeded")
-        self.failure_rate = cw.MathExpression(
+        self.facade.monitor_sqs_queue_with_dlq(
+            queue=watched.pair.queue,
+            dead_letter_queue=watched.pair.dlq,
+            alarm_friendly_name=label,
+            human_readable_name=f"{label} queue",
+            add_queue_max_message_age_alarm=starving,
+            add_dead_letter_queue_max_size_alarm=self._dead_letters(label),
+        )
+
+    def _watch_dead_letter_queue(self, label: str, dlq: sqs.IQueue) -> None:
+        """A queue that is itself a dead-letter destination (of an event source mapping)."""
+        self.facade.monitor_sqs_queue(
+            queue=dlq,
+            alarm_friendly_name=label,
+            human_readable_name=f"{label} dead-letter queue",
+            add_queue_max_size_alarm=self._dead_letters(label),
+        )
+
+    def _watch_api(self, api: apigw.RestApi) -> None:
+        """Requests, latency p50/p90/p99 and errors of the API's stage; any 5xx alarms."""
+        self.facade.monitor_api_gateway(
+            api=api,
+            api_stage=api.deployment_stage.stage_name,
+            alarm_friendly_name="Api",
+            human_readable_name="Job API",
+            add5_xx_fault_count_alarm={
+                PAGE: ErrorCountThreshold(
+                    max_error_count=0, **self._alarm("Api5xx", "The API answered 5xx. Runbook: README 'API errors'.")
+                )
+            },
+        )
+
+    def _watch_function(self, name: str, fn: lambda_.IFunction) -> None:
+        description = f"The {name} function raised. Runbook: README 'Lambda errors'."
+        self.facade.monitor_lambda_function(
+            lambda_function=fn,
+            alarm_friendly_name=name,
+            human_readable_name=f"{name} function",
+            add_fault_count_alarm={
+                PAGE: ErrorCountThreshold(max_error_count=0, **self._alarm(f"{name}Errors", description))
+            },
+        )
+
+    def _watch_jobs(self, job_queues: Mapping[str, sqs.IQueue]) -> None:
+        """What the services publish about jobs and workers, and every class queue's depth at once."""
+        failure_rate = cw.MathExpression(
             expression="IF(f + s >= 5, f / (f + s), 0)",
-            using_metrics={"f": failed, "s": succeeded},
+            using_metrics={"f": _jobs_metric("JobsFailed"), "s": _jobs_metric("JobsSucceeded")},
             label="failed job rate",
             period=Duration.minutes(15),
         )
-        alarm(
-            "FailedJobRate",
-            self.failure_rate,
-            FAILED_RATE_THRESHOLD,
-            "Over 20% of recent jobs failed (at least 5 finished). Runbook: README 'Failed jobs'.",
+        description = "Over 20% of recent jobs failed (at least 5 finished). Runbook: README 'Failed jobs'."
+        rate_alarm = CustomThreshold(
+            threshold=FAILED_RATE_THRESHOLD,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            **self._alarm("FailedJobRate", description),
         )
-        alarm(
-            "Api5xx",
-            api.metric_server_error(period=Duration.minutes(5), statistic="Sum"),
-            0,
-            "The API answered 5xx. Runbook: README 'API errors'.",
-        )
-        for name, fn in functions.items():
-            alarm(
-                f"{name}Errors",
-                fn.metric_errors(period=Duration.minutes(5), statistic="Sum"),
-                0,
-                f"The {name} function raised. Runbook: README 'Lambda errors'.",
+        depth = [
+            m
+            for label, q in job_queues.items()
+            for m in (
+                q.metric_approximate_number_of_messages_visible(label=f"{label} visible"),
+                q.metric_approximate_number_of_messages_not_visible(label=f"{label} in flight"),
             )
-
-        dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"{config.stack_name}-jobs")
-        dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Queue depth (visible / in flight)",
-                width=12,
-                left=[
-                    m
-                    for q, _ in job_queues.values()
-                    for m in (
-                        q.metric_approximate_number_of_messages_visible(),
-                        q.metric_approximate_number_of_messages_not_visible(),
-                    )
-                ],
-            ),
-            cw.GraphWidget(
-                title="Oldest queued job (s)",
-                width=12,
-                left=[q.metric_approximate_age_of_oldest_message(label=n) for n, (q, _) in job_queues.items()],
-            ),
-        )
-        dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Job outcomes",
-                width=12,
-                left=[_jobs_metric(n) for n in ("JobsSucceeded", "JobsFailed", "JobsCancelled")],
-            ),
-            cw.GraphWidget(
-                title="Workers (active / started)",
-                width=12,
-                left=[
-                    cw.Metric(
-                        namespace=NAMESPACE,
-                        metric_name=f"{kind}_{pool}",
-                        dimensions_map={"service": "scaler"},
-                        statistic="Maximum",
-                        period=Duration.minutes(1),
-                    )
-                    for pool in ("gpu", "cpu")
-                    for kind in ("ActiveWorkers", "WorkersStarted")
-                ],
-            ),
-        )
-        dashboard.add_widgets(
-            cw.GraphWidget(
-                title="API latency p50 / p90 / p99 (ms)",
-                width=12,
-                left=[api.metric_latency(statistic=s, period=Duration.minutes(5)) for s in ("p50", "p90", "p99")],
-            ),
-            cw.GraphWidget(
-                title="Failed job rate / dead letters",
-                width=12,
-                left=[self.failure_rate],
-                right=[d.metric_approximate_number_of_messages_visible() for d in dlqs.values()],
-            ),
+        ]
+        self.facade.monitor_custom(
+            alarm_friendly_name="Jobs",
+            human_readable_name="Jobs and workers",
+            metric_groups=[
+                CustomMetricGroup(title="Queue depth (visible / in flight)", metrics=depth),
+                CustomMetricGroup(
+                    title="Job outcomes",
+                    metrics=[_jobs_metric(n) for n in ("JobsSucceeded", "JobsFailed", "JobsCancelled")],
+                ),
+                CustomMetricGroup(
+                    title="Workers (active / started)",
+                    metrics=[
+                        _workers_metric(kind, pool)
+                        for pool in ("gpu", "cpu")
+                        for kind in ("ActiveWorkers", "WorkersStarted")
+                    ],
+                ),
+                CustomMetricGroup(
+                    title="Failed job rate",
+                    metrics=[
+                        CustomMetricWithAlarm(
+                            metric=failure_rate, alarm_friendly_name="FailedJobRate", add_alarm={PAGE: rate_alarm}
+                        )
+                    ],
+                ),
+            ],
         )

@@ -10,14 +10,13 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from batchscribe.resources import DLQ_RETENTION_SECONDS
 from batchscribe.settings import NotifySettings, WebhookSettings
 from stacks.constructs.functions import Functions
 from stacks.constructs.jobs import READ_TRANSITION, Jobs
-from stacks.constructs.queues import QueuePair
+from stacks.constructs.queues import QueuePair, secure_queue
 
 WEBHOOK_TIMEOUT_SECONDS = 60  # a batch of 5 tries, at most 10 s each, with room
 
@@ -25,6 +24,11 @@ WEBHOOK_TIMEOUT_SECONDS = 60  # a batch of 5 tries, at most 10 s each, with room
 class Notify(Construct):
     def __init__(self, scope: Construct, id: str, *, functions: Functions, jobs: Jobs) -> None:
         super().__init__(scope, id)
+        self._webhooks(functions, jobs)
+        self._status_events(functions, jobs)
+
+    def _webhooks(self, functions: Functions, jobs: Jobs) -> None:
+        """The webhooks queue, the signing secret, and the webhook function that drains the queue."""
         sender = WebhookSettings(**jobs.store)
         self.signing_secret = secretsmanager.Secret(
             self,
@@ -53,16 +57,13 @@ class Notify(Construct):
         self.signing_secret.grant_read(self.webhook)
         jobs.grant_table(self.webhook, READ_TRANSITION)
 
+    def _status_events(self, functions: Functions, jobs: Jobs) -> None:
+        """The notify function on the table's stream: events, metrics, webhook messages; batches it
+        could not handle go to the Failures queue."""
         settings = NotifySettings(webhooks_queue_url=self.webhooks.queue.queue_url)
         self.function = functions.add(self, "notify", settings, timeout=Duration.seconds(60), memory=256)
         self.webhooks.queue.grant_send_messages(self.function)
-        self.failures = sqs.Queue(
-            self,
-            "Failures",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.seconds(DLQ_RETENTION_SECONDS),
-        )
+        self.failures = secure_queue(self, "Failures", retention_seconds=DLQ_RETENTION_SECONDS)
         self.function.add_event_source(
             sources.DynamoEventSource(
                 jobs.table,

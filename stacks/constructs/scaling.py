@@ -10,17 +10,14 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from batchscribe.settings import ScalerSettings
-from stacks.config import DeploymentConfig
-from stacks.constructs.compute import Compute
-from stacks.constructs.functions import Functions
+from stacks.constructs.wiring import Wiring
 
 
 class Scaling(Construct):
-    def __init__(
-        self, scope: Construct, id: str, *, config: DeploymentConfig, functions: Functions, compute: Compute
-    ) -> None:
+    def __init__(self, scope: Construct, id: str, wiring: Wiring) -> None:
         super().__init__(scope, id)
-        self.function = functions.add(
+        compute = wiring.compute
+        self.function = wiring.functions.add(
             self,
             "scaler",
             ScalerSettings(pools=[pool.scaler_view() for pool in compute.pools]),
@@ -36,7 +33,7 @@ class Scaling(Construct):
         events.Rule(
             self,
             "Schedule",
-            schedule=events.Schedule.rate(Duration.seconds(config.timings.scale_every_seconds)),
+            schedule=events.Schedule.rate(Duration.seconds(wiring.config.timings.scale_every_seconds)),
             targets=[targets.LambdaFunction(self.function)],
             description="Start workers for the queue backlog",
         )

@@ -568,31 +568,100 @@ def test_schedules_and_event_rules(template_json: dict[str, Any]) -> None:
     assert exited["EventPattern"]["detail"]["status"] == ["SUCCEEDED", "FAILED"]
 
 
+def _alarm_metric(alarm: dict[str, Any]) -> tuple[str, str, int]:
+    """(metric name, statistic, period) of a single-metric alarm, in either of the forms CDK
+    writes it: the plain one, or one labelled metric in `Metrics`."""
+    if "MetricName" in alarm:
+        return alarm["MetricName"], alarm["Statistic"], alarm["Period"]
+    [metric] = alarm["Metrics"]
+    stat = metric["MetricStat"]
+    return stat["Metric"]["MetricName"], stat["Stat"], stat["Period"]
+
+
 def test_alarms(template_json: dict[str, Any]) -> None:
-    alarms = {k: v["Properties"] for k, v in resources(template_json, "AWS::CloudWatch::Alarm").items()}
+    """Every alarm the README's runbook names, by its deployed name, on the metric it watches."""
+    alarms = {
+        v["Properties"]["AlarmName"]: v["Properties"]
+        for v in resources(template_json, "AWS::CloudWatch::Alarm").values()
+    }
 
-    def named(prefix: str) -> list[dict[str, Any]]:
-        return [a for k, a in alarms.items() if k.startswith(f"Monitoring{prefix}")]
+    def named(name: str) -> dict[str, Any]:
+        alarm = alarms[f"Batchscribe-{name}"]
+        assert alarm["EvaluationPeriods"] == 1 and alarm["TreatMissingData"] == "notBreaching", name
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold", name
+        return alarm
 
-    for dlq in ("Jobs", "SmallJobs", "Uploads", "Notify"):
-        [a] = named(f"{dlq}DeadLetters")
-        assert (a["MetricName"], a["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)
-    [starved] = named("JobsStarvation")
-    assert (starved["MetricName"], starved["Threshold"]) == ("ApproximateAgeOfOldestMessage", 1800)
+    for dlq in ("Jobs", "SmallJobs", "Uploads", "Notify", "Webhooks"):
+        a = named(f"{dlq}DeadLetters")
+        assert (_alarm_metric(a), a["Threshold"]) == (("ApproximateNumberOfMessagesVisible", "Maximum", 300), 0)
+        assert "Runbook: README 'DLQ redrive'" in a["AlarmDescription"]
+    starved = named("JobsStarvation")
+    assert (_alarm_metric(starved)[0], starved["Threshold"]) == ("ApproximateAgeOfOldestMessage", 1800)
     # per priority class and pool: the age of the oldest message; low may wait 4x as long
     for pool in ("Jobs", "SmallJobs"):
         for cls, threshold in (("High", 1800), ("", 1800), ("Low", 7200)):
-            [a] = named(f"{pool}{cls}Starvation")
-            assert (a["MetricName"], a["Threshold"]) == ("ApproximateAgeOfOldestMessage", threshold)
-            [dead] = named(f"{pool}{cls}DeadLetters")
-            assert dead["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    [rate] = named("FailedJobRate")
+            a = named(f"{pool}{cls}Starvation")
+            assert (_alarm_metric(a), a["Threshold"]) == (("ApproximateAgeOfOldestMessage", "Maximum", 300), threshold)
+            dead = named(f"{pool}{cls}DeadLetters")
+            assert _alarm_metric(dead)[0] == "ApproximateNumberOfMessagesVisible"
+    rate = named("FailedJobRate")
     assert rate["Threshold"] == 0.2 and rate["Metrics"]
-    [api] = named("Api5xx")
-    assert api["MetricName"] == "5XXError"
-    assert len([k for k in alarms if k.endswith("Errors") or "ErrorsAlarm" in k or "Errors" in k]) >= 7
-    assert all(a["AlarmActions"] for a in alarms.values())
-    assert resources(template_json, "AWS::CloudWatch::Dashboard")
+    expression = next(m for m in rate["Metrics"] if "Expression" in m)
+    assert expression["Expression"] == "IF(f + s >= 5, f / (f + s), 0)"
+    assert _alarm_metric(named("Api5xx"))[:2] == ("5XXError", "Sum")
+    # every function's errors, each in its own alarm
+    functions = {
+        "".join(part.capitalize() for part in f["Properties"]["Handler"].split(".")[1].split("_"))
+        for f in resources(template_json, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler", "").startswith("lambdas.")
+    }
+    assert len(functions) == 8
+    for fn in functions:
+        assert _alarm_metric(named(f"{fn}Errors"))[:2] == ("Errors", "Sum")
+    # 9 DLQs (6 classes, uploads, webhooks, notify), 6 starvation, the failed rate, the API, the functions
+    assert len(alarms) == 9 + 6 + 1 + 1 + len(functions), sorted(alarms)
+    [topic] = resources(template_json, "AWS::SNS::Topic")
+    assert all(a["AlarmActions"] == [{"Ref": topic}] and a["ActionsEnabled"] is True for a in alarms.values())
+
+
+def _dashboard_body(template_json: dict[str, Any]) -> dict[str, Any]:
+    [dashboard] = resources(template_json, "AWS::CloudWatch::Dashboard").values()
+    assert dashboard["Properties"]["DashboardName"] == "Batchscribe-jobs"
+    body: dict[str, Any] = json.loads(_resolve(dashboard["Properties"]["DashboardBody"]))
+    return body
+
+
+def test_the_dashboard_answers_the_runbooks_questions(template_json: dict[str, Any]) -> None:
+    """Queue depth (visible and in flight) and the oldest job of every class queue, DLQ depth, job
+    outcomes, the failed-job rate, workers active/started per pool, API latency p50/p90/p99, and
+    every function's errors: each is a graph on the one dashboard."""
+    graphs: dict[str | None, list[list[Any]]] = {}
+    for widget in _dashboard_body(template_json)["widgets"]:
+        if widget["type"] == "metric":
+            graphs.setdefault(widget["properties"].get("title"), []).extend(widget["properties"].get("metrics", []))
+
+    def plotted(title: str) -> list[list[Any]]:
+        assert title in graphs, sorted(t for t in graphs if t)
+        return graphs[title]
+
+    def names(metrics: list[list[Any]], namespace: str | None = None) -> list[str]:
+        """The metric names of a graph's plain metrics (not its expressions), of `namespace` if given."""
+        return [m[1] for m in metrics if isinstance(m[0], str) and namespace in (None, m[0])]
+
+    depth = names(plotted("Queue depth (visible / in flight)"))
+    assert (
+        depth.count("ApproximateNumberOfMessagesVisible") == depth.count("ApproximateNumberOfMessagesNotVisible") == 6
+    )
+    assert names(plotted("Oldest Message Age")).count("ApproximateAgeOfOldestMessage") == 9  # 6 classes, uploads, ...
+    assert names(plotted("DLQ: Message Count")).count("ApproximateNumberOfMessagesVisible") == 8
+    assert set(names(plotted("Job outcomes"))) == {"JobsSucceeded", "JobsFailed", "JobsCancelled"}
+    assert set(names(plotted("Workers (active / started)"))) == {
+        f"{kind}_{pool}" for kind in ("ActiveWorkers", "WorkersStarted") for pool in ("gpu", "cpu")
+    }
+    assert any("IF(f + s >= 5" in json.dumps(m) for m in plotted("Failed job rate"))
+    api_latency = [m[-1]["stat"] for m in plotted("Latency") if m[:2] == ["AWS/ApiGateway", "Latency"]]
+    assert sorted(api_latency) == ["p50", "p90", "p99"]
+    assert names(plotted("Errors"), "AWS/Lambda").count("Errors") == 8  # every function's error count
 
 
 def test_alarms_can_reach_their_topic(template_json: dict[str, Any]) -> None:
