@@ -110,7 +110,7 @@ LOCAL_MODULES = ("moto", "boto3", "aws_lambda_powertools")
 EXTRA_OF_MODULE = {
     **dict.fromkeys(WORKER_MODULES, "worker"),
     **dict.fromkeys((*LOCAL_MODULES, "werkzeug", "flask"), "local"),
-    **dict.fromkeys(("aws_cdk", "constructs", "cdk_nag"), "cdk"),
+    **dict.fromkeys(("aws_cdk", "constructs", "cdk_nag", "cdk_monitoring_constructs"), "cdk"),
 }
 
 
