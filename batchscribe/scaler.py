@@ -82,20 +82,13 @@ class BatchCompute:
     def active(self, pool: Pool) -> int:
         total = 0
         name = f"{self.prefix}-{pool.name}"
+        pages = self._batch.get_paginator("list_jobs")
         for status in ACTIVE_BATCH_STATUSES:
-            token = None
-            while True:
-                kwargs: dict[str, Any] = {"jobQueue": pool.job_queue, "jobStatus": status}
-                if token:
-                    kwargs["nextToken"] = token
-                resp = self._batch.list_jobs(**kwargs)
-                for job in resp.get("jobSummaryList", []):
+            for page in pages.paginate(jobQueue=pool.job_queue, jobStatus=status):
+                for job in page.get("jobSummaryList", []):
                     # array children ("parent:index") are counted through their parent's size
                     if job.get("jobName", "").startswith(name) and ":" not in job.get("jobId", ""):
                         total += int(job.get("arrayProperties", {}).get("size", 1) or 1)
-                token = resp.get("nextToken")
-                if not token:
-                    break
         return total
 
     def submit(self, pool: Pool, count: int) -> None:

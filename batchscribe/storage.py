@@ -87,19 +87,15 @@ class MediaStore:
     def uploaded_parts(self, key: str, upload_id: str) -> list[tuple[int, str, int]] | None:
         """(part number, ETag, size) of the parts S3 holds, or None when the upload is gone
         (completed, aborted, or expired by the bucket's lifecycle rule)."""
-        parts: list[tuple[int, str, int]] = []
-        marker = 0
-        while True:
-            try:
-                resp = self._s3.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] in ("NoSuchUpload", "404"):
-                    return None
-                raise
-            parts += [(int(p["PartNumber"]), str(p["ETag"]), int(p["Size"])) for p in resp.get("Parts", [])]
-            if not resp.get("IsTruncated"):
-                return parts
-            marker = int(resp["NextPartNumberMarker"])
+        pages = self._s3.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        try:
+            return [
+                (int(p["PartNumber"]), str(p["ETag"]), int(p["Size"])) for page in pages for p in page.get("Parts", [])
+            ]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchUpload", "404"):
+                return None
+            raise
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
         self._s3.complete_multipart_upload(

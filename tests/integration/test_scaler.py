@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from batchscribe import aws
-from batchscribe.scaler import BatchCompute, Pool, plan, scale
+from batchscribe.scaler import ACTIVE_BATCH_STATUSES, BatchCompute, Pool, plan, scale
 from batchscribe.settings import WorkerSettings
 from batchscribe_cli.local import LocalCompute
 
@@ -140,22 +140,32 @@ def test_batch_compute_submits_one_array_job_and_counts_workers() -> None:
         aws.reset()
 
 
-def test_batch_compute_counts_array_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
-    class FakeBatch:
-        def list_jobs(self, jobQueue: str, jobStatus: str, **_: Any) -> dict[str, Any]:
-            if jobStatus == "RUNNING":
-                return {
-                    "jobSummaryList": [
-                        {"jobName": "bs-worker-gpu-1", "arrayProperties": {"size": 3}},
-                        {"jobName": "bs-worker-gpu-1", "jobId": "p:0"},
-                        {"jobName": "bs-worker-gpu-2"},
-                        {"jobName": "someone-else", "arrayProperties": {"size": 9}},
-                    ]
-                }
-            return {"jobSummaryList": []}
+def test_batch_compute_counts_array_sizes_over_every_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch's ListJobs answers in pages (nextToken): every page of every active status counts."""
+    import boto3
+    from botocore.stub import Stubber
 
-    monkeypatch.setattr(aws, "client", lambda _name: FakeBatch())
-    assert BatchCompute("bs-worker").active(Pool(name="gpu", queue_url="q", max_workers=1, job_queue="jq")) == 4
+    batch = boto3.client("batch", region_name="us-east-1")
+    stub = Stubber(batch)
+    for status in ACTIVE_BATCH_STATUSES:
+        if status == "RUNNING":
+            first = [
+                {"jobId": "p", "jobName": "bs-worker-gpu-1", "arrayProperties": {"size": 3}},
+                {"jobId": "p:0", "jobName": "bs-worker-gpu-1"},
+            ]
+            rest = [{"jobId": "b", "jobName": "bs-worker-gpu-2"}, {"jobId": "x", "jobName": "someone-else"}]
+            stub.add_response(
+                "list_jobs", {"jobSummaryList": first, "nextToken": "t2"}, {"jobQueue": "jq", "jobStatus": status}
+            )
+            stub.add_response(
+                "list_jobs", {"jobSummaryList": rest}, {"jobQueue": "jq", "jobStatus": status, "nextToken": "t2"}
+            )
+        else:
+            stub.add_response("list_jobs", {"jobSummaryList": []}, {"jobQueue": "jq", "jobStatus": status})
+    monkeypatch.setattr(aws, "client", lambda _name: batch)
+    with stub:
+        assert BatchCompute("bs-worker").active(Pool(name="gpu", queue_url="q", max_workers=1, job_queue="jq")) == 4
+        stub.assert_no_pending_responses()
 
 
 def test_local_compute_starts_nothing_once_stopping(tmp_path: Path) -> None:
