@@ -73,7 +73,7 @@ bench-throughput: venv
 # job is stuck, lost, committed twice or inconsistent (seeded: SEED=2 make chaos).
 SEED ?= 1
 chaos: venv
-	$(BIN)/python -m batchscribe_cli.chaos --jobs 50 --minutes 10 --seed $(SEED) --json bench/results/chaos.json
+	$(BIN)/python -m harness.chaos --jobs 50 --minutes 10 --seed $(SEED) --json bench/results/chaos.json
 
 clean:
 	rm -rf $(VENV) node_modules build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -39,7 +39,7 @@ from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhis
 from gpu_container.worker.media import decode  # noqa: E402
 from gpu_container.worker.scheduler import JobFinished, Scheduler  # noqa: E402
 from gpu_container.worker.windows import open_media  # noqa: E402
-from tests.audio import SENTENCES, speak  # noqa: E402
+from harness.audio import SENTENCES, speak  # noqa: E402
 
 
 def _words(text: str) -> str:

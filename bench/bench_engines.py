@@ -280,7 +280,7 @@ def run(
 
     from gpu_container.worker.main import default_batching
     from gpu_container.worker.media import decode
-    from tests.audio import long_text, speak
+    from harness.audio import long_text, speak
 
     device = _device(device)
     batch_size = default_batching(device, MODEL)[1]

@@ -74,7 +74,7 @@ from bench.bench_engines import hardware, load_average, stat  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 GOALS = {"upload_to_claim_s": 1.0, "api_p99_ms": 20.0}
 OWNER_ARN = "arn:aws:iam::111111111111:user/bench"
-SPEECH_10S = (  # 9.6 s with tests.audio.speak
+SPEECH_10S = (  # 9.6 s with harness.audio.speak
     "The weather today is sunny and warm. We will meet at the office after lunch. Please send me the report by Friday."
 )
 # A worker that receives a job's message before the intake has flipped the job from pending to
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         print(line, flush=True)
 
     from gpu_container.worker.main import default_batching
-    from tests.audio import speak
+    from harness.audio import speak
 
     started, load_start = time.perf_counter(), load_average()
     log(f"API handler in process: {args.api_rounds} round(s) x {args.api_calls} calls per route")
