@@ -203,9 +203,9 @@ def api_round(calls: int, warmup: int) -> dict[str, Any]:
     """One round: a fresh moto, `warmup` + `calls` iterations of every route, interleaved."""
     import warnings
 
-    from batchscribe.models import ResultSummary
     from batchscribe.repository import JobRepository
     from batchscribe_cli.local import LocalContext
+    from harness.jobs import succeed_job
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     times: dict[str, list[float]] = {r: [] for r in ROUTES}
@@ -246,22 +246,8 @@ def api_round(calls: int, warmup: int) -> dict[str, Any]:
             return str(call("POST /jobs", api_event("POST", "/jobs", body, headers=headers), 201, i)["job_id"])
 
         # a succeeded job, made through the repository (what the intake and a worker do)
-        repo = JobRepository(p.table)
         done = create(0)
-        repo.enqueue(done, 320_044)
-        claimed = repo.claim(done, "bench-worker", 60)
-        outputs = {f: f"outputs/bench/{done}/transcript.{f}" for f in ("json", "txt", "srt", "vtt")}
-        summary = ResultSummary(
-            language="en",
-            duration_seconds=10.0,
-            outputs=outputs,
-            engine="faster-whisper",
-            model="tiny.en",
-            compute_seconds=0.5,
-            real_time_factor=0.05,
-            segments=4,
-        )
-        repo.succeed(done, claimed.attempt, summary, f"outputs/bench/{done}/log.txt")
+        succeed_job(JobRepository(p.table), done, segments=4)
         for i in range(warmup + calls + 1):
             job = create(i)
             call("GET /jobs/{id}", api_event("GET", f"/jobs/{job}"), 200, i)
