@@ -61,13 +61,6 @@ DEFAULT_ENGINE = "ctranslate2"
 DEFAULT_MODEL = "large-v3-turbo"
 LOADS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)  # jobs per day
 DAYS_PER_MONTH = 30.44
-ESTIMATE_RULE = (
-    "time per batch on GPU g = time on the H100 x [(1 - c(b)) x BW_H100/BW_g + c(b) x TF_H100/TF_g], "
-    "c(b) = clip(log2(b) / 7, 0, 1): batch 1 scales with memory bandwidth (decode-bound), batch >= 128 with "
-    "dense fp16 tensor TFLOPS (encoder-bound), log-interpolated between. Batches are capped by GPU memory: "
-    "0.9 x memory - 1 GB - fp16 weights, divided by the per-window working set (cross-attention kv cache of "
-    "every decoder layer plus ~40 MB of encoder activations); a point at the cap is log-interpolated."
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +171,8 @@ def load_throughput(path: Path = THROUGHPUT, measured: Iterable[Path] | None = N
 
 
 def memory_cap(gpu: dict[str, Any], shape: dict[str, Any]) -> float:
-    """Largest batch (windows) that fits the GPU's memory, by the rule in ESTIMATE_RULE."""
+    """Largest batch (windows) that fits the GPU's memory, by the rule in throughput.json's
+    `estimate_rule`."""
     usable = 0.9 * gpu["memory_gb"] - 1.0 - shape["weights_gb"]
     per_window = shape["text_layers"] * 2 * 1500 * shape["width"] * 2 / 1e9 + 0.04
     return max(1.0, usable / per_window)
@@ -442,10 +436,6 @@ class ColdStart:
     @property
     def mean_billed_s(self) -> float:
         return self.boot.mean + self.mean_pull_s + self.model_load.mean
-
-    @property
-    def mean_latency_s(self) -> float:
-        return self.scheduling.mean + self.mean_billed_s
 
     def sample_billed(self, rng: random.Random) -> float:
         return (

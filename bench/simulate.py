@@ -172,10 +172,9 @@ class World:
 
 
 class Job:
-    __slots__ = ("arrival", "audio_s", "completions", "done_at", "id", "receives", "remaining", "work")
+    __slots__ = ("arrival", "audio_s", "completions", "done_at", "receives", "remaining", "work")
 
-    def __init__(self, job_id: int, arrival: float, audio_s: float) -> None:
-        self.id = job_id
+    def __init__(self, arrival: float, audio_s: float) -> None:
         self.arrival = arrival
         self.audio_s = audio_s
         self.work = windows(audio_s) * WINDOW_S
@@ -187,9 +186,7 @@ class Job:
 
 @dataclass
 class Worker:
-    id: int
     attempt: int
-    submitted_at: float
     boot_at: float = -1.0
     end_at: float = -1.0
     billed_until: float = -1.0
@@ -248,7 +245,7 @@ class Simulation:
         for t in times:
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
-            job = Job(len(self.jobs), self.env.now, self.p.mix.sample(self.rng_lengths))
+            job = Job(self.env.now, self.p.mix.sample(self.rng_lengths))
             self.jobs.append(job)
             self.store.put(job)
             if self.p.scale_on_enqueue:
@@ -270,7 +267,7 @@ class Simulation:
 
     # ---- workers ------------------------------------------------------------------------------
     def start_worker(self, attempt: int) -> None:
-        w = Worker(len(self.workers), attempt, self.env.now)
+        w = Worker(attempt)
         self.workers.append(w)
         self.alive += 1
         self.peak_alive = max(self.peak_alive, self.alive)
