@@ -1,6 +1,6 @@
 """Writes bench/RESULTS.md from the recorded results, one named section per results file.
 
-    python bench/report.py
+    python -m bench.report
 
 A section is a function from its results JSON to markdown, registered in SECTIONS with the file it
 reads; main() writes, in SECTIONS order, every section whose results file exists. To add one (say
@@ -773,7 +773,7 @@ def compose(results_dir: Path = RESULTS, sections: list[Section] | None = None) 
             body.append(section.render(json.loads(path.read_text())))
     head = (
         "# Benchmark results\n\n"
-        f"Written by `python bench/report.py` on {datetime.now(UTC).date().isoformat()} from the JSON files in "
+        f"Written by `python -m bench.report` on {datetime.now(UTC).date().isoformat()} from the JSON files in "
         "`bench/results/`; every figure there carries its inputs, command, machine and date.\n"
     )
     return "\n".join([head, *body])
