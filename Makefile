@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit openapi synth bench bench-throughput bench-gpu chaos clean
+.PHONY: venv demo test lint typecheck unit openapi synth bench bench-smoke bench-throughput bench-gpu chaos clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -44,7 +44,7 @@ unit: venv
 	$(BIN)/python -m pytest -q tests/unit
 
 openapi: venv
-	$(BIN)/python scripts/gen_openapi.py
+	$(BIN)/python -m scripts.gen_openapi
 
 synth: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth -q
@@ -54,26 +54,31 @@ synth: venv
 # pipeline overhead on the local stack, cross-job batching, the cost model and the scale
 # simulation; then bench/RESULTS.md. Each writes bench/results/*.json with its machine and date.
 bench: venv
-	$(BIN)/python bench/bench_engines.py --budget-minutes 5
-	$(BIN)/python bench/bench_pipeline.py --api-rounds 2 --budget-minutes 4
-	$(BIN)/python bench/bench_throughput.py --jobs 16 --repeats 1
-	$(BIN)/python bench/cost.py
-	$(BIN)/python bench/simulate.py
-	$(BIN)/python bench/report.py
+	$(BIN)/python -m bench.bench_engines --budget-minutes 5
+	$(BIN)/python -m bench.bench_pipeline --api-rounds 2 --budget-minutes 4
+	$(BIN)/python -m bench.bench_throughput --jobs 16 --repeats 1
+	$(BIN)/python -m bench.cost
+	$(BIN)/python -m bench.simulate
+	$(BIN)/python -m bench.report
+
+# Each benchmark script end to end on tiny sizes (tests/bench, marker bench_smoke: 5-8 min on 2
+# cores). `make test` leaves them out; CI runs them once, after it (.ci/run).
+bench-smoke: venv
+	$(BIN)/python -m pytest -q -m bench_smoke tests/bench
 
 # On a GPU machine: the worker's batched path on real tiny.en and random-weight large shapes.
 bench-gpu: venv
-	$(BIN)/python bench/bench_gpu.py
+	$(BIN)/python -m bench.bench_gpu
 
 # One worker on the local stack, one job at a time against cross-job batching, same 16 jobs.
 bench-throughput: venv
-	$(BIN)/python bench/bench_throughput.py --jobs 16 --repeats 2
+	$(BIN)/python -m bench.bench_throughput --jobs 16 --repeats 2
 
 # Faults injected at random while 50 jobs go through the local stack; one table, exit 1 if any
 # job is stuck, lost, committed twice or inconsistent (seeded: SEED=2 make chaos).
 SEED ?= 1
 chaos: venv
-	$(BIN)/python -m batchscribe_cli.chaos --jobs 50 --minutes 10 --seed $(SEED) --json bench/results/chaos.json
+	$(BIN)/python -m harness.chaos --jobs 50 --minutes 10 --seed $(SEED) --json bench/results/chaos.json
 
 clean:
 	rm -rf $(VENV) node_modules build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis
@@ -81,4 +86,4 @@ clean:
 # The local stack for two hours under a trickle of jobs, memory sampled (bench/results/soak/).
 .PHONY: soak
 soak: venv
-	$(BIN)/python scripts/soak.py --minutes 120 --every 30 --out bench/results/soak
+	$(BIN)/python -m scripts.soak --minutes 120 --every 30 --out bench/results/soak

@@ -8,8 +8,8 @@ seconds and word error rate, then `throughput ratio: X.XX\u00d7` (sequential sec
 seconds) as the last line; also each path's process CPU seconds, which other load on a
 shared machine disturbs less than wall time. A measurement, not a test.
 
-    python bench/bench_batching.py                       # faster-whisper, B=16
-    python bench/bench_batching.py --engine openai-whisper --batch-size 8
+    python -m bench.bench_batching                       # faster-whisper, B=16
+    python -m bench.bench_batching --engine openai-whisper --batch-size 8
 """
 
 from __future__ import annotations
@@ -18,28 +18,24 @@ import argparse
 import random
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from batchscribe.models import JobOptions  # noqa: E402
-from gpu_container.worker.batched import (  # noqa: E402
+from batchscribe.models import JobOptions
+from gpu_container.worker.batched import (
     BatchRunner,
     DecodeOptions,
     FasterWhisperBatchRunner,
     OpenAIWhisperBatchRunner,
     assemble,
 )
-from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhisperEngine  # noqa: E402
-from gpu_container.worker.media import decode  # noqa: E402
-from gpu_container.worker.scheduler import JobFinished, Scheduler  # noqa: E402
-from gpu_container.worker.windows import open_media  # noqa: E402
-from tests.audio import SENTENCES, speak  # noqa: E402
+from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhisperEngine
+from gpu_container.worker.media import decode
+from gpu_container.worker.scheduler import JobFinished, Scheduler
+from gpu_container.worker.windows import open_media
+from harness.audio import SENTENCES, speak
 
 
 def _words(text: str) -> str:

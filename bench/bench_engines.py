@@ -16,10 +16,10 @@ the machine, its load average and the date. The children run with OMP_WAIT_POLIC
 (`child_env`). openai-whisper takes most of the time: 3 rounds took 12 min on 2 cores at a load
 average of 5-10 (others' test runs), a few minutes on an idle machine. A measurement, not a test.
 
-    python bench/bench_engines.py                          # 60 s and 5 min files, 3 rounds
-    python bench/bench_engines.py --budget-minutes 5       # as many of the 3 rounds as fit in ~5 min (at least 1)
-    python bench/bench_engines.py --seconds 60 --repeats 5
-    python bench/bench_engines.py --quick --out /tmp/e.json   # one 5 s file, one round (smoke test)
+    python -m bench.bench_engines                          # 60 s and 5 min files, 3 rounds
+    python -m bench.bench_engines --budget-minutes 5       # as many of the 3 rounds as fit in ~5 min (at least 1)
+    python -m bench.bench_engines --seconds 60 --repeats 5
+    python -m bench.bench_engines --quick --out /tmp/e.json   # one 5 s file, one round (smoke test)
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -35,12 +34,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import load_average, record
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results"
 BASELINE = "openai-whisper"
@@ -57,34 +56,6 @@ WARMUP_TEXT = "The weather today is sunny and warm. We will meet at the office a
 
 def _words(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
-
-
-def hardware() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
-
-
-def load_average() -> list[float]:
-    """1, 5 and 15 minute load averages (what else runs on a shared machine)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 def stat(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
@@ -258,7 +229,7 @@ def _run_child(
 ) -> dict:
     out = tmp / f"child-{variant}.json"
     out.unlink(missing_ok=True)
-    argv = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--device", device]
+    argv = [sys.executable, "-m", "bench.bench_engines", "--child", variant, "--device", device]
     argv += ["--batch-size", str(batch_size), "--warmup", str(warmup), "--out", str(out), *map(str, paths)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, cwd=ROOT, env=env)
     if proc.returncode != 0 or not out.exists():
@@ -280,7 +251,7 @@ def run(
 
     from gpu_container.worker.main import default_batching
     from gpu_container.worker.media import decode
-    from tests.audio import long_text, speak
+    from harness.audio import long_text, speak
 
     device = _device(device)
     batch_size = default_batching(device, MODEL)[1]
@@ -439,15 +410,7 @@ def main(argv: list[str] | None = None) -> None:
             args.omp_wait_policy,
             None if args.budget_minutes is None else args.budget_minutes * 60,
         )
-    result = {
-        "benchmark": "engines",
-        "command": " ".join(["python", "bench/bench_engines.py", *(sys.argv[1:] if argv is None else argv)]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {**hardware(), "platform": platform.platform()},
-        "load_average": {"start": load_start, "end": load_average()},
-        "wall_s": round(time.perf_counter() - started, 1),
-        **body,
-    }
+    result = {"benchmark": "engines", **record(started, load_start, argv), **body}
     # a quick run's figures mean nothing: they never replace the recorded ones unless asked
     default = Path(tempfile.gettempdir()) / "engines-quick.json" if args.quick else RESULTS / "engines-{}.json"
     out = args.out or Path(str(default).format(result["device"]))

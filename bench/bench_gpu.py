@@ -14,8 +14,8 @@ boto3 as wheels; see ../shared/NOTES.md for CTranslate2's cuBLAS 12 on a CUDA 13
 
 Results: bench/results/gpu-<gpu>.json, with the GPU's name. A measurement, not a test.
 
-    python bench/bench_gpu.py                                # on a GPU machine
-    python bench/bench_gpu.py --device cpu --quick           # a smoke run anywhere (tiny shapes)
+    python -m bench.bench_gpu                                # on a GPU machine
+    python -m bench.bench_gpu --device cpu --quick           # a smoke run anywhere (tiny shapes)
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import tempfile
 import time
 import wave
@@ -33,22 +32,20 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from batchscribe.models import JobOptions  # noqa: E402
-from batchscribe_cli.cli import SAMPLE, SAMPLE_TEXT  # noqa: E402
-from gpu_container.worker.batched import (  # noqa: E402
+from batchscribe.models import JobOptions
+from batchscribe_cli.cli import SAMPLE, SAMPLE_TEXT
+from bench.provenance import command
+from gpu_container.worker.batched import (
     DecodeOptions,
     OpenAIWhisperBatchRunner,
     assemble,
     runner_for,
 )
-from gpu_container.worker.media import SAMPLE_RATE, decode  # noqa: E402
-from gpu_container.worker.scheduler import JobFinished, Scheduler  # noqa: E402
-from gpu_container.worker.windows import open_media  # noqa: E402
+from gpu_container.worker.media import SAMPLE_RATE, decode
+from gpu_container.worker.scheduler import JobFinished, Scheduler
+from gpu_container.worker.windows import open_media
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES: dict[str, dict[str, int]] = {
     "tiny": dict(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
                  n_vocab=51864, n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=4),
@@ -198,7 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         record = {
             "benchmark": "gpu",
-            "command": " ".join(["python", "bench/bench_gpu.py", *sys.argv[1:]]),
+            "command": command(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "device": device,
             "gpu": gpu,

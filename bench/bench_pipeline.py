@@ -41,9 +41,9 @@ Goals held against the figures: upload done -> claim <= 1 s (warm worker); p99 o
 API latency <= 20 ms on every route. Results: bench/results/pipeline-cpu.json (the local stack's
 workers run on the CPU). A measurement, not a test.
 
-    python bench/bench_pipeline.py                     # 5-8 min on 2 shared cores
-    python bench/bench_pipeline.py --budget-minutes 5  # no stack round past 5 min (one per W always runs)
-    python bench/bench_pipeline.py --quick --out /tmp/p.json
+    python -m bench.bench_pipeline                     # 5-8 min on 2 shared cores
+    python -m bench.bench_pipeline --budget-minutes 5  # no stack round past 5 min (one per W always runs)
+    python -m bench.bench_pipeline --quick --out /tmp/p.json
 """
 
 from __future__ import annotations
@@ -54,27 +54,23 @@ import io
 import json
 import math
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from batchscribe_cli.client import parse_time
+from bench.bench_engines import stat
+from bench.provenance import load_average, record
 
-from bench.bench_engines import hardware, load_average, stat  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"upload_to_claim_s": 1.0, "api_p99_ms": 20.0}
 OWNER_ARN = "arn:aws:iam::111111111111:user/bench"
-SPEECH_10S = (  # 9.6 s with tests.audio.speak
+SPEECH_10S = (  # 9.6 s with harness.audio.speak
     "The weather today is sunny and warm. We will meet at the office after lunch. Please send me the report by Friday."
 )
 # A worker that receives a job's message before the intake has flipped the job from pending to
@@ -92,7 +88,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def _seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return parse_time(stamp).timestamp()
 
 
 # ---- 1. API latency in process ------------------------------------------------------------
@@ -203,9 +199,9 @@ def api_round(calls: int, warmup: int) -> dict[str, Any]:
     """One round: a fresh moto, `warmup` + `calls` iterations of every route, interleaved."""
     import warnings
 
-    from batchscribe.models import ResultSummary
     from batchscribe.repository import JobRepository
     from batchscribe_cli.local import LocalContext
+    from harness.jobs import succeed_job
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     times: dict[str, list[float]] = {r: [] for r in ROUTES}
@@ -246,22 +242,8 @@ def api_round(calls: int, warmup: int) -> dict[str, Any]:
             return str(call("POST /jobs", api_event("POST", "/jobs", body, headers=headers), 201, i)["job_id"])
 
         # a succeeded job, made through the repository (what the intake and a worker do)
-        repo = JobRepository(p.table)
         done = create(0)
-        repo.enqueue(done, 320_044)
-        claimed = repo.claim(done, "bench-worker", 60)
-        outputs = {f: f"outputs/bench/{done}/transcript.{f}" for f in ("json", "txt", "srt", "vtt")}
-        summary = ResultSummary(
-            language="en",
-            duration_seconds=10.0,
-            outputs=outputs,
-            engine="faster-whisper",
-            model="tiny.en",
-            compute_seconds=0.5,
-            real_time_factor=0.05,
-            segments=4,
-        )
-        repo.succeed(done, claimed.attempt, summary, f"outputs/bench/{done}/log.txt")
+        succeed_job(JobRepository(p.table), done, segments=4)
         for i in range(warmup + calls + 1):
             job = create(i)
             call("GET /jobs/{id}", api_event("GET", f"/jobs/{job}"), 200, i)
@@ -507,7 +489,7 @@ def summarise_stack(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api-calls", type=int, default=100, help="timed calls per route per API round")
     parser.add_argument("--api-rounds", type=int, default=3, help="rounds, each on a fresh moto")
@@ -532,25 +514,24 @@ def main(argv: list[str] | None = None) -> None:
         args.api_calls, args.api_rounds, args.api_warmup = 10, 1, 2
         args.repeats, args.isolated, args.jobs = 1, 1, 2
     # a quick run's figures mean nothing: they never replace the recorded ones unless asked
-    out = args.out or (
-        Path(tempfile.gettempdir()) / "pipeline-quick.json" if args.quick else RESULTS / "pipeline-cpu.json"
-    )
+    if args.out is None:
+        args.out = Path(tempfile.gettempdir()) / "pipeline-quick.json" if args.quick else RESULTS / "pipeline-cpu.json"
+    return args
 
-    def log(line: str) -> None:
-        print(line, flush=True)
 
-    from gpu_container.worker.main import default_batching
-    from tests.audio import speak
+def log(line: str) -> None:
+    print(line, flush=True)
 
-    started, load_start = time.perf_counter(), load_average()
-    log(f"API handler in process: {args.api_rounds} round(s) x {args.api_calls} calls per route")
-    api = api_latency(args.api_calls, args.api_rounds, args.api_warmup, log)
-    api_s = time.perf_counter() - started
+
+def stack_rounds(args: argparse.Namespace, started: float, api_s: float) -> tuple[list[dict[str, Any]], list[int]]:
+    """The local stack rounds, worker counts alternating (1, 2, 2, 1, ...); the rounds run and
+    the worker counts of those the budget left out."""
+    from harness.audio import speak
+
     order: list[int] = []
     for i in range(args.repeats):
         order += args.workers if i % 2 == 0 else list(reversed(args.workers))
     rounds: list[dict[str, Any]] = []
-    skipped: list[int] = []
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         path = speak(SPEECH_10S, Path(tmp) / "speech-10s.wav")
         log(f"local stack rounds (workers): {order}; {args.isolated} isolated + {args.jobs} back-to-back jobs each")
@@ -562,35 +543,15 @@ def main(argv: list[str] | None = None) -> None:
                 and n >= len(args.workers)
                 and elapsed + per_round > args.budget_minutes * 60
             ):
-                skipped = order[n:]
-                log(f"  budget of {args.budget_minutes:g} min: rounds {skipped} not run")
-                break
+                log(f"  budget of {args.budget_minutes:g} min: rounds {order[n:]} not run")
+                return rounds, order[n:]
             rounds.append(stack_round(w, path, args.isolated, args.jobs, args.poll, Path(tmp) / f"data-{n}", log))
-    k, b = default_batching("cpu", "tiny.en")
-    record: dict[str, Any] = {
-        "benchmark": "pipeline",
-        "command": " ".join(["python", "bench/bench_pipeline.py", *(sys.argv[1:] if argv is None else argv)]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {**hardware(), "platform": platform.platform()},
-        "load_average": {"start": load_start, "end": load_average()},
-        "wall_s": round(time.perf_counter() - started, 1),
-        "setup": {
-            "engine": "faster-whisper/tiny.en on CPU (the local stack's worker)",
-            "worker_held_jobs": k,
-            "worker_batch_size": b,
-            "timings": "Timings.local(), idle_exit_seconds=300",
-            "speech_file": "espeak speech, 9.6 s",
-            "poll_s": args.poll,
-            "order": [r["workers"] for r in rounds],
-            "skipped_for_budget": skipped,
-        },
-        "api": api,
-        "stack": summarise_stack(rounds) if rounds else None,
-        "rounds": rounds,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    s = record["stack"] or {"isolated": {}, "by_workers": {}}
+    return rounds, []
+
+
+def print_summary(record_: dict[str, Any], out: Path) -> None:
+    api = record_["api"]
+    s = record_["stack"] or {"isolated": {}, "by_workers": {}}
     for route, r in api["routes"].items():
         log(
             f"{route:<34} p50 {r['pooled']['p50_ms']:6.2f} ms  p99 {r['pooled']['p99_ms']:6.2f} ms  "
@@ -607,6 +568,37 @@ def main(argv: list[str] | None = None) -> None:
     for w, r in s["by_workers"].items():
         log(f"W={w}: {r['jobs_per_minute']['median']:.1f} jobs/min (median of {r['rounds']})")
     log(f"recorded in {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from gpu_container.worker.main import default_batching
+
+    args = parse_args(argv)
+    started, load_start = time.perf_counter(), load_average()
+    log(f"API handler in process: {args.api_rounds} round(s) x {args.api_calls} calls per route")
+    api = api_latency(args.api_calls, args.api_rounds, args.api_warmup, log)
+    rounds, skipped = stack_rounds(args, started, time.perf_counter() - started)
+    k, b = default_batching("cpu", "tiny.en")
+    result: dict[str, Any] = {
+        "benchmark": "pipeline",
+        **record(started, load_start, argv),
+        "setup": {
+            "engine": "faster-whisper/tiny.en on CPU (the local stack's worker)",
+            "worker_held_jobs": k,
+            "worker_batch_size": b,
+            "timings": "Timings.local(), idle_exit_seconds=300",
+            "speech_file": "espeak speech, 9.6 s",
+            "poll_s": args.poll,
+            "order": [r["workers"] for r in rounds],
+            "skipped_for_budget": skipped,
+        },
+        "api": api,
+        "stack": summarise_stack(rounds) if rounds else None,
+        "rounds": rounds,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_summary(result, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ both alike; medians are reported with both word error rates, and the last line i
 `throughput ratio: X.XX\u00d7` (batched jobs per minute / one-at-a-time jobs per minute).
 Results go to bench/results/throughput-<device>.json with the hardware. A measurement, not a test.
 
-    make bench-throughput            # or: python bench/bench_throughput.py --jobs 16 --repeats 2
+    make bench-throughput            # or: python -m bench.bench_throughput --jobs 16 --repeats 2
 """
 
 from __future__ import annotations
@@ -17,22 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from batchscribe.models import iso  # noqa: E402
-from batchscribe.settings import Timings  # noqa: E402
-from batchscribe_cli.client import Client  # noqa: E402
-from batchscribe_cli.local import LocalConfig, LocalStack  # noqa: E402
-from bench.bench_batching import make_jobs, wer  # noqa: E402
-from bench.bench_engines import hardware  # noqa: E402
+from batchscribe.models import iso
+from batchscribe.settings import Timings
+from batchscribe_cli.client import Client
+from batchscribe_cli.local import LocalConfig, LocalStack
+from bench.bench_batching import make_jobs, wer
+from bench.provenance import ROOT, command, hardware
 
 RESULTS = ROOT / "bench" / "results"
 MODES = {"one-at-a-time": (1, 1), "batched": (8, 8)}
@@ -117,7 +113,7 @@ def main() -> None:
     ratio = summary["batched"]["jobs_per_minute_median"] / summary["one-at-a-time"]["jobs_per_minute_median"]
     record = {
         "benchmark": "throughput",
-        "command": " ".join(["python", "bench/bench_throughput.py", *sys.argv[1:]]),
+        "command": command(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": hardware(),
         "jobs": args.jobs,

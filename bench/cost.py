@@ -1,7 +1,7 @@
 """Cost model: what an audio hour costs on Batchscribe's GPU workers, against managed APIs.
 
-    python bench/cost.py                      # writes bench/results/cost.json, prints the markdown section
-    python bench/cost.py --refresh-estimates  # recomputes the estimated curves in bench/throughput.json
+    python -m bench.cost                      # writes bench/results/cost.json, prints the markdown section
+    python -m bench.cost --refresh-estimates  # recomputes the estimated curves in bench/throughput.json
 
 Inputs, each with its date and source:
 - `bench/prices.json`: EC2 on-demand and typical Spot prices, GPU specifications, managed API
@@ -24,7 +24,8 @@ The model, in three steps:
    idle tail (`idle_exit_s`, then the compute environment's scale-in lag) after its last job.
    Above it, the fleet is taken as continuously busy with `jobs_per_worker` jobs per worker
    (what the scaler aims at), plus Spot interruptions (each a replacement cold start and the
-   held jobs' lost progress). `bench/simulate.py` checks this against a discrete-event run.
+   held jobs' lost progress). `bench/simulate.py` (`python -m bench.simulate`) checks this against a
+   discrete-event run.
 3. All in: compute + per-job serverless costs (API Gateway, Lambda, S3, DynamoDB, SQS, events,
    logs) + fixed monthly costs spread over the month's audio. Break-even: the lowest volume at
    which all-in cost per audio hour is at most each managed API's price at that volume.
@@ -36,9 +37,7 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -47,9 +46,9 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))  # `python bench/cost.py` imports its siblings as `bench.*`
+from bench.provenance import ROOT, command, hardware
+
+BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PRICES = BENCH / "prices.json"
 THROUGHPUT = BENCH / "throughput.json"
@@ -61,13 +60,6 @@ DEFAULT_ENGINE = "ctranslate2"
 DEFAULT_MODEL = "large-v3-turbo"
 LOADS = (10, 100, 1_000, 10_000, 100_000, 1_000_000)  # jobs per day
 DAYS_PER_MONTH = 30.44
-ESTIMATE_RULE = (
-    "time per batch on GPU g = time on the H100 x [(1 - c(b)) x BW_H100/BW_g + c(b) x TF_H100/TF_g], "
-    "c(b) = clip(log2(b) / 7, 0, 1): batch 1 scales with memory bandwidth (decode-bound), batch >= 128 with "
-    "dense fp16 tensor TFLOPS (encoder-bound), log-interpolated between. Batches are capped by GPU memory: "
-    "0.9 x memory - 1 GB - fp16 weights, divided by the per-window working set (cross-attention kv cache of "
-    "every decoder layer plus ~40 MB of encoder activations); a point at the cap is log-interpolated."
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +170,8 @@ def load_throughput(path: Path = THROUGHPUT, measured: Iterable[Path] | None = N
 
 
 def memory_cap(gpu: dict[str, Any], shape: dict[str, Any]) -> float:
-    """Largest batch (windows) that fits the GPU's memory, by the rule in ESTIMATE_RULE."""
+    """Largest batch (windows) that fits the GPU's memory, by the rule in throughput.json's
+    `estimate_rule`."""
     usable = 0.9 * gpu["memory_gb"] - 1.0 - shape["weights_gb"]
     per_window = shape["text_layers"] * 2 * 1500 * shape["width"] * 2 / 1e9 + 0.04
     return max(1.0, usable / per_window)
@@ -300,9 +293,9 @@ def measure_host(seconds: float = 120.0, repeats: int = 3) -> dict[str, Any]:
     return {
         "xrt_per_vcpu": round(combined, 1),
         "steps_xrt_per_vcpu": {k: round(v, 1) for k, v in steps.items()},
-        "measured_on": machine(),
+        "measured_on": hardware(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/cost.py --measure-host",
+        "command": command(),
     }
 
 
@@ -442,10 +435,6 @@ class ColdStart:
     @property
     def mean_billed_s(self) -> float:
         return self.boot.mean + self.mean_pull_s + self.model_load.mean
-
-    @property
-    def mean_latency_s(self) -> float:
-        return self.scheduling.mean + self.mean_billed_s
 
     def sample_billed(self, rng: random.Random) -> float:
         return (
@@ -626,19 +615,6 @@ def volume_grid() -> list[float]:
 # The run
 
 
-def machine() -> dict[str, Any]:
-    from bench.bench_engines import hardware
-
-    return {**hardware(), "platform": platform.platform()}
-
-
-def command() -> str:
-    """The command line that produced a result, the script named relative to the repository."""
-    script = Path(sys.argv[0]).resolve()
-    name = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else sys.argv[0]
-    return "python " + " ".join([name, *sys.argv[1:]])
-
-
 def run(
     prices: dict[str, Any] | None = None,
     tp: Throughput | None = None,
@@ -725,7 +701,7 @@ def run(
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command(),
-        "machine": machine(),
+        "machine": hardware(),
         "inputs": {
             "prices": {"file": "bench/prices.json", "recorded": prices["recorded"], "as_of": "see each entry"},
             "throughput": {

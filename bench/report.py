@@ -1,6 +1,6 @@
 """Writes bench/RESULTS.md from the recorded results, one named section per results file.
 
-    python bench/report.py
+    python -m bench.report
 
 A section is a function from its results JSON to markdown, registered in SECTIONS with the file it
 reads; main() writes, in SECTIONS order, every section whose results file exists. To add one (say
@@ -421,40 +421,7 @@ def simulation_section(result: dict[str, Any]) -> str:
 # engines (bench/bench_engines.py)
 
 
-def _legacy_engines_section(result: dict[str, Any]) -> str:
-    """engines-*.json as bench_engines.py wrote it before it measured each engine in its own
-    process (one file, in-process, no memory figures)."""
-    rows = [
-        [
-            name,
-            f"{r['median_s']:.2f} s",
-            f"{r['rtf']:.3f}",
-            f"{r['speedup_vs_openai_whisper']:.2f}\u00d7",
-            f"{r['wer'] * 100:.1f} %",
-            ", ".join(f"{x:.2f}" for x in r["runs"]),
-        ]
-        for name, r in result["engines"].items()
-    ]
-    m = result["hardware"]
-    return (
-        "\n".join(
-            [
-                f"## Engines, measured ({result['device']}, earlier format)",
-                "",
-                f"Recorded {result['when']} on {m['cpu']} ({m['cores']} cores, Python {m['python']}): "
-                f"{result['audio_seconds']:g} s of speech, `{result['model']}`, one process, "
-                f"median of {result['repeats']}.",
-                "",
-                table(["engine", "median", "real-time factor", "vs openai-whisper", "WER", "runs (s)"], rows),
-            ]
-        )
-        + "\n"
-    )
-
-
 def engines_section(result: dict[str, Any]) -> str:
-    if "variants" not in result:
-        return _legacy_engines_section(result)
     variants = result["variants"]
     files = result["files"]
     base = result.get("baseline")
@@ -806,7 +773,7 @@ def compose(results_dir: Path = RESULTS, sections: list[Section] | None = None) 
             body.append(section.render(json.loads(path.read_text())))
     head = (
         "# Benchmark results\n\n"
-        f"Written by `python bench/report.py` on {datetime.now(UTC).date().isoformat()} from the JSON files in "
+        f"Written by `python -m bench.report` on {datetime.now(UTC).date().isoformat()} from the JSON files in "
         "`bench/results/`; every figure there carries its inputs, command, machine and date.\n"
     )
     return "\n".join([head, *body])

@@ -1,7 +1,7 @@
 """Scale simulation of the deployed system (discrete events, SimPy), 10 to 1 000 000 jobs/day.
 
-    python bench/simulate.py            # the default run (< 3 min on 2 cores): results, plots, RESULTS.md
-    python bench/simulate.py --quick    # a smaller grid and shorter windows (a smoke run)
+    python -m bench.simulate            # the default run (< 3 min on 2 cores): results, plots, RESULTS.md
+    python -m bench.simulate --quick    # a smaller grid and shorter windows (a smoke run)
 
 What is simulated, and where each part's numbers come from:
 
@@ -52,7 +52,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -62,13 +61,9 @@ from typing import Any
 
 import simpy
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT  # noqa: E402
-from batchscribe.scaler import plan  # noqa: E402
-from bench.cost import (  # noqa: E402
+from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
+from batchscribe.scaler import plan
+from bench.cost import (
     DAYS_PER_MONTH,
     DEFAULT_ENGINE,
     DEFAULT_MODEL,
@@ -82,7 +77,6 @@ from bench.cost import (  # noqa: E402
     LoadInputs,
     Throughput,
     cold_start,
-    command,
     effective_xrt,
     fixed_monthly_usd,
     host_cap,
@@ -90,10 +84,10 @@ from bench.cost import (  # noqa: E402
     load_cost,
     load_prices,
     load_throughput,
-    machine,
     per_job_usd,
     windows,
 )
+from bench.provenance import ROOT, command, hardware
 
 GOAL_P95_S = 15 * 60
 GOAL_COST = 0.002
@@ -172,10 +166,9 @@ class World:
 
 
 class Job:
-    __slots__ = ("arrival", "audio_s", "completions", "done_at", "id", "receives", "remaining", "work")
+    __slots__ = ("arrival", "audio_s", "completions", "done_at", "receives", "remaining", "work")
 
-    def __init__(self, job_id: int, arrival: float, audio_s: float) -> None:
-        self.id = job_id
+    def __init__(self, arrival: float, audio_s: float) -> None:
         self.arrival = arrival
         self.audio_s = audio_s
         self.work = windows(audio_s) * WINDOW_S
@@ -187,9 +180,7 @@ class Job:
 
 @dataclass
 class Worker:
-    id: int
     attempt: int
-    submitted_at: float
     boot_at: float = -1.0
     end_at: float = -1.0
     billed_until: float = -1.0
@@ -248,7 +239,7 @@ class Simulation:
         for t in times:
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
-            job = Job(len(self.jobs), self.env.now, self.p.mix.sample(self.rng_lengths))
+            job = Job(self.env.now, self.p.mix.sample(self.rng_lengths))
             self.jobs.append(job)
             self.store.put(job)
             if self.p.scale_on_enqueue:
@@ -270,7 +261,7 @@ class Simulation:
 
     # ---- workers ------------------------------------------------------------------------------
     def start_worker(self, attempt: int) -> None:
-        w = Worker(len(self.workers), attempt, self.env.now)
+        w = Worker(attempt)
         self.workers.append(w)
         self.alive += 1
         self.peak_alive = max(self.peak_alive, self.alive)
@@ -690,7 +681,7 @@ def experiment(quick: bool = False, jobs: int | None = None) -> dict[str, Any]:
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command(),
-        "machine": machine(),
+        "machine": hardware(),
         "quick": quick,
         "wall_s": round(time.perf_counter() - started, 1),
         "inputs": {

@@ -1,9 +1,11 @@
-"""Write the OpenAPI document generated from the API routes to docs/openapi.json."""
+"""Write the OpenAPI document generated from the API routes to docs/openapi.json.
+
+python -m scripts.gen_openapi   (make openapi)
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
@@ -16,6 +18,5 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(DOC.parent.parent))
     DOC.write_text(render())
     print(f"wrote {DOC}")

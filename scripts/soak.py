@@ -1,6 +1,6 @@
 """Soak the local stack: a steady trickle of jobs for a long time, memory sampled throughout.
 
-    python scripts/soak.py --minutes 120 --every 30 --out bench/results/soak   (make soak)
+    python -m scripts.soak --minutes 120 --every 30 --out bench/results/soak   (make soak)
 
 The local stack runs in this process (moto, the API behind its HTTP server, the emulated event
 sources, the scaler with real worker processes), so the resident memory sampled here is the
@@ -29,15 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from batchscribe.settings import Timings
+from batchscribe_cli.cli import SAMPLE
+from batchscribe_cli.client import ApiError, Client
+from batchscribe_cli.local import LocalConfig, LocalStack
 
-from batchscribe.settings import Timings  # noqa: E402
-from batchscribe_cli.client import ApiError, Client  # noqa: E402
-from batchscribe_cli.local import LocalConfig, LocalStack  # noqa: E402
-
-SAMPLE = ROOT / "batchscribe_cli" / "samples" / "sample.mp3"
 # kind -> the terminal status (and error code) it must end with
 EXPECTED: dict[str, tuple[str, str | None]] = {
     "transcribe": ("succeeded", None),

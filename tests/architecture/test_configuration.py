@@ -30,7 +30,7 @@ from gpu_container.worker.main import EXIT_CONFIG
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [
     p
-    for top in ("batchscribe", "batchscribe_cli", "lambdas", "gpu_container", "stacks", "scripts", "bench")
+    for top in ("batchscribe", "batchscribe_cli", "lambdas", "gpu_container", "stacks", "scripts", "bench", "harness")
     for p in (ROOT / top).rglob("*.py")
 ] + [ROOT / "app.py"]
 

@@ -20,7 +20,7 @@ import pytest
 from batchscribe.keys import is_job_id
 from batchscribe.settings import Timings
 from batchscribe_cli.local import LocalConfig, LocalStack
-from tests.audio import SHORT_TEXT, convert, speak
+from harness.audio import SHORT_TEXT, convert, speak
 from tests.e2e.waits import hold_workers_back
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import pytest
 from batchscribe.settings import Timings
 from batchscribe_cli.client import ApiError, Client
 from batchscribe_cli.local import LocalConfig, LocalStack
-from tests.audio import SHORT_TEXT, convert, long_text, speak
+from harness.audio import SHORT_TEXT, convert, long_text, speak
 from tests.e2e.waits import hold_workers_back, wait_for_no_workers, wait_until
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from batchscribe.resources import PASS_OVER_LIMIT
 from batchscribe.settings import Timings
 from batchscribe_cli.client import OWNER_HEADER, ApiError, Client
 from batchscribe_cli.local import LocalConfig, LocalStack
-from tests.audio import SENTENCES, speak
+from harness.audio import SENTENCES, speak
 from tests.e2e.waits import wait_until
 
 pytestmark = pytest.mark.slow

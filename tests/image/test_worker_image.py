@@ -18,7 +18,7 @@ from batchscribe.settings import Timings
 from batchscribe_cli.cli import SAMPLE, SAMPLE_TEXT
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalConfig, LocalStack
-from tests.audio import SHORT_TEXT, speak
+from harness.audio import SHORT_TEXT, speak
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhisperEngine
-from tests.audio import SHORT_TEXT, convert, long_text, make_video_only, speak
+from harness.audio import SHORT_TEXT, convert, long_text, make_video_only, speak
 
 
 @pytest.fixture(scope="session")

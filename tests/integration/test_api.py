@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import requests
 
-from batchscribe.models import ResultSummary
 from batchscribe.repository import JobRepository
 from batchscribe_cli.local import LocalContext
+from harness.jobs import put_outputs, succeed_job
 from tests.conftest import OWNER_A, OWNER_B, Stack, api_event, reset_caches
 from tests.helpers import call, create
 
@@ -211,27 +211,9 @@ def test_succeeded_job_has_presigned_result_urls(aws_stack: Stack) -> None:
     job = create()
     repo = JobRepository(aws_stack.table)
     record = repo.get(job["job_id"])
-    repo.enqueue(record.job_id, 1000)
-    claimed = repo.claim(record.job_id, "w1", 60)
-    s3 = boto3.client("s3")
-    outputs = {}
-    for fmt in ("json", "txt", "srt", "vtt"):
-        key = f"outputs/{record.owner_key}/{record.job_id}/transcript.{fmt}"
-        s3.put_object(Bucket=aws_stack.bucket, Key=key, Body=f"content {fmt}".encode())
-        outputs[fmt] = key
-    log_key = f"outputs/{record.owner_key}/{record.job_id}/log.txt"
-    s3.put_object(Bucket=aws_stack.bucket, Key=log_key, Body=b"log line")
-    summary = ResultSummary(
-        language="en",
-        duration_seconds=12.5,
-        outputs=outputs,
-        engine="faster-whisper",
-        model="tiny.en",
-        compute_seconds=1.25,
-        real_time_factor=0.1,
-        segments=3,
-    )
-    repo.succeed(record.job_id, claimed.attempt, summary, log_key)
+    transcripts = {fmt: f"content {fmt}".encode() for fmt in ("json", "txt", "srt", "vtt")}
+    outputs, log_key = put_outputs(boto3.client("s3"), aws_stack.bucket, record, transcripts, b"log line")
+    succeed_job(repo, record.job_id, outputs, log_key, duration_seconds=12.5, compute_seconds=1.25, segments=3)
 
     status, got = call("GET", f"/jobs/{job['job_id']}")
 

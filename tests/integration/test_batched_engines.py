@@ -28,7 +28,7 @@ from gpu_container.worker.media import SAMPLE_RATE, decode
 from gpu_container.worker.scheduler import JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import READABLE_CUES, Transcript, render
 from gpu_container.worker.windows import iter_windows, open_media
-from tests.audio import SENTENCES, convert, have_tools, long_text, make_video_only, speak
+from harness.audio import SENTENCES, convert, have_tools, long_text, make_video_only, speak
 
 pytestmark = [
     pytest.mark.slow,

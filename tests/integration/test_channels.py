@@ -14,7 +14,7 @@ from batchscribe.models import JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.windows import SplitStream, open_channels
-from tests.audio import speak
+from harness.audio import speak
 from tests.conftest import Stack
 from tests.integration.workers import make_worker, s3_text, submit, words
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from tests.audio import SHORT_TEXT, convert, speak
+from harness.audio import SHORT_TEXT, convert, speak
 
 pytestmark = pytest.mark.slow
 

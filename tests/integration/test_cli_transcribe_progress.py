@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.audio import SHORT_TEXT, speak
+from harness.audio import SHORT_TEXT, speak
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from gpu_container.worker.convert import read_ct2
 from gpu_container.worker.engines import openai_checkpoint, resolve_model
 from gpu_container.worker.errors import InvalidMedia, NoAudio, TooLong, UnsupportedModel
 from gpu_container.worker.media import decode
-from tests.audio import SHORT_TEXT, speak
+from harness.audio import SHORT_TEXT, speak
 
 pytestmark = pytest.mark.slow
 

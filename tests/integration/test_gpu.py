@@ -12,7 +12,7 @@ import pytest
 from batchscribe.models import JobOptions
 from gpu_container.worker.engines import FasterWhisperEngine, OpenAIWhisperEngine
 from gpu_container.worker.media import decode
-from tests.audio import long_text, speak
+from harness.audio import long_text, speak
 
 pytestmark = pytest.mark.gpu
 

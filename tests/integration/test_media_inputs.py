@@ -12,7 +12,7 @@ import pytest
 from batchscribe.models import JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
-from tests.audio import SHORT_TEXT, convert, speak
+from harness.audio import SHORT_TEXT, convert, speak
 from tests.conftest import Stack
 from tests.helpers import call
 from tests.integration.workers import make_worker, queue_counts, s3_text, submit

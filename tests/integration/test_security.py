@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from batchscribe.identity import owner_of
-from batchscribe.models import ResultSummary
 from batchscribe.repository import JobRepository
 from batchscribe.settings import ApiSettings
 from batchscribe.storage import content_disposition
+from harness.jobs import put_outputs, succeed_job
 from tests.conftest import OWNER_A, OWNER_B, Stack
 from tests.helpers import call, create
 
@@ -81,26 +81,9 @@ def finished_job(stack: Stack, owner: str = OWNER_A) -> dict[str, Any]:
     job = create(owner=owner, filename="meeting notes.wav")
     repo = JobRepository(stack.table)
     record = repo.get(job["job_id"])
-    repo.enqueue(record.job_id, 1000)
-    claimed = repo.claim(record.job_id, "w1", 60)
-    s3 = boto3.client("s3")
-    outputs = {}
-    for fmt in ("json", "txt"):
-        key = f"outputs/{record.owner_key}/{record.job_id}/transcript.{fmt}"
-        s3.put_object(Bucket=stack.bucket, Key=key, Body=b"secret words")
-        outputs[fmt] = key
-    log_key = f"outputs/{record.owner_key}/{record.job_id}/log.txt"
-    s3.put_object(Bucket=stack.bucket, Key=log_key, Body=b"log")
-    summary = ResultSummary(
-        language="en",
-        duration_seconds=1,
-        outputs=outputs,
-        engine="e",
-        model="m",
-        compute_seconds=1,
-        real_time_factor=1,
-    )
-    repo.succeed(record.job_id, claimed.attempt, summary, log_key)
+    transcripts = dict.fromkeys(("json", "txt"), b"secret words")
+    outputs, log_key = put_outputs(boto3.client("s3"), stack.bucket, record, transcripts, b"log")
+    succeed_job(repo, record.job_id, outputs, log_key)
     return job
 
 
@@ -200,17 +183,10 @@ def test_content_disposition_is_one_safe_ascii_header(filename: str) -> None:
 
 def test_result_links_carry_the_encoded_disposition(aws_stack: Stack) -> None:
     job = create(owner=OWNER_A, filename='q"uote; x=1 été.wav')
-    record = JobRepository(aws_stack.table).get(job["job_id"])
     repo = JobRepository(aws_stack.table)
-    repo.enqueue(record.job_id, 1000)
-    claimed = repo.claim(record.job_id, "w1", 60)
-    key = f"outputs/{record.owner_key}/{record.job_id}/transcript.txt"
-    boto3.client("s3").put_object(Bucket=aws_stack.bucket, Key=key, Body=b"words")
-    summary = ResultSummary(
-        language="en", duration_seconds=1, outputs={"txt": key}, engine="e", model="m", compute_seconds=1,
-        real_time_factor=1,
-    )  # fmt: skip
-    repo.succeed(record.job_id, claimed.attempt, summary, None)
+    record = repo.get(job["job_id"])
+    outputs, _ = put_outputs(boto3.client("s3"), aws_stack.bucket, record, {"txt": b"words"})
+    succeed_job(repo, record.job_id, outputs)
 
     url = call("GET", f"/jobs/{job['job_id']}")[1]["result"]["urls"]["txt"]
 

@@ -21,7 +21,7 @@ from batchscribe.models import Job, JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Outcome, Worker
-from tests.audio import SENTENCES, speak
+from harness.audio import SENTENCES, speak
 from tests.conftest import Stack
 from tests.helpers import call
 from tests.integration.workers import Scripted, make_worker, queue_counts, s3_text, submit, until_heard, words

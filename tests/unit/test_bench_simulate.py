@@ -68,9 +68,9 @@ def test_cost_falls_as_utilisation_rises(world: World) -> None:
 
 def test_the_worker_throughput_follows_the_curve_and_rises_with_held_jobs(world: World) -> None:
     sim = Simulation(Params(instance="g6.xlarge"), BUSY, world)
-    one = [Job(0, 0.0, 4 * WINDOW_S)]
-    four = [Job(i, 0.0, 4 * WINDOW_S) for i in range(4)]
-    many = [Job(i, 0.0, 4 * WINDOW_S) for i in range(40)]
+    one = [Job(0.0, 4 * WINDOW_S)]
+    four = [Job(0.0, 4 * WINDOW_S) for _ in range(4)]
+    many = [Job(0.0, 4 * WINDOW_S) for _ in range(40)]
     assert sum(sim.allocate(one)) == pytest.approx(sim.curve.xrt(4))
     assert sum(sim.allocate(four)) == pytest.approx(sim.curve.xrt(16))
     assert sum(sim.allocate(one)) < sum(sim.allocate(four)) < sum(sim.allocate(many))

@@ -12,7 +12,8 @@ botocore event hooks:
   the duplicate and half-done effects at-least-once delivery must absorb.
 
 Worker processes get the same hooks through a `sitecustomize` module on their PYTHONPATH
-(`worker_env`), which reads the plan from the environment.
+(`worker_env`), which reads the plan from the environment; the PYTHONPATH also names the folder
+that holds this `harness` package, so a worker imports it wherever the worker program lives.
 """
 
 from __future__ import annotations
@@ -134,8 +135,7 @@ def worker_env(plan: FaultPlan, folder: Path) -> dict[str, str]:
     """Environment that makes a worker process inject the same faults: a sitecustomize module
     (imported by Python at start) in `folder`, prepended to PYTHONPATH."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(
-        "from batchscribe_cli.faults import install_from_env\n\ninstall_from_env()\n"
-    )
-    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    (folder / "sitecustomize.py").write_text("from harness.faults import install_from_env\n\ninstall_from_env()\n")
+    harness_root = str(Path(__file__).resolve().parents[1])  # the folder `import harness` needs
+    path = os.pathsep.join(p for p in (str(folder), harness_root, os.environ.get("PYTHONPATH", "")) if p)
     return {**plan.to_env(), "PYTHONPATH": path}

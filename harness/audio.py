@@ -1,4 +1,5 @@
-"""Test speech, made at test time with espeak-ng (and ffmpeg for other containers)."""
+"""Test speech, made at run time with espeak-ng (and ffmpeg for other containers): the one
+source of test audio for the tests, the benchmarks and the chaos run."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The chaos run: N jobs through the local stack while faults are injected at random, then one
 table that says whether every job ended in one consistent terminal state and nothing was lost.
 
-    make chaos                                   # python -m batchscribe_cli.chaos --jobs 50 --seed 1
-    python -m batchscribe_cli.chaos --jobs 8 --minutes 3 --seed 2   # the reduced run the tests use
+    make chaos                                   # python -m harness.chaos --jobs 50 --seed 1
+    python -m harness.chaos --jobs 8 --minutes 3 --seed 2   # the reduced run the tests use
 
 Faults (seeded; each kind on its own schedule while jobs are in flight):
 - AWS calls from the handlers and the workers fail, stall, or succeed while the caller is told
-  they failed (batchscribe_cli/faults.py: a wrapper the harness installs, no production path);
+  they failed (harness/faults.py: a wrapper the harness installs, no production path);
 - duplicate deliveries: job messages and upload notifications sent again;
 - a worker SIGKILLed or SIGTERMed mid-job; a worker SIGSTOPped past its lease, then resumed (its
   lease expires while it is alive: its later writes must be fenced off);
@@ -34,7 +34,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,28 +41,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from batchscribe.models import JobMessage
 from batchscribe.settings import Timings
-from batchscribe_cli import faults
-from batchscribe_cli.client import ApiError, Client
+from batchscribe_cli.client import ApiError, Client, parse_time
 from batchscribe_cli.local import LocalConfig, LocalStack
+from harness import faults
+from harness.audio import SENTENCES, convert, make_video_only, speak
 
-SENTENCES = (
-    "The weather today is sunny and warm.",
-    "We will meet at the office after lunch.",
-    "Please send me the report by Friday.",
-    "The train to the city leaves at nine.",
-    "My sister has two small dogs and a cat.",
-    "Our team finished the project on time.",
-    "The children are playing in the garden.",
-    "I would like a cup of coffee with milk.",
-    "The library is open every day except Sunday.",
-    "He bought a new phone last week.",
-)
 POISON = {"noise.wav": "invalid_media", "notes.mp3": "invalid_media", "clip.mp4": "no_audio"}
 OWNER = "chaos"
 SETTLE_SECONDS = 150  # after the faults stop, at least this long for every job to end
@@ -189,11 +176,7 @@ def make_media(folder: Path, n: int, rng: random.Random) -> list[tuple[Path, str
             name, code = poisons[(i // 7) % len(poisons)]
             path = folder / f"{i:03d}-{name}"
             if name.endswith(".mp4"):
-                subprocess.run(
-                    ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=duration=1:size=64x64:rate=5",
-                     "-pix_fmt", "yuv420p", "-y", str(path)],
-                    check=True,
-                )  # fmt: skip
+                make_video_only(path)
             elif name.endswith(".wav"):
                 path.write_bytes(os.urandom(8192))
             else:
@@ -201,15 +184,9 @@ def make_media(folder: Path, n: int, rng: random.Random) -> list[tuple[Path, str
             out.append((path, code))
             continue
         text = " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(1, 12)))
-        wav = folder / f"{i:03d}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(wav), text], check=True, capture_output=True)
+        wav = speak(text, folder / f"{i:03d}.wav")
         kind = rng.choice(["wav", "mp3", "ogg"])
-        if kind == "wav":
-            out.append((wav, None))
-        else:
-            target = wav.with_suffix(f".{kind}")
-            subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-y", str(target)], check=True)
-            out.append((target, None))
+        out.append((wav if kind == "wav" else convert(wav, wav.with_suffix(f".{kind}")), None))
     return out
 
 
@@ -467,7 +444,7 @@ class Chaos:
                 self.report.committed_twice.append(job_id)
             finished = job.get("finished_at")
             if finished:
-                self.report.latencies.append(_epoch(finished) - _epoch(job["created_at"]))
+                self.report.latencies.append((parse_time(finished) - parse_time(job["created_at"])).total_seconds())
             if status == "succeeded":
                 self.report.succeeded += 1
                 outputs = (record.get("result") or {}).get("outputs", {})
@@ -522,10 +499,6 @@ class Chaos:
         return self.report
 
 
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def _exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
@@ -535,7 +508,7 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m batchscribe_cli.chaos", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m harness.chaos", description=__doc__.split("\n\n")[0])
     p.add_argument("--jobs", type=int, default=50)
     p.add_argument(
         "--minutes",

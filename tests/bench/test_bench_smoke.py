@@ -1,9 +1,13 @@
 """Each benchmark script runs end to end with tiny parameters and writes what report.py reads.
 
-The scripts run as `make bench` runs them (a child process each), with their results sent to a
-temporary folder so the recorded bench/results/ stay as they are. What is checked is the shape
-of the output (the fields the report and the README use are there, the numbers finite and
-positive), never a timing: the machine is shared and the sizes are too small to mean anything.
+The scripts run as `make bench` runs them (`python -m bench.<script>`, a child process each),
+with their results sent to a temporary folder so the recorded bench/results/ stay as they are.
+What is checked is the shape of the output (the fields the report and the README use are there,
+the numbers finite and positive), never a timing: the machine is shared and the sizes are too
+small to mean anything.
+
+A minute or two each: marked `bench_smoke`, which the default run leaves out (pyproject's
+addopts); CI runs them once, apart (`make bench-smoke`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from bench import bench_pipeline, report
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow  # needs espeak-ng and ffmpeg, as the rest of the suite
+pytestmark = [pytest.mark.slow, pytest.mark.bench_smoke]  # needs espeak-ng and ffmpeg, as the rest of the suite
 
 
 def run(args: list[str], timeout: float = 300) -> str:
@@ -49,8 +53,8 @@ def assert_figure(fig: dict[str, Any], runs: int | None = None, allow_zero: bool
         assert fig["runs"] == runs
 
 
-def assert_provenance(result: dict[str, Any], script: str) -> None:
-    assert result["command"].startswith(f"python bench/{script}")
+def assert_provenance(result: dict[str, Any], module: str) -> None:
+    assert result["command"].startswith(f"python -m bench.{module}")
     assert result["date"] and result["machine"]["cpu"] and positive(result["machine"]["cores"])
     assert len(result["load_average"]["start"]) == 3 and len(result["load_average"]["end"]) == 3
 
@@ -58,10 +62,10 @@ def assert_provenance(result: dict[str, Any], script: str) -> None:
 def test_bench_engines_quick(tmp_path: Path) -> None:
     out = tmp_path / "engines-cpu.json"
 
-    stdout = run(["bench/bench_engines.py", "--quick", "--device", "cpu", "--out", str(out)])
+    stdout = run(["-m", "bench.bench_engines", "--quick", "--device", "cpu", "--out", str(out)])
 
     result = json.loads(out.read_text())
-    assert_provenance(result, "bench_engines.py")
+    assert_provenance(result, "bench_engines")
     assert result["benchmark"] == "engines" and result["device"] == "cpu" and result["repeats"] == 1
     assert result["baseline"] == "openai-whisper"
     assert set(result["variants"]) == {"openai-whisper", "faster-whisper", "faster-whisper-batched", "worker-batched"}
@@ -87,10 +91,10 @@ def test_bench_pipeline_quick(tmp_path: Path) -> None:
     out = tmp_path / "pipeline-cpu.json"
 
     # one worker: a second one's warm-up is the slow part (and the ratio is checked below)
-    run(["bench/bench_pipeline.py", "--quick", "--workers", "1", "--out", str(out)])
+    run(["-m", "bench.bench_pipeline", "--quick", "--workers", "1", "--out", str(out)])
 
     result = json.loads(out.read_text())
-    assert_provenance(result, "bench_pipeline.py")
+    assert_provenance(result, "bench_pipeline")
     api = result["api"]
     assert set(api["routes"]) == set(bench_pipeline.ROUTES)
     for route in api["routes"].values():
@@ -115,36 +119,12 @@ def test_bench_pipeline_quick(tmp_path: Path) -> None:
     assert "## Pipeline overhead on the local stack" in report.pipeline_section(result)
 
 
-def test_pipeline_summary_pairs_rounds_of_one_and_two_workers() -> None:
-    def round_(workers: int, per_minute: float, claim: float) -> dict[str, Any]:
-        job = dict.fromkeys(bench_pipeline.ISOLATED_FIGURES, 0.5)
-        job.update(upload_to_claim_s=claim, not_ready_wait=claim >= bench_pipeline.NOT_READY_AFTER_S)
-        return {
-            "workers": workers,
-            "stack_start_s": 1.0,
-            "cold": {"upload_to_claim_s": 2.0},
-            "isolated": [job],
-            "throughput": {"jobs_per_minute": per_minute, "claim_to_commit_jobs_per_minute": per_minute},
-        }
-
-    # rounds run 1, 2, 2, 1: each W=2 round is paired with the W=1 round beside it
-    s = bench_pipeline.summarise_stack(
-        [round_(1, 10, 0.05), round_(2, 30, 5.2), round_(2, 15, 0.04), round_(1, 20, 0.06)]
-    )
-
-    assert s["two_vs_one_worker_ratio"]["values"] == [3.0, 0.75]
-    assert s["by_workers"]["1"]["jobs_per_minute"]["median"] == 15
-    assert s["not_ready_waits"] == 1 and not s["goal_met_every_job"] and s["goal_met_median"]
-    assert s["upload_to_claim_s_without_not_ready_wait"]["max"] == 0.06
-    assert (s["by_workers"]["2"]["not_ready_waits"], s["by_workers"]["2"]["isolated_jobs"]) == (1, 2)
-
-
 def test_bench_throughput_small(tmp_path: Path) -> None:
     # bench_throughput.py writes into bench/results/ itself: point it at tmp_path instead
     code = (
         "import sys; from pathlib import Path; import bench.bench_throughput as b; "
         f"b.RESULTS = b.ROOT = Path({str(tmp_path)!r}); "
-        "sys.argv = ['bench/bench_throughput.py', '--jobs', '2', '--repeats', '1']; b.main()"
+        "sys.argv = [b.__file__, '--jobs', '2', '--repeats', '1']; b.main()"  # as `python -m` sets it
     )
 
     stdout = run(["-c", code])
@@ -152,6 +132,7 @@ def test_bench_throughput_small(tmp_path: Path) -> None:
     (out,) = tmp_path.glob("throughput-*.json")
     result = json.loads(out.read_text())
     assert result["benchmark"] == "throughput" and result["jobs"] == 2
+    assert result["command"] == "python -m bench.bench_throughput --jobs 2 --repeats 1"
     assert set(result["summary"]) == {"one-at-a-time", "batched"}
     for s in result["summary"].values():
         assert positive(s["jobs_per_minute_median"]) and s["min"] <= s["jobs_per_minute_median"] <= s["max"]
@@ -162,7 +143,7 @@ def test_bench_throughput_small(tmp_path: Path) -> None:
 
 
 def test_bench_batching_small() -> None:
-    stdout = run(["bench/bench_batching.py", "--jobs", "2", "--repeats", "1", "--batch-size", "2"])
+    stdout = run(["-m", "bench.bench_batching", "--jobs", "2", "--repeats", "1", "--batch-size", "2"])
 
     lines = stdout.strip().splitlines()
     for path in ("sequential", "batched"):
@@ -170,15 +151,3 @@ def test_bench_batching_small() -> None:
         assert re.search(r"x realtime\)\s+WER \d\.\d{3}", line), line
     ratio = re.fullmatch(r"throughput ratio: (\d+\.\d\d)\u00d7", lines[-1])
     assert ratio and positive(float(ratio[1]))
-
-
-def test_report_writes_every_recorded_section(tmp_path: Path) -> None:
-    """RESULTS.md comes from whatever result files exist; each section renders."""
-    out = tmp_path / "RESULTS.md"
-
-    report.main(["--out", str(out)])
-
-    text = out.read_text()
-    for section in report.SECTIONS:
-        if (report.RESULTS / section.results_file).exists():
-            assert f"<!-- section: {section.name} " in text
