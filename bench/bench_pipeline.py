@@ -34,8 +34,10 @@ WaitTimeSeconds 1; the idle worker's receive, `poll_seconds` 1), and moto answer
 ReceiveMessage as soon as a message arrives (a condition variable), so a warm worker sees a job
 within milliseconds of the intake sending it; the 1 s figures bound only how long a poll waits
 when nothing comes. The scaler's tick is on the path only when no worker runs (the cold
-figure). What does bound it: the intake sends the message before it flips the job to queued, and
-a worker that receives it in between puts it back for 5 s (NOT_READY_AFTER_S below).
+figure). The intake records the job as queued before it sends its message, so the worker that
+receives the message claims at once; until December 2026 it sent first and a worker that received
+the message in between put it back for 5 s: a warm claim >= LATE_CLAIM_S after queued_at (a "late
+claim") was that path, and none is expected now.
 
 Goals held against the figures: upload done -> claim <= 1 s (warm worker); p99 of the in-process
 API latency <= 20 ms on every route. Results: bench/results/pipeline-cpu.json (the local stack's
@@ -73,11 +75,10 @@ OWNER_ARN = "arn:aws:iam::111111111111:user/bench"
 SPEECH_10S = (  # 9.6 s with harness.audio.speak
     "The weather today is sunny and warm. We will meet at the office after lunch. Please send me the report by Friday."
 )
-# A worker that receives a job's message before the intake has flipped the job from pending to
-# queued (the intake sends first, then flips) puts the message back for 5 s (worker main.py,
-# `_not_claimed`, Outcome.NOT_READY). A warm worker's claim later than this after queued_at is
-# taken as that path (inferred from timing: the worker does not log it).
-NOT_READY_AFTER_S = 4.0
+# A warm worker's claim this long or longer after queued_at is a late claim: the old 5 s
+# give-back of a message that arrived before its job was queued showed as one (none expected
+# since the intake records, then sends).
+LATE_CLAIM_S = 4.0
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -348,7 +349,7 @@ def measure_job(client: Any, path: Path, poll: float, timeout: float = 300) -> d
         "end_to_end_s": seen - t0,
         "end_to_end_minus_compute_s": seen - t0 - compute,
         "gets": gets,
-        "not_ready_wait": started - queued >= NOT_READY_AFTER_S,
+        "late_claim": started - queued >= LATE_CLAIM_S,
     }
 
 
@@ -460,7 +461,7 @@ def summarise_stack(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 [r["throughput"]["claim_to_commit_jobs_per_minute"] for r in mine], 2
             ),
             "isolated_jobs": len(jobs),
-            "not_ready_waits": sum(1 for j in jobs if j["not_ready_wait"]),
+            "late_claims": sum(1 for j in jobs if j["late_claim"]),
             "upload_to_claim_s": stat([j["upload_to_claim_s"] for j in jobs], 4) if jobs else None,
             "end_to_end_minus_compute_s": stat([j["end_to_end_minus_compute_s"] for j in jobs], 4) if jobs else None,
         }
@@ -477,15 +478,12 @@ def summarise_stack(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if isolated:
         u = out["isolated"]["upload_to_claim_s"]
         out["goal_upload_to_claim_s"] = GOALS["upload_to_claim_s"]
+        p95 = percentile([j["upload_to_claim_s"] for j in isolated], 95)
+        out["upload_to_claim_p95_s"] = round(p95, 4)
         out["goal_met_median"] = u["median"] <= GOALS["upload_to_claim_s"]
+        out["goal_met_p95"] = p95 <= GOALS["upload_to_claim_s"]
         out["goal_met_every_job"] = u["max"] <= GOALS["upload_to_claim_s"]
-        slow = [j for j in isolated if j["not_ready_wait"]]
-        fast = [j for j in isolated if not j["not_ready_wait"]]
-        out["not_ready_waits"] = len(slow)
-        out["upload_to_claim_s_without_not_ready_wait"] = (
-            stat([j["upload_to_claim_s"] for j in fast], 4) if fast else None
-        )
-        out["upload_to_claim_s_with_not_ready_wait"] = stat([j["upload_to_claim_s"] for j in slow], 4) if slow else None
+        out["late_claims"] = sum(1 for j in isolated if j["late_claim"])
     return out
 
 
@@ -561,9 +559,10 @@ def print_summary(record_: dict[str, Any], out: Path) -> None:
     if s["isolated"]:
         u = s["isolated"]["upload_to_claim_s"]
         log(
-            f"upload done -> claim (warm): median {u['median'] * 1000:.0f} ms, max {u['max'] * 1000:.0f} ms "
-            f"({u['runs']} jobs): goal <= 1 s {'met' if s['goal_met_every_job'] else 'NOT met for every job'}; "
-            f"{s['not_ready_waits']} job(s) waited out the worker's 5 s not-ready give-back"
+            f"upload done -> claim (warm): median {u['median'] * 1000:.0f} ms, "
+            f"p95 {s['upload_to_claim_p95_s'] * 1000:.0f} ms, max {u['max'] * 1000:.0f} ms ({u['runs']} jobs): "
+            f"goal <= 1 s at p95 {'met' if s['goal_met_p95'] else 'NOT met'}; "
+            f"{s['late_claims']} late claim(s) (>= {LATE_CLAIM_S:.0f} s after queued)"
         )
     for w, r in s["by_workers"].items():
         log(f"W={w}: {r['jobs_per_minute']['median']:.1f} jobs/min (median of {r['rounds']})")
