@@ -25,6 +25,8 @@ os.environ.update(
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "Batchscribe",
         "POWERTOOLS_DEV": "false",
+        # the tests empty a module's queues between tests (AWS allows one purge a minute)
+        "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false",
     }
 )
 for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
@@ -45,39 +47,64 @@ def reset_caches() -> None:
     aws.reset()
 
 
-@pytest.fixture
-def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """moto (decorator mode) with the table, bucket, queues and notification the stack makes."""
+@pytest.fixture(scope="module")
+def _moto_resources() -> Iterator[Provisioned]:
+    """moto (decorator mode) with the table, bucket, queues and notification the stack makes,
+    made once per test module (provisioning is most of a short test's time); each test starts
+    from them emptied (`aws_stack`)."""
     from moto import mock_aws
 
     from batchscribe.resources import Names
-    from batchscribe.settings import ApiSettings, IntakeSettings, LifecycleSettings, RoutingSettings
     from batchscribe_cli import moto_atomic
-    from batchscribe_cli.local import merged_env
     from batchscribe_cli.provision import provision
 
     moto_atomic.apply()
     with mock_aws():
         names = Names(prefix="t" + uuid.uuid4().hex[:8])
-        p = provision(boto3.Session(region_name="us-east-1"), names)
-        store = {"table_name": p.table, "bucket_name": p.bucket}
-        limit = 50 * 1024 * 1024
-        env = merged_env(
-            ApiSettings(
-                **store,
-                max_upload_bytes=limit,
-                routing=RoutingSettings(jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls),
-            ).to_env(),
-            IntakeSettings(
-                **store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls, max_upload_bytes=limit
-            ).to_env(),
-            LifecycleSettings(**store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls).to_env(),
-        )
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        reset_caches()
-        yield Stack(**asdict(p), env=env)
-        reset_caches()
+        yield provision(boto3.Session(region_name="us-east-1"), names)
+
+
+def empty(p: Provisioned) -> None:
+    """Every item, object, part upload and message gone; the resources themselves kept."""
+    ddb, s3, sqs = (boto3.client(name, region_name="us-east-1") for name in ("dynamodb", "s3", "sqs"))
+    for page in ddb.get_paginator("scan").paginate(TableName=p.table, ProjectionExpression="job_id"):
+        for item in page["Items"]:
+            ddb.delete_item(TableName=p.table, Key={"job_id": item["job_id"]})
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=p.bucket):
+        for version in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            s3.delete_object(Bucket=p.bucket, Key=version["Key"], VersionId=version["VersionId"])
+    for upload in s3.list_multipart_uploads(Bucket=p.bucket).get("Uploads", []):
+        s3.abort_multipart_upload(Bucket=p.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    for url in sqs.list_queues().get("QueueUrls", []):  # a test's own queues too
+        sqs.purge_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def aws_stack(_moto_resources: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The stack's resources on moto, empty, and the environment the handlers read."""
+    from batchscribe.settings import ApiSettings, IntakeSettings, LifecycleSettings, RoutingSettings
+    from batchscribe_cli.local import merged_env
+
+    p = _moto_resources
+    empty(p)
+    store = {"table_name": p.table, "bucket_name": p.bucket}
+    limit = 50 * 1024 * 1024
+    env = merged_env(
+        ApiSettings(
+            **store,
+            max_upload_bytes=limit,
+            routing=RoutingSettings(jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls),
+        ).to_env(),
+        IntakeSettings(
+            **store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls, max_upload_bytes=limit
+        ).to_env(),
+        LifecycleSettings(**store, jobs_queue_url=p.jobs_queue_url, class_queue_urls=p.class_queue_urls).to_env(),
+    )
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    reset_caches()
+    yield Stack(**asdict(p), env=env)
+    reset_caches()
 
 
 OWNER_A = "arn:aws:iam::111111111111:user/alice"

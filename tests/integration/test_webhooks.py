@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -149,7 +150,8 @@ def local_callbacks(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterat
     for notify; returns that queue's URL."""
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="webhooks", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
-    arn = boto3.client("secretsmanager").create_secret(Name="signing", SecretString=SECRET)["ARN"]
+    name = f"signing-{uuid.uuid4().hex[:8]}"  # moto lives for the module: one secret per test
+    arn = boto3.client("secretsmanager").create_secret(Name=name, SecretString=SECRET)["ARN"]
     monkeypatch.setenv(ApiSettings.env_name("allow_private"), "true")
     monkeypatch.setenv(WebhookSettings.env_name("signing_secret_arn"), arn)
     monkeypatch.setenv(WebhookSettings.env_name("callback_retry_seconds"), "7")
