@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
 _LOCK = threading.RLock()
@@ -52,3 +53,9 @@ def apply() -> None:
         functools.update_wrapper(locked, method)
         locked._atomic = True  # type: ignore[attr-defined]
         setattr(DynamoDBBackend, name, locked)
+
+
+def item_writes() -> AbstractContextManager[Any]:
+    """The lock each DynamoDB item write takes once `apply()` has run: while it is held, no item
+    is written and no stream record is appended."""
+    return _LOCK

@@ -1,6 +1,6 @@
-"""Make the service's data plane (table, bucket, queues, S3 -> SQS notification) in an AWS
-API, the way the CDK stack makes it, from the same declarations (batchscribe.resources and
-the timings). Used against moto: by the local stack and the tests."""
+"""Make the service's data plane (the table and its stream, bucket, queues, S3 -> SQS
+notification) in an AWS API, the way the CDK stack makes it, from the same declarations
+(batchscribe.resources and the timings). Used against moto: by the local stack and the tests."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ def create_table(dynamodb: Any, name: str) -> None:
         KeySchema=[{"AttributeName": r.TABLE_KEY, "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in attrs.items()],
         GlobalSecondaryIndexes=indexes,
+        # every change with both images: the notify function reads it (stacks/constructs/jobs.py)
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
     dynamodb.update_time_to_live(
         TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": r.TTL_ATTRIBUTE}

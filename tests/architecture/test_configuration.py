@@ -86,8 +86,8 @@ def _provisioned() -> Provisioned:
 def test_the_local_stack_configures_each_process_from_its_model(tmp_path: Path) -> None:
     stack = LocalStack(LocalConfig(data_dir=tmp_path))
     settings = stack.process_settings(_provisioned())
-    # no table stream locally: the stack's watcher sends finished jobs' callbacks itself
-    assert set(settings) == set(PROCESS_SETTINGS) - {"notify"}
+    # every process, notify included: the table's stream runs the notify handler locally too
+    assert set(settings) == set(PROCESS_SETTINGS)
     for process, model in settings.items():
         assert type(model) is PROCESS_SETTINGS[process]
     # the handlers share the local stack's process: one environment serves each of them

@@ -130,8 +130,9 @@ def test_models_and_a_primed_submit(stack: LocalStack, mp3: Path) -> None:
 
 
 def test_a_callback_reaches_a_receiver_signed_with_the_stacks_secret(stack: LocalStack, mp3: Path) -> None:
-    """The local stack delivers callbacks as the deployed one does (its watcher stands in for
-    the table stream), signed with the secret it keeps in its data folder."""
+    """The local stack delivers callbacks as the deployed one does (the table's stream -> the
+    notify handler -> the webhooks queue -> the webhook handler), signed with the secret it
+    keeps in its data folder."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

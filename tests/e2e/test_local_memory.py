@@ -1,6 +1,7 @@
 """The local stack's memory stays flat while it runs (issue 11): its loops read the table
-every fraction of a second, and moto keeps a reference to every object a read copies unless
-the stack drops them. A short version of `make soak` (scripts/soak.py runs it for hours)."""
+and its stream every fraction of a second, and moto keeps a reference to every object a read
+copies, every stream record and every stream iterator, unless the stack drops them. A short
+version of `make soak` (scripts/soak.py runs it for hours)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def moto_tracked() -> int:
     return sum(len(getattr(m, "instances_tracked", [])) for ms in model_data.values() for m in ms.values())
 
 
+def moto_stream(table: str) -> tuple[int, int]:
+    """(records moto holds in the table's stream, shard iterators it keeps for that stream)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    shard = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_table(table).stream_shard
+    iterators = dynamodbstreams_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].shard_iterators.values()
+    assert shard is not None
+    return len(shard.items), sum(1 for i in iterators if i.stream_shard is shard)
+
+
 def test_memory_stays_flat_with_a_hundred_open_jobs(tmp_path: Path) -> None:
     config = LocalConfig(port=0, max_workers=0, data_dir=tmp_path, quiet=True, save_every_seconds=2)
     with LocalStack(config) as stack:
@@ -42,8 +55,14 @@ def test_memory_stays_flat_with_a_hundred_open_jobs(tmp_path: Path) -> None:
             time.sleep(2)
             c.list(limit=100)
             samples.append((rss_mb(), moto_tracked()))
+        assert stack.resources is not None
+        # the stream event source reads 4 times a second, each read an iterator, each write a record
+        held_records, held_iterators = moto_stream(stack.resources.table)
 
     growth = samples[-1][0] - before
     # Before the fix: ~15 MB in these 20 s (0.75 MB/s) and ~7,000 tracked copies of items.
     assert growth < 6, samples
     assert max(tracked for _, tracked in samples) < 3000, samples
+    # moto would keep every stream record (both images of each of the 100 creates) and every
+    # iterator (~80 in these 20 s); the stack drops what its stream event source has read
+    assert held_records < 20 and held_iterators <= 2, (held_records, held_iterators)

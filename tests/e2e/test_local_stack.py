@@ -20,7 +20,7 @@ from batchscribe.settings import Timings
 from batchscribe_cli.client import ApiError, Client
 from batchscribe_cli.local import LocalConfig, LocalStack
 from harness.audio import SHORT_TEXT, convert, long_text, speak
-from tests.e2e.waits import hold_workers_back, wait_for_no_workers, wait_until
+from tests.e2e.waits import hold_workers_back, statuses, wait_for_no_workers, wait_until, worker_logged
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,22 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def client(stack: LocalStack, owner: str = "alice") -> Client:
     return Client(stack.url, owner=owner)
+
+
+def job_keys(stack: LocalStack, job_id: str) -> list[str]:
+    """The keys of what the job's attempts wrote (outputs, log)."""
+    assert stack.resources is not None
+    listed = boto3.client("s3").list_objects_v2(Bucket=stack.resources.bucket, Prefix="outputs/")
+    return [o["Key"] for o in listed.get("Contents", []) if f"/{job_id}/" in o["Key"]]
+
+
+def job_log(stack: LocalStack, job_id: str) -> str:
+    """The job's log as its attempts flushed it ("" before the first flush)."""
+    assert stack.resources is not None
+    key = next((k for k in job_keys(stack, job_id) if k.endswith("/log.txt")), None)
+    if key is None:
+        return ""
+    return str(boto3.client("s3").get_object(Bucket=stack.resources.bucket, Key=key)["Body"].read().decode())
 
 
 @pytest.mark.parametrize("kind", ["wav", "mp3"])
@@ -104,9 +120,12 @@ def test_cancel_while_queued(stack: LocalStack, audio: dict[str, Path]) -> None:
         assert c.cancel(job["job_id"])["status"] == "cancelled"
     finally:
         stack.set_max_workers(2)
-    time.sleep(3)  # a worker picks the message up and drops it as a duplicate
+
+    # a worker starts for the message still queued, finds the job finished and drops the message
+    wait_until(lambda: worker_logged(stack, "duplicate message for a finished job; deleted", job["job_id"]))
     final = c.get(job["job_id"])
     assert final["status"] == "cancelled" and final["attempt"] == 0 and final["result"] is None
+    assert statuses(stack, job["job_id"]) == ["pending", "queued", "cancelled"]  # it never ran
 
 
 def test_cancel_while_running(stack: LocalStack, audio: dict[str, Path]) -> None:
@@ -116,9 +135,13 @@ def test_cancel_while_running(stack: LocalStack, audio: dict[str, Path]) -> None
 
     assert c.cancel(job["job_id"])["status"] == "cancelled"
 
-    time.sleep(3)  # the worker notices at its next heartbeat and stops at a segment boundary
+    # the worker notices at its next heartbeat and stops (its last line in the job's log), or,
+    # had the cancel raced its commit, the commit's condition refused the result
+    wait_until(lambda: re.search(r"cancelled(; stopped| while committing)", job_log(stack, job["job_id"])) is not None)
     final = c.get(job["job_id"])
     assert final["status"] == "cancelled" and final["result"] is None
+    assert statuses(stack, job["job_id"])[-2:] == ["running", "cancelled"]
+    assert [k for k in job_keys(stack, job["job_id"]) if "transcript" in k] == []  # nothing left behind
     # the worker moved on: a new job still gets done
     assert c.wait(c.submit(audio["wav"])["job_id"], timeout=120)["status"] == "succeeded"
 
@@ -147,11 +170,9 @@ def test_worker_killed_mid_job_still_ends_succeeded_once(stack: LocalStack, audi
     wait_for_no_workers(stack)
     c = client(stack)
     job = c.submit(audio["long"])
-    s3, bucket = boto3.client("s3"), stack.resources.bucket
 
     def attempt_started() -> bool:  # claimed, and its log has begun
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix="outputs/").get("Contents", [])
-        return any(o["Key"].endswith(f"{job['job_id']}/log.txt") for o in listed)
+        return any(k.endswith("/log.txt") for k in job_keys(stack, job["job_id"]))
 
     wait_until(attempt_started, timeout=60, every=0.05)
     victims = stack.compute.pids()  # one, or two when a sweeper's redrive woke a second
@@ -162,26 +183,19 @@ def test_worker_killed_mid_job_still_ends_succeeded_once(stack: LocalStack, audi
     done = c.wait(job["job_id"], timeout=180)
     assert done["status"] == "succeeded"
     assert done["attempt"] >= 2  # a second attempt finished what the killed one started
-    outputs = boto3.client("s3").list_objects_v2(Bucket=stack.resources.bucket, Prefix="outputs/")["Contents"]
-    mine = [o["Key"] for o in outputs if job["job_id"] in o["Key"]]
-    assert sorted(k.rsplit("/", 1)[1] for k in mine) == [
+    assert sorted(k.rsplit("/", 1)[1] for k in job_keys(stack, job["job_id"])) == [
         "log.txt",
         "transcript.json",
         "transcript.srt",
         "transcript.txt",
         "transcript.vtt",
     ]
-    log = (
-        boto3.client("s3")
-        .get_object(Bucket=stack.resources.bucket, Key=next(k for k in mine if k.endswith("log.txt")))["Body"]
-        .read()
-        .decode()
-    )
+    log = job_log(stack, job["job_id"])
     assert log.count("succeeded") == 1  # exactly one committed result
     assert "attempt 1 on worker" in log and "attempt 2 on worker" in log  # the killed attempt left its lines
-    # the stack's transition log (it polls the table) ends on the one commit, too
-    wait_until(lambda: [t[2] for t in list(stack.transitions) if t[0] == job["job_id"]][-1:] == ["succeeded"], 10)
-    assert [t[2] for t in list(stack.transitions) if t[0] == job["job_id"]].count("succeeded") == 1
+    # the stack's transition lines (read from the table's stream) end on the one commit, too
+    wait_until(lambda: statuses(stack, job["job_id"])[-1:] == ["succeeded"], 10)
+    assert statuses(stack, job["job_id"]).count("succeeded") == 1
 
 
 def test_local_up_command_starts_and_stops_cleanly(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Waiting on the local stack in the end-to-end tests: for a condition, and for its workers
-to be gone (so a job stays queued while a test looks at it)."""
+"""Waiting on the local stack in the end-to-end tests: for a condition, for its workers to be
+gone (so a job stays queued while a test looks at it), and what to wait on (what the workers
+logged, the status changes a job went through)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,14 @@ def hold_workers_back(stack: LocalStack) -> None:
     would otherwise take the next job at once)."""
     stack.set_max_workers(0)
     wait_for_no_workers(stack)
+
+
+def worker_logged(stack: LocalStack, *parts: str) -> bool:
+    """Whether one line that a worker of the stack wrote holds every one of `parts`."""
+    logs = sorted((stack.config.data_dir / "workers").glob("*.log"))
+    return any(all(p in line for p in parts) for log in logs for line in log.read_text(errors="replace").splitlines())
+
+
+def statuses(stack: LocalStack, job_id: str) -> list[str]:
+    """The statuses a job went through, as the stack's stream of the jobs table saw them."""
+    return [after for job, _, after in list(stack.transitions) if job == job_id]

@@ -16,16 +16,21 @@ import pytest
 from botocore.exceptions import ClientError
 
 from batchscribe import aws
-from batchscribe_cli.local import LocalConfig, LocalStack, one_at_a_time
+from batchscribe_cli.local import one_at_a_time
+from batchscribe_cli.local.event_sources import SqsEventSource
 from tests.conftest import Stack
 
 
-def run_poller(stack: LocalStack, url: str, handler: Callable[[dict[str, Any], Any], Any]) -> None:
-    """The stack's event source on `url` until the handler sets the stack stopping."""
-    poller = threading.Thread(target=stack._poll, args=(url, handler), daemon=True)
+def run_poller(source: SqsEventSource) -> None:
+    """The event source until its handler sets it stopping."""
+    poller = threading.Thread(target=source.run, daemon=True)
     poller.start()
     poller.join(timeout=30)
     assert not poller.is_alive()
+
+
+def event_source(url: str, handler: Callable[[dict[str, Any], Any], Any], lines: list[str]) -> SqsEventSource:
+    return SqsEventSource(url, handler, stopping=threading.Event(), say=lines.append)
 
 
 def test_a_raising_handler_leaves_the_batch_for_redelivery_and_polling_goes_on(aws_stack: Stack) -> None:
@@ -33,7 +38,6 @@ def test_a_raising_handler_leaves_the_batch_for_redelivery_and_polling_goes_on(a
     url = sqs.create_queue(QueueName="events", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="first")
     lines: list[str] = []
-    stack = LocalStack(LocalConfig(), say=lines.append)
     seen: list[tuple[str, int]] = []
 
     def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
@@ -44,10 +48,11 @@ def test_a_raising_handler_leaves_the_batch_for_redelivery_and_polling_goes_on(a
         if record["body"] == "first":
             sqs.send_message(QueueUrl=url, MessageBody="second")
         else:
-            stack.stopping.set()
+            source.stopping.set()
         return {"batchItemFailures": []}
 
-    run_poller(stack, url, handler)
+    source = event_source(url, handler, lines)
+    run_poller(source)
     assert seen == [("first", 1), ("first", 2), ("second", 1)]  # redelivered, then the next message
     assert any("the handler raised RuntimeError; batch retried" in line for line in lines)
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)  # both deleted
@@ -79,16 +84,16 @@ def test_sqs_errors_while_polling_or_deleting_do_not_stop_the_event_source(
     monkeypatch.setattr(real, "receive_message", flaky_receive)
     monkeypatch.setattr(real, "delete_message", flaky_delete)
     lines: list[str] = []
-    stack = LocalStack(LocalConfig(), say=lines.append)
     seen: list[int] = []
 
     def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
         seen.append(int(event["Records"][0]["attributes"]["ApproximateReceiveCount"]))
         if len(seen) == 2:
-            stack.stopping.set()
+            source.stopping.set()
         return {"batchItemFailures": []}
 
-    run_poller(stack, url, handler)
+    source = event_source(url, handler, lines)
+    run_poller(source)
     assert seen == [1, 2]  # handled, its delete failed, so it came back and was handled again
     assert any("could not receive (ClientError); polling again" in line for line in lines)
     assert any("could not delete a handled message (ClientError)" in line for line in lines)

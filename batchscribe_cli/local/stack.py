@@ -1,0 +1,228 @@
+"""The local stack: the deployed stack with each AWS part replaced by its stand-in, composed
+here and nothing else (each stand-in is its own module of this package)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from batchscribe.resources import Names
+from batchscribe.scaler import Pool
+from batchscribe.settings import (
+    ENV_PREFIX,
+    ApiSettings,
+    ClientSettings,
+    EnvSettings,
+    LifecycleSettings,
+    ScalerSettings,
+    WorkerSettings,
+    powertools_env,
+)
+from batchscribe_cli.local import handlers
+from batchscribe_cli.local.batch import LocalCompute, report_exits, scaler_tick
+from batchscribe_cli.local.config import LocalConfig, process_settings, webhook_secret
+from batchscribe_cli.local.event_sources import Loops, SqsEventSource, StreamEventSource, scheduled
+from batchscribe_cli.local.gateway import ApiGateway
+from batchscribe_cli.local.lambda_events import LOCAL_REGION
+from batchscribe_cli.local.motoserver import MotoServer, forget_model_instances, forget_read_stream_records
+from batchscribe_cli.local.snapshot import Snapshot, recover
+from batchscribe_cli.local.transitions import TransitionLog
+from batchscribe_cli.provision import Provisioned, provision
+
+STACK_PREFIX = "batchscribe-local"
+
+
+class LocalStack:
+    def __init__(self, config: LocalConfig | None = None, say: Callable[[str], None] | None = None) -> None:
+        self.config = config or LocalConfig()
+        self._say = say or (lambda line: print(line, flush=True))
+        self.stopping = threading.Event()
+        self.stopping_requested = threading.Event()
+        self.loops = Loops(self.stopping, self.say)
+        self.env = handlers.ProcessEnvironment()
+        self.log = TransitionLog(self.say)
+        self.moto: MotoServer | None = None
+        self.http: ApiGateway | None = None
+        self.resources: Provisioned | None = None
+        self.compute: LocalCompute | None = None
+        self.snapshot: Snapshot | None = None
+        self.settings: dict[str, EnvSettings] = {}
+        self.handlers: dict[str, handlers.Handler] = {}
+        self.url = ""
+
+    def say(self, line: str) -> None:
+        if not self.config.quiet:
+            self._say(f"{time.strftime('%H:%M:%S')} {line}")
+
+    @property
+    def transitions(self) -> deque[tuple[str, str, str]]:
+        """The last status changes: (job id, status before or "", status after)."""
+        return self.log.transitions
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        import boto3
+
+        cfg = self.config
+        (cfg.data_dir / "workers").mkdir(parents=True, exist_ok=True)
+        self.moto = MotoServer(cfg.data_dir / "state")
+        aws_env = self.moto.start()
+        self.env.set(aws_env)
+        self.resources = r = provision(boto3.Session(), Names(prefix=STACK_PREFIX), cfg.timings, LOCAL_REGION)
+        self.settings = self.process_settings(r)
+        self.snapshot = Snapshot(self.moto.state, r.table, r.bucket)
+        restored = self.snapshot.restore()
+        self.env.set(handlers.handler_env(self.settings))  # the handlers run in this process
+        self.handlers = handlers.load()
+        self.compute = self._compute(aws_env)
+        stream = self._stream(r.table)  # opened at LATEST: what was restored is not news
+        if any(restored):
+            self.say(f"restored {restored[0]} records and {restored[1]} files from {self.snapshot.folder}")
+            recover(self._lifecycle)
+        self.http = ApiGateway(cfg.port, self.handlers["api"], self._api.cors_origins)
+        self.url = self.http.url
+        self._start_loops(r, stream)
+        where = f"from image {cfg.worker_image}" if cfg.worker_image else "on CPU"
+        self.say(
+            f"local stack up: API {self.url} (moto {self.moto.endpoint}); up to {cfg.max_workers} worker(s), "
+            f"{cfg.engine}/{cfg.model} {where}; worker logs in {cfg.data_dir / 'workers'}"
+        )
+        return self
+
+    def _compute(self, aws_env: dict[str, str]) -> LocalCompute:
+        """The Batch stand-in. Workers from this checkout inherit this process's environment
+        (PATH, PYTHONPATH...) but none of its AWS, service or Powertools variables; an image
+        brings its own."""
+        cfg = self.config
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", ENV_PREFIX, "POWERTOOLS_"))}
+        worker = self.settings["worker"]
+        assert isinstance(worker, WorkerSettings)
+        return LocalCompute(
+            worker,
+            {**({} if cfg.worker_image else inherited), **aws_env, **powertools_env(), "PYTHONUNBUFFERED": "1"},
+            cfg.data_dir / "workers",
+            self.say,
+            on_exit=report_exits(self.handlers["reconciler"], self.say),
+            image=cfg.worker_image,
+        )
+
+    def _stream(self, table: str) -> StreamEventSource:
+        """The jobs table's stream -> the notify function, as the notify construct wires it;
+        the terminal lines read the same records."""
+        source = StreamEventSource(
+            table,
+            self.handlers["notify"],
+            stopping=self.stopping,
+            say=self.say,
+            observers=[self.log.observe],
+            after_read=forget_read_stream_records,  # moto would keep every record forever
+        )
+        source.open()
+        return source
+
+    def _start_loops(self, r: Provisioned, stream: StreamEventSource) -> None:
+        assert self.http is not None and self.compute is not None
+        t, loops = self.config.timings, self.loops
+        loops.start("api", self.http.serve_forever)
+
+        def sqs(queue_url: str, handler: str) -> Callable[[], None]:
+            return SqsEventSource(queue_url, self.handlers[handler], stopping=self.stopping, say=self.say).run
+
+        loops.start("uploads", sqs(r.uploads_queue_url, "on_upload"))
+        for i, dlq_url in enumerate(r.all_jobs_dlq_urls):  # one per priority class
+            loops.start(f"dead-letters-{i}", sqs(dlq_url, "dead_letter"))
+        loops.start("webhooks", sqs(r.webhooks_queue_url, "webhook"))
+        loops.start("jobs-stream", stream.run)
+        loops.every("scaler", t.scale_every_seconds, scaler_tick(self.compute, lambda: self._scaler.pools))
+        loops.every("sweeper", t.sweep_every_seconds, scheduled("sweeper", self.handlers["sweeper"], self.say))
+        loops.every("moto-references", 5, forget_model_instances)
+        loops.every("state", self.config.save_every_seconds, self._save)
+
+    def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self.http is not None:
+            self.http.close()
+        if self.compute is not None:
+            self.compute.stop_all()
+        self.loops.join(timeout=5)
+        if self.snapshot is not None:
+            try:
+                items, objects = self.snapshot.save()
+                self.say(f"saved {items} records and {objects} files to {self.snapshot.folder}")
+            except Exception as exc:
+                self.say(f"could not save the state: {type(exc).__name__}: {exc}")
+        if self.moto is not None:
+            self.moto.stop()
+        self.env.restore()
+        self.say("local stack stopped")
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def run_forever(self) -> None:
+        """Foreground: until Ctrl-C or SIGTERM, then stop everything (no orphans)."""
+        import signal
+
+        def stop(_signum: int, _frame: Any) -> None:
+            self.stopping_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.start()
+        print(f"\n{ClientSettings.env_name('api')}={self.url}\nPress Ctrl-C to stop.\n", flush=True)
+        try:
+            while not self.stopping_requested.wait(0.5):
+                pass
+        finally:
+            self.say("stopping…")
+            self.stop()
+
+    # ---- settings ----------------------------------------------------------------------
+
+    def process_settings(self, r: Provisioned) -> dict[str, EnvSettings]:
+        """Each process's settings, from the same models the CDK stack writes them from."""
+        return process_settings(self.config, r)
+
+    def webhook_secret(self) -> str:
+        return webhook_secret(self.config.data_dir)
+
+    @property
+    def pool(self) -> Pool:
+        return self._scaler.pools[0]
+
+    def set_max_workers(self, count: int) -> None:
+        """Change the worker cap while running (tests hold workers back with 0)."""
+        pools = [self.pool.model_copy(update={"max_workers": count})]
+        self.settings["scaler"] = self._scaler.model_copy(update={"pools": pools})
+
+    @property
+    def _scaler(self) -> ScalerSettings:
+        scaler = self.settings["scaler"]
+        assert isinstance(scaler, ScalerSettings)
+        return scaler
+
+    @property
+    def _api(self) -> ApiSettings:
+        api = self.settings["api"]
+        assert isinstance(api, ApiSettings)
+        return api
+
+    @property
+    def _lifecycle(self) -> LifecycleSettings:
+        lifecycle = self.settings["sweeper"]
+        assert isinstance(lifecycle, LifecycleSettings)
+        return lifecycle
+
+    def _save(self) -> None:
+        if self.snapshot is not None:
+            self.snapshot.save()
