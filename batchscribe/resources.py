@@ -38,6 +38,10 @@ SCALE_WEIGHTS = {"high": 2.0, "normal": 1.0, "low": 0.5}
 # ---- events ----------------------------------------------------------------------------
 EVENT_SOURCE = "batchscribe"
 DETAIL_TYPE = "Job Status Change"
+# the jobs table's stream -> notify: records per invocation, and retries of a failing batch
+# (bisected on error) before it is left behind (deployed: to the Failures queue)
+NOTIFY_BATCH_SIZE = 100
+NOTIFY_RETRY_ATTEMPTS = 5
 
 # ---- workers ---------------------------------------------------------------------------
 WORKER_NAME_PREFIX = "batchscribe-worker"

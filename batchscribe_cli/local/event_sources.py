@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from batchscribe import aws
+from batchscribe.resources import NOTIFY_BATCH_SIZE, NOTIFY_RETRY_ATTEMPTS
 from batchscribe_cli.local.handlers import Handler
 from batchscribe_cli.local.lambda_events import LocalContext, scheduled_event, sqs_event, stream_event
 
@@ -138,8 +139,8 @@ class StreamEventSource:
         say: Say,
         observers: Iterable[Callable[[list[dict[str, Any]]], None]] = (),
         after_read: Callable[[str], object] | None = None,
-        batch_size: int = 100,
-        retry_attempts: int = 5,
+        batch_size: int = NOTIFY_BATCH_SIZE,
+        retry_attempts: int = NOTIFY_RETRY_ATTEMPTS,
         idle_seconds: float = 0.25,
     ) -> None:
         self.table_name = table_name

@@ -12,7 +12,7 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from batchscribe.resources import DLQ_RETENTION_SECONDS
+from batchscribe.resources import DLQ_RETENTION_SECONDS, NOTIFY_BATCH_SIZE, NOTIFY_RETRY_ATTEMPTS
 from batchscribe.settings import NotifySettings, WebhookSettings
 from stacks.constructs.functions import Functions
 from stacks.constructs.jobs import READ_TRANSITION, Jobs
@@ -68,8 +68,8 @@ class Notify(Construct):
             sources.DynamoEventSource(
                 jobs.table,
                 starting_position=lambda_.StartingPosition.LATEST,
-                batch_size=100,
-                retry_attempts=5,
+                batch_size=NOTIFY_BATCH_SIZE,
+                retry_attempts=NOTIFY_RETRY_ATTEMPTS,
                 bisect_batch_on_error=True,
                 on_failure=sources.SqsDlq(self.failures),
                 report_batch_item_failures=False,
