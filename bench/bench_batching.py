@@ -27,7 +27,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batchscribe.models import JobOptions  # noqa: E402
 from gpu_container.worker.batched import (  # noqa: E402
     BatchRunner,
     DecodeOptions,
@@ -65,10 +64,12 @@ def wer(jobs: dict[str, tuple[str, Path]], texts: dict[str, str]) -> float:
 
 
 def sequential(engine: Engine, jobs: dict[str, tuple[str, Path]]) -> dict[str, str]:
+    from gpu_container.worker.whisper_lib import library_transcribe
+
     out = {}
     for job, (_, path) in jobs.items():
         audio = decode(path, 600)
-        out[job] = engine.transcribe(audio.samples, JobOptions(language="en"), lambda _s: None).text
+        out[job] = library_transcribe(engine, audio.samples, language="en")
     return out
 
 

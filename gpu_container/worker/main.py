@@ -765,7 +765,6 @@ class Worker:
             compute_type=s.compute_type,
             cpu_threads=s.cpu_threads,
             beam_size=s.beam_size,
-            batched=s.batched,
             allow_download=s.allow_download,
             model_dir=s.model_dir,
             cache_dir=s.cache_dir,
