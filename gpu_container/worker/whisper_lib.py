@@ -183,11 +183,13 @@ def load_openai_whisper(ref: str, *, device: str, alignment_heads: Sequence[tupl
 
 
 def vad_options(max_speech_seconds: float) -> Any:
-    """faster-whisper's VadOptions as BatchedInferencePipeline cuts a file into batchable
-    windows (speech runs split to fit a window, pauses over 160 ms cut out)."""
+    """faster-whisper's VadOptions as its own transcribe uses them (`vad_filter=True`): a
+    pause is cut out only when it is long (min_silence_duration_ms, 2 s), so the model
+    still hears the short pauses where commas and full stops go; speech runs are split to
+    fit a window."""
     from faster_whisper.vad import VadOptions
 
-    return VadOptions(max_speech_duration_s=max_speech_seconds, min_silence_duration_ms=160)
+    return VadOptions(max_speech_duration_s=max_speech_seconds)
 
 
 def speech_chunks(audio: np.ndarray, options: Any) -> list[tuple[int, int]]:

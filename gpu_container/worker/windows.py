@@ -3,11 +3,14 @@
 A local media file is opened and probed with the same safety rules as media.decode (local
 files only, a fixed list of container formats, a duration cap), then decoded incrementally
 with PyAV into 16 kHz mono float32 and cut into windows of at most 30 s of speech with
-faster-whisper's Silero VAD (whisper_lib.vad_options), the way BatchedInferencePipeline
-cuts a whole file: speech chunks (`max_speech_duration_s=30`, `min_silence_duration_ms=160`)
-are packed greedily into windows, silence between them dropped. Each window keeps the source
-positions of its chunks, so times inside a window map back to the original media
-(`Window.to_source`), as `SpeechTimestampsMap` does for a file.
+faster-whisper's Silero VAD, as faster-whisper's own transcribe filters a file
+(`vad_filter=True`, whisper_lib.vad_options): speech chunks, split where a pause lasts 2 s
+or more (speech runs over 30 s split at their last short pause), are packed greedily into
+windows, those long pauses dropped. Shorter pauses stay in the audio: they are where the
+model puts its commas and full stops (cutting every pause over 160 ms, as
+BatchedInferencePipeline does, lost them). Each window keeps the source positions of its
+chunks, so times inside a window map back to the original media (`Window.to_source`), as
+`SpeechTimestampsMap` does for a file.
 
 Memory stays bounded: audio is decoded in blocks of `block_seconds`; VAD runs on a block;
 windows whose chunks are settled (followed by enough decoded audio that more decoding cannot

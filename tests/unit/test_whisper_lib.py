@@ -48,6 +48,13 @@ def test_decoding_defaults_are_read_from_the_library(defaults: object) -> None:
     assert d.is_silent(avg_logprob=-2.0, no_speech_prob=0.99)
 
 
+def test_vad_keeps_pauses_under_two_seconds() -> None:
+    """Windows are cut with faster-whisper's own transcribe VAD settings: a pause has to be
+    long before it is cut out (the short ones carry the punctuation)."""
+    options = whisper_lib.vad_options(30)
+    assert options.max_speech_duration_s == 30 and options.min_silence_duration_ms >= 2000
+
+
 def test_the_contract_catches_a_direct_import_outside_the_adapter(tmp_path: Path) -> None:
     for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.mp3"))
