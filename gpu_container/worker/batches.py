@@ -1,9 +1,10 @@
 """Held jobs' windows through the model: the one transcription path.
 
 `Batches` holds jobs' window streams, one scheduler per (engine, model), and runs one batch
-per engine per `step()`, routing results to their jobs; it knows nothing of AWS.
-`transcribe_file` (what `batchscribe transcribe` runs) steps it with one job held: media ->
-windows -> scheduler -> the worker's batch runner -> assemble, as the worker goes.
+per engine per `step()`, routing results to their jobs; it knows nothing of AWS. The
+worker's loop steps it between taking ready jobs and handing finished ones on;
+`transcribe_file` (what `batchscribe transcribe` runs) steps it with one job held. Both
+therefore go media -> windows -> scheduler -> runner -> assemble the same way.
 """
 
 from __future__ import annotations
