@@ -319,7 +319,6 @@ class WorkerSettings(StoreSettings):
     compute_type: str = "auto"
     cpu_threads: int = Field(default=0, ge=0)
     beam_size: int = Field(default=5, ge=1, le=10)
-    batched: Literal["auto", "always", "never"] = "auto"
     allow_download: bool = False
     max_jobs: int = Field(default=0, ge=0, description="exit after this many jobs; 0: no cap")
     max_running_per_owner: int = Field(

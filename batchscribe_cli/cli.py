@@ -5,7 +5,7 @@
     batchscribe status ID | wait ID | result ID [--format F] [-o FILE] | cancel ID
     batchscribe list [--status S] [--priority P] [--since 2h] [--limit N] [--next-token T] [--json]
     batchscribe demo                                                          local stack + a sample, end to end
-    batchscribe transcribe FILE [--engine E] [--model M] [--batched] [--format F] [-o OUT]   no AWS at all
+    batchscribe transcribe FILE [--engine E] [--model M] [--format F] [-o OUT]   the worker's path, no AWS
 
 The job commands talk to `--api URL` (or `--stack NAME`'s ApiUrl output, or $BATCHSCRIBE_API);
 a deployed API is called with SigV4 from the standard AWS credential chain, and the region comes
@@ -222,15 +222,17 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    """One file through the worker's own path (windows -> scheduler -> batch runner ->
+    assemble -> the job's output rendering), with one job held and no AWS."""
     path = _input_file(args.file)
     _check_output(args.output)
     modules = WORKER_MODULES if args.engine == "faster-whisper" else ("av", "numpy", "whisper", "torch")
     _require("worker", modules, "transcribe")
     from batchscribe.models import JobOptions, OutputFormat
-    from gpu_container.worker import media
+    from gpu_container.worker.batches import transcribe_file
     from gpu_container.worker.engines import load_engine
     from gpu_container.worker.errors import PermanentJobError
-    from gpu_container.worker.transcript import render
+    from gpu_container.worker.transcript import output_text
 
     fmt = cast(OutputFormat, _format(args))
     options = JobOptions(
@@ -242,37 +244,33 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     try:
-        audio = media.decode(path, args.max_duration)
         engine = load_engine(
-            args.engine,
-            model=args.model,
-            model_path=args.model_path,
-            device=args.device,
-            batched="always" if args.batched else "auto",
-            beam_size=args.beam_size,
+            args.engine, model=args.model, model_path=args.model_path, device=args.device, beam_size=args.beam_size
         )
+        loaded = time.perf_counter()
+        with _transcribe_progress(_show_progress(args.quiet)) as progress:
+            transcript = transcribe_file(
+                path, options, engine, max_duration_seconds=args.max_duration, on_progress=progress
+            )
     except PermanentJobError as exc:
         raise CliError(f"{exc} ({exc.code})", HINTS.get(exc.code, "check that the file plays")) from exc
-    loaded = time.perf_counter()
-    with _transcribe_progress(audio.duration, _show_progress(args.quiet)) as progress:
-        transcript = engine.transcribe(audio.samples, options, progress)
     done = time.perf_counter()
-    _write_output(render(transcript, fmt), args.output, args.quiet)
+    _write_output(output_text(transcript, fmt), args.output, args.quiet)
     if not args.quiet:
         _info(
-            f"{path.name}: {audio.duration:.1f} s of audio, {len(transcript.segments)} segments, "
+            f"{path.name}: {transcript.duration:.1f} s of audio, {len(transcript.segments)} segments, "
             f"language {transcript.language}; {engine.name}/{engine.model_name} on {engine.device}: "
             f"load {loaded - started:.2f} s, transcribe {done - loaded:.2f} s "
-            f"(real-time factor {(done - loaded) / max(audio.duration, 1e-6):.3f})"
+            f"(real-time factor {(done - loaded) / max(transcript.duration, 1e-6):.3f})"
         )
     return EXIT_OK
 
 
 @contextlib.contextmanager
-def _transcribe_progress(total: float, show: bool) -> Iterator[Callable[[float], None]]:
-    """A progress bar on stderr over the audio's duration (a no-op when not shown)."""
+def _transcribe_progress(show: bool) -> Iterator[Callable[[float, float], None]]:
+    """A progress bar on stderr over the seconds to transcribe (a no-op when not shown)."""
     if not show:
-        yield lambda _seconds: None
+        yield lambda _done, _total: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -285,8 +283,8 @@ def _transcribe_progress(total: float, show: bool) -> Iterator[Callable[[float],
         transient=True,
         console=Console(stderr=True),
     ) as bar:
-        task = bar.add_task("", total=max(total, 0.001))
-        yield lambda seconds: bar.update(task, completed=min(seconds, total))
+        task = bar.add_task("", total=None)
+        yield lambda done, total: bar.update(task, total=max(total, 0.001), completed=min(done, total))
 
 
 # ---- the job commands ------------------------------------------------------------------
@@ -965,13 +963,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("file", nargs="?", help="an audio file instead of the bundled sample")
     d.add_argument("--data-dir", default=".local-data")
 
-    t = command("transcribe", "transcribe one local file (no AWS involved)", cmd_transcribe)
+    t = command(
+        "transcribe", "transcribe one local file the way the service's worker does (no AWS involved)", cmd_transcribe
+    )
     t.add_argument("file")
     t.add_argument("--engine", choices=["faster-whisper", "openai-whisper"], default="faster-whisper")
     t.add_argument("--model", default="tiny.en", help="model name (default: tiny.en, bundled)")
     t.add_argument("--model-path", help="a CTranslate2 model folder to use instead of resolving --model")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--batched", action="store_true", help="faster-whisper's batched pipeline (long audio)")
     t.add_argument("--beam-size", type=int, default=5)
     t.add_argument("--language", default="auto")
     t.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")

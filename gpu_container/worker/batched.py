@@ -3,35 +3,31 @@
 `BatchRunner.run(batch)` takes windows (each with its job's decode options) and returns one
 `WindowResult` per window: timestamped, sentence-sized segments in source time, words when
 asked, and the window's language. Which windows form a batch is the scheduler's business
-(scheduler.py); what a job's transcript is, is `assemble`'s.
+(scheduler.py); what a job's transcript is, is `assemble`'s. The worker and `batchscribe
+transcribe` run the same runners (batches.py); the libraries' steps come from whisper_lib.
 
-- faster-whisper (CTranslate2): batched log-mel (`model.feature_extractor`), one encoder
-  call, one `generate` over the batch with per-window prompts (timestamps on, so a window
-  yields sentence-level segments, not one 30 s segment), then `add_word_timestamps` on the
-  same encoder output where asked — the steps of BatchedInferencePipeline, with per-window
-  options. CTranslate2 needs <|startoftranscript|> at the same position in every prompt of a
-  `generate` call, so windows are grouped by the length of their initial prompt: a batch
-  whose jobs all have no prompt (the usual case) is one encoder call and one generate call;
-  each distinct prompt length costs one more. Language and task may differ within a group
-  (they sit at fixed positions).
+- faster-whisper (CTranslate2): batched log-mel, one encoder call, one `generate` over the
+  batch with per-window prompts (timestamps on, so a window yields sentence-level segments,
+  not one 30 s segment), then word alignment on the same encoder output where asked — the
+  steps of faster-whisper's transcribe, with per-window options. CTranslate2 needs
+  <|startoftranscript|> at the same position in every prompt of a `generate` call, so
+  windows are grouped by the length of their initial prompt: a batch whose jobs all have no
+  prompt (the usual case) is one encoder call and one generate call; each distinct prompt
+  length costs one more. Language and task may differ within a group (fixed positions).
 - openai-whisper (PyTorch, the reference): batched log-mel, one `embed_audio` call (fp16 on
-  CUDA), then whisper's DecodingTask (what `model.decode` runs; it decodes a batch) on the
-  encoder output, once per group of identical (language, task, prompt), timestamps on. Word timestamps run
-  whisper.timing per window (it re-runs the model on that window's mel): correct, slower.
+  CUDA), then whisper's DecodingTask on the encoder output, once per group of identical
+  (language, task, prompt), timestamps on. Word timestamps run whisper.timing per window
+  (it re-runs the model on that window's mel): correct, slower.
 
 Timestamps are on, as in sequential whisper, and so is its seek: when the model closes a
 segment and opens another without text (`...<|6.88|><|6.88|>`), it leaves the rest of the
 audio for a next window; the windows of a batch that stopped early are decoded again from
 that point, together, as one more (smaller) batch, at most MAX_PASSES passes in all.
 
-openai-whisper 20250625's DecodingTask repeats the prompt tokens but not the audio features
-for beam search / best-of, which only broadcasts for a batch of one; `_decoding_task` is a
-small subclass that repeats the features too.
-
-Both apply Whisper's usual guards per window: a window whose output looks like a loop
-(compression ratio > 2.4) or is unlikely (average log-probability < -1) is decoded again at
-rising temperatures (best of 5 samples), only those windows, re-batched; a window judged
-silent (no-speech probability > 0.6 and log-probability < -1) yields no segments.
+Both apply Whisper's usual guards per window, with the thresholds of each library's own
+transcribe (whisper_lib.DecodingDefaults): a window whose output looks like a loop or is
+unlikely is decoded again at rising temperatures (best of N samples), only those windows,
+re-batched; a window judged silent yields no segments.
 """
 
 from __future__ import annotations
@@ -46,16 +42,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from batchscribe.models import JobOptions
+from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import UnsupportedLanguage
 from gpu_container.worker.transcript import Segment, Transcript, Word, sentence_segments, tidy
-from gpu_container.worker.windows import Window
-
-TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-COMPRESSION_RATIO_THRESHOLD = 2.4
-LOG_PROB_THRESHOLD = -1.0
-NO_SPEECH_THRESHOLD = 0.6
-BEST_OF = 5
-MAX_INITIAL_TIMESTAMP = 1.0
+from gpu_container.worker.windows import MediaStream, SplitStream, Window
 
 
 @dataclass(frozen=True)
@@ -186,6 +176,15 @@ def assemble_channels(
     )
 
 
+def assemble_stream(results: Sequence[WindowResult], stream: MediaStream | SplitStream) -> Transcript:
+    """A job's transcript from the results of its stream's windows (in order): channels
+    apart when the stream split them."""
+    duration = stream.total_seconds or stream.decoded_seconds
+    if isinstance(stream, SplitStream):
+        return assemble_channels(results, stream.window_channels, duration)
+    return assemble(results, duration)
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -224,17 +223,7 @@ def split_timestamped(
     return [(s, max(e, s), toks) for s, e, toks in out]
 
 
-def _needs_fallback(avg_logprob: float, ratio: float, no_speech_prob: float) -> bool:
-    if _is_silent(avg_logprob, no_speech_prob):
-        return False
-    return ratio > COMPRESSION_RATIO_THRESHOLD or avg_logprob < LOG_PROB_THRESHOLD
-
-
-def _is_silent(avg_logprob: float, no_speech_prob: float) -> bool:
-    return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
-
-
-def _language_code(language: str | None, multilingual: bool, known: Any) -> str | None:
+def _language_code(language: str | None, multilingual: bool, known: frozenset[str]) -> str | None:
     if not multilingual:
         return "en"  # an English-only model: what the sequential engines do too
     if language is not None and language not in known:
@@ -266,15 +255,15 @@ class _Pass:
 MAX_PASSES = 4  # per window: the first decode, then up to three continuations
 MIN_ADVANCE = 0.5  # seconds a continuation must move forward
 MIN_REST = 0.5  # seconds left in a window worth another pass (less is the VAD's padding)
-PREPEND_PUNCTUATIONS = "\"'“¿([{-"
-APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001 - faster-whisper's defaults
 
 
-def _best(decoded: list[_Decoded], again: list[_Decoded], retry: list[int]) -> list[int]:
+def _best(
+    decoded: list[_Decoded], again: list[_Decoded], retry: list[int], defaults: whisper_lib.DecodingDefaults
+) -> list[int]:
     """Fold a fallback decode into `decoded`; the windows that still need another."""
     still = []
     for i, d in zip(retry, again, strict=True):
-        if not _needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob):
+        if not defaults.needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob):
             decoded[i] = d
             continue
         if d.avg_logprob > decoded[i].avg_logprob:
@@ -283,28 +272,29 @@ def _best(decoded: list[_Decoded], again: list[_Decoded], retry: list[int]) -> l
     return still
 
 
-def _pieces(d: _Decoded, timestamp_begin: int, eot: int, duration: float, decode: Any) -> _Pass:
+def _pieces(d: _Decoded, tokenizer: Any, duration: float, defaults: whisper_lib.DecodingDefaults) -> _Pass:
     """Split a decode into timestamped pieces and say whether it stopped early: whisper
     ends with a closing and an opening timestamp (`...<|6.88|><|6.88|>`) when it leaves the
     rest of the audio for the next 30 s window; sequential whisper seeks there, and so do we."""
-    if _is_silent(d.avg_logprob, d.no_speech_prob):
+    if defaults.is_silent(d.avg_logprob, d.no_speech_prob):
         return _Pass(language="", pieces=[], resume_at=None)
+    begin = tokenizer.timestamp_begin
     pieces = [
         {
             "start": s,
             "end": e,
             "tokens": t,
-            "text": decode(t),
+            "text": tokenizer.decode(t),
             "avg_logprob": d.avg_logprob,
             "no_speech_prob": d.no_speech_prob,
             "temperature": d.temperature,
         }
-        for s, e, t in split_timestamped(d.tokens, timestamp_begin, eot, duration)
+        for s, e, t in split_timestamped(d.tokens, begin, tokenizer.eot, duration)
     ]
     tokens = d.tokens
     resume_at = None
-    if len(tokens) >= 2 and tokens[-1] >= timestamp_begin and tokens[-2] >= timestamp_begin:
-        resume_at = (tokens[-2] - timestamp_begin) * 0.02
+    if len(tokens) >= 2 and tokens[-1] >= begin and tokens[-2] >= begin:
+        resume_at = (tokens[-2] - begin) * 0.02
     return _Pass(language="", pieces=pieces, resume_at=resume_at)
 
 
@@ -313,11 +303,12 @@ class _WindowLoop:
     the model left unfinished are decoded again from where it stopped, together, until
     done (at most `max_passes` passes); then times go back to the source.
 
-    Knobs (defaults: Whisper's usual decoding): `temperatures` the fallback ladder (just
-    (0.0,): greedy/beam only, no fallback), `max_passes`, `max_tokens` per window (None: the
-    model's limit). The GPU benchmark sets them to measure fixed work per window."""
+    Knobs (defaults: the library's own decoding, `defaults`): `temperatures` the fallback
+    ladder (just (0.0,): greedy/beam only, no fallback), `max_passes`, `max_tokens` per
+    window (None: the model's limit). The GPU benchmark sets them to measure fixed work."""
 
-    temperatures: tuple[float, ...] = TEMPERATURES
+    defaults: whisper_lib.DecodingDefaults
+    temperatures: tuple[float, ...]
     max_passes: int = MAX_PASSES
     max_tokens: int | None = None
 
@@ -330,6 +321,16 @@ class _WindowLoop:
         if max_tokens is not None:
             self.max_tokens = max_tokens
         return self
+
+    def _fallbacks(self, decoded: list[_Decoded], decode: Any) -> None:
+        """Windows that need it decoded again at each higher temperature, in place
+        (`decode(indices, temperature)` decodes those windows again)."""
+        d = self.defaults
+        retry = [i for i, x in enumerate(decoded) if d.needs_fallback(x.avg_logprob, x.ratio, x.no_speech_prob)]
+        for temperature in self.temperatures[1:]:
+            if not retry:
+                break
+            retry = _best(decoded, decode(retry, temperature), retry, d)
 
     def _pass(self, items: list[WindowRequest], audios: list[np.ndarray], languages: list[str | None]) -> list[_Pass]:
         raise NotImplementedError
@@ -421,11 +422,12 @@ class FasterWhisperBatchRunner(_WindowLoop):
     name = "faster-whisper"
 
     def __init__(self, model: Any, *, model_name: str = "", device: str = "cpu", beam_size: int = 5) -> None:
-        self.model = model
+        self.steps = whisper_lib.FasterWhisperSteps(model)
         self.model_name = model_name
         self.device = device
         self.beam_size = max(1, beam_size or 1)
-        self._tokenizers: dict[tuple[str, str], Any] = {}
+        self.defaults = whisper_lib.faster_whisper_defaults()
+        self.temperatures = self.defaults.temperatures
 
     @classmethod
     def from_engine(cls, engine: Any, **kwargs: Any) -> FasterWhisperBatchRunner:
@@ -433,28 +435,14 @@ class FasterWhisperBatchRunner(_WindowLoop):
         kwargs.setdefault("beam_size", engine.beam_size)
         return cls(engine.model, model_name=engine.model_name, device=engine.device, **kwargs)
 
-    def _tokenizer(self, language: str, task: str) -> Any:
-        from faster_whisper.tokenizer import Tokenizer
-
-        key = (language, task)
-        if key not in self._tokenizers:
-            self._tokenizers[key] = Tokenizer(
-                self.model.hf_tokenizer, self.model.model.is_multilingual, task=task, language=language
-            )
-        return self._tokenizers[key]
-
     def _languages(self, items: Sequence[WindowRequest]) -> list[str | None]:
-        from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-        multilingual = self.model.model.is_multilingual
-        return [_language_code(item.options.language, multilingual, _LANGUAGE_CODES) for item in items]
+        st = self.steps
+        return [_language_code(item.options.language, st.multilingual, st.language_codes) for item in items]
 
     def _pass(self, items: list[WindowRequest], audios: list[np.ndarray], languages: list[str | None]) -> list[_Pass]:
-        from faster_whisper.audio import pad_or_trim
-
-        m = self.model
-        features = np.stack([pad_or_trim(m.feature_extractor(audio)[..., :-1]) for audio in audios])
-        plain = self._tokenizer("en", "transcribe")
+        st = self.steps
+        features = st.features(audios)
+        plain = st.tokenizer("en", "transcribe")
         previous = [
             plain.encode(" " + item.options.initial_prompt.strip()) if item.options.initial_prompt else []
             for item in items
@@ -462,7 +450,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
         # CTranslate2 wants <|startoftranscript|> at one position in a generate call
         groups: dict[int, list[int]] = defaultdict(list)
         for i, prev in enumerate(previous):
-            groups[len(m.get_prompt(plain, prev))].append(i)
+            groups[len(st.prompt(plain, prev))].append(i)
         out: list[_Pass | None] = [None] * len(items)
         for idx in groups.values():
             done = self._pass_group(
@@ -484,73 +472,55 @@ class FasterWhisperBatchRunner(_WindowLoop):
         previous: list[list[int]],
         languages: list[str | None],
     ) -> list[_Pass]:
-        m = self.model
-        encoder_output = m.encode(features)
+        st = self.steps
+        encoder_output = st.encode(features)
         if any(lang is None for lang in languages):
-            detected = m.model.detect_language(encoder_output)
-            languages = [lang or detected[i][0][0][2:-2] for i, lang in enumerate(languages)]
-        tokenizers = [
-            self._tokenizer(str(lang), item.options.task) for lang, item in zip(languages, items, strict=True)
-        ]
-        prompts = [m.get_prompt(tok, p, without_timestamps=False) for tok, p in zip(tokenizers, previous, strict=True)]
+            detected = st.detect_languages(encoder_output)
+            languages = [lang or detected[i] for i, lang in enumerate(languages)]
+        tokenizers = [st.tokenizer(str(lang), item.options.task) for lang, item in zip(languages, items, strict=True)]
+        prompts = [st.prompt(tok, p) for tok, p in zip(tokenizers, previous, strict=True)]
 
         decoded = self._generate(encoder_output, prompts, tokenizers[0], temperature=0.0)
-        retry = [i for i, d in enumerate(decoded) if _needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob)]
-        for temperature in self.temperatures[1:]:
-            if not retry:
-                break
-            again = self._generate(m.encode(features[retry]), [prompts[i] for i in retry], tokenizers[0], temperature)
-            retry = _best(decoded, again, retry)
-
-        durations = [len(a) / m.feature_extractor.sampling_rate for a in audios]
+        self._fallbacks(
+            decoded,
+            lambda retry, t: self._generate(st.encode(features[retry]), [prompts[i] for i in retry], tokenizers[0], t),
+        )
+        durations = [len(a) / st.sampling_rate for a in audios]
         passes = [
-            _pieces(d, tok.timestamp_begin, tok.eot, min(dur, m.feature_extractor.chunk_length), tok.decode)
+            _pieces(d, tok, min(dur, st.chunk_length), self.defaults)
             for d, tok, dur in zip(decoded, tokenizers, durations, strict=True)
         ]
         for p, lang in zip(passes, languages, strict=True):
             p.language = str(lang)
         wanted = [i for i, it in enumerate(items) if it.options.word_timestamps and passes[i].pieces]
         if wanted:
-            frames = [min(m.feature_extractor.nb_max_frames, max(1, round(d * m.frames_per_second))) for d in durations]
+            frames = [min(st.nb_max_frames, max(1, round(d * st.frames_per_second))) for d in durations]
             self._add_words(encoder_output, tokenizers, [p.pieces for p in passes], frames, wanted)
         return passes
 
     def _generate(
         self, encoder_output: Any, prompts: list[list[int]], tokenizer: Any, temperature: float
     ) -> list[_Decoded]:
-        from faster_whisper.transcribe import get_suppressed_tokens
-
-        m = self.model
-        kwargs: dict[str, Any] = (
-            {"beam_size": self.beam_size}
-            if temperature == 0
-            else {"beam_size": 1, "num_hypotheses": BEST_OF, "sampling_topk": 0, "sampling_temperature": temperature}
-        )
-        outputs = m.model.generate(
+        generated = self.steps.generate(
             encoder_output,
             prompts,
-            max_length=min(m.max_length, len(prompts[0]) + self.max_tokens) if self.max_tokens else m.max_length,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
-            max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP / m.time_precision),
-            **kwargs,
+            tokenizer,
+            temperature=temperature,
+            beam_size=self.beam_size,
+            defaults=self.defaults,
+            max_new_tokens=self.max_tokens,
         )
         decoded = []
-        for out in outputs:
-            tokens = list(out.sequences_ids[0])
-            # scores are normalised by length (length_penalty 1): back to a sum, as faster-whisper does
-            avg_logprob = out.scores[0] * len(tokens) / (len(tokens) + 1)
-            text = tokenizer.decode([t for t in tokens if t < tokenizer.eot])
+        for g in generated:
+            text = tokenizer.decode([t for t in g.tokens if t < tokenizer.eot])
             decoded.append(
                 _Decoded(
-                    tokens=tokens,
-                    avg_logprob=float(avg_logprob),
-                    no_speech_prob=float(out.no_speech_prob),
+                    tokens=g.tokens,
+                    avg_logprob=g.avg_logprob,
+                    no_speech_prob=g.no_speech_prob,
                     temperature=temperature,
                     text=text,
-                    ratio=compression_ratio(text),
+                    ratio=compression_ratio(text.strip()),
                 )
             )
         return decoded
@@ -563,12 +533,12 @@ class FasterWhisperBatchRunner(_WindowLoop):
         frames: list[int],
         wanted: list[int],
     ) -> None:
-        """faster-whisper's add_word_timestamps over the group's encoder output, once per
-        start sequence (language, task) among the windows that asked for words. Windows
-        not in the call align no tokens (cheap); each window sits on its own 30 s stretch
-        of one timeline so the heuristics about pauses see real pauses only."""
-        m = self.model
-        span = m.feature_extractor.chunk_length
+        """Word alignment over the group's encoder output, once per start sequence
+        (language, task) among the windows that asked for words. Windows not in the call
+        align no tokens (cheap); each window sits on its own 30 s stretch of one timeline so
+        the heuristics about pauses see real pauses only."""
+        st = self.steps
+        span = st.chunk_length
         by_sequence: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i in wanted:
             by_sequence[tuple(tokenizers[i].sot_sequence)].append(i)
@@ -577,7 +547,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
             segments = []
             for i, window_pieces in enumerate(pieces):
                 offset = i * span
-                seek = round(offset * m.frames_per_second)
+                seek = round(offset * st.frames_per_second)
                 subs = [
                     {
                         "seek": seek,
@@ -588,15 +558,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
                     for p in window_pieces
                 ] or [{"seek": seek, "start": offset, "end": offset, "tokens": []}]
                 segments.append(subs)
-            m.add_word_timestamps(
-                segments,
-                tokenizers[members[0]],
-                encoder_output,
-                frames,
-                PREPEND_PUNCTUATIONS,
-                APPEND_PUNCTUATIONS,
-                0.0,
-            )
+            st.add_word_timestamps(segments, tokenizers[members[0]], encoder_output, frames, self.defaults)
             for i in members:
                 offset = i * span
                 for piece, sub in zip(pieces[i], segments[i], strict=True):
@@ -609,34 +571,18 @@ class FasterWhisperBatchRunner(_WindowLoop):
 # ---- openai-whisper (PyTorch) --------------------------------------------------------------
 
 
-def _decoding_task(model: Any, options: Any) -> Any:
-    """whisper.decoding.DecodingTask for a batch of encoded windows. openai-whisper
-    20250625 repeats the tokens, not the audio features, for beam search and best-of, which
-    only broadcasts for a batch of one; this subclass repeats the features too."""
-    from whisper.decoding import DecodingTask
-
-    class BatchedDecodingTask(DecodingTask):
-        def _get_audio_features(self, mel: Any) -> Any:
-            features = super()._get_audio_features(mel)
-            return features.repeat_interleave(self.n_group, dim=0) if self.n_group > 1 else features
-
-        def _detect_language(self, audio_features: Any, tokens: Any) -> Any:
-            return super()._detect_language(audio_features[:: self.n_group], tokens)
-
-    return BatchedDecodingTask(model, options)
-
-
 class OpenAIWhisperBatchRunner(_WindowLoop):
     """Batched openai-whisper over windows; shares a loaded `whisper.model.Whisper`."""
 
     name = "openai-whisper"
 
     def __init__(self, model: Any, *, model_name: str = "", device: str = "cpu", beam_size: int | None = 5) -> None:
-        self.model = model
+        self.steps = whisper_lib.OpenAIWhisperSteps(model, fp16=device == "cuda")
         self.model_name = model_name
         self.device = device
         self.beam_size = beam_size if beam_size and beam_size > 1 else None
-        self.fp16 = device == "cuda"
+        self.defaults = whisper_lib.openai_whisper_defaults()
+        self.temperatures = self.defaults.temperatures
 
     @classmethod
     def from_engine(cls, engine: Any, **kwargs: Any) -> OpenAIWhisperBatchRunner:
@@ -645,27 +591,12 @@ class OpenAIWhisperBatchRunner(_WindowLoop):
         return cls(engine.model, model_name=engine.model_name, device=engine.device, **kwargs)
 
     def _languages(self, items: Sequence[WindowRequest]) -> list[str | None]:
-        from whisper.tokenizer import LANGUAGES
-
-        multilingual = self.model.is_multilingual
-        return [_language_code(item.options.language, multilingual, LANGUAGES) for item in items]
+        st = self.steps
+        return [_language_code(item.options.language, st.multilingual, st.language_codes) for item in items]
 
     def _pass(self, items: list[WindowRequest], audios: list[np.ndarray], languages: list[str | None]) -> list[_Pass]:
-        import torch
-        from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
-
-        model = self.model
-        dtype = torch.float16 if self.fp16 else torch.float32
-        mels, frames = [], []
-        for audio in audios:
-            samples = torch.from_numpy(np.ascontiguousarray(audio)).to(model.device)
-            mel = log_mel_spectrogram(samples, model.dims.n_mels, padding=N_SAMPLES)
-            content = min(N_FRAMES, mel.shape[-1] - N_FRAMES)  # as whisper.transcribe cuts a window
-            mels.append(pad_or_trim(mel[:, :content], N_FRAMES).to(dtype))
-            frames.append(max(1, content))
-        mel_batch = torch.stack(mels)
-        with torch.no_grad():
-            features = model.embed_audio(mel_batch)
+        mel_batch, frames = self.steps.log_mels(audios)
+        features = self.steps.embed(mel_batch)
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for i, (item, lang) in enumerate(zip(items, languages, strict=True)):
             groups[(lang, item.options.task, item.options.initial_prompt)].append(i)
@@ -676,76 +607,45 @@ class OpenAIWhisperBatchRunner(_WindowLoop):
                 out[i] = self._split(items[i], audios[i], detected, d, task, mel_batch[i], frames[i])
         return [p for p in out if p is not None]
 
-    def _options(self, language: str | None, task: str, prompt: str | None, temperature: float) -> Any:
-        import whisper
-
-        return whisper.DecodingOptions(
-            task=task,
-            language=language,
-            temperature=temperature,
-            beam_size=self.beam_size if temperature == 0 else None,
-            best_of=BEST_OF if temperature > 0 else None,
-            prompt=prompt,
-            without_timestamps=False,
-            max_initial_timestamp=MAX_INITIAL_TIMESTAMP,
-            fp16=self.fp16,
-            sample_len=self.max_tokens,
-        )
-
     def _decode(self, features: Any, language: str | None, task: str, prompt: str | None) -> list[tuple[_Decoded, str]]:
-        import torch
+        def decode(feats: Any, temperature: float) -> list[whisper_lib.Decoded]:
+            return self.steps.decode(
+                feats,
+                language=language,
+                task=task,
+                prompt=prompt,
+                temperature=temperature,
+                beam_size=self.beam_size,
+                defaults=self.defaults,
+                max_new_tokens=self.max_tokens,
+            )
 
-        def decode(feats: Any, temperature: float) -> list[_Decoded]:
-            with torch.no_grad():
-                results = _decoding_task(self.model, self._options(language, task, prompt, temperature)).run(feats)
-            languages.extend(r.language for r in results)
+        def ours(results: list[whisper_lib.Decoded], temperature: float) -> list[_Decoded]:
             return [
                 _Decoded(
-                    tokens=list(r.tokens),
-                    avg_logprob=float(r.avg_logprob),
-                    no_speech_prob=float(r.no_speech_prob),
+                    tokens=r.tokens,
+                    avg_logprob=r.avg_logprob,
+                    no_speech_prob=r.no_speech_prob,
                     temperature=temperature,
                     text=r.text,
-                    ratio=float(r.compression_ratio),
+                    ratio=r.compression_ratio,
                 )
                 for r in results
             ]
 
-        languages: list[str] = []
-        decoded = decode(features, 0.0)
-        detected = list(languages)
-        retry = [i for i, d in enumerate(decoded) if _needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob)]
-        for temperature in self.temperatures[1:]:
-            if not retry:
-                break
-            retry = _best(decoded, decode(features[retry], temperature), retry)
-        return list(zip(decoded, detected, strict=True))
+        first = decode(features, 0.0)
+        decoded = ours(first, 0.0)
+        self._fallbacks(decoded, lambda retry, t: ours(decode(features[retry], t), t))
+        return list(zip(decoded, [r.language for r in first], strict=True))
 
     def _split(
         self, item: WindowRequest, audio: np.ndarray, language: str, d: _Decoded, task: str, mel: Any, frames: int
     ) -> _Pass:
-        from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
-        from whisper.timing import add_word_timestamps
-        from whisper.tokenizer import get_tokenizer
-
-        model = self.model
-        tokenizer = get_tokenizer(
-            model.is_multilingual, num_languages=model.num_languages, language=language or "en", task=task
-        )
-        duration = min(len(audio) / SAMPLE_RATE, CHUNK_LENGTH)
-        p = _pieces(d, tokenizer.timestamp_begin, tokenizer.eot, duration, tokenizer.decode)
+        st = self.steps
+        tokenizer = st.tokenizer(language or "en", task)
+        duration = min(len(audio) / st.sampling_rate, st.chunk_length)
+        p = _pieces(d, tokenizer, duration, self.defaults)
         p.language = language or "en"
         if item.options.word_timestamps and p.pieces:
-            for piece in p.pieces:
-                piece["seek"] = 0
-            add_word_timestamps(
-                segments=p.pieces,
-                model=model,
-                tokenizer=tokenizer,
-                mel=mel,
-                num_frames=frames,
-                prepend_punctuations=PREPEND_PUNCTUATIONS,
-                append_punctuations=APPEND_PUNCTUATIONS,
-                last_speech_timestamp=0.0,
-            )
+            st.add_word_timestamps(p.pieces, tokenizer, mel, frames, self.defaults)
         return p

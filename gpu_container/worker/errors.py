@@ -45,17 +45,9 @@ class InputChanged(PermanentJobError):
     code = codes.INPUT_CHANGED
 
 
-class Interrupted(Exception):
-    """Transcription stopped between segments; the subclass says why."""
+class JobCancelled(Exception):
+    """The commit found the job cancelled: the cancel won the race."""
 
 
-class JobCancelled(Interrupted):
-    pass
-
-
-class LeaseLost(Interrupted):
-    pass
-
-
-class ShutdownRequested(Interrupted):
-    pass
+class LeaseLost(Exception):
+    """The commit found a newer attempt (another worker took the job over)."""

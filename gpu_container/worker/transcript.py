@@ -167,6 +167,12 @@ def render(t: Transcript, fmt: OutputFormat, *, cues: CueRules | None = None) ->
     return RENDERERS[fmt](t)
 
 
+def output_text(t: Transcript, fmt: OutputFormat) -> str:
+    """What a job's output file in `fmt` holds (subtitles with readable cues): the worker
+    writes it, and `batchscribe transcribe` prints it."""
+    return render(t, fmt, cues=READABLE_CUES)
+
+
 # ---- sentences -------------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")

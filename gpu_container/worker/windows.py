@@ -3,11 +3,14 @@
 A local media file is opened and probed with the same safety rules as media.decode (local
 files only, a fixed list of container formats, a duration cap), then decoded incrementally
 with PyAV into 16 kHz mono float32 and cut into windows of at most 30 s of speech with
-faster-whisper's Silero VAD (`faster_whisper.vad`), the way BatchedInferencePipeline cuts a
-whole file: speech chunks (`get_speech_timestamps` with `max_speech_duration_s=30`,
-`min_silence_duration_ms=160`) are packed greedily into windows, silence between them
-dropped. Each window keeps the source positions of its chunks, so times inside a window map
-back to the original media (`Window.to_source`), as `SpeechTimestampsMap` does for a file.
+faster-whisper's Silero VAD, as faster-whisper's own transcribe filters a file
+(`vad_filter=True`, whisper_lib.vad_options): speech chunks, split where a pause lasts 2 s
+or more (speech runs over 30 s split at their last short pause), are packed greedily into
+windows, those long pauses dropped. Shorter pauses stay in the audio: they are where the
+model puts its commas and full stops (cutting every pause over 160 ms, as
+BatchedInferencePipeline does, lost them). Each window keeps the source positions of its
+chunks, so times inside a window map back to the original media (`Window.to_source`), as
+`SpeechTimestampsMap` does for a file.
 
 Memory stays bounded: audio is decoded in blocks of `block_seconds`; VAD runs on a block;
 windows whose chunks are settled (followed by enough decoded audio that more decoding cannot
@@ -31,6 +34,7 @@ from typing import Any, Generic, TypeVar
 import av
 import numpy as np
 
+from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import InvalidMedia, NoAudio, TooLong
 from gpu_container.worker.media import _OPEN_OPTIONS, ALLOWED_FORMATS, SAMPLE_RATE
 from gpu_container.worker.scheduler import NOT_READY, NotReady
@@ -98,13 +102,6 @@ class Window:
         return self.to_source(start, chunk=chunk), self.to_source(end, chunk=chunk)
 
 
-def _vad_options(max_window_seconds: float) -> Any:
-    from faster_whisper.vad import VadOptions
-
-    # BatchedInferencePipeline's defaults for cutting a file into batchable windows
-    return VadOptions(max_speech_duration_s=max_window_seconds, min_silence_duration_ms=160)
-
-
 class MediaStream:
     """A probed local media file whose windows are decoded as they are iterated.
 
@@ -135,7 +132,7 @@ class MediaStream:
         self.max_window_samples = int(max_window_seconds * SAMPLE_RATE)
         self.max_carry_samples = int(max_carry_seconds * SAMPLE_RATE)
         self.guard_samples = SAMPLE_RATE  # speech ending this close to a block's end is not settled
-        self.vad_options = vad_options or _vad_options(max_window_seconds)
+        self.vad_options = vad_options or whisper_lib.vad_options(max_window_seconds)
         self.decoded_samples = 0
         self.windows_yielded = 0
         self.exhausted = False
@@ -180,6 +177,11 @@ class MediaStream:
     def total_seconds(self) -> float | None:
         """The exact duration when decoding has finished, else the header's (or None)."""
         return self.decoded_seconds if self.exhausted else self.duration
+
+    @property
+    def work_seconds(self) -> float:
+        """Source seconds to transcribe, as far as known (for progress)."""
+        return self.total_seconds or self.decoded_seconds
 
     def close(self) -> None:
         self._container.close()
@@ -266,12 +268,10 @@ class MediaStream:
     def _cut(self, buf: np.ndarray, final: bool) -> tuple[list[list[tuple[int, int]]], int]:
         """Windows (lists of chunk ranges in `buf`) that are settled, and where the carried
         tail starts."""
-        from faster_whisper.vad import get_speech_timestamps
-
         n = len(buf)
         if n == 0:
             return [], 0
-        speech = [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(buf, self.vad_options)]
+        speech = whisper_lib.speech_chunks(buf, self.vad_options)
         if final:
             return self._pack(speech), n
         settled = [c for c in speech if c[1] <= n - self.guard_samples]
@@ -331,6 +331,11 @@ class SplitStream:
         return self.decoded_seconds if all(s.exhausted for s in self.streams) else self.duration
 
     @property
+    def work_seconds(self) -> float:
+        """Source seconds to transcribe: the duration once per channel."""
+        return (self.total_seconds or self.decoded_seconds) * self.channels
+
+    @property
     def exhausted(self) -> bool:
         return all(s.exhausted for s in self.streams)
 
@@ -364,6 +369,16 @@ def open_channels(path: Path, max_duration_seconds: float, **kwargs: Any) -> Med
 def open_media(path: Path, max_duration_seconds: float, **kwargs: Any) -> MediaStream:
     """Probe a local media file and return its window stream (see MediaStream)."""
     return MediaStream(path, max_duration_seconds, **kwargs)
+
+
+def open_stream(
+    path: Path, max_duration_seconds: float, *, split_channels: bool = False, **kwargs: Any
+) -> MediaStream | SplitStream:
+    """A job's window stream: its channels apart when asked (and there are several), else
+    the whole file mixed to mono. The worker and `batchscribe transcribe` open files so."""
+    if split_channels:
+        return open_channels(path, max_duration_seconds, **kwargs)
+    return open_media(path, max_duration_seconds, **kwargs)
 
 
 def iter_windows(path: Path, max_duration_seconds: float, **kwargs: Any) -> Iterator[Window]:

@@ -3,7 +3,7 @@
 #   scripts/image/smoke.sh cpu|gpu [faster-whisper|openai-whisper]
 # Every image: uid 10001, the baked model, HF_HUB_OFFLINE=1, the entrypoint starts the worker
 # (which stops at its settings: no queue or table configured). faster-whisper images: no torch.
-# CPU: transcribes the bundled sample with the worker's own decode + engine code.
+# CPU: transcribes the bundled sample through the worker's own path (batches.transcribe_file).
 # GPU: CTranslate2 imports and the loader finds cuBLAS 12 (no GPU needed for that; running on
 # one needs the host's driver).
 set -euo pipefail
@@ -43,23 +43,23 @@ if [ "$device" = cpu ]; then
   [ -f "$sample" ] || { echo "no sample file (set SAMPLE)" >&2; exit 1; }
   echo "== transcribe $(basename "$sample") (the worker's decode and engine code, the baked model, CPU)"
   run -v "$(realpath "$sample"):/tmp/sample:ro" --entrypoint python "$image" -c "
-import inspect, os, pathlib, time
+import os, pathlib, time
 from batchscribe.models import JobOptions
-from gpu_container.worker import media
+from gpu_container.worker.batches import transcribe_file
 from gpu_container.worker.engines import load_engine, resolve_model
 model, engine, baked = os.environ['BATCHSCRIBE_MODEL'], os.environ['BATCHSCRIBE_ENGINE'], os.environ['BATCHSCRIBE_MODEL_DIR']
 # the worker passes its model_dir/cache_dir settings (BATCHSCRIBE_MODEL_DIR/_CACHE_DIR) to the engine
-where = {'model_dir': baked} if 'model_dir' in inspect.signature(resolve_model).parameters else {}
+where = {'model_dir': baked}
 folder = resolve_model(model, **where)
 print('model folder:', folder)
 assert folder.startswith(baked), 'not the baked model'
-if engine == 'openai-whisper' and where:
+if engine == 'openai-whisper':
     where['cache_dir'] = os.environ['BATCHSCRIBE_CACHE_DIR']
 t = time.perf_counter()
-a = media.decode(pathlib.Path('/tmp/sample'), 600)
 e = load_engine(engine, model=model, device='cpu', **where)
-r = e.transcribe(a.samples, JobOptions(language='en'), lambda s: None)
-print(f'{a.duration:.1f} s of {a.container}/{a.codec} in {time.perf_counter() - t:.1f} s:', r.text)
+# the worker's own path with one job held: windows -> scheduler -> batch runner -> transcript
+r = transcribe_file(pathlib.Path('/tmp/sample'), JobOptions(language='en'), e, max_duration_seconds=600)
+print(f'{r.duration:.1f} s in {time.perf_counter() - t:.1f} s:', r.text)
 assert len(r.text.split()) > 5, r.text
 "
 else

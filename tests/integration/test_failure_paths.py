@@ -148,7 +148,7 @@ def test_a_killed_attempts_log_is_linked_from_the_job(svc: Lifecycle, api: JobAp
     import requests
 
     from batchscribe.storage import MediaStore
-    from gpu_container.worker.main import JobLog
+    from gpu_container.worker.running import JobLog
 
     job_id = queued_job(svc)
     for n in range(svc.settings.max_attempts):

@@ -24,7 +24,16 @@ from gpu_container.worker.main import Outcome, Worker
 from harness.audio import SENTENCES, speak
 from tests.conftest import Stack
 from tests.helpers import call
-from tests.integration.workers import Scripted, make_worker, queue_counts, s3_text, submit, until_heard, words
+from tests.integration.workers import (
+    Scripted,
+    make_worker,
+    queue_counts,
+    s3_text,
+    submit,
+    until_claimed,
+    until_heard,
+    words,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +135,7 @@ def sigterm_at_the_first_batch(
 
     def sigterm(_batch: Sequence[Any]) -> None:
         if hook.calls == 1:
+            until_claimed(worker, 3)  # claims go on beside the loop: all three are held by now
             os.kill(os.getpid(), signal.SIGTERM)
 
     hook = Scripted(engines["faster-whisper"], sigterm)

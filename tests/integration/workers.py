@@ -97,8 +97,18 @@ def until_heard(worker: Worker, job_id: str, timeout: float = 30) -> None:
     taken over, or the job is no longer held: no fixed sleep that a slow machine outlasts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = worker._held.get(job_id)
-        if run is None or run.beat.cancelled.is_set() or run.beat.lost.is_set():
+        run = worker.held(job_id)
+        if run is None or run.beat.interrupted:
             return
         time.sleep(0.02)
     raise AssertionError(f"the worker's heartbeat did not learn of job {job_id}'s change in {timeout} s")
+
+
+def until_claimed(worker: Worker, jobs: int, timeout: float = 30) -> None:
+    """Wait (inside a batch hook) until the worker has claimed `jobs` jobs: claiming runs on
+    its own thread, beside the batches."""
+    deadline = time.monotonic() + timeout
+    while worker.jobs_done < jobs:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the worker claimed {worker.jobs_done} of {jobs} jobs in {timeout} s")
+        time.sleep(0.02)

@@ -1,0 +1,131 @@
+"""Admission: receiving, claiming and preparing jobs beside the model loop.
+
+One thread receives messages while the gate has room (a long poll: it never holds up a
+batch), reserves a claim for each, claims it (claiming.py), starts the job's log and
+heartbeat, and hands it to the preparing pool; once prepared (preparing.py) the job goes
+to the loop through the gate. A job that cannot go on (its preparation failed, it was
+cancelled or taken over meanwhile, or the worker stops) is let go of where it is, on that
+thread (finishing.py): the loop only ever sees ready jobs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from batchscribe.models import Job
+from batchscribe.queue import ClassQueues, Received
+from batchscribe.sources import FetchStopped
+from gpu_container.worker.claiming import Claimer
+from gpu_container.worker.finishing import Finisher
+from gpu_container.worker.handoff import Gate
+from gpu_container.worker.preparing import Preparer
+from gpu_container.worker.running import JobRun, Outcome, logger
+
+MAX_MESSAGES = 10  # SQS's most per receive
+EMPTY_POLL_PAUSE = 0.05  # seconds between short polls (poll_seconds = 0) that found nothing
+RECEIVE_ERROR_PAUSE = 1.0
+
+
+class Admission(threading.Thread):
+    def __init__(
+        self,
+        gate: Gate[JobRun],
+        queue: ClassQueues,
+        claimer: Claimer,
+        start: Callable[[Job, Received], JobRun],
+        preparer: Preparer,
+        finisher: Finisher,
+        *,
+        poll_seconds: int,
+        record: Callable[[Outcome], None],
+        preparing_threads: int = 2,
+    ) -> None:
+        super().__init__(name="admission", daemon=True)
+        self.gate, self.queue, self.claimer, self.start_run = gate, queue, claimer, start
+        self.preparer, self.finisher = preparer, finisher
+        self.poll_seconds = poll_seconds
+        self.record = record
+        self.pool = ThreadPoolExecutor(max_workers=preparing_threads, thread_name_prefix="preparing")
+
+    def run(self) -> None:
+        try:
+            while not self.gate.closed:
+                room = self.gate.wait_for_room(timeout=0.5)
+                if room > 0:
+                    self.receive(room)
+        finally:
+            self.pool.shutdown(wait=True)  # jobs being prepared end given back, or handed over
+
+    def receive(self, room: int) -> None:
+        # a long poll, cut short while idle so that the idle exit is not delayed by it
+        wait = int(max(0, min(self.poll_seconds, self.gate.idle_left())))
+        try:
+            messages = self.queue.receive(wait_seconds=wait, max_messages=min(MAX_MESSAGES, room))
+        except Exception as exc:
+            logger.warning("could not receive messages", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self.gate.wait_closed(RECEIVE_ERROR_PAUSE)
+            return
+        for received in messages:
+            self.take(received)
+        if not messages and wait == 0:
+            self.gate.wait_closed(EMPTY_POLL_PAUSE)
+
+    def take(self, received: Received) -> Outcome:
+        """Claim one message's job and start preparing it, or say why not."""
+        if not self.gate.reserve():
+            self._put_back(received)
+            return Outcome.PUT_BACK
+        try:
+            claimed = self.claimer.claim(received)
+        except Exception:
+            self.gate.unreserve()
+            logger.exception("could not claim a job", extra={"message_id": received.message_id})
+            return Outcome.CLAIM_FAILED
+        if isinstance(claimed, Outcome):
+            self.gate.unreserve()
+            self.record(claimed)
+            return claimed
+        try:
+            run = self.start_run(claimed, received)
+        except Exception:  # not held: its lease runs out, and the sweeper queues it again
+            self.gate.unreserve()
+            logger.exception("could not start a claimed job", extra={"job_id": claimed.job_id})
+            return Outcome.CLAIM_FAILED
+        if self.gate.claimed():
+            self.pool.submit(self.prepare, run)
+        else:  # the worker stopped while the claim was made: straight back
+            self._let_go(run, self.finisher.shut_down)
+        self.record(Outcome.CLAIMED)
+        return Outcome.CLAIMED
+
+    def prepare(self, run: JobRun) -> None:
+        """On the preparing pool: download and probe, then hand the job to the loop (or let
+        go of it here)."""
+        try:
+            self.preparer.prepare(run)
+            error: BaseException | None = None
+        except Exception as exc:
+            error = exc
+        if run.beat.interrupted:  # cancelled or taken over meanwhile: whatever the preparing did
+            self._let_go(run, self.finisher.interrupted)
+        elif isinstance(error, FetchStopped) or (error is None and not self.gate.hand_over(run)):
+            self._let_go(run, self.finisher.shut_down)  # the worker stops
+        elif error is not None:
+            failure = error
+            self._let_go(run, lambda r: self.finisher.failed(r, failure))
+
+    def _let_go(self, run: JobRun, how: Callable[[JobRun], Outcome]) -> None:
+        try:
+            self.record(how(run))
+        except Exception:
+            logger.exception("could not let go of a job", extra={"job_id": run.job_id})
+        finally:
+            self.gate.done()
+
+    def _put_back(self, received: Received) -> None:
+        try:
+            self.queue.extend(received.receipt_handle, 0)  # not ours to take any more
+        except Exception as exc:
+            logger.warning("could not put a message back", extra={"error": f"{type(exc).__name__}: {exc}"})

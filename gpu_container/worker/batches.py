@@ -1,0 +1,147 @@
+"""Held jobs' windows through the model: the one transcription path.
+
+`Batches` holds jobs' window streams, one scheduler per (engine, model), and runs one batch
+per engine per `step()`, routing results to their jobs; it knows nothing of AWS. The
+worker's loop steps it between taking ready jobs and handing finished ones on;
+`transcribe_file` (what `batchscribe transcribe` runs) steps it with one job held. Both
+therefore go media -> windows -> scheduler -> runner -> assemble the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchscribe.models import JobOptions
+from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble_stream, run_isolating, runner_for
+from gpu_container.worker.engines import Engine
+from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
+from gpu_container.worker.transcript import Transcript
+from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch
+
+EngineKey = tuple[str, str]  # (engine, model)
+DECODING_POLL_SECONDS = 0.01  # nothing to batch while every held job's next window is decoding
+
+
+def default_batching(device: str, model: str) -> tuple[int, int]:
+    """(K held jobs, B windows per batch) for a device and a model, when not configured.
+
+    CPU: a small batch (two cores gain little from more, see bench/RESULTS.md). GPU: sized for
+    the 16-24 GB cards of the default pools (T4, A10G, L4) in fp16: a large model's encoder
+    activations for 32 windows fit beside its weights; smaller models take 64. K = B, so every
+    held job can have a window in each batch.
+    """
+    if device != "cuda":
+        return 4, 8
+    batch = 32 if model.startswith("large") and "turbo" not in model else 64
+    return batch, batch
+
+
+@dataclass
+class Step:
+    """What one step did: whether a batch ran, each job's share of the compute seconds, and
+    the jobs that finished or failed (no longer held)."""
+
+    ran: bool = False
+    compute: dict[str, float] = field(default_factory=dict)
+    events: list[JobEvent] = field(default_factory=list)
+
+
+class Batches:
+    def __init__(self, runner: Callable[[EngineKey], BatchRunner], *, batch_size: int, read_ahead: int) -> None:
+        self._runner = runner
+        self.batch_size = batch_size
+        self.read_ahead = read_ahead
+        self._schedulers: dict[EngineKey, Scheduler[Any, Any]] = {}
+        self._key: dict[str, EngineKey] = {}
+
+    def add(
+        self, job: str, key: EngineKey, stream: MediaStream | SplitStream, options: DecodeOptions, priority: int = 0
+    ) -> None:
+        """Hold a job: its windows decoded ahead on their own thread, batched with the others
+        of its engine (lower `priority` first)."""
+        if key not in self._schedulers:
+            self._schedulers[key] = Scheduler(read_ahead=self.read_ahead)
+        self._schedulers[key].add(
+            job, prefetch(stream.windows()), options=options, priority=priority, expected_seconds=stream.duration
+        )
+        self._key[job] = key
+
+    def remove(self, job: str) -> None:
+        """Let go of a job (cancelled, taken over, the worker stops): its windows dropped."""
+        key = self._key.pop(job, None)
+        if key is not None:
+            self._schedulers[key].remove(job)
+
+    def __contains__(self, job: object) -> bool:
+        return job in self._key
+
+    def __len__(self) -> int:
+        return len(self._key)
+
+    def progress(self, job: str) -> float:
+        """Source seconds transcribed without a gap from the job's start."""
+        key = self._key.get(job)
+        return self._schedulers[key].progress(job) if key is not None else 0.0
+
+    def step(self) -> Step:
+        """One batch per engine that has windows ready; results routed to their jobs."""
+        step = Step()
+        for key, scheduler in self._schedulers.items():
+            if not len(scheduler):
+                continue
+            batch = scheduler.next_batch(self.batch_size)
+            if batch:
+                started = time.perf_counter()
+                results = run_isolating(self._runner(key), batch)
+                share = (time.perf_counter() - started) / len(batch)
+                for work in batch:
+                    step.compute[work.job] = step.compute.get(work.job, 0.0) + share
+                scheduler.complete(batch, results)
+                step.ran = True
+            for event in scheduler.events():
+                self._key.pop(event.job, None)
+                step.events.append(event)
+        return step
+
+
+def transcribe_file(
+    path: Path,
+    options: JobOptions,
+    engine: Engine,
+    *,
+    max_duration_seconds: float,
+    batch_size: int | None = None,
+    read_ahead: int = 8,
+    block_seconds: float = 120,
+    on_progress: Callable[[float, float], None] = lambda _done, _total: None,
+) -> Transcript:
+    """One file through the worker's path with one job held: open (probe) -> windows ->
+    scheduler -> the engine's batch runner -> assemble. Raises the job's failure
+    (PermanentJobError for bad media). `on_progress(done, total)` gets source seconds
+    transcribed and to transcribe (over all channels, when they are transcribed apart)."""
+    stream = open_stream(
+        path, max_duration_seconds, split_channels=options.channels == "split", block_seconds=block_seconds
+    )
+    runner = runner_for(engine)
+    size = batch_size or default_batching(engine.device, engine.model_name)[1]
+    batches = Batches(lambda _key: runner, batch_size=size, read_ahead=read_ahead)
+    batches.add("file", (engine.name, engine.model_name), stream, DecodeOptions.from_job(options))
+    try:
+        while True:
+            step = batches.step()
+            for event in step.events:
+                if isinstance(event, JobFailed):
+                    raise event.error
+                assert isinstance(event, JobFinished)
+                transcript = assemble_stream(event.results, stream)
+                return transcript.model_copy(update={"engine": engine.name, "model": engine.model_name})
+            on_progress(batches.progress("file"), stream.work_seconds)
+            if not step.ran:
+                time.sleep(DECODING_POLL_SECONDS)
+    finally:
+        batches.remove("file")
+        stream.close()

@@ -1,0 +1,117 @@
+"""Receive -> claim: one message becomes a claimed job, or the reason it does not.
+
+The cases a message cannot be claimed, each with its own answer:
+- poison (not a job message): deleted;
+- unknown job: deleted;
+- duplicate for a finished (terminal) job: deleted, nothing else;
+- another worker holds a live lease: the message comes back once that lease would expire;
+- the owner runs its cap of jobs: the job stays queued, its message re-sent for later as a
+  fresh one (no receive counted towards the dead-letter queue);
+- the job is still pending: a stray. The upload intake records a job as queued before it
+  sends the job's message (and the sweeper re-sends a message lost in between), so nothing
+  legitimate sends a message for a pending job: it is deleted with a warning.
+
+Every repository and queue call of claiming is here (the worker's other calls: running.py's
+heartbeat, preparing.py's record_fetched, finishing.py's commit, fail and give-back).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batchscribe.errors import InvalidTransition, JobNotFound, OwnerAtCap
+from batchscribe.models import Job, JobStatus
+from batchscribe.queue import ClassQueues, Received
+from batchscribe.repository import Counters, JobRepository
+from gpu_container.worker.running import Outcome, logger
+
+MAX_DEFER_SECONDS = 43_200  # SQS's longest visibility timeout
+
+
+class Claimer:
+    """Claims the job a message names (queued -> running, attempt + 1, a lease) for this
+    worker, or answers a message that cannot be claimed (module docstring)."""
+
+    def __init__(
+        self,
+        repo: JobRepository,
+        counters: Counters,
+        queue: ClassQueues,
+        *,
+        worker_id: str,
+        lease_seconds: float,
+        owner_cap: int,
+        owner_cap_delay_seconds: int,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.repo, self.counters, self.queue = repo, counters, queue
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.owner_cap = owner_cap
+        self.owner_cap_delay_seconds = owner_cap_delay_seconds
+        self.now = now
+
+    def claim(self, received: Received) -> Job | Outcome:
+        """The claimed job, or the Outcome saying why the message was not claimed."""
+        if received.message is None:
+            logger.error("not a job message; deleting", extra={"body": received.raw_body[:300]})
+            self.queue.delete(received.receipt_handle)
+            return Outcome.POISON_MESSAGE
+        job_id = received.message.job_id
+        try:
+            job = self.repo.claim(job_id, self.worker_id, self.lease_seconds, owner_cap=self.owner_cap)
+        except JobNotFound:
+            self.queue.delete(received.receipt_handle)
+            return Outcome.UNKNOWN_JOB
+        except OwnerAtCap:
+            return self._over_cap(job_id, received)
+        except InvalidTransition:
+            return self._not_claimable(job_id, received)
+        self._count_claim()
+        return job
+
+    def _count_claim(self) -> None:
+        """The pool's throughput for queue estimates: best effort, never in a job's way."""
+        try:
+            self.counters.count_claim(self.queue.url)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("claim not counted", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    def _over_cap(self, job_id: str, received: Received) -> Outcome:
+        """The job's owner already runs its cap: the job stays queued and its message comes
+        back later as a fresh one (not a receive towards the DLQ); others' jobs go first."""
+        self.repo.seen_over_cap(job_id)
+        self.queue.send_later(received, self.owner_cap_delay_seconds)
+        logger.info("owner at its running cap; job left queued", extra={"job_id": job_id})
+        return Outcome.OVER_CAP
+
+    def _not_claimable(self, job_id: str, received: Received) -> Outcome:
+        try:
+            current = self.repo.get(job_id)
+        except JobNotFound:
+            self.queue.delete(received.receipt_handle)
+            return Outcome.UNKNOWN_JOB
+        if current.status.terminal:
+            logger.info(
+                "duplicate message for a finished job; deleted", extra={"job_id": job_id, "status": current.status}
+            )
+            self.queue.delete(received.receipt_handle)
+            return Outcome.DUPLICATE
+        if current.status is JobStatus.RUNNING:
+            # Another worker holds a live lease: come back once it would have expired.
+            remaining = (current.lease_expires_at or 0) - self.now()
+            self.queue.extend(received.receipt_handle, int(min(MAX_DEFER_SECONDS, max(1, remaining + 2))))
+            return Outcome.DEFERRED
+        if current.status is JobStatus.QUEUED:  # queued again since the claim was refused: try again
+            self.queue.extend(received.receipt_handle, 0)
+            return Outcome.DEFERRED
+        logger.warning(
+            "message for a job that is still pending: a stray (the intake sends a job's message only "
+            "once it is queued); deleted",
+            extra={"job_id": job_id, "status": current.status, "message_id": received.message_id},
+        )
+        self.queue.delete(received.receipt_handle)
+        return Outcome.STRAY

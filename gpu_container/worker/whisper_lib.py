@@ -1,0 +1,508 @@
+"""The one place that touches faster-whisper, CTranslate2 and openai-whisper.
+
+Everything the worker needs of the three libraries goes through here: loading a model,
+the VAD that cuts windows, and the batch runners' steps below the libraries' public
+`transcribe` (batched log-mel, encoder, `generate`/`DecodingTask` with per-window prompts,
+language detection, word alignment). Several of those are private or semi-private names
+(`faster_whisper.tokenizer._LANGUAGE_CODES`, `WhisperModel.model.generate` and its keyword
+arguments, `add_word_timestamps`, `get_suppressed_tokens`, `DecodingTask._get_audio_features`
+and `_detect_language`, `whisper.timing`) that a release may change without notice: so this
+module declares the versions it was written for (`WRITTEN_FOR`), a test pins them
+(tests/unit/test_whisper_lib.py), and an upgrade fails there with one message.
+
+Decoding defaults (the temperature ladder, the fallback thresholds, the punctuation that
+word timestamps attach to words) are read from the libraries' own `transcribe` signatures,
+not copied, so the runners decode as each library's own transcribe does.
+
+No other module of gpu_container imports these libraries (an import-linter contract in
+pyproject.toml says so). Imports are lazy: a worker loads only its engine's library.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+# library (distribution name) -> the version this adapter was written and tested against
+WRITTEN_FOR = {"faster-whisper": "1.2.1", "ctranslate2": "4.8.5", "openai-whisper": "20250625"}
+
+# openai-whisper's command line samples 5 candidates at each fallback temperature
+# (whisper/transcribe.py `cli`, --best_of); its Python API leaves best_of unset.
+OPENAI_BEST_OF = 5
+
+
+class LibraryVersionError(RuntimeError):
+    """An installed library is not the version this adapter was written for."""
+
+
+def version_problems() -> list[str]:
+    """One line per installed library whose version differs from `WRITTEN_FOR`."""
+    problems = []
+    for name, expected in WRITTEN_FOR.items():
+        try:
+            found = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # not installed: an image without this engine
+        if found != expected:
+            problems.append(
+                f"{name} {found} is installed, but gpu_container/worker/whisper_lib.py was written for "
+                f"{name} {expected}: re-check the adapter against {name} {found}'s source "
+                f"(the private names and keyword arguments it uses), then update WRITTEN_FOR"
+            )
+    return problems
+
+
+def check_versions() -> None:
+    problems = version_problems()
+    if problems:
+        raise LibraryVersionError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class DecodingDefaults:
+    """What a library's own transcribe decodes with, read from its signature."""
+
+    temperatures: tuple[float, ...]
+    compression_ratio_threshold: float
+    log_prob_threshold: float
+    no_speech_threshold: float
+    best_of: int
+    max_initial_timestamp: float
+    prepend_punctuations: str
+    append_punctuations: str
+    patience: float = 1.0  # beam search (CTranslate2)
+    length_penalty: float = 1.0
+
+    def needs_fallback(self, avg_logprob: float, ratio: float, no_speech_prob: float) -> bool:
+        """Whisper's guard: a decode that looks like a loop or is unlikely is tried again
+        at the next temperature (unless the window is judged silent)."""
+        if self.is_silent(avg_logprob, no_speech_prob):
+            return False
+        return ratio > self.compression_ratio_threshold or avg_logprob < self.log_prob_threshold
+
+    def is_silent(self, avg_logprob: float, no_speech_prob: float) -> bool:
+        return no_speech_prob > self.no_speech_threshold and avg_logprob < self.log_prob_threshold
+
+
+def _defaults(function: Any) -> dict[str, Any]:
+    return {k: p.default for k, p in inspect.signature(function).parameters.items()}
+
+
+@functools.cache
+def faster_whisper_defaults() -> DecodingDefaults:
+    from faster_whisper import WhisperModel
+
+    d = _defaults(WhisperModel.transcribe)
+    return DecodingDefaults(
+        temperatures=tuple(d["temperature"]),
+        compression_ratio_threshold=d["compression_ratio_threshold"],
+        log_prob_threshold=d["log_prob_threshold"],
+        no_speech_threshold=d["no_speech_threshold"],
+        best_of=d["best_of"],
+        max_initial_timestamp=d["max_initial_timestamp"],
+        prepend_punctuations=d["prepend_punctuations"],
+        append_punctuations=d["append_punctuations"],
+        patience=d["patience"],
+        length_penalty=d["length_penalty"],
+    )
+
+
+@functools.cache
+def openai_whisper_defaults() -> DecodingDefaults:
+    import whisper
+
+    d = _defaults(whisper.transcribe)
+    return DecodingDefaults(
+        temperatures=tuple(d["temperature"]),
+        compression_ratio_threshold=d["compression_ratio_threshold"],
+        log_prob_threshold=d["logprob_threshold"],
+        no_speech_threshold=d["no_speech_threshold"],
+        best_of=OPENAI_BEST_OF,
+        max_initial_timestamp=_defaults(whisper.DecodingOptions)["max_initial_timestamp"],
+        prepend_punctuations=d["prepend_punctuations"],
+        append_punctuations=d["append_punctuations"],
+    )
+
+
+# ---- loading models -------------------------------------------------------------------------
+
+
+def cuda_device_count() -> int:
+    """CUDA devices CTranslate2 can use (0 without CUDA or without CTranslate2)."""
+    try:
+        import ctranslate2
+
+        return int(ctranslate2.get_cuda_device_count())
+    except Exception:
+        return 0
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def load_faster_whisper(ref: str, *, device: str, compute_type: str, cpu_threads: int) -> Any:
+    """A faster_whisper.WhisperModel from a model folder (or a name it may download)."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+
+
+def download_model(model: str, output_dir: str) -> None:
+    """faster-whisper's download of a CTranslate2 model (image builds only)."""
+    from faster_whisper.utils import download_model as download
+
+    download(model, output_dir=output_dir)
+
+
+def load_openai_whisper(ref: str, *, device: str, alignment_heads: Sequence[tuple[int, int]] = ()) -> Any:
+    """A whisper.model.Whisper from a checkpoint file (or a name it may download); the
+    alignment heads a converted checkpoint carries are registered for word timestamps."""
+    import torch
+    import whisper
+
+    model = whisper.load_model(ref, device=device)
+    if alignment_heads:
+        dims = model.dims
+        mask = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+        for layer, head in alignment_heads:
+            mask[layer, head] = True
+        model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
+    return model
+
+
+# ---- VAD (windows.py) -------------------------------------------------------------------------
+
+
+def vad_options(max_speech_seconds: float) -> Any:
+    """faster-whisper's VadOptions as its own transcribe uses them (`vad_filter=True`): a
+    pause is cut out only when it is long (min_silence_duration_ms, 2 s), so the model
+    still hears the short pauses where commas and full stops go; speech runs are split to
+    fit a window."""
+    from faster_whisper.vad import VadOptions
+
+    return VadOptions(max_speech_duration_s=max_speech_seconds)
+
+
+def speech_chunks(audio: np.ndarray, options: Any) -> list[tuple[int, int]]:
+    """Silero VAD's speech (start, end) sample ranges in `audio`."""
+    from faster_whisper.vad import get_speech_timestamps
+
+    return [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(audio, options)]
+
+
+# ---- faster-whisper's steps, for the batch runner ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One decode of one window: tokens (timestamps included), average log-probability
+    (recovered from CTranslate2's length-normalised score, as faster-whisper does), and the
+    no-speech probability."""
+
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+class FasterWhisperSteps:
+    """The steps of faster-whisper's transcribe over a loaded WhisperModel, taken apart so
+    that a batch of windows of different jobs (with their own prompts, languages and
+    tasks) runs through one encoder call and one `generate` per prompt length."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        fe = model.feature_extractor
+        self.sampling_rate: int = fe.sampling_rate
+        self.chunk_length: float = fe.chunk_length
+        self.nb_max_frames: int = fe.nb_max_frames
+        self.frames_per_second: float = model.frames_per_second
+        self.time_precision: float = model.time_precision
+        self.max_length: int = model.max_length
+        self.multilingual: bool = model.model.is_multilingual
+        self._tokenizers: dict[tuple[str, str], Any] = {}
+
+    @property
+    def language_codes(self) -> frozenset[str]:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        return frozenset(_LANGUAGE_CODES)
+
+    def tokenizer(self, language: str, task: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        key = (language, task)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
+        return self._tokenizers[key]
+
+    def features(self, audios: Sequence[np.ndarray]) -> np.ndarray:
+        """Log-mel features of each window, padded to 30 s, as one batch."""
+        from faster_whisper.audio import pad_or_trim
+
+        fe = self.model.feature_extractor
+        return np.stack([pad_or_trim(fe(audio)[..., :-1]) for audio in audios])
+
+    def prompt(self, tokenizer: Any, previous: list[int]) -> list[int]:
+        """The decoder prompt: previous text (an initial prompt), then the start sequence,
+        timestamps on."""
+        return list(self.model.get_prompt(tokenizer, previous, without_timestamps=False))
+
+    def encode(self, features: np.ndarray) -> Any:
+        return self.model.encode(features)
+
+    def detect_languages(self, encoder_output: Any) -> list[str]:
+        return [str(found[0][0][2:-2]) for found in self.model.model.detect_language(encoder_output)]
+
+    def generate(
+        self,
+        encoder_output: Any,
+        prompts: list[list[int]],
+        tokenizer: Any,
+        *,
+        temperature: float,
+        beam_size: int,
+        defaults: DecodingDefaults,
+        max_new_tokens: int | None = None,
+    ) -> list[Generated]:
+        """One CTranslate2 `generate` over the batch, with the keyword arguments faster-
+        whisper's own transcribe passes (suppressed tokens, blank suppression, the
+        initial-timestamp limit; beam search at temperature 0, best-of sampling above)."""
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        sampling: dict[str, Any] = (
+            {"beam_size": beam_size, "patience": defaults.patience}
+            if temperature == 0
+            else {
+                "beam_size": 1,
+                "num_hypotheses": defaults.best_of,
+                "sampling_topk": 0,
+                "sampling_temperature": temperature,
+            }
+        )
+        limit = self.max_length if max_new_tokens is None else min(self.max_length, len(prompts[0]) + max_new_tokens)
+        outputs = self.model.model.generate(
+            encoder_output,
+            prompts,
+            length_penalty=defaults.length_penalty,
+            max_length=limit,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
+            max_initial_timestamp_index=round(defaults.max_initial_timestamp / self.time_precision),
+            **sampling,
+        )
+        out = []
+        for result in outputs:
+            tokens = list(result.sequences_ids[0])
+            out.append(
+                Generated(
+                    tokens=tokens,
+                    avg_logprob=float(result.scores[0] * len(tokens) ** defaults.length_penalty / (len(tokens) + 1)),
+                    no_speech_prob=float(result.no_speech_prob),
+                )
+            )
+        return out
+
+    def add_word_timestamps(
+        self,
+        segments: list[list[dict[str, Any]]],
+        tokenizer: Any,
+        encoder_output: Any,
+        frames: list[int],
+        defaults: DecodingDefaults,
+    ) -> None:
+        """faster-whisper's word alignment: `segments[i]` are window i's pieces (`seek`,
+        `start`, `end`, `tokens`); each gets `words` and aligned start/end."""
+        self.model.add_word_timestamps(
+            segments,
+            tokenizer,
+            encoder_output,
+            frames,
+            defaults.prepend_punctuations,
+            defaults.append_punctuations,
+            0.0,
+        )
+
+
+# ---- openai-whisper's steps, for the batch runner ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One openai-whisper decode of one window."""
+
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    text: str
+    compression_ratio: float
+    language: str
+
+
+def _decoding_task(model: Any, options: Any) -> Any:
+    """whisper.decoding.DecodingTask for a batch of encoded windows. openai-whisper
+    20250625 repeats the tokens, not the audio features, for beam search and best-of, which
+    only broadcasts for a batch of one; this subclass repeats the features too."""
+    from whisper.decoding import DecodingTask
+
+    class BatchedDecodingTask(DecodingTask):
+        def _get_audio_features(self, mel: Any) -> Any:
+            features = super()._get_audio_features(mel)
+            return features.repeat_interleave(self.n_group, dim=0) if self.n_group > 1 else features
+
+        def _detect_language(self, audio_features: Any, tokens: Any) -> Any:
+            return super()._detect_language(audio_features[:: self.n_group], tokens)
+
+    return BatchedDecodingTask(model, options)
+
+
+class OpenAIWhisperSteps:
+    """openai-whisper's transcribe steps over a loaded whisper.model.Whisper, for a batch."""
+
+    def __init__(self, model: Any, *, fp16: bool) -> None:
+        from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
+
+        self.model = model
+        self.fp16 = fp16
+        self.sampling_rate: int = SAMPLE_RATE
+        self.chunk_length: float = CHUNK_LENGTH
+        self.multilingual: bool = model.is_multilingual
+
+    @property
+    def language_codes(self) -> frozenset[str]:
+        from whisper.tokenizer import LANGUAGES
+
+        return frozenset(LANGUAGES)
+
+    def tokenizer(self, language: str, task: str) -> Any:
+        from whisper.tokenizer import get_tokenizer
+
+        return get_tokenizer(self.multilingual, num_languages=self.model.num_languages, language=language, task=task)
+
+    def log_mels(self, audios: Sequence[np.ndarray]) -> tuple[Any, list[int]]:
+        """The windows' log-mel spectrograms as one batch, each cut and padded as
+        whisper.transcribe cuts a 30 s window, and the frames of real audio in each."""
+        import torch
+        from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
+
+        dtype = torch.float16 if self.fp16 else torch.float32
+        mels, frames = [], []
+        for audio in audios:
+            samples = torch.from_numpy(np.ascontiguousarray(audio)).to(self.model.device)
+            mel = log_mel_spectrogram(samples, self.model.dims.n_mels, padding=N_SAMPLES)
+            content = min(N_FRAMES, mel.shape[-1] - N_FRAMES)
+            mels.append(pad_or_trim(mel[:, :content], N_FRAMES).to(dtype))
+            frames.append(max(1, content))
+        return torch.stack(mels), frames
+
+    def embed(self, mel_batch: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return self.model.embed_audio(mel_batch)
+
+    def decode(
+        self,
+        features: Any,
+        *,
+        language: str | None,
+        task: str,
+        prompt: str | None,
+        temperature: float,
+        beam_size: int | None,
+        defaults: DecodingDefaults,
+        max_new_tokens: int | None = None,
+    ) -> list[Decoded]:
+        """whisper's DecodingTask on encoded windows (what `model.decode` runs), timestamps on."""
+        import torch
+        import whisper
+
+        options = whisper.DecodingOptions(
+            task=task,
+            language=language,
+            temperature=temperature,
+            beam_size=beam_size if temperature == 0 else None,
+            best_of=defaults.best_of if temperature > 0 else None,
+            prompt=prompt,
+            without_timestamps=False,
+            max_initial_timestamp=defaults.max_initial_timestamp,
+            fp16=self.fp16,
+            sample_len=max_new_tokens,
+        )
+        with torch.no_grad():
+            results = _decoding_task(self.model, options).run(features)
+        return [
+            Decoded(
+                tokens=list(r.tokens),
+                avg_logprob=float(r.avg_logprob),
+                no_speech_prob=float(r.no_speech_prob),
+                text=r.text,
+                compression_ratio=float(r.compression_ratio),
+                language=r.language,
+            )
+            for r in results
+        ]
+
+    def add_word_timestamps(
+        self, pieces: list[dict[str, Any]], tokenizer: Any, mel: Any, frames: int, defaults: DecodingDefaults
+    ) -> None:
+        """whisper.timing's word alignment for one window's pieces (it runs the model on
+        that window's mel again)."""
+        from whisper.timing import add_word_timestamps
+
+        for piece in pieces:
+            piece["seek"] = 0
+        add_word_timestamps(
+            segments=pieces,
+            model=self.model,
+            tokenizer=tokenizer,
+            mel=mel,
+            num_frames=frames,
+            prepend_punctuations=defaults.prepend_punctuations,
+            append_punctuations=defaults.append_punctuations,
+            last_speech_timestamp=0.0,
+        )
+
+
+# ---- the libraries' own transcribe: a reference for benchmarks and tests, never the worker's path
+
+
+def library_transcribe(engine: Any, audio: np.ndarray, *, language: str | None = None, batch_size: int = 0) -> str:
+    """The text a library's own `transcribe` gives for `audio` with the engine's model and
+    beam size: faster-whisper's WhisperModel.transcribe with its VAD filter (`batch_size` >
+    0: its BatchedInferencePipeline), or openai-whisper's whisper.transcribe; conditioned on
+    the previous text within one 30 s window only (past it, on repetitive speech, that made
+    them skip sentences: NOTES.md). Benchmarks and tests compare the worker's path with it."""
+    one_window = len(audio) <= 30 * 16_000
+    if engine.name == "faster-whisper":
+        from faster_whisper import BatchedInferencePipeline
+
+        kwargs: dict[str, Any] = {"language": language, "beam_size": engine.beam_size, "vad_filter": True}
+        if batch_size:
+            segments, _ = BatchedInferencePipeline(engine.model).transcribe(audio, batch_size=batch_size, **kwargs)
+        else:
+            segments, _ = engine.model.transcribe(audio, condition_on_previous_text=one_window, **kwargs)
+        return " ".join(s.text.strip() for s in segments)
+    import whisper
+
+    beam = {"beam_size": engine.beam_size} if engine.beam_size and engine.beam_size > 1 else {}
+    result = whisper.transcribe(
+        engine.model,
+        audio,
+        verbose=None,
+        language=language,
+        fp16=engine.device == "cuda",
+        condition_on_previous_text=one_window,
+        **beam,
+    )
+    return " ".join(str(s["text"]).strip() for s in result["segments"])
