@@ -37,6 +37,8 @@ Task = Literal["transcribe", "translate"]
 
 # A job's priority class: its queue in each pool, and its turn in the workers' weighted receive
 # (batchscribe.queue.ClassQueues). Highest first.
+EngineName = Literal["faster-whisper", "openai-whisper"]  # faster-whisper (CTranslate2) is the default
+ENGINE_NAMES: tuple[EngineName, ...] = ("faster-whisper", "openai-whisper")
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
 DEFAULT_PRIORITY: Priority = "normal"

@@ -24,7 +24,7 @@ from typing import Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from batchscribe.models import Priority
+from batchscribe.models import EngineName, Priority
 from batchscribe.resources import WORKER_NAME_PREFIX
 
 ENV_PREFIX = "BATCHSCRIBE_"
@@ -310,7 +310,7 @@ class WorkerSettings(StoreSettings):
         default_factory=dict,
         description="the pool's other priority classes' queues (`high`, `low`); `normal` is the main queue",
     )
-    engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    engine: EngineName = "faster-whisper"
     model: str = "tiny.en"
     model_path: str | None = Field(default=None, description="an explicit model folder for `model`")
     model_dir: str | None = Field(default=None, description="where the image baked its models")

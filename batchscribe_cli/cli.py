@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, get_args
 
-from batchscribe.models import ALL_FORMATS, PRIORITIES, JobStatus, Task
+from batchscribe.models import ALL_FORMATS, ENGINE_NAMES, PRIORITIES, JobStatus, Task
 from batchscribe.settings import ClientSettings, ConfigError
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 FORMATS: tuple[str, ...] = ALL_FORMATS
 STATUSES: tuple[str, ...] = tuple(status.value for status in JobStatus)
 TASKS: tuple[str, ...] = get_args(Task)
+ENGINES: tuple[str, ...] = ENGINE_NAMES
 
 HINTS = {
     "unsupported_media_type": "convert it to a common audio format first, e.g. `ffmpeg -i INPUT output.mp3`",
@@ -241,6 +242,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         word_timestamps=args.word_timestamps,
         formats=[fmt],
         initial_prompt=args.initial_prompt,
+        channels="split" if args.split_channels else "mix",
     )
     started = time.perf_counter()
     try:
@@ -867,6 +869,14 @@ def _add_output(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("-o", "--output", help="write it to this file instead of standard output")
 
 
+def _add_split_channels(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--split-channels",
+        action="store_true",
+        help="channel identification: transcribe each channel apart (one speaker per channel), segments tagged",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchscribe",
@@ -895,11 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")
     s.add_argument("--word-timestamps", action="store_true")
     s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
-    s.add_argument(
-        "--split-channels",
-        action="store_true",
-        help="channel identification: transcribe each channel apart (one speaker per channel), segments tagged",
-    )
+    _add_split_channels(s)
     s.add_argument(
         "--callback-url", help="an https:// URL that gets one signed POST when the job ends (README: Webhooks)"
     )
@@ -967,15 +973,16 @@ def build_parser() -> argparse.ArgumentParser:
         "transcribe", "transcribe one local file the way the service's worker does (no AWS involved)", cmd_transcribe
     )
     t.add_argument("file")
-    t.add_argument("--engine", choices=["faster-whisper", "openai-whisper"], default="faster-whisper")
+    t.add_argument("--engine", choices=ENGINES, default="faster-whisper")
     t.add_argument("--model", default="tiny.en", help="model name (default: tiny.en, bundled)")
     t.add_argument("--model-path", help="a CTranslate2 model folder to use instead of resolving --model")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--beam-size", type=int, default=5)
     t.add_argument("--language", default="auto")
-    t.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    t.add_argument("--task", choices=TASKS, default="transcribe")
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--initial-prompt")
+    _add_split_channels(t)
     _add_output(t, "the transcript's")
     t.add_argument("--max-duration", type=float, default=4 * 3600, help="refuse longer media (seconds)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")

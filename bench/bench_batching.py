@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batchscribe.models import ENGINE_NAMES
 from gpu_container.worker.batched import (
     BatchRunner,
     DecodeOptions,
@@ -88,7 +89,7 @@ def batched(runner: BatchRunner, jobs: dict[str, tuple[str, Path]], batch_size: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", choices=["faster-whisper", "openai-whisper"], default="faster-whisper")
+    parser.add_argument("--engine", choices=ENGINE_NAMES, default="faster-whisper")
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)

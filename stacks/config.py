@@ -5,10 +5,11 @@ or by editing cdk.json). Every default is documented here and in the README."""
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from batchscribe.models import EngineName
 from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
 from batchscribe.settings import Timings
 from stacks.instances import spec
@@ -47,7 +48,7 @@ class DeploymentConfig(BaseModel):
     runnable_timeout_minutes: int = Field(default=30, ge=10, description="cancel workers stuck RUNNABLE this long")
 
     # transcription
-    engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    engine: EngineName = "faster-whisper"
     model: str = Field(default="large-v3-turbo", description="baked into the GPU image")
     cpu_model: str = Field(default="small", description="baked into the CPU image (small jobs)")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from batchscribe.models import EngineName
 from batchscribe.scaler import Pool
 from batchscribe.settings import (
     ApiSettings,
@@ -30,7 +30,7 @@ class LocalConfig:
     port: int = 8000
     max_workers: int = 2
     data_dir: Path = field(default_factory=lambda: Path(".local-data"))
-    engine: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    engine: EngineName = "faster-whisper"
     model: str = "tiny.en"
     jobs_per_worker: int = 1
     timings: Timings = field(default_factory=Timings.local)

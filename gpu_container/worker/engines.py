@@ -21,10 +21,11 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchscribe.models import ENGINE_NAMES
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import UnsupportedModel
 
-ENGINES = ("faster-whisper", "openai-whisper")
+ENGINES = ENGINE_NAMES
 
 
 class Engine(Protocol):

@@ -16,7 +16,7 @@ from batchscribe_cli.cli import main
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.media import SAMPLE_RATE, decode
 from gpu_container.worker.whisper_lib import library_transcribe
-from tests.audio import SHORT_TEXT, speak
+from harness.audio import SHORT_TEXT, speak
 from tests.conftest import Stack
 from tests.integration.workers import make_worker, s3_text, submit
 
