@@ -42,14 +42,20 @@ def succeed_job(
         log_key = log_key or keys.log_key(record.owner_key, job_id)
     repo.enqueue(job_id, 1000)
     claimed = repo.claim(job_id, "harness-worker", 60)
-    fields: dict[str, Any] = {
+    return repo.succeed(job_id, claimed.attempt, result_summary(outputs=dict(outputs), **summary), log_key)
+
+
+def result_summary(**fields: Any) -> ResultSummary:
+    """A finished job's result: tiny.en on faster-whisper, 10 s of English, no outputs, unless
+    `fields` say otherwise."""
+    defaults: dict[str, Any] = {
         "language": "en",
         "duration_seconds": 10.0,
+        "outputs": {},
         "engine": "faster-whisper",
         "model": "tiny.en",
         "compute_seconds": 0.5,
         "real_time_factor": 0.05,
         "segments": 1,
-        **summary,
     }
-    return repo.succeed(job_id, claimed.attempt, ResultSummary(outputs=dict(outputs), **fields), log_key)
+    return ResultSummary(**{**defaults, **fields})

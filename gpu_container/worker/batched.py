@@ -37,7 +37,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -311,6 +311,16 @@ class _WindowLoop:
     temperatures: tuple[float, ...]
     max_passes: int = MAX_PASSES
     max_tokens: int | None = None
+    steps: Any  # the library's steps (whisper_lib): features, encode, decode, tokenizers
+
+    def __init__(self, model: Any, *, model_name: str = "", device: str = "cpu", beam_size: int | None = 5) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_engine(cls, engine: Any, **kwargs: Any) -> Self:
+        """Wrap a loaded engine (engines.py): the same weights, no second copy."""
+        kwargs.setdefault("beam_size", engine.beam_size)
+        return cls(engine.model, model_name=engine.model_name, device=engine.device, **kwargs)
 
     def tune(self, *, temperatures: tuple[float, ...] | None = None, max_passes: int | None = None,
              max_tokens: int | None = None) -> _WindowLoop:  # fmt: skip
@@ -336,7 +346,8 @@ class _WindowLoop:
         raise NotImplementedError
 
     def _languages(self, items: Sequence[WindowRequest]) -> list[str | None]:
-        raise NotImplementedError
+        st = self.steps
+        return [_language_code(item.options.language, st.multilingual, st.language_codes) for item in items]
 
     def run(self, batch: Sequence[WindowRequest]) -> list[WindowResult]:
         from gpu_container.worker.media import SAMPLE_RATE
@@ -428,16 +439,6 @@ class FasterWhisperBatchRunner(_WindowLoop):
         self.beam_size = max(1, beam_size or 1)
         self.defaults = whisper_lib.faster_whisper_defaults()
         self.temperatures = self.defaults.temperatures
-
-    @classmethod
-    def from_engine(cls, engine: Any, **kwargs: Any) -> FasterWhisperBatchRunner:
-        """Wrap a loaded engines.FasterWhisperEngine: the same weights, no second copy."""
-        kwargs.setdefault("beam_size", engine.beam_size)
-        return cls(engine.model, model_name=engine.model_name, device=engine.device, **kwargs)
-
-    def _languages(self, items: Sequence[WindowRequest]) -> list[str | None]:
-        st = self.steps
-        return [_language_code(item.options.language, st.multilingual, st.language_codes) for item in items]
 
     def _pass(self, items: list[WindowRequest], audios: list[np.ndarray], languages: list[str | None]) -> list[_Pass]:
         st = self.steps
@@ -583,16 +584,6 @@ class OpenAIWhisperBatchRunner(_WindowLoop):
         self.beam_size = beam_size if beam_size and beam_size > 1 else None
         self.defaults = whisper_lib.openai_whisper_defaults()
         self.temperatures = self.defaults.temperatures
-
-    @classmethod
-    def from_engine(cls, engine: Any, **kwargs: Any) -> OpenAIWhisperBatchRunner:
-        """Wrap a loaded engines.OpenAIWhisperEngine: the same weights, no second copy."""
-        kwargs.setdefault("beam_size", engine.beam_size)
-        return cls(engine.model, model_name=engine.model_name, device=engine.device, **kwargs)
-
-    def _languages(self, items: Sequence[WindowRequest]) -> list[str | None]:
-        st = self.steps
-        return [_language_code(item.options.language, st.multilingual, st.language_codes) for item in items]
 
     def _pass(self, items: list[WindowRequest], audios: list[np.ndarray], languages: list[str | None]) -> list[_Pass]:
         mel_batch, frames = self.steps.log_mels(audios)

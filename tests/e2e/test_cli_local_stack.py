@@ -18,26 +18,17 @@ from typing import Any
 import pytest
 
 from batchscribe.keys import is_job_id
-from batchscribe.settings import Timings
-from batchscribe_cli.local import LocalConfig, LocalStack
+from batchscribe_cli.local import LocalStack
 from harness.audio import SHORT_TEXT, convert, speak
-from tests.e2e.waits import hold_workers_back
+from tests.e2e.waits import hold_workers_back, running_stack
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = LocalConfig(
-        port=0,
-        max_workers=1,
-        data_dir=tmp_path_factory.mktemp("local"),
-        timings=Timings.local().replace(idle_exit_seconds=3),
-        quiet=True,
-        max_upload_bytes=512 * 1024 * 1024,  # room for the 300 MiB multipart upload
-    )
-    with LocalStack(config) as s:
-        yield s
+    # room for the 300 MiB multipart upload
+    yield from running_stack(tmp_path_factory, max_upload_bytes=512 * 1024 * 1024)
 
 
 @pytest.fixture(scope="module")

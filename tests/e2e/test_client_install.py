@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from batchscribe.settings import Timings
-from batchscribe_cli.local import LocalConfig, LocalStack
+from batchscribe_cli.local import LocalStack
+from tests.e2e.waits import running_stack
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("batchscribe", "batchscribe_cli", "gpu_container", "lambdas", "stacks")
@@ -66,15 +66,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = LocalConfig(
-        port=0,
-        max_workers=1,
-        data_dir=tmp_path_factory.mktemp("local"),
-        timings=Timings.local().replace(idle_exit_seconds=3),
-        quiet=True,
-    )
-    with LocalStack(config) as s:
-        yield s
+    yield from running_stack(tmp_path_factory)
 
 
 @pytest.mark.slow

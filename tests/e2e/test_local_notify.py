@@ -15,10 +15,9 @@ import boto3
 import pytest
 
 from batchscribe.resources import DETAIL_TYPE, EVENT_SOURCE
-from batchscribe.settings import Timings
 from batchscribe_cli.client import Client
-from batchscribe_cli.local import LocalConfig, LocalStack, owner_arn
-from tests.e2e.waits import wait_until
+from batchscribe_cli.local import LocalStack, owner_arn
+from tests.e2e.waits import running_stack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +26,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "batchscribe_cli" / "samples" / "
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = LocalConfig(
-        port=0,
-        max_workers=1,
-        data_dir=tmp_path_factory.mktemp("local"),
-        timings=Timings.local().replace(idle_exit_seconds=3),
-        quiet=True,
-    )
-    with LocalStack(config) as s:
-        yield s
+    yield from running_stack(tmp_path_factory)
 
 
 def subscribe(name: str) -> str:

@@ -17,30 +17,24 @@ import requests
 
 from batchscribe.errors import JOB_NOT_CANCELLABLE
 from batchscribe.resources import PASS_OVER_LIMIT
-from batchscribe.settings import Timings
 from batchscribe_cli.client import OWNER_HEADER, ApiError, Client
-from batchscribe_cli.local import LocalConfig, LocalStack
+from batchscribe_cli.local import LocalStack
 from harness.audio import SENTENCES, speak
-from tests.e2e.waits import wait_until
+from tests.e2e.waits import running_stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = LocalConfig(
-        port=0,
-        max_workers=1,
+    yield from running_stack(
+        tmp_path_factory,
+        idle_exit_seconds=8,
         worker_held_jobs=2,
         worker_batch_size=2,
         max_running_per_owner=1,
         owner_cap_delay_seconds=1,
-        data_dir=tmp_path_factory.mktemp("local"),
-        timings=Timings.local().replace(idle_exit_seconds=8),
-        quiet=True,
     )
-    with LocalStack(config, say=lambda _line: None) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
@@ -167,16 +161,9 @@ def test_an_owner_at_its_cap_does_not_hold_back_another_owners_job(stack: LocalS
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = LocalConfig(
-        port=0,
-        max_workers=0,
-        create_rate_limit=10,
-        create_rate_window_seconds=3600,
-        data_dir=tmp_path_factory.mktemp("limited"),
-        quiet=True,
+    yield from running_stack(
+        tmp_path_factory, name="limited", max_workers=0, create_rate_limit=10, create_rate_window_seconds=3600
     )
-    with LocalStack(config, say=lambda _line: None) as s:
-        yield s
 
 
 def test_50_parallel_creates_against_a_limit_of_10(limited: LocalStack) -> None:

@@ -1,13 +1,35 @@
-"""Waiting on the local stack in the end-to-end tests: for a condition, for its workers to be
-gone (so a job stays queued while a test looks at it), and what to wait on (what the workers
-logged, the status changes a job went through)."""
+"""The local stack in the end-to-end tests: starting one (`running_stack`), waiting on it for a
+condition, for its workers to be gone (so a job stays queued while a test looks at it), and
+what to wait on (what the workers logged, the status changes a job went through)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from batchscribe_cli.local import LocalStack
+import pytest
+
+from batchscribe.settings import Timings
+from batchscribe_cli.local import LocalConfig, LocalStack
+
+
+def running_stack(
+    factory: pytest.TempPathFactory, *, idle_exit_seconds: float = 3, name: str = "local", **config: Any
+) -> Iterator[LocalStack]:
+    """A local stack for a module's tests (a fixture yields from it): any free port, its own
+    data folder, one worker that exits after `idle_exit_seconds` idle, nothing printed;
+    `config` sets any other LocalConfig field."""
+    settings: dict[str, Any] = {
+        "port": 0,
+        "max_workers": 1,
+        "data_dir": factory.mktemp(name),
+        "timings": Timings.local().replace(idle_exit_seconds=idle_exit_seconds),
+        "quiet": True,
+        **config,
+    }
+    with LocalStack(LocalConfig(**settings), say=lambda _line: None) as stack:
+        yield stack
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60, every: float = 0.2) -> None:

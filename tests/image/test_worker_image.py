@@ -14,11 +14,11 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from batchscribe.settings import Timings
 from batchscribe_cli.cli import SAMPLE, SAMPLE_TEXT
 from batchscribe_cli.client import Client
-from batchscribe_cli.local import LocalConfig, LocalStack
+from batchscribe_cli.local import LocalStack
 from harness.audio import SHORT_TEXT, speak
+from tests.e2e.waits import running_stack
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
 
@@ -38,15 +38,7 @@ def image(pytestconfig: pytest.Config) -> str:
 
 @pytest.fixture(scope="module")
 def stack(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    config = LocalConfig(
-        port=0,
-        max_workers=1,
-        data_dir=tmp_path_factory.mktemp("image-stack"),
-        timings=Timings.local().replace(idle_exit_seconds=15),
-        worker_image=image,
-    )
-    with LocalStack(config, say=lambda _line: None) as s:
-        yield s
+    yield from running_stack(tmp_path_factory, name="image-stack", idle_exit_seconds=15, worker_image=image)
 
 
 def words(text: str) -> str:

@@ -10,9 +10,10 @@ from batchscribe.api_models import CreateJobRequest
 from batchscribe.errors import StaleAttempt
 from batchscribe.jobs import JobApi
 from batchscribe.lifecycle import DeadLetterOutcome, ExitCounts, Lifecycle, SweepCounts
-from batchscribe.models import JobMessage, JobStatus, ResultSummary
+from batchscribe.models import JobMessage, JobStatus
 from batchscribe.settings import ApiSettings, LifecycleSettings
 from batchscribe_cli.local import LocalContext
+from harness.jobs import result_summary
 from tests.conftest import Stack
 from tests.helpers import create, receive_all, sqs_event
 
@@ -113,20 +114,7 @@ def test_dead_letter_never_touches_a_terminal_job(svc: Lifecycle, end: str) -> N
     job_id = queued_job(svc)
     claimed = svc.repo.claim(job_id, "w1", 60)
     if end == "succeed":
-        svc.repo.succeed(
-            job_id,
-            claimed.attempt,
-            ResultSummary(
-                language="en",
-                duration_seconds=1,
-                outputs={},
-                engine="e",
-                model="m",
-                compute_seconds=1,
-                real_time_factor=1,
-            ),
-            None,
-        )
+        svc.repo.succeed(job_id, claimed.attempt, result_summary(), None)
     else:
         svc.repo.cancel(job_id)
     before = svc.repo.get(job_id)

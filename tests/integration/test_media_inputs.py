@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchscribe.models import JobStatus
+from batchscribe.models import Job, JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
 from harness.audio import SHORT_TEXT, convert, speak
@@ -43,12 +43,17 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"truncated": truncated, "text": text, "silence": silence, "video": video, "bomb": bomb, "speech": mp3}
 
 
+def run_one(aws_stack: Stack, engines: dict[str, Engine], job_id: str) -> Job:
+    """One worker takes the one job waiting and ends; the job's record after it."""
+    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
+    return JobRepository(aws_stack.table).get(job_id)
+
+
 def test_a_text_file_named_wav_fails_invalid_media(
     aws_stack: Stack, media: dict[str, Path], engines: dict[str, Engine]
 ) -> None:
     job_id = submit(aws_stack, media["text"])
-    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
-    job = JobRepository(aws_stack.table).get(job_id)
+    job = run_one(aws_stack, engines, job_id)
     assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "invalid_media"
     assert queue_counts(aws_stack) == (0, 0)
 
@@ -57,8 +62,7 @@ def test_a_truncated_mp3_transcribes_what_it_holds(
     aws_stack: Stack, media: dict[str, Path], engines: dict[str, Engine]
 ) -> None:
     job_id = submit(aws_stack, media["truncated"], "audio/mpeg")
-    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
-    job = JobRepository(aws_stack.table).get(job_id)
+    job = run_one(aws_stack, engines, job_id)
     assert job.status is JobStatus.SUCCEEDED and job.result is not None
     full = media["speech"]
     assert 0 < job.result.duration_seconds < 0.75 * float(_seconds(full))  # about half of it
@@ -69,8 +73,7 @@ def test_silence_succeeds_with_an_empty_transcript(
     aws_stack: Stack, media: dict[str, Path], engines: dict[str, Engine]
 ) -> None:
     job_id = submit(aws_stack, media["silence"])
-    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
-    job = JobRepository(aws_stack.table).get(job_id)
+    job = run_one(aws_stack, engines, job_id)
     assert job.status is JobStatus.SUCCEEDED and job.result is not None
     assert job.result.segments == 0 and abs(job.result.duration_seconds - 20) < 0.5
     assert s3_text(aws_stack, job.result.outputs["txt"]) == ""
@@ -106,8 +109,7 @@ def test_an_input_deleted_after_intake_fails_input_missing(
     job_id = submit(aws_stack, media["speech"], "audio/mpeg")
     record = JobRepository(aws_stack.table).get(job_id)
     boto3.client("s3").delete_object(Bucket=aws_stack.bucket, Key=record.input.key)
-    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
-    job = JobRepository(aws_stack.table).get(job_id)
+    job = run_one(aws_stack, engines, job_id)
     assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_missing"
     assert job.attempt == 1 and queue_counts(aws_stack) == (0, 0)  # failed at once, not retried
 
@@ -131,7 +133,6 @@ def test_an_input_replaced_behind_intakes_back_fails_input_changed(
     record = JobRepository(aws_stack.table).get(job_id)
     assert record.input.etag
     boto3.client("s3").put_object(Bucket=aws_stack.bucket, Key=record.input.key, Body=media["text"].read_bytes())
-    make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run()
-    job = JobRepository(aws_stack.table).get(job_id)
+    job = run_one(aws_stack, engines, job_id)
     assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "input_changed"
     assert job.attempt == 1 and queue_counts(aws_stack) == (0, 0)

@@ -21,22 +21,15 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initial
 from moto import mock_aws
 
 from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
-from batchscribe.models import ErrorInfo, InputInfo, Job, JobOptions, JobStatus, ResultSummary, iso
+from batchscribe.models import ErrorInfo, InputInfo, Job, JobOptions, JobStatus, iso
 from batchscribe.repository import JobRepository
 from batchscribe_cli.provision import create_table
+from harness.jobs import result_summary
 
 P, Q, R = JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RUNNING
 S, F, C = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 TERMINAL = {S, F, C}
-SUMMARY = ResultSummary(
-    language="en",
-    duration_seconds=1.0,
-    outputs={},
-    engine="fake",
-    model="m",
-    compute_seconds=0.1,
-    real_time_factor=0.1,
-)
+SUMMARY = result_summary()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -206,14 +206,21 @@ def run_sender(queue_url: str, handles: list[str] | None = None) -> dict[str, An
     return result
 
 
-def test_a_finished_job_is_posted_signed_and_recorded(aws_stack: Stack, local_callbacks: str) -> None:
-    receiver = Receiver([200])
+def delivered_once(aws_stack: Stack, queue_url: str, answer: int) -> tuple[str, Receiver]:
+    """A job with a callback succeeds and the sender tries it once, settling it (the message
+    is let go); the receiver answers `answer`."""
+    receiver = Receiver([answer])
     try:
         job_id = create(callback_url=receiver.url)["job_id"]
         finish(aws_stack, job_id)
-        assert run_sender(local_callbacks) == {"batchItemFailures": []}
+        assert run_sender(queue_url) == {"batchItemFailures": []}
     finally:
         receiver.close()
+    return job_id, receiver
+
+
+def test_a_finished_job_is_posted_signed_and_recorded(aws_stack: Stack, local_callbacks: str) -> None:
+    job_id, receiver = delivered_once(aws_stack, local_callbacks, 200)
     [got] = receiver.calls
     assert got["verified"] and got["path"] == "/hooks/batchscribe?src=test"
     assert got["event_id"] == f"{job_id}.succeeded"
@@ -250,13 +257,8 @@ def test_a_500_is_tried_again_after_a_wait_then_delivered(aws_stack: Stack, loca
 
 
 def test_a_4xx_is_final_and_the_record_says_why(aws_stack: Stack, local_callbacks: str) -> None:
-    receiver = Receiver([410])
-    try:
-        job_id = create(callback_url=receiver.url)["job_id"]
-        finish(aws_stack, job_id)
-        assert run_sender(local_callbacks) == {"batchItemFailures": []}
-    finally:
-        receiver.close()
+    job_id, receiver = delivered_once(aws_stack, local_callbacks, 410)
+    assert len(receiver.calls) == 1
     callback = call("GET", f"/jobs/{job_id}")[1]["callback"]
     assert (callback["state"], callback["attempts"], callback["last_status"]) == ("failed", 1, 410)
     assert "410" in callback["last_error"]
