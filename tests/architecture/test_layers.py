@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 PACKAGES = ("batchscribe", "batchscribe_cli", "lambdas", "gpu_container", "stacks")
 LINTER = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-HANDLERS = ("api", "on_upload", "dead_letter", "sweeper", "reconciler", "scaler", "notify")
+HANDLERS = ("api", "on_upload", "dead_letter", "sweeper", "reconciler", "scaler", "notify", "webhook")
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:

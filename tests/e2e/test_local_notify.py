@@ -76,7 +76,8 @@ def test_finished_jobs_are_announced_on_the_default_bus(stack: LocalStack, tmp_p
     assert succeeded["finished_at"] == good["finished_at"]
     assert succeeded["result"]["language"] == "en"
     assert succeeded["result"]["duration_seconds"] == good["result"]["duration_seconds"]
-    assert set(succeeded["result"]["outputs"]) >= {"txt", "srt", "vtt", "json"}
+    assert set(succeeded["result"]["formats"]) >= {"txt", "srt", "vtt", "json"}
+    assert succeeded["result"]["compute_seconds"] > 0 and succeeded["priority"] == "normal"
     assert failed["status"] == "failed" and failed["error"]["code"] == bad["error"]["code"] == "invalid_media"
     # the stack's own lines read the same stream records
     assert (good["job_id"], "running", "succeeded") in stack.transitions
