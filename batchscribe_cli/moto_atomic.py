@@ -39,7 +39,7 @@ def apply() -> None:
 
         functools.update_wrapper(delete_locked, delete)
         delete_locked._atomic = True  # type: ignore[attr-defined]
-        Queue.delete_message = delete_locked  # type: ignore[method-assign]
+        Queue.delete_message = delete_locked
 
     for name in _WRITES:
         method = getattr(DynamoDBBackend, name, None)

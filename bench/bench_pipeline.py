@@ -169,7 +169,7 @@ def _forget_moto_instances() -> None:
 
     for models in list(model_data.values()):
         for model in list(models.values()):
-            del model.instances_tracked[:]  # type: ignore[attr-defined]
+            del model.instances_tracked[:]
 
 
 @contextmanager

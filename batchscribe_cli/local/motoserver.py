@@ -81,7 +81,7 @@ def forget_model_instances() -> None:
 
     for models in list(model_data.values()):
         for model in list(models.values()):
-            del model.instances_tracked[:]  # type: ignore[attr-defined]
+            del model.instances_tracked[:]
 
 
 def forget_read_stream_records(next_iterator: str) -> int:
