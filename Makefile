@@ -37,8 +37,9 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy .
 
+# The suite on up to 4 processes (2 on CI's 2 cores), each test module whole in one of them.
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
