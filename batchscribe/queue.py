@@ -9,12 +9,16 @@ keeps its class through every retry path.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from batchscribe import aws
 from batchscribe.models import DEFAULT_PRIORITY, PRIORITIES, JobMessage, MessageReason, Priority
@@ -86,6 +90,74 @@ class JobQueue:
         return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+class LongPolls:
+    """Long polls of several queues at once, for a receive that found every class empty: one
+    class long-polled alone would leave a message of another waiting out the whole poll
+    (`poll_seconds`, 10 s deployed). The first poll that answers with messages ends the wait;
+    polls still under way go on, and what they bring is kept for the next receive. What the
+    caller cannot take soon goes back to its queue (`put_back`)."""
+
+    def __init__(self, queues: Mapping[Priority, JobQueue]) -> None:
+        self.queues = queues
+        self.rank = {p: i for i, p in enumerate(queues)}
+        self.running: dict[Priority, Future[list[Received]]] = {}
+        self.kept: list[tuple[Priority, Received]] = []
+        self.errors: list[BaseException] = []
+        self.pool: ThreadPoolExecutor | None = None
+
+    def poll(self, wait_seconds: int, max_messages: int) -> None:
+        """Start a long poll of every queue not being polled, and wait until one brings
+        messages or every poll ended (at most `wait_seconds`, and a little more)."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=len(self.queues), thread_name_prefix="long-poll")
+        for p, q in self.queues.items():
+            if p not in self.running:
+                self.running[p] = self.pool.submit(q.receive, wait_seconds, max_messages)
+        deadline = time.monotonic() + wait_seconds + 5
+        while self.running and not self.kept and time.monotonic() < deadline:
+            wait_for(list(self.running.values()), timeout=deadline - time.monotonic(), return_when=FIRST_COMPLETED)
+            self._harvest()
+
+    def _harvest(self) -> None:
+        for p, future in list(self.running.items()):
+            if not future.done():
+                continue
+            del self.running[p]
+            error = future.exception()
+            if error is not None:
+                self.errors.append(error)
+            else:
+                self.kept += [(p, r) for r in future.result()]
+        self.kept.sort(key=lambda kept: self.rank[kept[0]])  # a higher class first (stable)
+
+    def take(self, max_messages: int) -> list[tuple[Priority, Received]]:
+        """Up to `max_messages` of what the polls brought, a higher class first."""
+        self._harvest()
+        out, self.kept = self.kept[:max_messages], self.kept[max_messages:]
+        return out
+
+    def failure(self) -> BaseException | None:
+        """The first error of a poll since the last call (the others are the same kind)."""
+        error = self.errors[0] if self.errors else None
+        self.errors.clear()
+        return error
+
+    def put_back(self, wait: bool = False) -> int:
+        """Everything kept back on its queue, visible at once (with `wait`, after the polls
+        under way ended too, and the polling stopped); how many went back."""
+        if wait:
+            wait_for(list(self.running.values()))
+        self._harvest()
+        kept, self.kept = self.kept, []
+        for p, r in kept:
+            with contextlib.suppress(ClientError, BotoCoreError):  # its visibility runs out instead
+                self.queues[p].extend(r.receipt_handle, 0)
+        if wait and self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+        return len(kept)
+
+
 def class_urls(main_url: str, others: Mapping[Priority, str]) -> dict[Priority, str]:
     """A pool's queue URL per priority class, highest first (`normal` is the main queue; a
     class without its own queue shares the main one)."""
@@ -117,6 +189,7 @@ class ClassQueues:
         self.passed_over: dict[Priority, int] = dict.fromkeys(self.queues, 0)
         self._source: dict[str, JobQueue] = {}
         self.main = JobQueue(self.main_url)
+        self.long_polls = LongPolls(self.queues)
 
     @property
     def url(self) -> str:
@@ -133,7 +206,9 @@ class ClassQueues:
         order = self.order()
         if len(order) == 1:
             return self._remember(order[0], self.queues[order[0]].receive(wait_seconds, max_messages))
-        out: list[Received] = []
+        out = self._taken(self.long_polls.take(max_messages))  # what earlier long polls brought
+        if out:
+            return out
         tried: list[Priority] = []
         served: list[Priority] = []
         for p in order:
@@ -145,8 +220,12 @@ class ClassQueues:
             self.passed_over[p] = 0  # served, or empty: either way nothing of it waits on us
             if got:
                 served.append(p)
-        if not out and wait_seconds > 0:  # every class empty: long-poll the one tried first
-            out = self._remember(order[0], self.queues[order[0]].receive(wait_seconds, max_messages))
+        if not out and wait_seconds > 0:  # every class empty: long-poll them all at once
+            self.long_polls.poll(wait_seconds, max_messages)
+            out = self._taken(self.long_polls.take(max_messages))
+            error = self.long_polls.failure()
+            if not out and error is not None:
+                raise error
         if served:  # lower classes left untried while a higher one was served: passed over
             rank = {p: i for i, p in enumerate(self.queues)}
             top = min(rank[p] for p in served)
@@ -154,6 +233,15 @@ class ClassQueues:
                 if p not in tried and rank[p] > top:
                     self.passed_over[p] += 1
         return out
+
+    def _taken(self, taken: list[tuple[Priority, Received]]) -> list[Received]:
+        return [r for p, r in taken for r in self._remember(p, [r])]
+
+    def put_back_kept(self, stop: bool = False) -> int:
+        """What long polls brought and no receive took yet, back on its queue, visible at once
+        (the caller has no room for it now; with `stop`, the polls under way are waited for and
+        polling stops: the worker is going)."""
+        return self.long_polls.put_back(wait=stop)
 
     def _remember(self, priority: Priority, received: list[Received]) -> list[Received]:
         for r in received:

@@ -55,8 +55,17 @@ class Admission(threading.Thread):
                 room = self.gate.wait_for_room(timeout=0.5)
                 if room > 0:
                     self.receive(room)
+                else:  # full: what a long poll still brought is another worker's to take
+                    self._put_back_kept()
         finally:
+            self._put_back_kept(stop=True)  # the polls under way end (at most poll_seconds)
             self.pool.shutdown(wait=True)  # jobs being prepared end given back, or handed over
+
+    def _put_back_kept(self, stop: bool = False) -> None:
+        try:
+            self.queue.put_back_kept(stop=stop)
+        except Exception as exc:  # their visibility runs out instead
+            logger.warning("could not put messages back", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     def receive(self, room: int) -> None:
         # a long poll, cut short while idle so that the idle exit is not delayed by it

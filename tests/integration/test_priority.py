@@ -179,6 +179,22 @@ def test_a_message_handed_back_returns_to_its_class_queue(aws_stack: Stack) -> N
     assert _ids(aws_stack.jobs_queue_url) == []
 
 
+@pytest.mark.parametrize("priority", ["normal", "low"])
+def test_an_idle_receive_sees_a_job_of_any_class_when_it_arrives(aws_stack: Stack, priority: str) -> None:
+    """Every class empty: the receive long-polls them all at once, so a normal or low job that
+    arrives during the wait is received then, not after the high queue's poll ran out."""
+    queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
+    with ThreadPoolExecutor(1) as pool:
+        receiving = pool.submit(queues.receive, wait_seconds=5, max_messages=10)
+        time.sleep(0.3)  # the receive is waiting on every class
+        assert not receiving.done()
+        _fill(aws_stack, {priority: 1})
+        got = receiving.result(timeout=4)  # inside the 5 s poll
+    assert [r.message.job_id for r in got if r.message] == [f"{priority}0000"]
+    queues.delete(got[0].receipt_handle)
+    assert queues.put_back_kept(stop=True) == 0 and queues.depth() == (0, 0)
+
+
 def test_scaler_backlog_is_weighted_by_class(aws_stack: Stack) -> None:
     _fill(aws_stack, {"high": 2, "normal": 3, "low": 1})
     queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)

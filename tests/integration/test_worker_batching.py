@@ -23,6 +23,7 @@ from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Outcome, Worker
 from harness.audio import SENTENCES, speak
 from tests.conftest import Stack
+from tests.e2e.waits import wait_until
 from tests.helpers import call
 from tests.integration.workers import (
     Scripted,
@@ -184,7 +185,9 @@ def test_a_give_back_that_fails_does_not_keep_the_others_held(
     assert [repo.get(i).status for i in ids] == [JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.QUEUED]
     assert worker.outcomes.count(Outcome.GIVEN_BACK) == 3
     assert queue_counts(aws_stack) == (3, 0)
-    time.sleep(2.5)  # the refused job's lease runs out
+    expires = repo.get(ids[0]).lease_expires_at
+    assert expires is not None
+    wait_until(lambda: time.time() > expires + 0.1, timeout=10)  # the refused job's lease runs out
     make_worker(aws_stack, engines["faster-whisper"], max_jobs=3).run()
     assert [repo.get(i).status for i in ids] == [JobStatus.SUCCEEDED] * 3
 
