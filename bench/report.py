@@ -642,7 +642,9 @@ def pipeline_section(result: dict[str, Any]) -> str:
         f"**{'met' if api['goal_met'] else 'NOT met'}** with moto in the loop (worst pooled p99 "
         f"{api['worst_pooled_p99_ms']:.1f} ms"
         + (
-            ": moto's handling of the DynamoDB calls dominates, and grows with its table"
+            ": moto's handling of the DynamoDB calls dominates, and grows with its table (and its "
+            "stream, which moto copies with the table in every transaction, such as a create with an "
+            "Idempotency-Key)"
             if api["worst_own_p99_ms"] < api["worst_pooled_p99_ms"] / 2
             else ""
         )
