@@ -1,7 +1,8 @@
 """Cross-job batching against one job at a time, in one process, on the same audio.
 
-16 short espeak jobs (5-15 s each) go through (a) the existing engine, one after another
-(`media.decode` + `engine.transcribe`), and (b) the batched path (`windows.open_media` ->
+16 short espeak jobs (5-15 s each) go through (a) the library's own transcribe, one job after
+another (`media.decode` + `whisper_lib.library_transcribe`: faster-whisper's or openai-whisper's
+`transcribe` on the engine's model), and (b) the batched path (`windows.open_media` ->
 `scheduler.Scheduler` -> a batched runner, batches of `--batch-size`), alternating (a) and
 (b) `--repeats` times so background load hits both alike. Prints each path's median
 seconds and word error rate, then `throughput ratio: X.XX\u00d7` (sequential seconds / batched

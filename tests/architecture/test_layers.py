@@ -48,7 +48,7 @@ def test_the_contracts_cover_every_package_and_every_lambda() -> None:
     ("module", "bad_import", "contract"),
     [
         ("batchscribe/models.py", "import lambdas.api.handler", "app layer -> runtimes"),
-        ("batchscribe/repository.py", "import batchscribe_cli.local", "app layer -> runtimes"),
+        ("batchscribe/repository/jobs.py", "import batchscribe_cli.local", "app layer -> runtimes"),
         ("lambdas/api/handler.py", "import gpu_container.worker.main", "app layer -> runtimes"),
         ("lambdas/sweeper/handler.py", "import lambdas.api.handler", "never another handler"),
         ("lambdas/webhook/handler.py", "import lambdas.notify.handler", "never another handler"),
