@@ -146,16 +146,50 @@ def resolve_region(session: Any, explicit: str | None = None, url: str | None = 
     return str(region) if region else None
 
 
+def deployed_region(folder: Path | None = None) -> str | None:
+    """The region the deploy config in `folder`'s cdk.json (a Batchscribe checkout, the current
+    folder by default) deploys to: where `cdk deploy` and `cdk destroy` put the stack."""
+    path = (folder or Path.cwd()) / "cdk.json"
+    try:
+        region = json.loads(path.read_text())["context"]["batchscribe"]["region"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(region) if isinstance(region, str) and region else None
+
+
 def api_url_from_stack(
     stack_name: str = "Batchscribe", region: str | None = None, profile: str | None = None, session: Any = None
 ) -> str:
-    """The ApiUrl output of a deployed stack (AWS_ENDPOINT_URL and the profile are honoured)."""
+    """The ApiUrl output of a deployed stack (AWS_ENDPOINT_URL and the profile are honoured),
+    looked up in --region, else the usual AWS configuration's region, and then (or else) the
+    region the deploy config in ./cdk.json deploys to."""
+    session = session or aws_session(profile)
+    candidates = [
+        r for r in dict.fromkeys((resolve_region(session, region), None if region else deployed_region())) if r
+    ]
+    if not candidates:
+        raise SetupError(f"no AWS region to look up the stack {stack_name!r} in", _REGION_HINT)
+    for where in candidates:
+        stack = _describe_stack(session, stack_name, where)
+        if stack is None:
+            continue
+        for out in stack.get("Outputs", []):
+            if out["OutputKey"] == "ApiUrl":
+                return str(out["OutputValue"])
+        raise SetupError(
+            f"the stack {stack_name!r} has no ApiUrl output", "is it a Batchscribe stack? Or pass --api URL"
+        )
+    raise SetupError(
+        f"there is no stack {stack_name!r} in {' or '.join(candidates)}",
+        "check the name and the region it was deployed to (cdk.json's batchscribe.region; "
+        "`aws cloudformation list-stacks --region REGION`), then pass --region, or pass --api URL",
+    )
+
+
+def _describe_stack(session: Any, stack_name: str, where: str) -> dict[str, Any] | None:
+    """The stack in region `where`, or None when there is none by that name."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    session = session or aws_session(profile)
-    where = resolve_region(session, region)
-    if not where:
-        raise SetupError(f"no AWS region to look up the stack {stack_name!r} in", _REGION_HINT)
     try:
         cfn = session.create_client("cloudformation", region_name=where)
         stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
@@ -163,20 +197,14 @@ def api_url_from_stack(
         raise SetupError(f"no AWS credentials to look up the stack {stack_name!r}", _CREDENTIALS_HINT) from exc
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ValidationError":
-            raise SetupError(
-                f"there is no stack {stack_name!r} in {where}",
-                "check the name and the region (`aws cloudformation list-stacks`), or pass --api URL",
-            ) from exc
+            return None
         raise SetupError(
             f"cannot read the stack {stack_name!r} in {where}: {exc}",
             "your identity needs cloudformation:DescribeStacks; check it with `aws sts get-caller-identity`",
         ) from exc
     except BotoCoreError as exc:
         raise SetupError(f"cannot read the stack {stack_name!r} in {where}: {exc}", _CREDENTIALS_HINT) from exc
-    for out in stacks[0].get("Outputs", []) if stacks else []:
-        if out["OutputKey"] == "ApiUrl":
-            return str(out["OutputValue"])
-    raise SetupError(f"the stack {stack_name!r} has no ApiUrl output", "is it a Batchscribe stack? Or pass --api URL")
+    return dict(stacks[0]) if stacks else None
 
 
 @dataclass(frozen=True)

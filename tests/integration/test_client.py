@@ -127,6 +127,24 @@ def test_api_url_comes_from_the_stack_outputs() -> None:
             api_url_from_stack("Nope")
 
 
+def test_the_stack_is_found_in_the_region_the_deploy_config_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployed to eu-west-1 by the checkout's cdk.json while the shell's region is us-east-1:
+    `--stack` still finds it, as `cdk destroy` would; an explicit --region is taken as said."""
+    template = {"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}, "Outputs": {"ApiUrl": {"Value": API}}}
+    (tmp_path / "cdk.json").write_text(json.dumps({"context": {"batchscribe": {"region": "eu-west-1"}}}))
+    monkeypatch.chdir(tmp_path)
+    with mock_aws():
+        cfn = boto3.client("cloudformation", region_name="eu-west-1")
+        cfn.create_stack(StackName="Batchscribe", TemplateBody=json.dumps(template))
+        assert api_url_from_stack("Batchscribe") == API  # AWS_REGION is us-east-1 in the tests
+        with pytest.raises(SetupError, match="no stack 'Batchscribe' in us-east-1$"):
+            api_url_from_stack("Batchscribe", region="us-east-1")
+        with pytest.raises(SetupError, match="no stack 'Nope' in us-east-1 or eu-west-1"):
+            api_url_from_stack("Nope")
+
+
 @responses.activate
 def test_job_creation_carries_an_idempotency_key_so_a_retry_makes_no_second_job(tmp_path: Path) -> None:
     audio = tmp_path / "a.mp3"
