@@ -1,0 +1,196 @@
+"""IAM in the local stack: each component's AWS calls are checked against the policy the CDK
+stack synthesizes for its role (batchscribe_cli/local/policies.json, generated from the CDK
+code). These tests show that the evaluation is right, that the file is what the CDK code says,
+that a call the role does not allow fails as on AWS before it reaches moto, and that the whole
+pipeline runs under the deployed policies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from batchscribe import aws
+from batchscribe.models import JobMessage
+from batchscribe.queue import ClassQueues, JobQueue
+from batchscribe.storage import MediaStore
+from batchscribe_cli.local import IN_PROCESS, iam
+from batchscribe_cli.local.policies import (
+    MOTO_ACCOUNT,
+    NOT_LOCAL,
+    WORKER,
+    Policy,
+    Statement,
+    load,
+    local_values,
+    placeholders,
+    read,
+    sqs_arn,
+    table_arn,
+)
+from batchscribe_cli.local.requests import checks
+from batchscribe_cli.provision import Provisioned
+
+# ---- the evaluation --------------------------------------------------------------------
+
+
+def policy(*statements: dict[str, Any]) -> Policy:
+    return Policy("test", "Test/Role", tuple(Statement.parse(s) for s in statements))
+
+
+def test_an_explicit_deny_wins_and_nothing_is_allowed_unless_a_statement_allows_it() -> None:
+    p = policy(
+        {"Effect": "Allow", "Action": ["s3:GetObject*"], "Resource": ["arn:aws:s3:::b/*"]},
+        {"Effect": "Deny", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::b/secret/*"]},
+    )
+    assert p.allows("s3:GetObject", "arn:aws:s3:::b/uploads/x")
+    assert p.allows("s3:GetObjectVersion", "arn:aws:s3:::b/uploads/x")
+    assert not p.allows("s3:GetObject", "arn:aws:s3:::b/secret/x")  # denied, though allowed above
+    assert not p.allows("s3:PutObject", "arn:aws:s3:::b/uploads/x")  # no statement: implicit deny
+    assert not p.allows("s3:GetObject", "arn:aws:s3:::other/x")
+
+
+def test_wildcards_case_and_the_not_elements_match_as_iam_matches_them() -> None:
+    p = policy(
+        {"Effect": "Allow", "Action": ["SQS:send*"], "Resource": ["arn:aws:sqs:us-east-1:1:jobs-?"]},
+        {"Effect": "Allow", "NotAction": ["dynamodb:Delete*"], "Resource": ["arn:aws:dynamodb:*:*:table/t"]},
+        {"Effect": "Allow", "Action": ["events:PutEvents"], "NotResource": ["arn:aws:events:*:*:event-bus/x"]},
+    )
+    assert p.allows("sqs:SendMessage", "arn:aws:sqs:us-east-1:1:jobs-a")  # actions: any case
+    assert not p.allows("sqs:SendMessage", "arn:aws:sqs:us-east-1:1:jobs-ab")  # ? is one character
+    assert not p.allows("sqs:SendMessage", "arn:aws:sqs:us-east-1:1:JOBS-a")  # resources: exact case
+    assert p.allows("dynamodb:GetItem", "arn:aws:dynamodb:r:1:table/t")
+    assert not p.allows("dynamodb:DeleteItem", "arn:aws:dynamodb:r:1:table/t")
+    assert p.allows("events:PutEvents", "arn:aws:events:r:1:event-bus/default")
+    assert not p.allows("events:PutEvents", "arn:aws:events:r:1:event-bus/x")
+    # a dot in a pattern is a dot (moto's evaluator reads patterns as regular expressions)
+    assert not policy({"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::a.b/*"]}).allows(
+        "s3:GetObject", "arn:aws:s3:::axb/k"
+    )
+
+
+def test_each_call_names_the_action_and_resource_iam_authorizes() -> None:
+    table = table_arn("t")
+    assert checks("dynamodb", "Query", {"TableName": "t", "IndexName": "by_owner"}) == [
+        ("dynamodb:Query", f"{table}/index/by_owner")
+    ]
+    transaction = {"TransactItems": [{"Update": {"TableName": "t"}}, {"Put": {"TableName": "t"}}]}
+    assert checks("dynamodb", "TransactWriteItems", transaction) == [
+        ("dynamodb:UpdateItem", table),
+        ("dynamodb:PutItem", table),
+    ]
+    url = f"http://127.0.0.1:5000/{MOTO_ACCOUNT}/jobs-high"
+    assert checks("sqs", "SendMessage", {"QueueUrl": url}) == [("sqs:SendMessage", sqs_arn(url))]
+    assert checks("s3", "HeadObject", {"Bucket": "b", "Key": "k/1", "VersionId": "v"}) == [
+        ("s3:GetObjectVersion", "arn:aws:s3:::b/k/1")
+    ]
+    assert checks("s3", "CreateMultipartUpload", {"Bucket": "b", "Key": "k"}) == [("s3:PutObject", "arn:aws:s3:::b/k")]
+
+
+# ---- the policies are the CDK stack's --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_policies_json_is_what_the_cdk_code_synthesizes() -> None:
+    from scripts.gen_policies import POLICIES, render
+
+    assert POLICIES.read_text() == render(), "policies.json is stale: run `make policies` and commit it"
+
+
+def test_every_component_has_a_policy_and_every_resource_it_names_is_decided_locally() -> None:
+    """What the local check cannot evaluate is kept out of the policies it reads: no Condition
+    (an unevaluated condition would count as met); and a resource the template adds is either
+    mapped to a local one or named as not local, never silently unmatched."""
+    components = read()["components"]
+    assert set(IN_PROCESS) | {WORKER} <= set(components)
+    for name, component in components.items():
+        for statement in component["statements"]:
+            assert "Condition" not in statement, (name, statement)
+    values = local_values(_fake_provisioned(), stream_arn="s", scaler_function="f")
+    unknown = placeholders(components) - set(values) - set(NOT_LOCAL)
+    assert not unknown, f"map these in policies.local_values or name them in NOT_LOCAL: {sorted(unknown)}"
+
+
+def _fake_provisioned() -> Provisioned:
+    url = f"http://h/{MOTO_ACCOUNT}/q"
+    return Provisioned("t", "b", url, url, url, url, url, {"high": url, "low": url}, {"high": url, "low": url})
+
+
+# ---- enforced on calls made against moto -----------------------------------------------
+
+
+@pytest.fixture
+def enforced(aws_stack: Provisioned) -> Iterator[tuple[iam.Enforcer, list[str]]]:
+    """The committed policies, resolved to this module's moto resources, checked from now on."""
+    stream = boto3.client("dynamodb").describe_table(TableName=aws_stack.table)["Table"]["LatestStreamArn"]
+    lines: list[str] = []
+    enforcer = iam.Enforcer(load(local_values(aws_stack, stream, "scaler")), lines.append)
+    iam.enforce(enforcer)
+    try:
+        yield enforcer, lines
+    finally:
+        iam.enforce(None)
+        aws.reset()
+
+
+def test_the_worker_role_may_put_a_job_over_its_owners_cap_back_on_its_queue(
+    aws_stack: Provisioned, enforced: tuple[iam.Enforcer, list[str]]
+) -> None:
+    """ClassQueues.send_later re-sends the message of a job whose owner is at its running cap
+    (sqs:SendMessage on the queue it came from): the worker role must allow it, or deployed the
+    call fails, the worker exits, and the job ends in the dead-letter queue."""
+    enforcer, lines = enforced
+    JobQueue(aws_stack.class_queue_urls["high"]).send(JobMessage(job_id="j1"))  # the platform's (intake) send
+    queues = ClassQueues(aws_stack.jobs_queue_url, aws_stack.class_queue_urls)
+    with iam.acting_as(WORKER):
+        [received] = queues.receive(wait_seconds=0)
+        queues.send_later(received, 1)
+    assert not lines and not enforcer.denied
+    assert enforcer.counts[(WORKER, "sqs:SendMessage", sqs_arn(aws_stack.class_queue_urls["high"]))] == 1
+
+
+def test_a_call_the_role_does_not_allow_fails_as_on_aws_and_never_reaches_the_service(
+    aws_stack: Provisioned, enforced: tuple[iam.Enforcer, list[str]]
+) -> None:
+    _, lines = enforced
+    key = {"job_id": {"S": "j1"}}
+    aws.client("dynamodb").put_item(TableName=aws_stack.table, Item=key)  # the platform: unchecked
+    with iam.acting_as("api"), pytest.raises(ClientError) as denied:
+        aws.client("dynamodb").delete_item(TableName=aws_stack.table, Key=key)  # the API may not delete
+    error = denied.value.response["Error"]
+    assert error["Code"] == "AccessDeniedException"
+    assert error["Message"].startswith("User: arn:aws:sts::123456789012:assumed-role/Api-Api-ServiceRole/api ")
+    assert (
+        f"not authorized to perform: dynamodb:DeleteItem on resource: {table_arn(aws_stack.table)}"
+        in (error["Message"])
+    )
+    assert "Item" in boto3.client("dynamodb").get_item(TableName=aws_stack.table, Key=key)  # still there
+    assert lines == [f"IAM: denied api: dynamodb:DeleteItem on {table_arn(aws_stack.table)} (dynamodb.DeleteItem)"]
+    with iam.acting_as("worker:gpu"), pytest.raises(ClientError) as unknown:
+        aws.client("sqs").list_queues()  # no resource rule for it: refused, loudly
+    assert "unknown operation sqs.ListQueues" in unknown.value.response["Error"]["Message"]
+    assert any("refused worker:gpu's call sqs.ListQueues" in line for line in lines)
+
+
+def test_presigned_urls_are_checked_when_they_are_made(
+    aws_stack: Provisioned, enforced: tuple[iam.Enforcer, list[str]]
+) -> None:
+    """A presigned request is made with the signer's permissions: the API may sign an upload
+    to uploads/ and a download of outputs/, not the other way round."""
+    enforcer, _ = enforced
+    store = MediaStore(aws_stack.bucket)
+    with iam.acting_as("api"):
+        store.presign_upload("uploads/o/j/input", "audio/wav", 100, 60)
+        store.presign_get("outputs/o/j/transcript.txt", 60)
+        with pytest.raises(ClientError, match=r"s3:PutObject on resource: arn:aws:s3:::.*/outputs/o/j/x"):
+            store.presign_upload("outputs/o/j/x", "audio/wav", 100, 60)
+        with pytest.raises(ClientError, match=r"s3:GetObject on resource: arn:aws:s3:::.*/uploads/o/j/input"):
+            store.presign_get("uploads/o/j/input", 60)
+        with pytest.raises(ClientError, match="s3:PutObject"):
+            store.presign_part("outputs/o/j/x", "upload-id", 1, 60)
+    bucket = f"arn:aws:s3:::{aws_stack.bucket}"
+    assert enforcer.counts[("api", "s3:PutObject", f"{bucket}/uploads/o/j/input")] == 1
+    assert enforcer.counts[("api", "s3:GetObject", f"{bucket}/outputs/o/j/transcript.txt")] == 1
