@@ -194,3 +194,16 @@ def test_presigned_urls_are_checked_when_they_are_made(
     bucket = f"arn:aws:s3:::{aws_stack.bucket}"
     assert enforcer.counts[("api", "s3:PutObject", f"{bucket}/uploads/o/j/input")] == 1
     assert enforcer.counts[("api", "s3:GetObject", f"{bucket}/outputs/o/j/transcript.txt")] == 1
+
+
+def test_each_pools_worker_may_send_to_its_own_class_queues_and_no_others() -> None:
+    """The re-send of a job over its owner's cap goes to the queue it came from: each worker
+    role may send to its pool's three class queues, not to the other pool's or to a DLQ."""
+    components = read()["components"]
+    for pool, other in (("Gpu", "Cpu"), ("Cpu", "Gpu")):
+        worker = load({}, None)[f"worker:{pool.lower()}"]
+        assert worker.role == components[f"worker:{pool.lower()}"]["role"]
+        for cls in ("", "High", "Low"):
+            assert worker.allows("sqs:SendMessage", f"(not local: Compute/{pool}{cls}Messages/Queue.Arn)")
+            assert not worker.allows("sqs:SendMessage", f"(not local: Compute/{other}{cls}Messages/Queue.Arn)")
+            assert not worker.allows("sqs:SendMessage", f"(not local: Compute/{pool}{cls}Messages/Dlq.Arn)")
