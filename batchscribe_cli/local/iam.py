@@ -36,6 +36,7 @@ from batchscribe_cli.local.requests import Checks, UnknownOperation, checks, pre
 
 POLICY_ENV = "LOCAL_IAM_POLICY"  # a worker's policy (the local stack's own variable, not a service setting)
 CHECKS_ENV = "LOCAL_IAM_CHECKS"  # where a worker writes what it checked, at exit
+DENIALS = "denials.log"  # in that folder: each worker's denials, a line each, as they happen
 SITECUSTOMIZE = f"""# written by {__name__}: the local stack's IAM check in a worker process
 from {__name__} import install_from_env, run_next_sitecustomize
 
@@ -232,8 +233,8 @@ def worker_env(policy: Policy, folder: Path, pythonpath: str = "") -> dict[str, 
     site, checks_folder = folder / "site", folder / "checks"
     site.mkdir(parents=True, exist_ok=True)
     checks_folder.mkdir(parents=True, exist_ok=True)
-    for old in checks_folder.glob("checks-*.json"):  # an earlier run's
-        old.unlink()
+    for old in [*checks_folder.glob("checks-*.json"), checks_folder / DENIALS]:  # an earlier run's
+        old.unlink(missing_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     path = os.pathsep.join(p for p in (str(site), pythonpath) if p)
     return {POLICY_ENV: policy.to_json(), CHECKS_ENV: str(checks_folder), "PYTHONPATH": path}
@@ -253,21 +254,45 @@ def run_next_sitecustomize(this_file: str) -> None:
 
 def install_from_env() -> None:
     """In a worker process (the sitecustomize): check every call against the policy in the
-    environment, say each denial on stderr (the worker's log), write the counts at exit."""
+    environment; say each denial on stderr (the worker's log) and in the checks folder's
+    denials.log (the stack says it on its terminal); write the counts at exit."""
     raw = os.environ.get(POLICY_ENV)
     if not raw:
         return
     import atexit
 
     policy = Policy.from_json(raw)
+    folder = Path(os.environ.get(CHECKS_ENV) or os.devnull)
 
     def say(line: str) -> None:
         print(f"local stack: {line}", file=sys.stderr, flush=True)
+        if folder.is_dir():
+            with contextlib.suppress(OSError), (folder / DENIALS).open("a") as out:
+                out.write(f"{line} (worker pid {os.getpid()})\n")
 
     enforcer = Enforcer({policy.component: policy}, say, default=policy.component)
     enforce(enforcer)
-    folder = os.environ.get(CHECKS_ENV)
-    if folder:
-        atexit.register(
-            lambda: (Path(folder) / f"checks-{os.getpid()}.json").write_text(json.dumps(enforcer.summary()))
-        )
+    if folder.is_dir():
+        out = folder / f"checks-{os.getpid()}.json"
+        atexit.register(lambda: out.write_text(json.dumps(enforcer.summary())))
+
+
+class WorkerDenials:
+    """What the workers were denied, said on the stack's terminal as it happens (each worker
+    appends its denials to the checks folder's denials.log)."""
+
+    def __init__(self, folder: Path, say: Callable[[str], None]) -> None:
+        self.path = folder / DENIALS
+        self.say = say
+        self.offset = 0
+
+    def __call__(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            self.say(f"{line}; see the worker's log")

@@ -164,6 +164,8 @@ class LocalStack:
         loops.every("scaler", t.scale_every_seconds, iam.as_role("scaler", scaler))
         loops.every("sweeper", t.sweep_every_seconds, scheduled("sweeper", self.handlers["sweeper"], self.say))
         loops.every("moto-references", 5, forget_model_instances)
+        if self.iam is not None:
+            loops.every("worker-denials", 1, iam.WorkerDenials(self.config.data_dir / "iam" / "checks", self.say))
         loops.every("state", self.config.save_every_seconds, self._save)
 
     def stop(self) -> None:
