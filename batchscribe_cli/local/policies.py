@@ -8,7 +8,8 @@ Wildcards `*` and `?`; actions match case-insensitively, resources case-sensitiv
 evaluated: conditions (a statement with a Condition counts as if it held), resource policies
 (bucket and queue policies, the secret's), KMS key policies, SCPs and permission boundaries,
 and the AWS managed policies (named in the file, not expanded: AWSLambdaBasicExecutionRole
-grants only CloudWatch Logs, which Lambda itself writes to)."""
+grants only CloudWatch Logs, which Lambda itself writes to). The tests check on the recorded
+template what they can of these (tests/e2e/test_local_iam.py)."""
 
 from __future__ import annotations
 

@@ -207,3 +207,30 @@ def test_each_pools_worker_may_send_to_its_own_class_queues_and_no_others() -> N
             assert worker.allows("sqs:SendMessage", f"(not local: Compute/{pool}{cls}Messages/Queue.Arn)")
             assert not worker.allows("sqs:SendMessage", f"(not local: Compute/{other}{cls}Messages/Queue.Arn)")
             assert not worker.allows("sqs:SendMessage", f"(not local: Compute/{pool}{cls}Messages/Dlq.Arn)")
+
+
+# ---- what the local check does not evaluate, checked on the template ------------------
+
+
+def test_the_resource_policies_deny_only_requests_without_tls_and_allow_only_s3s_notifications() -> None:
+    """Resource policies (bucket, queues, secret) are not evaluated locally. Deployed, theirs
+    deny only requests made without TLS (the SDKs always use it; the local endpoint is plain
+    http, so they could not apply here), and allow only S3 to send the upload notifications to
+    the uploads queue: none of them can deny a component a call its role allows."""
+    groups = read()["resource_policies"]
+    assert groups, "the stack's bucket and queue policies are recorded (scripts/gen_policies.py)"
+    for group in groups:
+        for statement in group["statements"]:
+            if statement["Effect"] == "Deny":
+                assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, group
+            else:
+                assert statement["Principal"] == {"Service": "s3.amazonaws.com"}, group
+                assert group["resources"] == ["Intake/Uploads/Queue"], group
+                assert statement["Condition"] == {"ArnLike": {"aws:SourceArn": "${Jobs/Media.Arn}"}}
+
+
+def test_no_resource_a_component_touches_is_encrypted_with_a_key_whose_policy_goes_unchecked() -> None:
+    """KMS key policies and kms: grants are not evaluated locally. The only customer managed
+    key encrypts the alarm topic, which CloudWatch publishes to and no component calls; the
+    table, bucket and queues use AWS owned keys (nothing to grant)."""
+    assert read()["customer_managed_keys"] == {"Monitoring/Alarms": ["${Monitoring/AlarmsKey.Arn}"]}
