@@ -6,7 +6,12 @@ pipeline runs under the deployed policies."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,6 +38,9 @@ from batchscribe_cli.local.policies import (
 )
 from batchscribe_cli.local.requests import checks
 from batchscribe_cli.provision import Provisioned
+from harness import faults
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # ---- the evaluation --------------------------------------------------------------------
 
@@ -234,3 +242,35 @@ def test_no_resource_a_component_touches_is_encrypted_with_a_key_whose_policy_go
     key encrypts the alarm topic, which CloudWatch publishes to and no component calls; the
     table, bucket and queues use AWS owned keys (nothing to grant)."""
     assert read()["customer_managed_keys"] == {"Monitoring/Alarms": ["${Monitoring/AlarmsKey.Arn}"]}
+
+
+# ---- in a worker process ---------------------------------------------------------------
+
+
+def test_a_worker_process_checks_its_calls_through_its_environment_alone_beside_the_chaos_faults(
+    tmp_path: Path,
+) -> None:
+    """The worker program knows nothing of the check: the environment iam.worker_env writes
+    installs it (a sitecustomize first on PYTHONPATH), and that sitecustomize runs the next one
+    on the path, so the chaos harness's faults are injected too. A call the worker role does not
+    allow fails before anything is sent (no endpoint is even reachable here)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AWS_ENDPOINT_URL")}
+    env.update(faults.worker_env(faults.FaultPlan(error_rate=0, latency_rate=0, ambiguous_rate=0), tmp_path / "f"))
+    worker = load(local_values(_fake_provisioned(), stream_arn="s", scaler_function="f"))[WORKER]
+    env.update(iam.worker_env(worker, tmp_path / "iam", os.pathsep.join([env["PYTHONPATH"], str(ROOT)])))
+    probe = (
+        "import json; from botocore.exceptions import ClientError; from batchscribe import aws\n"
+        "c = aws.client('dynamodb')\n"
+        "hooks = [getattr(aws.client, '_chaos', False), getattr(c, '_chaos_hooked', False), c._iam_hooked]\n"
+        "try:\n    c.delete_item(TableName='t', Key={'job_id': {'S': 'j'}})\n"
+        "except ClientError as e:\n    print(json.dumps([*hooks, e.response['Error']['Code']]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, True, True, "AccessDeniedException"]
+    assert "IAM: denied worker:gpu: dynamodb:DeleteItem on arn:aws:dynamodb:" in out.stderr  # its log
+    [checks_file] = (tmp_path / "iam" / "checks").glob("checks-*.json")  # written at exit
+    assert json.loads(checks_file.read_text())["denied"][0][:2] == ["worker:gpu", "dynamodb:DeleteItem"]
