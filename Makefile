@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit openapi synth bench bench-smoke bench-throughput bench-gpu chaos clean
+.PHONY: venv demo test lint typecheck unit openapi policies synth bench bench-smoke bench-throughput bench-gpu chaos clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -46,6 +46,11 @@ unit: venv
 
 openapi: venv
 	$(BIN)/python -m scripts.gen_openapi
+
+# The IAM policies the CDK stack synthesizes per component, for the local stack to enforce
+# (batchscribe_cli/local/policies.json; a test fails while it is stale).
+policies: venv
+	$(BIN)/python -m scripts.gen_policies
 
 synth: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth -q

@@ -15,6 +15,9 @@ part replaced by one stand-in module, composed by `stack.LocalStack`:
 - `batch`: the Batch stand-in behind the scaler's Compute interface: worker processes (the real
   worker program on CPU, or its image under podman) that exit when idle, so scale-from-zero and
   back is visible; a worker that ends -> the reconciler (Batch's job state change event);
+- `iam` (with `policies`, `requests`): IAM, enforced on the caller's side: each component's AWS
+  calls (each handler's, each worker's, each presigned URL) checked against the policy the CDK
+  stack synthesizes for its role (policies.json, written by `make policies`);
 - `snapshot`: the emulated state kept in the data folder, so stopping the stack loses no job;
 - `lambda_events`: the events and context Lambda hands a handler (the tests build theirs here);
 - `transitions`: the terminal's "job …: queued → running" lines, read from the stream.

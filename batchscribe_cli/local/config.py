@@ -45,6 +45,10 @@ class LocalConfig:
     create_rate_window_seconds: int = 60
     max_running_per_owner: int = 0  # running jobs per owner; 0: no cap
     owner_cap_delay_seconds: int = 2  # a job over its owner's cap is looked at again after this long
+    # every component's AWS calls checked against the IAM policy the CDK stack synthesizes for
+    # its role (batchscribe_cli/local/iam.py); False only to debug something else
+    iam: bool = True
+    policies: Path | None = None  # another policies.json than the committed one (tests)
 
 
 def webhook_secret(data_dir: Path) -> str:

@@ -3,6 +3,7 @@ here and nothing else (each stand-in is its own module of this package)."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from batchscribe.settings import (
     WorkerSettings,
     powertools_env,
 )
-from batchscribe_cli.local import handlers
+from batchscribe_cli.local import handlers, iam, policies
 from batchscribe_cli.local.batch import LocalCompute, report_exits, scaler_tick
 from batchscribe_cli.local.config import LocalConfig, process_settings, webhook_secret
 from batchscribe_cli.local.event_sources import Loops, SqsEventSource, StreamEventSource, scheduled
@@ -50,6 +51,7 @@ class LocalStack:
         self.resources: Provisioned | None = None
         self.compute: LocalCompute | None = None
         self.snapshot: Snapshot | None = None
+        self.iam: iam.Enforcer | None = None
         self.settings: dict[str, EnvSettings] = {}
         self.handlers: dict[str, handlers.Handler] = {}
         self.url = ""
@@ -78,7 +80,9 @@ class LocalStack:
         self.snapshot = Snapshot(self.moto.state, r.table, r.bucket)
         restored = self.snapshot.restore()
         self.env.set(handlers.handler_env(self.settings))  # the handlers run in this process
-        self.handlers = handlers.load()
+        # each handler's calls are made with its function's role
+        self.handlers = {name: iam.as_role(name, h) for name, h in handlers.load().items()}
+        self.iam = self._enforce_iam(r) if cfg.iam else None
         self.compute = self._compute(aws_env)
         stream = self._stream(r.table)  # opened at LATEST: what was restored is not news
         if any(restored):
@@ -94,12 +98,28 @@ class LocalStack:
         )
         return self
 
+    def _enforce_iam(self, r: Provisioned) -> iam.Enforcer:
+        """From now on each component's calls are checked against its role's policy."""
+        from batchscribe import aws
+
+        stream = aws.client("dynamodb").describe_table(TableName=r.table)["Table"]["LatestStreamArn"]
+        values = policies.local_values(r, stream, scaler_function=f"{STACK_PREFIX}-scaler")
+        enforcer = iam.Enforcer(policies.load(values, self.config.policies), self.say)
+        iam.enforce(enforcer)
+        where = "" if self.config.worker_image is None else "; workers from an image are NOT checked (no hook in it)"
+        self.say(f"IAM: each component's AWS calls checked against its role's policy from the CDK stack{where}")
+        return enforcer
+
     def _compute(self, aws_env: dict[str, str]) -> LocalCompute:
         """The Batch stand-in. Workers from this checkout inherit this process's environment
         (PATH, PYTHONPATH...) but none of its AWS, service or Powertools variables; an image
-        brings its own."""
+        brings its own. With IAM checked, a worker from this checkout checks its calls against
+        the worker role's policy."""
         cfg = self.config
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", ENV_PREFIX, "POWERTOOLS_"))}
+        if self.iam is not None and not cfg.worker_image:
+            worker_policy = self.iam.policies[policies.WORKER]
+            inherited.update(iam.worker_env(worker_policy, cfg.data_dir / "iam", inherited.get("PYTHONPATH", "")))
         worker = self.settings["worker"]
         assert isinstance(worker, WorkerSettings)
         return LocalCompute(
@@ -131,16 +151,21 @@ class LocalStack:
         loops.start("api", self.http.serve_forever)
 
         def sqs(queue_url: str, handler: str) -> Callable[[], None]:
-            return SqsEventSource(queue_url, self.handlers[handler], stopping=self.stopping, say=self.say).run
+            # Lambda's event source receives and deletes with the function's role
+            source = SqsEventSource(queue_url, self.handlers[handler], stopping=self.stopping, say=self.say)
+            return iam.as_role(handler, source.run)
 
         loops.start("uploads", sqs(r.uploads_queue_url, "on_upload"))
         for i, dlq_url in enumerate(r.all_jobs_dlq_urls):  # one per priority class
             loops.start(f"dead-letters-{i}", sqs(dlq_url, "dead_letter"))
         loops.start("webhooks", sqs(r.webhooks_queue_url, "webhook"))
-        loops.start("jobs-stream", stream.run)
-        loops.every("scaler", t.scale_every_seconds, scaler_tick(self.compute, lambda: self._scaler.pools))
+        loops.start("jobs-stream", iam.as_role("notify", stream.run))  # read with the function's role
+        scaler = scaler_tick(self.compute, lambda: self._scaler.pools)
+        loops.every("scaler", t.scale_every_seconds, iam.as_role("scaler", scaler))
         loops.every("sweeper", t.sweep_every_seconds, scheduled("sweeper", self.handlers["sweeper"], self.say))
         loops.every("moto-references", 5, forget_model_instances)
+        if self.iam is not None:
+            loops.every("worker-denials", 1, iam.WorkerDenials(self.config.data_dir / "iam" / "checks", self.say))
         loops.every("state", self.config.save_every_seconds, self._save)
 
     def stop(self) -> None:
@@ -158,6 +183,7 @@ class LocalStack:
                 self.say(f"saved {items} records and {objects} files to {self.snapshot.folder}")
             except Exception as exc:
                 self.say(f"could not save the state: {type(exc).__name__}: {exc}")
+        self._iam_report()
         if self.moto is not None:
             self.moto.stop()
         self.env.restore()
@@ -222,6 +248,22 @@ class LocalStack:
         lifecycle = self.settings["sweeper"]
         assert isinstance(lifecycle, LifecycleSettings)
         return lifecycle
+
+    def iam_checks(self) -> dict[str, Any]:
+        """What was checked and denied so far: in this process, and by the workers that ended."""
+        if self.iam is None:
+            return {"checked": [], "denied": []}
+        return iam.collect(self.iam, self.config.data_dir / "iam" / "checks")
+
+    def _iam_report(self) -> None:
+        if self.iam is None:
+            return
+        iam.enforce(None)
+        found = self.iam_checks()
+        (self.config.data_dir / "iam").mkdir(parents=True, exist_ok=True)
+        (self.config.data_dir / "iam" / "checks.json").write_text(json.dumps(found, indent=1))
+        checked, denied = (sum(n for *_, n in found[k]) for k in ("checked", "denied"))
+        self.say(f"IAM: {checked} calls allowed, {denied} denied ({self.config.data_dir / 'iam' / 'checks.json'})")
 
     def _save(self) -> None:
         if self.snapshot is not None:

@@ -205,6 +205,9 @@ class Compute(Construct):
         )
         for pair in classes.values():
             pair.queue.grant_consume_messages(role)
+            # a job over its owner's running cap goes back on its queue as a fresh message
+            # (ClassQueues.send_later), so that waiting does not count towards the DLQ
+            pair.queue.grant_send_messages(role)
         self.jobs.grant_worker(role)
         return pool
 

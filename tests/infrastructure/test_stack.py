@@ -428,8 +428,10 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
         "secretsmanager:GetSecretValue",
         "secretsmanager:DescribeSecret",
     }
-    worker = _actions_of(template_json, "ComputeGpuJobRole")
-    assert worker == state | consume | s3_read | s3_put | {"s3:DeleteObject*"}
+    # the worker also sends: a job over its owner's running cap goes back on its queue
+    for pool in ("Gpu", "Cpu"):
+        worker = _actions_of(template_json, f"Compute{pool}JobRole")
+        assert worker == state | consume | send | s3_read | s3_put | {"s3:DeleteObject*"}, pool
     assert not any(a.endswith(":*") or a == "*" for a in worker)
 
 
