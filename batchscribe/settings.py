@@ -200,8 +200,13 @@ class Pool(BaseModel):
     )
     max_workers: int = Field(ge=0)
     jobs_per_worker: int = Field(default=4, ge=1)
-    job_queue: str = ""  # Batch job queue (deployed)
+    job_queue: str = ""  # Batch job queue (deployed): Spot first, when the deployment uses Spot
     job_definition: str = ""  # Batch job definition (deployed)
+    on_demand_job_queue: str = Field(
+        default="",
+        description="the pool's on-demand-only Batch job queue: workers stuck RUNNABLE on `job_queue` past "
+        "ScalerSettings.spot_fallback_seconds move there; empty: no fallback (an on-demand-only deployment)",
+    )
 
 
 class StoreSettings(EnvSettings):
@@ -284,6 +289,11 @@ class LifecycleSettings(StoreSettings, RoutingSettings):
 class ScalerSettings(EnvSettings):
     pools: list[Pool] = Field(min_length=1)
     worker_name_prefix: str = Field(default=WORKER_NAME_PREFIX, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    spot_fallback_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="workers RUNNABLE this long on a pool's Spot path move to its on-demand queue; 0: never",
+    )
 
 
 class NotifySettings(EnvSettings):

@@ -1,4 +1,5 @@
-"""Every minute and after each enqueue: start workers for the backlog (AWS Batch)."""
+"""Every minute and after each enqueue: start workers for the backlog (AWS Batch), and move
+workers Spot could not start to the on-demand queue."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ metrics = Metrics(namespace=METRICS_NAMESPACE, service="scaler")
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> list[dict[str, Any]]:
     settings = ScalerSettings.from_env()
-    decisions = scale(settings.pools, sqs_depth, BatchCompute(settings.worker_name_prefix))
+    compute = BatchCompute(settings.worker_name_prefix, fallback_after=settings.spot_fallback_seconds)
+    decisions = scale(settings.pools, sqs_depth, compute)
     for d in decisions:
         metrics.add_metric(name=f"Backlog_{d.pool}", unit="Count", value=d.backlog)
         metrics.add_metric(name=f"ActiveWorkers_{d.pool}", unit="Count", value=d.active)
         metrics.add_metric(name=f"WorkersStarted_{d.pool}", unit="Count", value=d.submitted)
+        metrics.add_metric(name=f"WorkersMovedToOnDemand_{d.pool}", unit="Count", value=d.moved)
     result = [asdict(d) for d in decisions]
     logger.info("scaled", extra={"decisions": result})
     return result
