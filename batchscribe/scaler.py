@@ -10,28 +10,34 @@ only ever adds, and moves work Spot cannot start to the on-demand queue.
 Batch's array jobs: a submit of N > 1 workers is one array job whose N children (ids
 `parent:index`) are the workers. The parent stays SUBMITTED or PENDING until every child has
 ended, whatever they are doing, so a worker is counted as a child, never as its parent's size.
+
+One run at a time: `Coalescer` runs the scaler under a lease in the jobs table
+(`repository.locks`), however many wakes arrive at once (see there).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
 
 from batchscribe import aws
 from batchscribe.queue import ClassQueues
+from batchscribe.repository.locks import LeaseState, RunLease
 from batchscribe.resources import WORKER_NAME_PREFIX
-from batchscribe.settings import Pool
+from batchscribe.settings import Pool, ScalerSettings
 
 ACTIVE_BATCH_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 ENDED_BATCH_STATUSES = ("SUCCEEDED", "FAILED")
 DESCRIBE_JOBS_MAX = 100  # DescribeJobs takes up to 100 job ids
 ARRAY_MAX = 10_000  # Batch's largest array
 STUCK_REASON = "batchscribe: RUNNABLE past the fallback time on the Spot path; moved to the on-demand queue"
+SCALER_LEASE = "scaler"  # the lease item `scaler#lock`
 
 logger = Logger(service="batchscribe", child=True)
 
@@ -236,8 +242,96 @@ def _chunks(count: int, most: int) -> list[int]:
     return [min(most, count - i) for i in range(0, count, most)]
 
 
+# ---- one run at a time --------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runs(Generic[T]):
+    """What one invocation did: its rounds' results, or nothing because another run held the
+    lease (`coalesced`: that run's next round serves this wake)."""
+
+    results: list[T] = field(default_factory=list)
+    coalesced: bool = False
+    wakes: int = 0  # wakes of other invocations folded into these rounds
+
+
+class Coalescer:
+    """Runs a task under a lease so that at most one run is under way, runs start at least
+    `window` seconds apart, and no wake is lost: an invocation that finds the lease held counts
+    a wake on it and returns at once; the holder, finding a wake counted when its round ends,
+    waits out the window and runs another round (while `until` leaves time for one)."""
+
+    def __init__(
+        self,
+        lease: RunLease,
+        window: float,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.lease = lease
+        self.window = window
+        self.clock = clock
+        self.sleep = sleep
+
+    @classmethod
+    def of(cls, settings: ScalerSettings) -> Coalescer | None:
+        """The scaler's, when the deployment names the table that holds its lease."""
+        if not settings.table_name:
+            return None
+        return cls(RunLease(settings.table_name, SCALER_LEASE, settings.lease_seconds), settings.coalesce_seconds)
+
+    def _take(self, me: str) -> LeaseState | None:
+        """The lease, or None when a wake was counted for the run that holds it."""
+        for _ in range(3):
+            taken, state = self.lease.take(me)
+            if taken:
+                return state
+            if state.holder is not None and self.lease.note_wake(state.holder):
+                return None
+        return None  # three holders came and went: the last one started after this wake
+
+    def run(self, task: Callable[[], T], until: float) -> Runs[T]:
+        me = uuid.uuid4().hex
+        state = self._take(me)
+        if state is None:
+            return Runs(coalesced=True)
+        runs: Runs[T] = Runs()
+        last, took = state.last_start, 0.0
+        try:
+            while True:
+                begin = max(self.clock(), (last or 0.0) + self.window)
+                if runs.results and begin + 2 * took > until:
+                    break  # no time for another round: the next invocation serves the wakes
+                self.sleep(max(0.0, begin - self.clock()))
+                started = self.lease.start(me)
+                if started is None:
+                    return runs  # the lease expired under this run and another took it
+                last, served = started
+                runs.wakes += served
+                runs.results.append(task())
+                took = self.clock() - last
+                if self.lease.release(me):
+                    return runs
+        except BaseException:
+            self.lease.release(me, force=True)
+            raise
+        self.lease.release(me, force=True)
+        return runs
+
+
+def run_scaler(settings: ScalerSettings, task: Callable[[], T], until: float) -> Runs[T]:
+    """`task` under the scaler's lease when the deployment has one, else once."""
+    coalescer = Coalescer.of(settings)
+    if coalescer is None:
+        return Runs(results=[task()])
+    return coalescer.run(task, until)
+
+
 class ScalerTrigger:
-    """Runs the scaler function now (asynchronously), when the deployment names one."""
+    """Runs the scaler function now (asynchronously), when the deployment names one. However
+    many wakes come, the scaler's lease lets one run at a time through (`Coalescer`)."""
 
     def __init__(self, function_name: str | None) -> None:
         self.function_name = function_name
