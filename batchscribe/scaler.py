@@ -304,7 +304,8 @@ class Coalescer:
                 begin = max(self.clock(), (last or 0.0) + self.window)
                 if runs.results and begin + 2 * took > until:
                     break  # no time for another round: the next invocation serves the wakes
-                self.sleep(max(0.0, begin - self.clock()))
+                while (left := begin - self.clock()) > 0:  # the window, on the clock the lease records
+                    self.sleep(left)
                 started = self.lease.start(me)
                 if started is None:
                     return runs  # the lease expired under this run and another took it
