@@ -80,7 +80,7 @@ class Decision:
     backlog: int
     active: int
     submitted: int
-    moved: int = 0  # workers moved from the Spot path to the on-demand queue
+    moved: int = 0  # workers cancelled on the Spot path: `submitted` went to the on-demand queue
 
 
 def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decision]:
@@ -88,23 +88,24 @@ def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decisi
 
 
 def scale_pool(pool: Pool, depth: QueueDepth, compute: Compute) -> Decision:
-    """Move the pool's stuck Spot workers to on-demand, then add what the backlog needs. An
-    empty queue costs no Batch call at all. Once the pool has workers on its on-demand queue
-    (Spot could not start them), new workers go there too, until those have exited."""
+    """Add what the backlog needs. Workers stuck RUNNABLE on the Spot path are cancelled and
+    not counted, so what they were for is submitted again, to the on-demand queue; once the
+    pool has workers there (Spot could not start them), new workers go there too, until those
+    have exited. An empty queue costs no Batch call at all."""
     visible, in_flight = depth(pool)
     backlog = visible + in_flight
     if not backlog:
         return Decision(pool.name, 0, 0, 0)
     workers = compute.workers(pool)
-    moved = len(workers.stuck)
-    if moved:
+    active = workers.active
+    if workers.stuck:
         compute.cancel(workers.stuck, STUCK_REASON)
-        compute.submit(pool, moved, on_demand=True)
-        logger.warning("workers stuck RUNNABLE on Spot moved to on-demand", extra={"pool": pool.name, "moved": moved})
-    n = plan(backlog, workers.active, pool.max_workers, pool.jobs_per_worker)
+        active -= len(workers.stuck)
+        logger.warning("workers stuck RUNNABLE on Spot cancelled", extra={"pool": pool.name, "stuck": workers.stuck})
+    n = plan(backlog, active, pool.max_workers, pool.jobs_per_worker)
     if n:
-        compute.submit(pool, n, on_demand=bool(workers.on_demand or moved))
-    return Decision(pool.name, backlog, workers.active, n, moved)
+        compute.submit(pool, n, on_demand=bool(workers.on_demand or workers.stuck))
+    return Decision(pool.name, backlog, active, n, len(workers.stuck))
 
 
 def sqs_depth(pool: Pool) -> tuple[int, int]:

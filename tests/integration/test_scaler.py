@@ -253,9 +253,9 @@ def test_a_parent_ends_as_its_children_do_in_moto(moto_batch: dict[str, Any]) ->
 def test_workers_stuck_runnable_on_spot_move_to_the_on_demand_queue(moto_batch: dict[str, Any]) -> None:
     """Given a pool with an on-demand queue, 3 workers of an array and a single worker that
     have waited RUNNABLE past the fallback time (Spot has no capacity), a RUNNABLE child and a
-    single worker that have not waited that long, and one RUNNING child, when the scaler runs with a backlog,
-    then it cancels exactly the 4 stuck ones, submits 4 to the on-demand queue, and, Spot being
-    short, the workers the backlog still needs go there too."""
+    single worker that have not waited that long, and one RUNNING child, when the scaler runs
+    with a backlog, then it cancels exactly the 4 stuck ones and submits what the backlog needs
+    besides the 3 workers left, to the on-demand queue."""
     env = moto_batch
     pool = Pool(
         name="gpu",
@@ -284,13 +284,44 @@ def test_workers_stuck_runnable_on_spot_move_to_the_on_demand_queue(moto_batch: 
     assert set(compute.workers(pool).stuck) == stuck
     (decision,) = scale([pool], lambda _pool: (8, 0), compute)
 
-    assert (decision.active, decision.moved, decision.submitted) == (7, 4, 1)
+    assert (decision.active, decision.moved, decision.submitted) == (3, 4, 5)
     others = {young["jobId"], *(f"{array['jobId']}:{i}" for i in (3, 4))}
     cancelled = {j for j in stuck | others if _moto_job(j).stop}
     assert cancelled == stuck
     assert all(_moto_job(j).job_stopped_reason == STUCK_REASON for j in stuck)
-    moved = sorted(j.get("arrayProperties", {}).get("size", 1) for j in _parents(env["on_demand_queue"]))
-    assert moved == [1, 4]  # the 4 moved, then the one more the backlog needed
+    moved = [j.get("arrayProperties", {}).get("size", 1) for j in _parents(env["on_demand_queue"])]
+    assert moved == [5]  # backlog 8, one job per worker: 8 - 3 still active
+
+
+class Recording(FakeCompute):
+    def __init__(self, seen: Workers) -> None:
+        super().__init__({})
+        self.seen = seen
+        self.calls: list[tuple[str, Any]] = []
+
+    def workers(self, pool: Pool) -> Workers:
+        return self.seen
+
+    def submit(self, pool: Pool, count: int, on_demand: bool = False) -> None:
+        self.calls.append(("submit", (count, on_demand)))
+
+    def cancel(self, job_ids: Sequence[str], reason: str) -> None:
+        self.calls.append(("cancel", tuple(job_ids)))
+
+
+def test_while_the_pool_has_on_demand_workers_new_ones_go_on_demand_too() -> None:
+    """Spot could not start this pool's workers a while ago (some run on its on-demand queue
+    now): new workers go straight there rather than wait out the fallback time again; with
+    none there, they go to the Spot-first queue."""
+    pool = Pool(name="gpu", queue_url="q", max_workers=10, jobs_per_worker=1)
+    for seen, expected in ((Workers(active=2, on_demand=2), True), (Workers(active=2), False)):
+        compute = Recording(seen)
+        scale([pool], lambda _pool: (5, 0), compute)
+        assert compute.calls == [("submit", (3, expected))]
+    compute = Recording(Workers(active=3, stuck=("a:0", "b")))
+    (decision,) = scale([pool], lambda _pool: (5, 0), compute)
+    assert compute.calls == [("cancel", ("a:0", "b")), ("submit", (4, True))]
+    assert (decision.active, decision.moved, decision.submitted) == (1, 2, 4)
 
 
 def test_no_fallback_without_an_on_demand_queue(moto_batch: dict[str, Any]) -> None:
