@@ -279,9 +279,9 @@ class Coalescer:
     @classmethod
     def of(cls, settings: ScalerSettings) -> Coalescer | None:
         """The scaler's, when the deployment names the table that holds its lease."""
-        if not settings.table_name:
+        if not settings.lease_table:
             return None
-        return cls(RunLease(settings.table_name, SCALER_LEASE, settings.lease_seconds), settings.coalesce_seconds)
+        return cls(RunLease(settings.lease_table, SCALER_LEASE, settings.lease_seconds), settings.coalesce_seconds)
 
     def _take(self, me: str) -> LeaseState | None:
         """The lease, or None when a wake was counted for the run that holds it."""

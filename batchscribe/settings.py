@@ -289,8 +289,10 @@ class LifecycleSettings(StoreSettings, RoutingSettings):
 class ScalerSettings(EnvSettings):
     pools: list[Pool] = Field(min_length=1)
     worker_name_prefix: str = Field(default=WORKER_NAME_PREFIX, pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    table_name: str | None = Field(
-        default=None, description="the jobs table, which holds the scaler's lease (`scaler#lock`); None: no lease"
+    lease_table: str | None = Field(
+        default=None,
+        description="the jobs table, where the scaler's lease (`scaler#lock`) lives; None: no lease (one process "
+        "runs the scaler, as in the local stack)",
     )
     coalesce_seconds: float = Field(
         default=10, ge=0, le=60, description="runs start at least this far apart; wakes in between join the next"

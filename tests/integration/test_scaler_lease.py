@@ -179,7 +179,7 @@ def test_the_handler_runs_under_the_lease_and_a_wake_that_finds_it_held_returns_
     from lambdas.scaler.handler import handler
 
     settings = ScalerSettings(
-        pools=[Pool(name="gpu", queue_url=aws_stack.jobs_queue_url, max_workers=2)], table_name=aws_stack.table
+        pools=[Pool(name="gpu", queue_url=aws_stack.jobs_queue_url, max_workers=2)], lease_table=aws_stack.table
     )
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
