@@ -200,8 +200,13 @@ class Pool(BaseModel):
     )
     max_workers: int = Field(ge=0)
     jobs_per_worker: int = Field(default=4, ge=1)
-    job_queue: str = ""  # Batch job queue (deployed)
+    job_queue: str = ""  # Batch job queue (deployed): Spot first, when the deployment uses Spot
     job_definition: str = ""  # Batch job definition (deployed)
+    on_demand_job_queue: str = Field(
+        default="",
+        description="the pool's on-demand-only Batch job queue: workers stuck RUNNABLE on `job_queue` past "
+        "ScalerSettings.spot_fallback_seconds move there; empty: no fallback (an on-demand-only deployment)",
+    )
 
 
 class StoreSettings(EnvSettings):
@@ -284,6 +289,31 @@ class LifecycleSettings(StoreSettings, RoutingSettings):
 class ScalerSettings(EnvSettings):
     pools: list[Pool] = Field(min_length=1)
     worker_name_prefix: str = Field(default=WORKER_NAME_PREFIX, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    lease_table: str | None = Field(
+        default=None,
+        description="the jobs table, where the scaler's lease (`scaler#lock`) lives; None: no lease (one process "
+        "runs the scaler, as in the local stack)",
+    )
+    coalesce_seconds: float = Field(
+        default=10, ge=0, le=60, description="runs start at least this far apart; wakes in between join the next"
+    )
+    lease_seconds: int = Field(
+        default=90,
+        ge=10,
+        le=900,
+        description="a run that died stops holding the lease after this long (> the function timeout)",
+    )
+    spot_fallback_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="workers RUNNABLE this long on a pool's Spot path move to its on-demand queue; 0: never",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_window(self) -> Self:
+        if self.lease_seconds <= self.coalesce_seconds:
+            raise ValueError("lease_seconds must be longer than coalesce_seconds")
+        return self
 
 
 class NotifySettings(EnvSettings):

@@ -1,7 +1,16 @@
-"""The Batch stand-in: workers as local processes behind the scaler's Compute interface (the
-worker program from this checkout, or the worker image run by podman), the scaler's logic on
-its schedule against them, and a worker's end reported to the reconciler as Batch's job state
-change event would."""
+"""The Batch stand-in: workers as local processes (the worker program from this checkout, or the
+worker image run by podman), bookkept as AWS Batch bookkeeps its jobs and answering the part of
+Batch's API the scaler calls, so the scaler reads it through the same code as the real Batch
+(`BatchCompute`); the scaler's logic on its schedule against it; and a worker's end reported to
+the reconciler as Batch's job state change event would.
+
+Batch's rules, kept here: a submit of N > 1 workers is one array job with N children
+(`parent:index`), each child one worker process (its worker id is its job id, as
+AWS_BATCH_JOB_ID is on Batch); a child is RUNNING while its process runs (a local process
+starts at once: no RUNNABLE wait), then SUCCEEDED (exit 0) or FAILED; the parent is PENDING
+until every child has ended, then SUCCEEDED, or FAILED if any child failed; ListJobs lists a
+queue's parents and single jobs by status, an array's children by `arrayJobId`; DescribeJobs
+gives a parent's `arrayProperties.statusSummary`."""
 
 from __future__ import annotations
 
@@ -11,22 +20,48 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from batchscribe.scaler import Pool, scale, sqs_depth
+from batchscribe.scaler import ACTIVE_BATCH_STATUSES, BatchCompute, Pool, Workers, scale, sqs_depth
 from batchscribe.settings import WorkerSettings
 from batchscribe_cli.local.handlers import Handler
-from batchscribe_cli.local.lambda_events import LocalContext, batch_state_change
+from batchscribe_cli.local.lambda_events import LOCAL_ACCOUNT, LOCAL_REGION, LocalContext, batch_state_change
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the tree this local stack runs from
 
 
+@dataclass
+class LocalJob:
+    """One Batch job: a single worker, an array parent, or an array child (a worker)."""
+
+    job_id: str
+    name: str
+    queue: str
+    definition: str
+    created_ms: int
+    status: str = "RUNNING"  # a worker's own; a parent's follows its children (`LocalCompute.status`)
+    children: list[str] = field(default_factory=list)  # an array parent's child ids, by index
+    proc: subprocess.Popen[bytes] | None = None
+    stopped_ms: int | None = None
+
+    @property
+    def index(self) -> int | None:
+        return int(self.job_id.rsplit(":", 1)[1]) if ":" in self.job_id else None
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
 class LocalCompute:
-    """Workers as local processes (the scaler's Compute interface): the worker program, or,
+    """The Batch stand-in (see the module): workers as local processes, the worker program or,
     with `image`, the worker image run by podman on the host network, as it runs on Batch.
     Each gets the worker's settings with its own worker id; when one ends,
-    `on_exit(worker_id, code)` runs (the local stand-in for Batch's job state change event)."""
+    `on_exit(worker_id, code)` runs (the local stand-in for Batch's job state change event).
+    As the scaler's Compute, it is `BatchCompute` reading and writing this stand-in."""
 
     def __init__(
         self,
@@ -43,7 +78,8 @@ class LocalCompute:
         self.log_dir = log_dir
         self.say = say
         self.on_exit = on_exit
-        self.procs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+        self.jobs: dict[str, LocalJob] = {}  # every job submitted, by id (Batch's memory of them)
+        self.batch = BatchCompute(client=lambda: self)  # the scaler's view: Batch's API, answered here
         self.started = 0
         self.peak = 0
         self.closed = False  # stopping: a scaler tick still under way starts nothing more
@@ -67,49 +103,147 @@ class LocalCompute:
             args += ["--env", name]
         return [*args, self.image], {**os.environ, **env}
 
+    # ---- the scaler's Compute: BatchCompute over this stand-in ---------------------------------
+
+    def workers(self, pool: Pool) -> Workers:
+        return self.batch.workers(pool)
+
+    def active(self, pool: Pool) -> int:
+        return self.batch.workers(pool).active
+
+    def submit(self, pool: Pool, count: int, on_demand: bool = False) -> None:
+        self.batch.submit(pool, count, on_demand)
+
+    def cancel(self, job_ids: Sequence[str], reason: str) -> None:
+        self.batch.cancel(job_ids, reason)
+
+    # ---- Batch's API, as far as the scaler calls it -------------------------------------------
+
+    def submit_job(
+        self, jobName: str, jobQueue: str, jobDefinition: str, arrayProperties: dict[str, int] | None = None
+    ) -> dict[str, str]:
+        size = int((arrayProperties or {}).get("size", 0))
+        job = LocalJob(uuid.uuid4().hex, jobName, jobQueue, jobDefinition, _ms())
+        with self._lock:
+            if self.closed:  # the stack is stopping: a worker started now would outlive it
+                return {"jobId": job.job_id, "jobName": jobName}
+            self.jobs[job.job_id] = job
+            if size:
+                job.children = [f"{job.job_id}:{i}" for i in range(size)]
+                for child_id in job.children:
+                    self._start_one(LocalJob(child_id, jobName, jobQueue, jobDefinition, job.created_ms))
+            else:
+                self._start_one(job)
+            running = self._running()
+            self.peak = max(self.peak, running)
+        self.say(f"scaler: started {max(size, 1)} worker(s); {running} running")
+        return {"jobId": job.job_id, "jobName": jobName, "jobArn": self._arn(job.job_id)}
+
+    def get_paginator(self, operation: str) -> _Pages:
+        if operation != "list_jobs":
+            raise NotImplementedError(f"the Batch stand-in has no {operation} paginator")
+        return _Pages(self.list_jobs)
+
+    def list_jobs(
+        self, jobQueue: str | None = None, arrayJobId: str | None = None, jobStatus: str = "RUNNING"
+    ) -> dict[str, Any]:
+        """One page (a local stack holds a few jobs): a queue's parents and single jobs, or an
+        array's children, in `jobStatus`."""
+        self.reap()
+        with self._lock:
+            if arrayJobId is not None:
+                parent = self.jobs.get(arrayJobId)
+                jobs = [self.jobs[c] for c in parent.children] if parent else []
+            else:
+                jobs = [j for j in self.jobs.values() if j.queue == jobQueue and j.index is None]
+            return {"jobSummaryList": [self._summary(j) for j in jobs if self.status(j) == jobStatus]}
+
+    def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
+        self.reap()
+        with self._lock:
+            found = [self.jobs[j] for j in jobs if j in self.jobs]
+            return {"jobs": [{**self._summary(j), "jobQueue": j.queue} for j in found]}
+
+    def cancel_job(self, jobId: str, reason: str) -> dict[str, Any]:
+        """Batch cancels only jobs not started yet; a local worker starts at once, so this
+        changes nothing (as CancelJob on a STARTING or RUNNING job)."""
+        return {}
+
+    # ---- Batch's bookkeeping (callers hold the lock) ------------------------------------------
+
+    def status(self, job: LocalJob) -> str:
+        """A worker's own status; an array parent's by Batch's rule."""
+        if not job.children:
+            return job.status
+        ended = [self.jobs[c].status for c in job.children if self.jobs[c].status not in ACTIVE_BATCH_STATUSES]
+        if len(ended) < len(job.children):
+            return "PENDING"
+        return "FAILED" if "FAILED" in ended else "SUCCEEDED"
+
+    def _summary(self, job: LocalJob) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "jobArn": self._arn(job.job_id),
+            "jobId": job.job_id,
+            "jobName": job.name,
+            "jobDefinition": job.definition,
+            "createdAt": job.created_ms,
+            "status": self.status(job),
+        }
+        if job.children:
+            counts: dict[str, int] = {}
+            for child_id in job.children:
+                status = self.jobs[child_id].status
+                counts[status] = counts.get(status, 0) + 1
+            summary["arrayProperties"] = {"size": len(job.children), "statusSummary": counts}
+        elif job.index is not None:
+            summary["arrayProperties"] = {"index": job.index}
+        if job.stopped_ms is not None:
+            summary["stoppedAt"] = job.stopped_ms
+        return summary
+
+    @staticmethod
+    def _arn(job_id: str) -> str:
+        return f"arn:aws:batch:{LOCAL_REGION}:{LOCAL_ACCOUNT}:job/{job_id}"
+
+    def _running(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.proc is not None and j.status == "RUNNING")
+
+    def _start_one(self, job: LocalJob) -> None:
+        """Start the worker process of one job (a single job or an array child)."""
+        argv, env = self.command(job.job_id)
+        with (self.log_dir / f"worker-{_ms()}-{self.started}.log").open("ab") as log:
+            job.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.jobs[job.job_id] = job
+        self.started += 1
+
+    # ---- the processes ------------------------------------------------------------------------
+
     def reap(self) -> None:
+        """Workers whose process ended are SUCCEEDED (exit 0) or FAILED; each is reported."""
         ended: list[tuple[str, int]] = []
         with self._lock:
-            for pid, (worker_id, proc) in list(self.procs.items()):
-                code = proc.poll()
-                if code is not None:
-                    del self.procs[pid]
+            for job in self.jobs.values():
+                code = job.proc.poll() if job.proc is not None and job.status == "RUNNING" else None
+                if code is not None and job.proc is not None:
+                    job.status, job.stopped_ms = ("SUCCEEDED" if code == 0 else "FAILED"), _ms()
                     how = "idle, exited" if code == 0 else f"exited with code {code}"
-                    self.say(f"worker {pid} {how}; {len(self.procs)} running")
-                    ended.append((worker_id, code))
+                    self.say(f"worker {job.proc.pid} {how}; {self._running()} running")
+                    ended.append((job.job_id, code))
         if self.on_exit is not None:
             for worker_id, code in ended:
                 self.on_exit(worker_id, code)
 
-    def active(self, pool: Pool) -> int:
-        self.reap()
-        return len(self.procs)
-
-    def submit(self, pool: Pool, count: int) -> None:
+    def _procs(self) -> list[subprocess.Popen[bytes]]:
         with self._lock:
-            if self.closed:
-                return
-            for _ in range(count):
-                self._start_one()
-            self.peak = max(self.peak, len(self.procs))
-            self.say(f"scaler: started {count} worker(s); {len(self.procs)} running")
-
-    def _start_one(self) -> None:
-        worker_id = f"local-{uuid.uuid4().hex[:12]}"
-        argv, env = self.command(worker_id)
-        with (self.log_dir / f"worker-{int(time.time() * 1000)}-{self.started}.log").open("ab") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.procs[proc.pid] = (worker_id, proc)
-        self.started += 1
+            return [j.proc for j in self.jobs.values() if j.proc is not None and j.status == "RUNNING"]
 
     def pids(self) -> list[int]:
-        with self._lock:
-            return [pid for pid, (_, p) in self.procs.items() if p.poll() is None]
+        return [p.pid for p in self._procs() if p.poll() is None]
 
     def stop_all(self, timeout: float = 10) -> None:
         with self._lock:
             self.closed = True
-            procs = [p for _, p in self.procs.values()]
+        procs = self._procs()
         for p in procs:
             if p.poll() is None:
                 p.terminate()  # SIGTERM: a worker gives its job back and exits
@@ -121,6 +255,16 @@ class LocalCompute:
                 p.kill()
                 p.wait()
         self.reap()
+
+
+@dataclass
+class _Pages:
+    """boto3's paginator, as far as the scaler uses it: every page of one listing."""
+
+    list_jobs: Callable[..., dict[str, Any]]
+
+    def paginate(self, **request: Any) -> Iterator[dict[str, Any]]:
+        yield self.list_jobs(**request)
 
 
 def scaler_tick(compute: LocalCompute, pools: Callable[[], list[Pool]]) -> Callable[[], None]:
@@ -138,7 +282,10 @@ def report_exits(reconciler: Handler, say: Callable[[str], None]) -> Callable[[s
     """A worker's end, delivered to the reconciler as Batch's job state change event."""
 
     def worker_exited(worker_id: str, code: int) -> None:
-        counts = reconciler(batch_state_change(worker_id, "SUCCEEDED" if code == 0 else "FAILED"), LocalContext())
+        event = batch_state_change(worker_id, "SUCCEEDED" if code == 0 else "FAILED")
+        if ":" in worker_id:  # an array child: Batch's event carries its index
+            event["detail"]["arrayProperties"] = {"index": int(worker_id.rsplit(":", 1)[1])}
+        counts = reconciler(event, LocalContext())
         if any(counts.values()):
             say(f"reconciler: worker {worker_id} ended holding jobs: {counts}")
 
