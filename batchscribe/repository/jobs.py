@@ -361,10 +361,13 @@ class JobRepository(Table):
         )
         return self._transition(job_id, Transition.REDRIVE, update, attempt)
 
-    def claim(self, job_id: str, worker: str, lease_seconds: float, owner_cap: int = 0) -> Job:
+    def claim(
+        self, job_id: str, worker: str, lease_seconds: float, owner_cap: int = 0, owner_key: str | None = None
+    ) -> Job:
         """queued -> running (or take over a running job whose lease expired): attempt + 1.
         With `owner_cap`, the job also takes one of its owner's running slots in the same
-        transaction, or OwnerAtCap is raised and nothing changes (the job stays queued)."""
+        transaction, or OwnerAtCap is raised and nothing changes (the job stays queued); its
+        `owner_key` is read from the record unless the caller read it already."""
         now = self.clock()
         lease = now + lease_seconds
         update = self._update(
@@ -384,7 +387,7 @@ class JobRepository(Table):
         )
         if not owner_cap:
             return self._transition(job_id, Transition.CLAIM, update)
-        owner_key = self.get(job_id).owner_key
+        owner_key = owner_key or self.get(job_id).owner_key
         failed = self.transact_if(
             [
                 {"Update": update.request(self.table_name, self.key(job_id))},

@@ -82,11 +82,14 @@ class Claimer:
             self.queue.delete(received.receipt_handle)
             return Outcome.POISON_MESSAGE
         job_id = received.message.job_id
-        files = self._reserve(job_id, received)
+        seen = self._read(job_id, received)
+        if isinstance(seen, Outcome):
+            return seen
+        files = self._reserve(seen, received)
         if isinstance(files, Outcome):
             return files
         try:
-            job = self._claim(job_id, received)
+            job = self._claim(job_id, received, seen.owner_key)
         except BaseException:
             files.release()
             raise
@@ -95,9 +98,11 @@ class Claimer:
             return job
         return Claimed(job, files)
 
-    def _claim(self, job_id: str, received: Received) -> Job | Outcome:
+    def _claim(self, job_id: str, received: Received, owner_key: str) -> Job | Outcome:
         try:
-            job = self.repo.claim(job_id, self.worker_id, self.lease_seconds, owner_cap=self.owner_cap)
+            job = self.repo.claim(
+                job_id, self.worker_id, self.lease_seconds, owner_cap=self.owner_cap, owner_key=owner_key
+            )
         except JobNotFound:
             self.queue.delete(received.receipt_handle)
             return Outcome.UNKNOWN_JOB
@@ -108,21 +113,26 @@ class Claimer:
         self._count_claim()
         return job
 
-    def _reserve(self, job_id: str, received: Received) -> JobFiles | Outcome:
-        """Read the job's record and reserve the disk its input takes (nothing for a job the
-        claim will refuse anyway: it answers that message)."""
+    def _read(self, job_id: str, received: Received) -> Job | Outcome:
+        """The job's record as it is before the claim (its input size, its owner)."""
         try:
-            seen = self.repo.get(job_id)
+            return self.repo.get(job_id)
         except JobNotFound:
             self.queue.delete(received.receipt_handle)
             return Outcome.UNKNOWN_JOB
+
+    def _reserve(self, seen: Job, received: Received) -> JobFiles | Outcome:
+        """Reserve the disk the job's input takes (nothing for a job the claim will refuse
+        anyway: it answers that message)."""
         need = self.disk.need(seen) if seen.status in CLAIMABLE else 0
         fit, files = self.disk.reserve(need)
         if fit is Fit.NEVER:
             return self._too_large(seen, need, received)
         if files is None:  # not now: another worker with room takes it, or this one later
             self.queue.extend(received.receipt_handle, 0)
-            logger.info("not enough free disk for the job now; left queued", extra={"job_id": job_id, "bytes": need})
+            logger.info(
+                "not enough free disk for the job now; left queued", extra={"job_id": seen.job_id, "bytes": need}
+            )
             return Outcome.NO_DISK
         return files
 
