@@ -103,3 +103,4 @@ INPUT_MISSING = "input_missing"  # the upload is gone from storage (deleted afte
 UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not know the job's language
 SOURCE_UNREACHABLE = "source_unreachable"  # a job's source_url answered 4xx, redirected too often, or was refused
 SOURCE_TOO_LARGE = "source_too_large"  # a job's source_url is larger than its size cap
+INPUT_TOO_LARGE_FOR_WORKER = "input_too_large_for_worker"  # the input needs more disk than a worker has

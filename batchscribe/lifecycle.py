@@ -147,6 +147,8 @@ class Lifecycle:
                 counts.upload_expired += 1
             except InvalidTransition:
                 pass
+        # `due` reads each running job's item and yields it only once its exact lease expired
+        # (the index holds a coarser time, so that heartbeats do not move the entry)
         for job in self.repo.due(JobStatus.RUNNING, now):
             # Message first: a worker that picks it up before the flip takes the job over
             # (its lease is expired); if the flip then loses, the message is a duplicate.
@@ -198,9 +200,7 @@ class Lifecycle:
         (`max_attempts`). A worker that gave its jobs back or finished holds nothing."""
         counts = ExitCounts()
         max_attempts = self.settings.max_attempts
-        for job in self.repo.due(JobStatus.RUNNING, now=float("inf")):
-            if job.worker != worker_id:
-                continue
+        for job in self.repo.due(JobStatus.RUNNING, now=float("inf"), worker=worker_id):
             try:
                 if job.attempt >= max_attempts:
                     self.repo.fail(

@@ -15,12 +15,23 @@ from dataclasses import dataclass
 TABLE_KEY = "job_id"
 TTL_ATTRIBUTE = "ttl"
 OWNER_INDEX = "by_owner"  # the caller's jobs, newest first
-SWEEP_INDEX = "by_sweep"  # sparse: jobs that can go stale (open upload windows, leases)
+SWEEP_INDEX = "by_sweep"  # sparse: jobs that can go stale (open upload windows, leases, queued waits)
 # index name -> (partition key, type, sort key, type)
 TABLE_INDEXES: dict[str, tuple[str, str, str, str]] = {
     OWNER_INDEX: ("owner", "S", "created_at", "S"),
     SWEEP_INDEX: ("sweep_status", "S", "sweep_at", "N"),
 }
+# index name -> the non-key attributes it carries (None: every attribute; else an INCLUDE
+# projection). The sweep index carries only what is read from it or filtered on there (a queued
+# job's priority, a running job's worker, an owner's slot item's job ids): a heartbeat changes a
+# running job's lease, progress and updated_at, none of them in it, so a beat writes no entry.
+INDEX_ATTRIBUTES: dict[str, tuple[str, ...] | None] = {
+    OWNER_INDEX: None,
+    SWEEP_INDEX: ("priority", "worker", "jobs"),
+}
+# Running jobs' sweep index entries are spread over this many partitions (`running#0` ...), by
+# job id: no one index partition takes the writes of every running job (~1,000 WRU/s each).
+RUNNING_SWEEP_SHARDS = 8
 
 # ---- queues (visibility timeouts are timings: batchscribe.settings.Timings) ---------------
 JOBS_MAX_RECEIVE_COUNT = 5

@@ -364,6 +364,15 @@ class WorkerSettings(StoreSettings):
     batch_size: int = Field(default=0, ge=0, description="B: windows per batch")
     read_ahead: int = Field(default=8, ge=1, description="decoded windows buffered per held job")
     decode_block_seconds: float = Field(default=120, ge=64, description="audio decoded per step, per job")
+    # the disk budget (gpu_container/worker/disk.py): held jobs' inputs fit the work folder's free disk
+    work_dir: str | None = Field(default=None, description="where jobs' files go (default: the system temp folder)")
+    disk_floor_mb: int = Field(default=1024, ge=0, description="free disk the worker keeps for itself (MiB)")
+    max_input_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="the largest input a job of this pool may have (its uploads' cap): the worker receives only "
+        "while its free disk takes one more of that size",
+    )
     timings: Timings = Field(default_factory=Timings)
     worker_id: str | None = Field(default=None, description="default: the Batch job id, else host-pid")
     instance_hourly_usd: float | None = Field(

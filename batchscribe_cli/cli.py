@@ -96,6 +96,7 @@ HINTS = {
     "source_too_large": "the URL's file is larger than the job's size limit; split it, or submit it with a larger "
     "size_bytes (at most the deployment's max_upload_mb)",
     "invalid_source_url": "give a public https:// URL, or s3://BUCKET/KEY for an object your AWS identity can read",
+    "input_too_large_for_worker": "split the file, or ask the deployer for workers with a larger volume",
     "unsupported_model": "ask for a model the workers have (the deployment's `model`), or none",
     "invalid_next_token": "pass a --next-token exactly as `batchscribe list` printed it",
     "forbidden": "check the identity you call with (`aws sts get-caller-identity`): it needs fresh credentials "

@@ -27,7 +27,10 @@ The model, in three steps:
    held jobs' lost progress). `bench/simulate.py` (`python -m bench.simulate`) checks this against a
    discrete-event run.
 3. All in: compute + per-job serverless costs (API Gateway, Lambda, S3, DynamoDB, SQS, events,
-   logs) + fixed monthly costs spread over the month's audio. Break-even: the lowest volume at
+   logs) + fixed monthly costs spread over the month's audio. DynamoDB's write request units
+   grow with the time a worker holds the job (a heartbeat every few seconds): `WriteCost`, from
+   the steps `bench/writes.py` meters (bench/results/writes.json), gives them for the job's held
+   time in each regime. Break-even: the lowest volume at
    which all-in cost per audio hour is at most each managed API's price at that volume.
 """
 
@@ -52,6 +55,10 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PRICES = BENCH / "prices.json"
 THROUGHPUT = BENCH / "throughput.json"
+WRITES = RESULTS / "writes.json"
+WRITES_ITEM = "dynamodb_write_request_units"  # the per-job item WriteCost counts
+WRITE_DESIGN = ("after", "declared")  # this tree's heartbeats, the sweep index as resources declares it
+REFERENCE_HELD_S = 600.0  # a job held 10 minutes: the figure shown beside the per-job services
 
 WINDOW_S = 30.0
 MODELS = ("large-v3-turbo", "large-v3")
@@ -459,8 +466,73 @@ def cold_start(prices: dict[str, Any], model: str = DEFAULT_MODEL) -> ColdStart:
     )
 
 
-def per_job_usd(prices: dict[str, Any]) -> float:
-    return sum(i["count"] * i["unit_usd"] for i in prices["per_job"]["items"].values())
+@dataclass(frozen=True)
+class WriteCost:
+    """DynamoDB write request units (WRU) of one job, from the steps bench/writes.py metered:
+    `fixed` (create, enqueue, claim and its counter, commit and its slot release), `per_beat`
+    for each heartbeat while a worker holds the job, and `per_move` more for the beats that move
+    its sweep index entry (about one a bucket of half a lease; none where every beat moves it:
+    that is in `per_beat`)."""
+
+    design: str
+    projections: str
+    fixed: float
+    per_beat: float
+    per_move: float
+    heartbeat_s: float
+    bucket_s: float | None
+
+    def per_job(self, held_s: float) -> float:
+        moves = held_s / self.bucket_s if self.bucket_s else 0.0
+        return self.fixed + held_s / self.heartbeat_s * self.per_beat + moves * self.per_move
+
+    @property
+    def per_running_hour(self) -> float:
+        """WRU per hour a job is held (what a running job costs while it runs)."""
+        return self.per_job(3600.0) - self.fixed
+
+    @classmethod
+    def from_metered(cls, design: str, projections: str, row: dict[str, Any]) -> WriteCost:
+        life, beats = row["life"], {int(k): n for k, n in row["heartbeat_wru"].items()}
+        per_beat = max(beats, key=lambda w: beats[w])  # the usual beat
+        moving = {w: n for w, n in beats.items() if w != per_beat}
+        per_move = sum((w - per_beat) * n for w, n in moving.items()) / max(1, sum(moving.values()))
+        beat_total = sum(w * n for w, n in beats.items())
+        return cls(
+            design=design,
+            projections=projections,
+            fixed=row["wru_per_job"] - beat_total,
+            per_beat=per_beat,
+            per_move=per_move,
+            heartbeat_s=life["heartbeat_s"],
+            bucket_s=life["lease_s"] / 2 if moving else None,
+        )
+
+
+@cache
+def load_write_costs(path: Path = WRITES) -> dict[tuple[str, str], WriteCost]:
+    """(design, projections) -> WriteCost, from bench/results/writes.json."""
+    data = json.loads(path.read_text())
+    return {
+        (design, proj): WriteCost.from_metered(design, proj, row)
+        for design, entry in data["designs"].items()
+        for proj, row in entry["projections"].items()
+    }
+
+
+def write_cost(design: tuple[str, str] = WRITE_DESIGN) -> WriteCost:
+    return load_write_costs()[design]
+
+
+def per_job_usd(prices: dict[str, Any], held_s: float = REFERENCE_HELD_S, writes: WriteCost | None = None) -> float:
+    """The serverless side of one job held `held_s` seconds by its worker: the per-job items of
+    prices.json, DynamoDB's write units counted by `writes` (this tree's, as metered)."""
+    writes = writes or write_cost()
+    total = 0.0
+    for name, item in prices["per_job"]["items"].items():
+        count = writes.per_job(held_s) if name == WRITES_ITEM else item["count"]
+        total += count * item["unit_usd"]
+    return total
 
 
 def fixed_monthly_usd(prices: dict[str, Any]) -> float:
@@ -545,6 +617,9 @@ def load_cost(
     full_s = min(solo_s, mean_work / full_xrt)
     cold_s = cold.mean_billed_s
     rho = lam * solo_s
+    # how long a worker holds a job (its heartbeats' DynamoDB writes): alone, its own GPU time;
+    # in a busy fleet, `jobs_per_worker` share the GPU, so each is held that many times longer
+    held_s = solo_s if rho < 1 else li.jobs_per_worker * full_s
     if rho < 1:
         regime = "sessions"
         gpu_s = solo_s
@@ -571,7 +646,7 @@ def load_cost(
     price = inst.per_gpu_hour(li.spot) * (inst.gpus if regime == "sessions" else 1)
     compute = billed_s / 3600 * price / (mean_audio / 3600)
     audio_h_month = li.jobs_per_day * DAYS_PER_MONTH * mean_audio / 3600
-    per_job = per_job_usd(prices) / (mean_audio / 3600)
+    per_job = per_job_usd(prices, held_s) / (mean_audio / 3600)
     fixed = fixed_monthly_usd(prices) / audio_h_month
     return {
         "jobs_per_day": li.jobs_per_day,
@@ -581,6 +656,8 @@ def load_cost(
         "gpu_seconds_per_job": round(gpu_s, 2),
         "billed_seconds_per_job": round(billed_s, 2),
         "scale_from_zero_per_job": round(p_new_session, 4),
+        "held_seconds_per_job": round(held_s, 1),
+        "dynamodb_wru_per_job": round(write_cost().per_job(held_s), 1),
         "overhead_share": round((billed_s - gpu_s) / billed_s, 4),
         "cost_per_audio_hour": {
             "compute": compute,
@@ -728,6 +805,8 @@ def run(
                 "scale_in_lag": c.scale_in_lag_s,
             },
             "per_job_services_usd": round(per_job_usd(prices), 8),
+            "per_job_services_held_s": REFERENCE_HELD_S,
+            "dynamodb_writes": _writes_inputs(),
             "fixed_monthly_usd": round(fixed_monthly_usd(prices), 2),
             "managed_apis": {
                 k: {"per_audio_hour": v["per_audio_hour"], "as_of": v["as_of"], "source": v["source"]}
@@ -738,6 +817,22 @@ def run(
         "by_load": by_load,
         "break_even": breaks,
     }
+
+
+def _writes_inputs() -> dict[str, Any]:
+    """What the write model says, per design and projection: the recorded steps' shape."""
+    out: dict[str, Any] = {"file": "bench/results/writes.json", "used": "/".join(WRITE_DESIGN)}
+    for (design, proj), w in load_write_costs().items():
+        out[f"{design}/{proj}"] = {
+            "fixed": w.fixed,
+            "per_beat": w.per_beat,
+            "per_move": w.per_move,
+            "heartbeat_s": w.heartbeat_s,
+            "bucket_s": w.bucket_s,
+            "per_job_held_10_min": round(w.per_job(REFERENCE_HELD_S), 1),
+            "per_running_job_hour": round(w.per_running_hour, 1),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -85,6 +85,21 @@ def times(s: dict[str, Any] | None) -> str:
 # cost
 
 
+def _writes_note(inp: dict[str, Any]) -> str:
+    """What the per-job figure counts of DynamoDB's writes (results from before the write model
+    have none)."""
+    writes = inp.get("dynamodb_writes")
+    if not writes:
+        return ""
+    used = writes[writes["used"]]
+    return (
+        f" for a job held {inp['per_job_services_held_s'] / 60:.0f} min, of which DynamoDB writes "
+        f"{used['per_job_held_10_min']:.0f} WRU ({used['fixed']:.0f} once, {used['per_beat']:.0f} a heartbeat, "
+        f"{used['per_running_job_hour']:,.0f} per running job-hour; metered by `bench.writes`, section above: "
+        "each load below counts them for its own held time)"
+    )
+
+
 def cost_section(result: dict[str, Any]) -> str:
     inp = result["inputs"]
     mix = inp["file_mix"]
@@ -110,7 +125,8 @@ def cost_section(result: dict[str, Any]) -> str:
         f"{cold['model_load']} s: **{cold['billed_total']} s billed** per scale-from-zero, then "
         f"`idle_exit_s` = {inp['idle_exit_s']:.0f} s and a scale-in lag of {cold['scale_in_lag']} s "
         "after the last job. "
-        f"Serverless per job {money(inp['per_job_services_usd'])}; fixed {money(inp['fixed_monthly_usd'])}/month.",
+        f"Serverless per job {money(inp['per_job_services_usd'])}{_writes_note(inp)}; "
+        f"fixed {money(inp['fixed_monthly_usd'])}/month.",
         "",
         "### Steady state (a full batch), large-v3-turbo",
         "",
@@ -743,6 +759,84 @@ def pipeline_section(result: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# DynamoDB writes per job
+
+
+def _projection_label(proj: str, rows: dict[str, Any]) -> str:
+    if proj == "all":
+        return "every attribute"
+    same = rows.get("all", {}).get("wru_by_step") == rows[proj]["wru_by_step"]
+    return "every attribute (as declared then)" if same else "as declared"
+
+
+def writes_section(result: dict[str, Any]) -> str:
+    """bench/results/writes.json: WRU of one job's life per design (the heartbeats before and
+    after issue 20) and per index projection."""
+    parts = [
+        "## DynamoDB writes per job (metered)",
+        "",
+        "`python -m bench.writes` runs one job's life through the real repository on moto with an injected "
+        "clock (create, enqueue, claim and its counter, a heartbeat every 5 s, commit) and bills each write by "
+        "DynamoDB's rules from the item before and after: the table by the larger size in 1 KB units; each index "
+        "nothing when neither its key nor an attribute it carries changed, one write to put, delete or update an "
+        "entry, two when its key moved. moto reports no capacity: these are the rules applied to what the code "
+        "writes, not a bill. `bench.cost` counts them per job from the time a worker holds it.",
+        "",
+    ]
+    rows = []
+    for design, entry in result["designs"].items():
+        seen: list[Any] = []
+        for proj, row in entry["projections"].items():
+            if row["wru_by_step"] in seen:  # the same table (nothing was declared yet)
+                continue
+            seen.append(row["wru_by_step"])
+            life = row["life"]
+            by_index = row["index_writes_by_step"].get("heartbeat", {})
+            beats = {int(k): n for k, n in row["heartbeat_wru"].items()}
+            usual = max(beats, key=lambda w: beats[w])
+            fixed = row["wru_per_job"] - sum(w * n for w, n in beats.items())
+            per_hour = sum(w * n for w, n in beats.items()) * 3600 / life["held_s"]
+            rows.append(
+                [
+                    f"**{design}**" if design == "after" and proj == "declared" else design,
+                    _projection_label(proj, entry["projections"]),
+                    entry["commit"],
+                    fixed,
+                    ", ".join(f"{w} \u00d7 {n}" for w, n in sorted(beats.items())),
+                    " + ".join(f"{k} {v}" for k, v in by_index.items()),
+                    row["wru_per_job"],
+                    f"{per_hour:,.0f}",
+                    f"{usual}",
+                ]
+            )
+    parts.append(
+        table(
+            [
+                "heartbeats",
+                "index projections",
+                "commit",
+                "WRU once a job",
+                "WRU a beat \u00d7 beats (10 min)",
+                "beats' WRU: table + indexes",
+                "WRU per job held 10 min",
+                "WRU per running job-hour",
+                "usual beat",
+            ],
+            rows,
+        )
+    )
+    parts += [""]
+    for design, entry in result["designs"].items():
+        machine = entry["machine"]
+        parts.append(
+            f"- **{design}**: {entry['note']} (metered {entry['when']} at commit {entry['commit']} with "
+            f"`python -m bench.writes --design {design}` on {machine['cpu']}, {machine['cores']} cores, "
+            f"Python {machine['python']})"
+        )
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -758,6 +852,7 @@ SECTIONS: list[Section] = [
     Section("throughput-cpu", "throughput-cpu.json", throughput_section),
     Section("throughput-cuda", "throughput-cuda.json", throughput_section),
     Section("pipeline", "pipeline-cpu.json", pipeline_section),
+    Section("writes", "writes.json", writes_section),
     Section("cost", "cost.json", cost_section),
     Section("simulation", "simulation.json", simulation_section),
 ]

@@ -166,7 +166,7 @@ class World:
 
 
 class Job:
-    __slots__ = ("arrival", "audio_s", "completions", "done_at", "receives", "remaining", "work")
+    __slots__ = ("arrival", "audio_s", "completions", "done_at", "held_s", "receives", "remaining", "taken_at", "work")
 
     def __init__(self, arrival: float, audio_s: float) -> None:
         self.arrival = arrival
@@ -176,6 +176,8 @@ class Job:
         self.receives = 0
         self.completions = 0
         self.done_at = -1.0
+        self.taken_at = -1.0  # claimed by a worker (its heartbeats run until it is done)
+        self.held_s = 0.0
 
 
 @dataclass
@@ -300,6 +302,7 @@ class Simulation:
         job = w.get_req.value
         w.get_req = None
         job.receives += 1
+        job.taken_at = self.env.now
         w.held.append(job)
         self.in_flight += 1
 
@@ -340,6 +343,7 @@ class Simulation:
                     j.remaining = 0.0
                     j.completions += 1
                     j.done_at = env.now
+                    j.held_s += env.now - j.taken_at
                     self.done += 1
                     self.in_flight -= 1
 
@@ -371,6 +375,7 @@ class Simulation:
             w.get_req = None
         for j in w.held:
             j.remaining = j.work
+            j.held_s += self.env.now - j.taken_at  # it beat until now
             self.in_flight -= 1
             self.requeues += 1
             self.store.put(j)
@@ -403,7 +408,9 @@ class Simulation:
         w1 = min(self.w1, now)
         billed_window = sum(max(0.0, min(b, w1) - max(a, self.w0)) for a, b in billed)
         audio_window = sum(j.audio_s for j in completed if self.w0 <= j.done_at < w1)
-        per_job = per_job_usd(self.world.prices)
+        # DynamoDB's writes grow with how long workers held the jobs (their heartbeats)
+        held = sum(j.held_s for j in completed) / len(completed) if completed else 0.0
+        per_job = per_job_usd(self.world.prices, held)
         fixed_per_audio_h = 0.0
         if self.load.jobs_per_day and audio_s:
             mean_audio = audio_s / len(completed)

@@ -8,8 +8,19 @@ image, never the message text.
 
 Item layout: key `job_id`; `owner`, `created_at` (GSI `by_owner`, newest first). While a job
 can go stale it carries `sweep_status` + `sweep_at` (sparse GSI `by_sweep`): pending jobs until
-their upload window closes, running jobs until their lease expires, queued jobs from the time
-their wait started (pushed later by each redrive, see `Lifecycle.sweep`).
+their upload window closes, queued jobs from the time their wait started (pushed later by each
+redrive, see `Lifecycle.sweep`), running jobs until about when their lease expires.
+
+A running job's entry is kept still while its worker beats (every few seconds):
+- its `sweep_at` is the lease end rounded down to a bucket of half a lease, so a heartbeat sets
+  the same value again (no index write) except about once a bucket, when the lease crosses into
+  the next one (one move, delete + put). Rounded down, the entry comes due no later than the
+  lease: `due` reads each entry's item and yields it only once the exact `lease_expires_at` has
+  passed. A worker that beats on time is never due (a bucket is at most lease - heartbeat:
+  `Timings` keeps two beats in a lease);
+- its partition is `running#<shard>`, one of `RUNNING_SWEEP_SHARDS` by job id (the sweep reads
+  them all), so the running jobs' writes spread over that many index partitions;
+- the index carries only the attributes `INDEX_ATTRIBUTES` names, none of which a beat changes.
 """
 
 from __future__ import annotations
@@ -17,7 +28,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,11 +40,30 @@ from batchscribe.models import DEFAULT_PRIORITY, Callback, ErrorInfo, Job, JobSt
 from batchscribe.repository.dynamo import Refused, Table, Update, deserialize, serialize
 from batchscribe.repository.idempotency import IdempotencyRecords
 from batchscribe.repository.slots import OwnerSlots
-from batchscribe.resources import OWNER_INDEX, SWEEP_INDEX
+from batchscribe.resources import OWNER_INDEX, RUNNING_SWEEP_SHARDS, SWEEP_INDEX
 from batchscribe.state_machine import Transition, sources, target
 
 _INTERNAL = ("sweep_status", "sweep_at")
 _LEFT_RUNNING = (*_INTERNAL, "lease_expires_at")  # what a job that ends drops
+
+
+def running_partition(job_id: str) -> str:
+    """The sweep index partition of a running job: `running#<shard>`, from its id."""
+    return f"{JobStatus.RUNNING.value}#{zlib.crc32(job_id.encode()) % RUNNING_SWEEP_SHARDS}"
+
+
+def sweep_partitions(status: JobStatus) -> list[str]:
+    """The sweep index partitions that hold jobs in `status`. Running: every shard, and the
+    unsharded `running` of items written before the shards (a deployed table's old leases)."""
+    if status is JobStatus.RUNNING:
+        return [f"{status.value}#{n}" for n in range(RUNNING_SWEEP_SHARDS)] + [status.value]
+    return [status.value]
+
+
+def lease_bucket(lease_expires_at: float, lease_seconds: float) -> float:
+    """A running job's `sweep_at`: its lease end rounded down to a bucket of half a lease."""
+    bucket = lease_seconds / 2
+    return math.floor(lease_expires_at / bucket) * bucket
 
 
 def _job(item: dict[str, Any]) -> Job:
@@ -105,18 +137,33 @@ class JobRepository(Table):
             return jobs, _encode_token(plain["job_id"], plain["created_at"])
         return jobs, None
 
-    def due(self, status: JobStatus, now: float | None = None, limit: int = 100) -> Iterator[Job]:
-        """Jobs in `status` whose `sweep_at` is before `now` (upload window, lease, start of
-        a queued wait); with now=inf, every pending, queued or running job."""
+    def due(
+        self, status: JobStatus, now: float | None = None, *, worker: str | None = None, limit: int = 100
+    ) -> Iterator[Job]:
+        """Jobs in `status` whose deadline passed before `now`: an upload window, the start of
+        a queued wait, a lease (exactly: a running job's index entry comes due a little early, see
+        the module docstring); with now=inf, every pending, queued or running job (of `worker`).
+        Each is read from the table as it is now: the index only says which to read."""
         now = self.clock() if now is None else now
-        pages = self.query(
-            IndexName=SWEEP_INDEX,
-            KeyConditionExpression="sweep_status = :s AND sweep_at < :now",
-            ExpressionAttributeValues={":s": {"S": status.value}, ":now": {"N": repr(min(now, 1e30))}},
-            Limit=limit,
-        )
-        for page in pages:
-            yield from (_job(item) for item in page.get("Items", []))
+        for partition in sweep_partitions(status):
+            for entry in self._sweep_entries(partition, now, worker, limit):
+                item = self.get_item(entry["job_id"]["S"])
+                if item is not None and _due(item, status, now):
+                    yield _job(item)
+
+    def _sweep_entries(self, partition: str, now: float, worker: str | None, limit: int) -> Iterator[dict[str, Any]]:
+        request: dict[str, Any] = {
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "sweep_status = :s AND sweep_at < :now",
+            "ExpressionAttributeValues": {":s": {"S": partition}, ":now": {"N": repr(min(now, 1e30))}},
+            "Limit": limit,
+        }
+        if worker is not None:
+            request["FilterExpression"] = "#w = :w"
+            request["ExpressionAttributeNames"] = {"#w": "worker"}
+            request["ExpressionAttributeValues"][":w"] = {"S": worker}
+        for page in self.query(**request):
+            yield from page.get("Items", [])
 
     def queued_ahead(self, job_id: str, priority: Priority, max_items: int = 1000) -> int:
         """Queued jobs of `priority` whose queued wait started before this job's (the sweep
@@ -314,10 +361,13 @@ class JobRepository(Table):
         )
         return self._transition(job_id, Transition.REDRIVE, update, attempt)
 
-    def claim(self, job_id: str, worker: str, lease_seconds: float, owner_cap: int = 0) -> Job:
+    def claim(
+        self, job_id: str, worker: str, lease_seconds: float, owner_cap: int = 0, owner_key: str | None = None
+    ) -> Job:
         """queued -> running (or take over a running job whose lease expired): attempt + 1.
         With `owner_cap`, the job also takes one of its owner's running slots in the same
-        transaction, or OwnerAtCap is raised and nothing changes (the job stays queued)."""
+        transaction, or OwnerAtCap is raised and nothing changes (the job stays queued); its
+        `owner_key` is read from the record unless the caller read it already."""
         now = self.clock()
         lease = now + lease_seconds
         update = self._update(
@@ -327,8 +377,8 @@ class JobRepository(Table):
                 "lease_expires_at": lease,
                 "started_at": iso(now),
                 "progress": 0,
-                "sweep_status": JobStatus.RUNNING.value,
-                "sweep_at": lease,
+                "sweep_status": running_partition(job_id),
+                "sweep_at": lease_bucket(lease, lease_seconds),
                 "redrives": None,
             },
             add_attempt=True,
@@ -337,7 +387,7 @@ class JobRepository(Table):
         )
         if not owner_cap:
             return self._transition(job_id, Transition.CLAIM, update)
-        owner_key = self.get(job_id).owner_key
+        owner_key = owner_key or self.get(job_id).owner_key
         failed = self.transact_if(
             [
                 {"Update": update.request(self.table_name, self.key(job_id))},
@@ -351,9 +401,11 @@ class JobRepository(Table):
         raise OwnerAtCap(f"the owner of job {job_id} already runs {owner_cap} job(s)", details={"cap": owner_cap})
 
     def heartbeat(self, job_id: str, attempt: int, lease_seconds: float, progress: int | None = None) -> Job:
-        """Extend the lease (and record progress). Fails once the job was cancelled or taken over."""
+        """Extend the lease (and record progress). Fails once the job was cancelled or taken over.
+        `sweep_at` is set to the lease's bucket: the value it holds already, except about once a
+        bucket (an index entry is written only when a key or an attribute it carries changes)."""
         lease = self.clock() + lease_seconds
-        sets: dict[str, Any] = {"lease_expires_at": lease, "sweep_at": lease}
+        sets: dict[str, Any] = {"lease_expires_at": lease, "sweep_at": lease_bucket(lease, lease_seconds)}
         if progress is not None:
             sets["progress"] = max(0, min(100, int(progress)))
         update = self._update(Transition.HEARTBEAT, sets=sets, attempt=attempt)
@@ -433,6 +485,15 @@ class JobRepository(Table):
             return self.get(job_id).status is JobStatus.RUNNING
         except JobNotFound:
             return True  # not a job: leave the slot id alone, as before
+
+
+def _due(item: dict[str, Any], status: JobStatus, now: float) -> bool:
+    """Whether a job item read from the table is still in `status` and past its deadline (a
+    running job's exact lease; else its `sweep_at`)."""
+    if item.get("status", {}).get("S") != status.value:
+        return False
+    deadline = item.get("lease_expires_at" if status is JobStatus.RUNNING else "sweep_at", {}).get("N")
+    return deadline is not None and float(deadline) < now
 
 
 def _queued_sweep(now: float) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Admission: receiving, claiming and preparing jobs beside the model loop.
 
-One thread receives messages while the gate has room (a long poll: it never holds up a
-batch), reserves a claim for each, claims it (claiming.py), starts the job's log and
-heartbeat, and hands it to the preparing pool; once prepared (preparing.py) the job goes
+One thread receives messages while the gate has room and the disk budget fits another job of
+the pool's largest size (disk.py; no more messages than that many; a long poll: it never holds
+up a batch), reserves a claim for each, claims it (claiming.py: with the job's disk reserved),
+starts the job's log and heartbeat, and hands it to the preparing pool; once prepared (preparing.py) the job goes
 to the loop through the gate. A job that cannot go on (its preparation failed, it was
 cancelled or taken over meanwhile, or the worker stops) is let go of where it is, on that
 thread (finishing.py): the loop only ever sees ready jobs.
@@ -17,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from batchscribe.models import Job
 from batchscribe.queue import ClassQueues, Received
 from batchscribe.sources import FetchStopped
-from gpu_container.worker.claiming import Claimer
+from gpu_container.worker.claiming import Claimed, Claimer
+from gpu_container.worker.disk import DiskBudget, JobFiles
 from gpu_container.worker.finishing import Finisher
 from gpu_container.worker.handoff import Gate
 from gpu_container.worker.preparing import Preparer
@@ -34,9 +36,10 @@ class Admission(threading.Thread):
         gate: Gate[JobRun],
         queue: ClassQueues,
         claimer: Claimer,
-        start: Callable[[Job, Received], JobRun],
+        start: Callable[[Job, Received, JobFiles], JobRun],
         preparer: Preparer,
         finisher: Finisher,
+        disk: DiskBudget,
         *,
         poll_seconds: int,
         record: Callable[[Outcome], None],
@@ -44,7 +47,8 @@ class Admission(threading.Thread):
     ) -> None:
         super().__init__(name="admission", daemon=True)
         self.gate, self.queue, self.claimer, self.start_run = gate, queue, claimer, start
-        self.preparer, self.finisher = preparer, finisher
+        self.preparer, self.finisher, self.disk = preparer, finisher, disk
+        self._disk_full = False
         self.poll_seconds = poll_seconds
         self.record = record
         self.pool = ThreadPoolExecutor(max_workers=preparing_threads, thread_name_prefix="preparing")
@@ -53,13 +57,29 @@ class Admission(threading.Thread):
         try:
             while not self.gate.closed:
                 room = self.gate.wait_for_room(timeout=0.5)
-                if room > 0:
-                    self.receive(room)
+                fit = self._disk_room() if room > 0 else 0
+                if fit > 0:
+                    self.receive(min(room, fit))
                 else:  # full: what a long poll still brought is another worker's to take
                     self._put_back_kept()
+                    if room > 0:  # the disk is: until a job's files are removed
+                        self.disk.wait_for_release(timeout=0.5)
         finally:
             self._put_back_kept(stop=True)  # the polls under way end (at most poll_seconds)
             self.pool.shutdown(wait=True)  # jobs being prepared end given back, or handed over
+
+    def _disk_room(self) -> int:
+        """How many more jobs the free disk takes (logged when that turns to none and back)."""
+        fit = self.disk.jobs_that_fit()
+        if (fit == 0) != self._disk_full:
+            self._disk_full = fit == 0
+            logger.info(
+                "disk full: receiving no more jobs until a held job's files are removed"
+                if self._disk_full
+                else "disk has room again: receiving",
+                extra={"held": len(self.disk.held), "budget_bytes": self.disk.budget(), "floor": self.disk.floor},
+            )
+        return fit
 
     def _put_back_kept(self, stop: bool = False) -> None:
         try:
@@ -96,11 +116,8 @@ class Admission(threading.Thread):
             self.gate.unreserve()
             self.record(claimed)
             return claimed
-        try:
-            run = self.start_run(claimed, received)
-        except Exception:  # not held: its lease runs out, and the sweeper queues it again
-            self.gate.unreserve()
-            logger.exception("could not start a claimed job", extra={"job_id": claimed.job_id})
+        run = self._start(claimed, received)
+        if run is None:
             return Outcome.CLAIM_FAILED
         if self.gate.claimed():
             self.pool.submit(self.prepare, run)
@@ -108,6 +125,15 @@ class Admission(threading.Thread):
             self._let_go(run, self.finisher.shut_down)
         self.record(Outcome.CLAIMED)
         return Outcome.CLAIMED
+
+    def _start(self, claimed: Claimed, received: Received) -> JobRun | None:
+        try:
+            return self.start_run(claimed.job, received, claimed.files)
+        except Exception:  # not held: its lease runs out, and the sweeper queues it again
+            claimed.files.release()
+            self.gate.unreserve()
+            logger.exception("could not start a claimed job", extra={"job_id": claimed.job.job_id})
+            return None
 
     def prepare(self, run: JobRun) -> None:
         """On the preparing pool: download and probe, then hand the job to the loop (or let

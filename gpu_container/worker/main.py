@@ -5,7 +5,8 @@ Each held job is a short pipeline of its own, `claim -> download -> open (probe)
 -> assemble -> write outputs -> commit -> delete`, with its own claim and fencing attempt,
 heartbeat (lease, message visibility, progress, cancel detection), log and failure code.
 The parts, each handed what it needs and none reaching back into the worker:
-- admission.py (a thread): receive, claim (claiming.py), start the job's log and heartbeat
+- admission.py (a thread): receive while the free disk takes another job (disk.py), claim
+  (claiming.py; the job's disk reserved), start the job's log and heartbeat
   (running.py), download and probe on the preparing pool (preparing.py), hand the ready job
   over through the gate (handoff.py);
 - this loop: takes ready jobs, runs batches (batches.py: a pure scheduler fills batches of
@@ -23,7 +24,9 @@ message visible at once, exit 0. After the idle period with nothing held: exit 0
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +43,7 @@ from gpu_container.worker.admission import Admission
 from gpu_container.worker.batched import BatchRunner, DecodeOptions, runner_for
 from gpu_container.worker.batches import DECODING_POLL_SECONDS, Batches, EngineKey, Step, default_batching
 from gpu_container.worker.claiming import Claimer
+from gpu_container.worker.disk import DiskBudget, DiskUsage, JobFiles
 from gpu_container.worker.engines import Engine, cuda_available, load_engine
 from gpu_container.worker.finishing import Finisher
 from gpu_container.worker.handoff import Gate
@@ -62,6 +66,7 @@ class Worker:
         runner_factory: RunnerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         resolver: Resolver = system_resolver,
+        disk_usage: DiskUsage = shutil.disk_usage,
     ) -> None:
         s = self.settings = settings
         self.worker_id = settings.worker_name
@@ -88,6 +93,12 @@ class Worker:
         )
         self.batches = Batches(self._runner, batch_size=self.batch_size, read_ahead=s.read_ahead)
         self._held: dict[str, JobRun] = {}  # in the loop: the loop thread's own
+        self.disk = DiskBudget(
+            s.work_dir or tempfile.gettempdir(),
+            floor=s.disk_floor_mb * 1024 * 1024,
+            max_input_bytes=s.max_input_bytes,
+            disk_usage=disk_usage,
+        )
         self.finisher = Finisher(self.repo, self.queue, self.store, s.instance_hourly_usd)
         self._finishing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="finishing")
         self.admission = self._admission(resolver)
@@ -98,6 +109,7 @@ class Worker:
             self.repo,
             Counters(s.table_name),
             self.queue,
+            self.disk,
             worker_id=self.worker_id,
             lease_seconds=t.lease_seconds,
             owner_cap=s.max_running_per_owner,
@@ -111,15 +123,17 @@ class Worker:
             self._start,
             preparer,
             self.finisher,
+            self.disk,
             poll_seconds=t.poll_seconds,
             record=self.outcomes.append,
         )
 
-    def _start(self, job: Job, received: Received) -> JobRun:
+    def _start(self, job: Job, received: Received, files: JobFiles) -> JobRun:
         key = (self.settings.engine, job.options.model or self.settings.model)
         return start_run(
             job,
             received,
+            files,
             worker=self.worker_id,
             key=key,
             store=self.store,
@@ -164,6 +178,8 @@ class Worker:
                 "uid": os.getuid(),
                 "held_jobs": self.max_held,
                 "batch_size": self.batch_size,
+                "disk_capacity_bytes": self.disk.capacity,
+                "largest_job_bytes": self.disk.largest,
             },
         )
         self.admission.start()

@@ -57,7 +57,7 @@ class Preparer:
         return run
 
     def download(self, run: JobRun) -> Path:
-        path = Path(run.tmp.name) / "input"
+        path = run.files.path / "input"
         pinned = run.job.input
         if pinned.source_url is not None:
             return self.fetch_source(run, path)

@@ -8,7 +8,6 @@ finishing pool can each hold a job in turn.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import JobRepository
 from batchscribe.settings import Timings
 from batchscribe.storage import MediaStore
+from gpu_container.worker.disk import JobFiles
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.windows import MediaStream, SplitStream
 
@@ -50,6 +50,7 @@ class Outcome(StrEnum):
     CLAIMED = "claimed"
     PUT_BACK = "put_back"  # no room any more (the worker stops, or is full): visible again at once
     CLAIM_FAILED = "claim_failed"  # an AWS error: the message comes back after its visibility timeout
+    NO_DISK = "no_disk"  # its input does not fit the free disk now: left queued, visible again at once
 
 
 class JobLog:
@@ -155,14 +156,15 @@ class Heartbeat(threading.Thread):
 
 @dataclass(eq=False)
 class JobRun:
-    """One claimed job's own state: its claim (attempt), message, heartbeat, log, files and
-    audio stream, and the compute time its windows took (its share of each batch)."""
+    """One claimed job's own state: its claim (attempt), message, heartbeat, log, files (its
+    folder and the disk reserved for it) and audio stream, and the compute time its windows took
+    (its share of each batch)."""
 
     job: Job
     received: Received
     log: JobLog
     beat: Heartbeat
-    tmp: tempfile.TemporaryDirectory[str]
+    files: JobFiles
     key: EngineKey
     stream: MediaStream | SplitStream | None = None
     engine: Engine | None = None
@@ -181,12 +183,13 @@ class JobRun:
         self.beat.stop()
         if self.stream is not None:
             self.stream.close()
-        self.tmp.cleanup()
+        self.files.release()  # the folder removed, its disk free for another job
 
 
 def start_run(
     job: Job,
     received: Received,
+    files: JobFiles,
     *,
     worker: str,
     key: EngineKey,
@@ -198,8 +201,6 @@ def start_run(
     """Hold a job just claimed: its log (first lines written) and its heartbeat begin."""
     log = JobLog(job, worker, store)
     beat = Heartbeat(job, received.receipt_handle, log, repo=repo, queue=queue, timings=timings)
-    run = JobRun(
-        job=job, received=received, log=log, beat=beat, tmp=tempfile.TemporaryDirectory(prefix="batchscribe-"), key=key
-    )
+    run = JobRun(job=job, received=received, log=log, beat=beat, files=files, key=key)
     beat.start()
     return run

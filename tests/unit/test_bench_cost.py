@@ -159,3 +159,42 @@ def test_run_records_inputs_command_and_machine(prices: dict, tp: cost.Throughpu
     assert len(turbo_spot) == 2 * len(prices["instances"])
     transcribe = [b for b in result["break_even"] if b["api"] == "amazon-transcribe" and b["spot"]]
     assert all(b["break_even_jobs_per_day"] is not None for b in transcribe)
+
+
+# ---- DynamoDB writes per job (issue 20): metered per step, grown with the held time ----------
+
+
+def test_write_units_grow_with_the_time_a_worker_holds_the_job() -> None:
+    """The model's WRU per job is the metered fixed steps plus a heartbeat every 5 s (and an
+    index move about once a bucket): a job held 10 minutes is the metered one, to the unit."""
+    data = json.loads(cost.WRITES.read_text())
+    for (design, proj), w in cost.load_write_costs().items():
+        metered = data["designs"][design]["projections"][proj]
+        assert w.per_job(metered["life"]["held_s"]) == pytest.approx(metered["wru_per_job"], abs=1), (design, proj)
+        assert w.per_job(1200) - w.per_job(600) == pytest.approx(w.per_running_hour / 6)
+
+
+def test_heartbeats_that_keep_the_index_entry_cost_fewer_writes() -> None:
+    """Before: 4 WRU a beat (the table, the owner index, and the sweep entry deleted and put
+    again). After: 2 a beat on the declared table (the sweep index carries nothing a beat
+    changes), 3 where the index carries every attribute, plus one move a bucket."""
+    costs = cost.load_write_costs()
+    before, after, after_all = costs[("before", "declared")], costs[("after", "declared")], costs[("after", "all")]
+    assert (before.per_beat, before.per_move, before.bucket_s) == (4, 0, None)
+    assert (after.per_beat, after.per_move, after.bucket_s) == (2, 2, 45)
+    assert (after_all.per_beat, after_all.per_move) == (3, 1)
+    assert after.per_running_hour < after_all.per_running_hour < before.per_running_hour
+    assert after.per_running_hour == pytest.approx(720 * 2 + 80 * 2)
+
+
+def test_the_serverless_cost_of_a_job_counts_its_heartbeat_writes(prices: dict, tp: cost.Throughput) -> None:
+    item = prices["per_job"]["items"][cost.WRITES_ITEM]
+    assert item["count"] is None  # no assumed count: the model counts them
+    assert cost.per_job_usd(prices, 3600) - cost.per_job_usd(prices, 0) == pytest.approx(
+        cost.write_cost().per_running_hour * item["unit_usd"]
+    )
+    busy = _load(prices, tp, "g4dn.xlarge", 1_000_000)
+    assert busy["held_seconds_per_job"] > busy["gpu_seconds_per_job"]  # held by a worker with others
+    assert busy["dynamodb_wru_per_job"] == pytest.approx(
+        cost.write_cost().per_job(busy["held_seconds_per_job"]), abs=0.1
+    )
