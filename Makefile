@@ -11,13 +11,16 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-openai-whisper.txt gpu_container/requirements-nodeps.txt bench/requirements.txt pyproject.toml package-lock.json
+$(STAMP): requirements.txt lambdas/requirements.txt gpu_container/requirements.txt gpu_container/requirements-openai-whisper.txt gpu_container/requirements-nodeps.txt bench/requirements.txt requirements-checkov.txt pyproject.toml package-lock.json
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -r gpu_container/requirements-nodeps.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	npm ci --no-audit --no-fund --silent
+	# checkov pins a boto3 of its own: it gets an environment of its own (requirements-checkov.txt)
+	test -x .venv-checkov/bin/python || $(PY) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q -r requirements-checkov.txt
 	touch $(STAMP)
 
 # Worker images with podman: make image, image-gpu, image-smoke, lint-docker (see image.mk).

@@ -43,7 +43,15 @@ class DeploymentConfig(BaseModel):
     jobs_per_worker: int = Field(default=4, ge=1, description="backlog a worker is expected to drain")
     small_job_max_mb: int = Field(default=5, ge=0, description="uploads up to this size run on CPU; 0: all on GPU")
     max_attempts: int = Field(default=3, ge=1, description="attempts before a job whose workers keep dying fails")
-    root_volume_gib: int = Field(default=100, ge=30)
+    gpu_held_jobs: int | None = Field(
+        default=None, ge=1, description="K: jobs a GPU worker holds at once; None: the worker's default for the model"
+    )
+    cpu_held_jobs: int | None = Field(
+        default=None, ge=1, description="K: jobs a CPU worker holds at once; None: the worker's default"
+    )
+    root_volume_gib: int | None = Field(
+        default=None, ge=30, description="each worker's disk; None: sized per pool for K inputs, the image and model"
+    )
     batch_job_timeout_minutes: int = Field(default=360, ge=10)
     runnable_timeout_minutes: int = Field(default=30, ge=10, description="cancel workers stuck RUNNABLE this long")
 
@@ -85,7 +93,12 @@ class DeploymentConfig(BaseModel):
         description="reserve one concurrent execution each for the scaler and the sweeper; needs an account "
         "concurrency quota above the new-account default (10), which cannot spare reservations",
     )
-    powertools_layer_version: int = Field(default=27, ge=1, description="AWS-managed Powertools v3 layer version")
+    powertools_layer_version: int = Field(
+        default=27,
+        ge=1,
+        description="the AWS-managed Powertools v3 layer: it brings pydantic (compiled for arm64) and the X-Ray "
+        "SDK; Powertools itself is bundled in the functions' code, the version the tests run",
+    )
 
     @field_validator("gpu_instance_types")
     @classmethod

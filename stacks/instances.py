@@ -1,11 +1,13 @@
 """What each instance type a pool may use offers a job, and how big a job may be to fit.
 
-AWS Batch places a job only on an instance whose *registered* resources cover it. The ECS
-agent registers less memory than is installed (kernel and platform overhead, e.g. 7985 MiB of
-an m4.large's 8192) and the Batch AMI reserves 32 MiB more; AWS recommends leaving a 5 %
-buffer (docs: AWS Batch "Compute resource memory management", "Reserve system memory").
-A job sized for the smallest type of its pool fits every type of it, so every type listed
-really serves the pool.
+AWS Batch places a job only on an instance whose *registered* resources cover it, and the ECS
+agent registers less memory than is installed: an m6i.large registers about 7,817-7,821 MiB of
+its 8,192 on Amazon Linux 2 and about 86 MiB less on AL2023 (~94.4 %; the kernel, the agent and,
+on GPU hosts, the driver take the rest). A job that asks for more than a type registers never
+runs there, and one that fits no type of its pool stays RUNNABLE until the queue cancels it. So
+a job asks for at most 92 % of the smallest installed memory of its pool: below what ECS registers
+on both AMIs, on every type of the pool. What the worker needs (stacks/sizing.py) must fit under
+that, or synth refuses the pool.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-ECS_RESERVED_MIB = 32
 # the dated, sourced price table the cost benchmarks use (bench/cost.py)
 PRICES = Path(__file__).resolve().parent.parent / "bench" / "prices.json"
-MEMORY_BUFFER = 0.05
+JOB_MEMORY_FRACTION = 0.92  # of installed memory: what a job may ask for
+# what ECS registers on an m6i.large under AL2023, of its installed 8,192 MiB (see above)
+REGISTERED_FRACTION_AL2023 = (7817 - 86) / 8192
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,8 @@ class InstanceSpec:
 
     @property
     def job_memory_mib(self) -> int:
-        """The most memory a job may ask for and still be placed here."""
-        return int(self.memory_mib * (1 - MEMORY_BUFFER)) - ECS_RESERVED_MIB
+        """The most memory a job may ask for and still be placed here, on AL2 and AL2023."""
+        return int(self.memory_mib * JOB_MEMORY_FRACTION)
 
 
 # us-east-1, from the EC2 instance type pages (November 2026)
@@ -63,16 +66,20 @@ class JobSize:
     gpus: int
 
 
-def job_size(instance_types: list[str], gpus: int) -> JobSize:
-    """The largest job (one per instance) that every type of a pool can place."""
-    specs = [spec(t) for t in instance_types]
-    if gpus and any(s.gpus < gpus for s in specs):
+def job_size(instance_types: list[str], gpus: int, needs_mib: int) -> JobSize:
+    """The largest job (one per instance) that every type of a pool can place: the vCPUs of its
+    smallest type and 92 % of its smallest memory, which must hold what the worker needs."""
+    specs = {t: spec(t) for t in instance_types}
+    if gpus and any(s.gpus < gpus for s in specs.values()):
         raise ValueError(f"every GPU pool instance type needs at least {gpus} GPU(s)")
-    return JobSize(
-        vcpus=min(s.vcpus for s in specs),
-        memory_mib=min(s.job_memory_mib for s in specs),
-        gpus=gpus,
-    )
+    smallest = min(specs, key=lambda t: specs[t].memory_mib)
+    memory = specs[smallest].job_memory_mib
+    if needs_mib > memory:
+        raise ValueError(
+            f"a worker needs {needs_mib} MiB, but {smallest} ({specs[smallest].memory_mib} MiB installed) lets a job "
+            f"ask for {memory} MiB at most: list larger instance types, or hold fewer jobs per worker"
+        )
+    return JobSize(vcpus=min(s.vcpus for s in specs.values()), memory_mib=memory, gpus=gpus)
 
 
 def spec(instance_type: str) -> InstanceSpec:

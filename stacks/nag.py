@@ -21,6 +21,10 @@ def acknowledge(stack: BatchscribeStack) -> None:
     table = _logical_id(stack, stack.jobs.table)
     bucket = _logical_id(stack, stack.jobs.bucket)
     scaler = _logical_id(stack, stack.scaling.function)
+    api = _logical_id(stack, stack.api.api)
+    stage = _logical_id(stack, stack.api.api.deployment_stage)
+    account = stack.config.account or "<AWS::AccountId>"
+    invoke = f"arn:<AWS::Partition>:execute-api:{stack.config.region}:{account}:<{api}>/<{stage}>/*/*"
     details = {
         **ACKNOWLEDGED,
         f"IAM5[Resource::<{table}.Arn>/index/*]": "Queries go to the table's two GSIs (listing by owner, the "
@@ -32,6 +36,8 @@ def acknowledge(stack: BatchscribeStack) -> None:
         f"IAM5[Resource::<{scaler}.Arn>:*]": "on_upload and the API (a source-URL job) invoke the "
         "scaler function (any of its versions); "
         "CDK's grant_invoke adds the version wildcard of this one function.",
+        f"IAM5[Resource::{invoke}]": "The invoke policy (output InvokePolicyArn) lets a caller use every route "
+        "and method of this one API's stage: the API authorizes each job by its owner, not by route.",
     }
     for rule, reason in details.items():
         Validations.of(stack).acknowledge(Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason))

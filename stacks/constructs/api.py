@@ -4,16 +4,15 @@ function) for all routes."""
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from batchscribe.settings import ApiSettings
 from stacks.config import DeploymentConfig
-from stacks.constructs.functions import retention
+from stacks.constructs.logs import log_group
 from stacks.constructs.wiring import Wiring
 
 # (path, method) pairs; the Lambda's router owns the behaviour, API Gateway owns auth.
@@ -29,7 +28,9 @@ ROUTES: tuple[tuple[str, str], ...] = (
 )
 
 
-# Errors API Gateway itself answers (auth, throttling), each with the service's error code
+# Errors API Gateway itself answers (auth, throttling), each with the service's error code; the
+# two defaults cover every other type (a 401, 413, 415 or 429 of its own), so that a browser can
+# read each of them too
 GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str], ...] = (
     (apigw.ResponseType.ACCESS_DENIED, "forbidden"),
     # an unsigned request (and, by API Gateway's design, an unknown route)
@@ -38,6 +39,7 @@ GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str], ...] = (
     (apigw.ResponseType.EXPIRED_TOKEN, "expired_token"),
     (apigw.ResponseType.THROTTLED, "throttled"),
     (apigw.ResponseType.BAD_REQUEST_BODY, "invalid_request"),
+    (apigw.ResponseType.DEFAULT_4_XX, "request_rejected"),
     (apigw.ResponseType.DEFAULT_5_XX, "internal_error"),
 )
 # the access log's fields: who called what, when, and how it ended
@@ -64,6 +66,7 @@ class Api(Construct):
         )
         self._routes()
         self._gateway_errors(wiring.config.cors_origins)
+        self.invoke_policy = self._invoke_policy()
 
     def _function(self, wiring: Wiring, scaler: lambda_.IFunction) -> lambda_.Function:
         """The API function, configured from the deployment, and what it may do."""
@@ -99,9 +102,7 @@ class Api(Construct):
     def _gateway(self, config: DeploymentConfig) -> apigw.RestApi:
         """The REST API and its stage: IAM on every method, access and error logs, X-Ray,
         throttling, CORS preflight."""
-        access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
-        )
+        access_logs = log_group(self, "AccessLogs", config.log_retention_days)
         log_format = apigw.AccessLogFormat.json_with_standard_fields(**dict.fromkeys(ACCESS_LOG_FIELDS, True))
         return apigw.RestApi(
             self,
@@ -139,6 +140,22 @@ class Api(Construct):
                 request_validator=self.validator,
                 request_parameters={"method.request.path.job_id": True} if "{job_id}" in path else None,
             )
+
+    def _invoke_policy(self) -> iam.ManagedPolicy:
+        """What a caller other than the deployer needs to call the API: attach it to their role,
+        user or group (README 'Deploy'). Every route of this API's stage, nothing else."""
+        stage = self.api.deployment_stage.stage_name
+        return iam.ManagedPolicy(
+            self,
+            "InvokePolicy",
+            description="Call the Batchscribe job API (every route of its stage)",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["execute-api:Invoke"],
+                    resources=[self.api.arn_for_execute_api(method="*", path="/*", stage=stage)],
+                )
+            ],
+        )
 
     def _gateway_errors(self, origins: list[str]) -> None:
         """Errors API Gateway itself answers in the service's one error shape, with the CORS

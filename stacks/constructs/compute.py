@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import Duration, Size, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -21,10 +20,15 @@ from batchscribe.models import DEFAULT_PRIORITY, PRIORITIES, Priority
 from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
 from batchscribe.settings import Pool, RoutingSettings, WorkerSettings
 from stacks.config import DeploymentConfig
-from stacks.constructs.functions import ROOT, retention
+from stacks.constructs.functions import ROOT
 from stacks.constructs.jobs import Jobs
+from stacks.constructs.logs import log_group
 from stacks.constructs.queues import QueuePair
 from stacks.instances import job_size, pool_hourly_usd
+from stacks.sizing import WorkerNeeds, held_jobs
+
+IMDS_ADDRESS = "169.254.169.254"
+WORKER_UID = 10001  # the image's USER (gpu_container/Dockerfile; a test holds the two equal)
 
 
 @dataclass
@@ -74,17 +78,21 @@ class PoolSpec:
     model: str  # baked into the pool's image
     max_workers: int
     hourly_usd: float | None  # the configured price per worker-hour; None: from the price table
+    needs: WorkerNeeds  # what one worker takes of its host (memory, disk)
 
     @classmethod
     def of(cls, config: DeploymentConfig, *, gpu: bool) -> PoolSpec:
+        device, model = ("gpu", config.model) if gpu else ("cpu", config.cpu_model)
+        held = (config.gpu_held_jobs if gpu else config.cpu_held_jobs) or held_jobs(device, model)
         return cls(
             name="Gpu" if gpu else "Cpu",
             instance_types=config.gpu_instance_types if gpu else config.cpu_instance_types,
             max_vcpus=config.max_gpu_vcpus if gpu else config.max_cpu_vcpus,
             gpus=1 if gpu else 0,
-            model=config.model if gpu else config.cpu_model,
+            model=model,
             max_workers=config.max_gpu_workers if gpu else config.max_cpu_workers,
             hourly_usd=config.gpu_hourly_usd if gpu else config.cpu_hourly_usd,
+            needs=WorkerNeeds(engine=config.engine, model=model, device=device, held_jobs=held),
         )
 
     @property
@@ -113,9 +121,7 @@ class Network(Construct):
                 "DynamoDB": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
             },
         )
-        flow_logs = logs.LogGroup(
-            self, "FlowLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
-        )
+        flow_logs = log_group(self, "FlowLogs", 30)
         self.vpc.add_flow_log(
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
@@ -136,22 +142,7 @@ class Compute(Construct):
         self.config = config
         self.jobs = jobs
         self.network = Network(self, "Network")
-        self.log_group = logs.LogGroup(
-            self, "WorkerLogs", retention=retention(config.log_retention_days), removal_policy=RemovalPolicy.DESTROY
-        )
-        self.launch_template = ec2.LaunchTemplate(
-            self,
-            "LaunchTemplate",
-            require_imdsv2=True,
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        config.root_volume_gib, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3
-                    ),
-                )
-            ],
-        )
+        self.log_group = log_group(self, "WorkerLogs", config.log_retention_days)
         self.gpu = self._pool(PoolSpec.of(config, gpu=True))
         self.cpu = self._pool(PoolSpec.of(config, gpu=False)) if config.cpu_pool else None
 
@@ -225,12 +216,41 @@ class Compute(Construct):
             for p in PRIORITIES
         }
 
+    def _launch_template(self, spec: PoolSpec) -> ec2.LaunchTemplate:
+        """A pool's hosts: a root volume for what its workers hold (or the configured size), and
+        no way from a worker to the instance role: IMDSv2 only, one network hop (a container in
+        bridge mode is a hop away), and the worker's user refused IMDS outright (Batch runs EC2
+        jobs in the host's network namespace, where the hop limit does not reach)."""
+        size = self.config.root_volume_gib or spec.needs.volume_gib(self.config.max_upload_mb)
+        user_data = ec2.UserData.for_linux()
+        user_data.add_commands(
+            f"iptables --insert OUTPUT --destination {IMDS_ADDRESS} --match owner --uid-owner {WORKER_UID} "
+            "--jump REJECT"
+        )
+        multipart = ec2.MultipartUserData()  # Batch merges launch template user data in MIME form only
+        multipart.add_user_data_part(user_data, ec2.MultipartBody.SHELL_SCRIPT, True)
+        return ec2.LaunchTemplate(
+            self,
+            f"{spec.name}LaunchTemplate",
+            require_imdsv2=True,
+            http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
+            http_put_response_hop_limit=1,
+            user_data=multipart,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(size, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3),
+                )
+            ],
+        )
+
     def _job_queue(self, spec: PoolSpec) -> batch.JobQueue:
         """Spot first, on-demand as the fallback (or on-demand only); workers stuck RUNNABLE
         past `runnable_timeout_minutes` are cancelled."""
         kinds = [("Spot", True), ("OnDemand", False)] if self.config.spot else [("OnDemand", False)]
+        template = self._launch_template(spec)
         order = [
-            batch.OrderedComputeEnvironment(compute_environment=self._environment(spec, kind, spot), order=i)
+            batch.OrderedComputeEnvironment(compute_environment=self._environment(spec, kind, spot, template), order=i)
             for i, (kind, spot) in enumerate(kinds, start=1)
         ]
         stuck = Duration.minutes(self.config.runnable_timeout_minutes)
@@ -248,14 +268,16 @@ class Compute(Construct):
             ],
         )
 
-    def _environment(self, spec: PoolSpec, kind: str, spot: bool) -> batch.ManagedEc2EcsComputeEnvironment:
+    def _environment(
+        self, spec: PoolSpec, kind: str, spot: bool, template: ec2.LaunchTemplate
+    ) -> batch.ManagedEc2EcsComputeEnvironment:
         return batch.ManagedEc2EcsComputeEnvironment(
             self,
             f"{spec.name}{kind}",
             vpc=self.network.vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             security_groups=[self.network.security_group],
-            launch_template=self.launch_template,
+            launch_template=template,
             minv_cpus=0,
             maxv_cpus=spec.max_vcpus,
             spot=spot,
@@ -273,8 +295,9 @@ class Compute(Construct):
     def _job_definition(
         self, spec: PoolSpec, role: iam.Role, classes: dict[Priority, QueuePair]
     ) -> batch.EcsJobDefinition:
-        """One worker: the pool's image sized to fit every instance type of the pool, retried
-        when Spot takes its host back, stopped at `batch_job_timeout_minutes`."""
+        """One worker: the pool's image, sized to fit every instance type of the pool with room for
+        what the worker needs, retried when Spot takes its host back, stopped at
+        `batch_job_timeout_minutes`."""
         image = ecr_assets.DockerImageAsset(
             self,
             f"{spec.name}Image",
@@ -283,7 +306,7 @@ class Compute(Construct):
             build_args={"DEVICE": spec.device, "ENGINE": self.config.engine, "MODEL": spec.model},
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
-        size = job_size(spec.instance_types, spec.gpus)
+        size = job_size(spec.instance_types, spec.gpus, spec.needs.memory_mib)
         container = batch.EcsEc2ContainerDefinition(
             self,
             f"{spec.name}Container",
@@ -321,6 +344,7 @@ class Compute(Construct):
             engine=config.engine,
             device="cuda" if spec.gpus else "cpu",
             max_duration_seconds=config.max_duration_minutes * 60,
+            max_held_jobs=spec.needs.held_jobs,  # the K the volume and the memory are sized for
             max_running_per_owner=config.max_running_per_owner,
             timings=config.timings,
             instance_hourly_usd=hourly,

@@ -7,13 +7,14 @@ their descriptions, and the alarm topic they notify."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_dynamodb as ddb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -31,6 +32,7 @@ from cdk_monitoring_constructs import (
     MaxMessageCountThreshold,
     MonitoringFacade,
     SnsAlarmActionStrategy,
+    ThrottledEventsThreshold,
 )
 from constructs import Construct
 
@@ -83,6 +85,8 @@ class Monitoring(Construct):
         dead_letter_queues: Mapping[str, sqs.IQueue],
         api: apigw.RestApi,
         functions: Mapping[str, lambda_.IFunction],
+        table: ddb.ITable,
+        indexes: Sequence[str],
     ) -> None:
         super().__init__(scope, id)
         self.prefix = config.stack_name
@@ -106,6 +110,7 @@ class Monitoring(Construct):
         self._watch_api(api)
         for name, fn in functions.items():
             self._watch_function(name, fn)
+        self._watch_table(table, indexes)
 
     def _alarm_topic(self, email: str | None) -> tuple[kms.Key, sns.Topic]:
         """A customer-managed key: CloudWatch cannot use the AWS-managed alias/aws/sns key, so
@@ -201,7 +206,10 @@ class Monitoring(Construct):
         )
 
     def _watch_function(self, name: str, fn: lambda_.IFunction) -> None:
+        """Any error, and any throttled invocation: a new account's concurrency quota (10) shows up
+        here first, long before jobs starve."""
         description = f"The {name} function raised. Runbook: README 'Lambda errors'."
+        throttled = f"Lambda throttled the {name} function (account concurrency used up). Runbook: README 'Throttling'."
         self.facade.monitor_lambda_function(
             lambda_function=fn,
             alarm_friendly_name=name,
@@ -209,7 +217,42 @@ class Monitoring(Construct):
             add_fault_count_alarm={
                 PAGE: ErrorCountThreshold(max_error_count=0, **self._alarm(f"{name}Errors", description))
             },
+            add_throttles_count_alarm={
+                PAGE: ErrorCountThreshold(max_error_count=0, **self._alarm(f"{name}Throttles", throttled))
+            },
         )
+
+    def _throttled(self, label: str, what: str) -> dict[str, ThrottledEventsThreshold]:
+        description = f"DynamoDB throttled {what}. Runbook: README 'Throttling'."
+        return {PAGE: ThrottledEventsThreshold(max_throttled_events_threshold=0, **self._alarm(label, description))}
+
+    def _watch_table(self, table: ddb.ITable, indexes: Sequence[str]) -> None:
+        """Throttled reads and writes of the jobs table and of each index (an index that cannot take
+        its writes throttles the table's own writes: a hot partition key shows up here)."""
+        self.facade.monitor_dynamo_table(
+            table=table,
+            billing_mode=ddb.BillingMode.PAY_PER_REQUEST,
+            alarm_friendly_name="JobsTable",
+            human_readable_name="Jobs table",
+            add_read_throttled_events_count_alarm=self._throttled("JobsTableReadThrottles", "reads of the jobs table"),
+            add_write_throttled_events_count_alarm=self._throttled(
+                "JobsTableWriteThrottles", "writes to the jobs table"
+            ),
+        )
+        for index in indexes:
+            label = "Jobs" + "".join(part.capitalize() for part in index.split("_"))
+            self.facade.monitor_dynamo_table_global_secondary_index(
+                table=table,
+                global_secondary_index_name=index,
+                alarm_friendly_name=label,
+                human_readable_name=f"Jobs table index {index}",
+                add_read_throttled_events_count_alarm=self._throttled(
+                    f"{label}ReadThrottles", f"reads of the {index} index"
+                ),
+                add_write_throttled_events_count_alarm=self._throttled(
+                    f"{label}WriteThrottles", f"writes to the {index} index"
+                ),
+            )
 
     def _watch_jobs(self, job_queues: Mapping[str, sqs.IQueue]) -> None:
         """What the services publish about jobs and workers, and every class queue's depth at once."""

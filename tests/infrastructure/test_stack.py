@@ -1,5 +1,6 @@
-"""CDK assertions on properties of the synthesized stack (synthesized once per module),
-cdk-nag, cfn-lint, and both synth entry points."""
+"""CDK assertions on properties of the synthesized stack (the default deployment synthesized
+once per test process: conftest.py), cdk-nag, cfn-lint, and both synth entry points. What a
+worker's host gets (memory, disk, IMDS) is in test_worker_hosts.py, checkov in test_checkov.py."""
 
 from __future__ import annotations
 
@@ -11,53 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-
-import aws_cdk as cdk
 from aws_cdk.assertions import Match, Template
 
 from batchscribe.settings import WebhookSettings, WorkerSettings
 from stacks.config import DeploymentConfig
 from stacks.instances import INSTANCE_SPECS, PRICES, pool_hourly_usd
+from tests.infrastructure.templates import ROOT, by_prefix, resources, synth
+from tests.infrastructure.templates import resolve as _resolve
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def synth(tmp: Path, **overrides: Any) -> dict[str, Any]:
-    import app as cdk_app
-
-    app = cdk.App(outdir=str(tmp), context=cdk_app.committed_context())
-    config = DeploymentConfig.from_context({**app.node.try_get_context("batchscribe"), **overrides})
-    stack = cdk_app.build(app, config)
-    assembly = app.synth()  # runs the cdk-nag validation plugin: unacknowledged findings raise
-    return dict(assembly.get_stack_by_name(stack.stack_name).template)
-
-
-@pytest.fixture(scope="module")
-def cdk_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cdk")
-
-
-@pytest.fixture(scope="module")
-def template_json(cdk_out: Path) -> dict[str, Any]:
-    return synth(cdk_out)
-
-
-@pytest.fixture(scope="module")
-def template(template_json: dict[str, Any]) -> Template:
-    return Template.from_json(template_json)
-
-
-def resources(t: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in t["Resources"].items() if v["Type"] == kind}
-
-
-def by_prefix(t: dict[str, Any], kind: str, prefix: str) -> dict[str, Any]:
-    found = [v for k, v in resources(t, kind).items() if k.startswith(prefix)]
-    assert len(found) == 1, (prefix, [k for k in resources(t, kind)])
-    return found[0]
 
 
 # ---- Batch -----------------------------------------------------------------------------
@@ -146,45 +109,6 @@ def test_cpu_pool_runs_amazon_linux_2023(template_json: dict[str, Any]) -> None:
     assert cpu and all(
         ce["Properties"]["ComputeResources"]["Ec2Configuration"][0]["ImageType"] == "ECS_AL2023" for ce in cpu
     )
-
-
-def _pool_instance_types(t: dict[str, Any], pool: str) -> set[str]:
-    envs = resources(t, "AWS::Batch::ComputeEnvironment")
-    types = [set(v["Properties"]["ComputeResources"]["InstanceTypes"]) for k, v in envs.items() if pool in k]
-    assert types and all(x == types[0] for x in types)
-    return types[0]
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [{}, {"cpu_instance_types": ["m6i.large", "c7i.xlarge"], "gpu_instance_types": ["g6e.xlarge", "g4dn.2xlarge"]}],
-)
-def test_every_job_definition_fits_every_instance_type_of_its_pool(
-    overrides: dict[str, Any], template_json: dict[str, Any], tmp_path: Path
-) -> None:
-    """A job bigger than what an instance type registers can never be placed there, so that type
-    would never serve the pool. Each job asks at most the vCPUs, GPUs and memory every type of its
-    pool registers (installed memory less 5 % and the ECS agent's 32 MiB)."""
-    from stacks.instances import ECS_RESERVED_MIB, INSTANCE_SPECS
-
-    t = synth(tmp_path, **overrides) if overrides else template_json
-    for pool in ("Gpu", "Cpu"):
-        jd = by_prefix(t, "AWS::Batch::JobDefinition", f"Compute{pool}JobDefinition")["Properties"]
-        reqs = {r["Type"]: int(r["Value"]) for r in jd["ContainerProperties"]["ResourceRequirements"]}
-        for instance in _pool_instance_types(t, pool):
-            spec = INSTANCE_SPECS[instance]
-            registered = spec.memory_mib * 0.95 - ECS_RESERVED_MIB
-            assert reqs["VCPU"] <= spec.vcpus, (pool, instance)
-            assert reqs["MEMORY"] <= registered, (pool, instance, reqs["MEMORY"], registered)
-            assert reqs.get("GPU", 0) <= spec.gpus, (pool, instance)
-        assert reqs["MEMORY"] >= 4096  # and still room for a model
-
-
-def test_launch_template_root_volume_and_imdsv2(template_json: dict[str, Any]) -> None:
-    lt = next(iter(resources(template_json, "AWS::EC2::LaunchTemplate").values()))["Properties"]["LaunchTemplateData"]
-    ebs = lt["BlockDeviceMappings"][0]["Ebs"]
-    assert ebs["VolumeSize"] >= 100 and ebs["Encrypted"] is True
-    assert lt["MetadataOptions"]["HttpTokens"] == "required"
 
 
 def test_no_nat_gateway(template_json: dict[str, Any]) -> None:
@@ -361,6 +285,64 @@ def test_functions_are_arm64_python_with_powertools_and_xray(template_json: dict
         assert fn["Handler"].startswith("lambdas.") and fn["Handler"].endswith(".handler.handler")
 
 
+def test_the_functions_run_the_powertools_the_tests_run(cdk_out: Path, template_json: dict[str, Any]) -> None:
+    """Powertools is copied into the functions' code asset from this environment, at the version
+    lambdas/requirements.txt pins and the tests import (the managed layer's is shadowed: the
+    function's own folder comes first on Lambda's import path), with its dependency the runtime
+    lacks; pure Python only, as the functions run on arm64."""
+    import importlib.metadata
+
+    from aws_lambda_powertools.shared.version import VERSION
+
+    from stacks.constructs.functions import pins
+
+    assert pins()["aws-lambda-powertools"] == importlib.metadata.version("aws-lambda-powertools") == VERSION
+    keys = {
+        v["Properties"]["Code"]["S3Key"]
+        for v in resources(template_json, "AWS::Lambda::Function").values()
+        if v["Properties"].get("Handler", "").startswith("lambdas.")
+    }
+    [key] = keys  # one asset for every function
+    asset = cdk_out / f"asset.{key.removesuffix('.zip')}"
+    version = (asset / "aws_lambda_powertools" / "shared" / "version.py").read_text()
+    assert f'VERSION = "{VERSION}"' in version
+    assert (asset / "typing_extensions.py").exists()
+    assert sorted(p.name for p in asset.iterdir()) == [
+        "aws_lambda_powertools",
+        "batchscribe",
+        "lambdas",
+        "typing_extensions.py",
+    ]
+    assert not [p for p in asset.rglob("*") if p.suffix in (".so", ".pyd", ".pyc")]
+
+
+def test_synth_fails_when_the_installed_powertools_is_not_the_pinned_one(tmp_path: Path) -> None:
+    from stacks.constructs.functions import bundle
+
+    pinned = tmp_path / "requirements.txt"
+    pinned.write_text("aws-lambda-powertools==3.0.0\ntyping-extensions==4.16.0\n")
+    with pytest.raises(
+        RuntimeError, match=r"aws-lambda-powertools 3\.37\.0 is installed, requirements.txt pins 3\.0\.0"
+    ):
+        bundle(tmp_path / "asset", pinned)
+
+
+def test_every_log_group_is_encrypted_with_the_logs_key(template_json: dict[str, Any]) -> None:
+    """Functions', workers', API access and VPC flow logs: one customer-managed key, which CloudWatch
+    Logs of this account and region may use for its log groups only."""
+    groups = resources(template_json, "AWS::Logs::LogGroup")
+    assert len(groups) == 11
+    keys = {g["Properties"]["KmsKeyId"]["Fn::GetAtt"][0] for g in groups.values()}
+    [key_id] = keys
+    assert key_id.startswith("LogsKey")
+    key = template_json["Resources"][key_id]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    [logs] = [s for s in key["KeyPolicy"]["Statement"] if s.get("Sid") == "CloudWatchLogsEncrypt"]
+    assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
+    context = _resolve(logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"])
+    assert context == "arn:ref-AWS::Partition:logs:us-east-1:ref-AWS::AccountId:log-group:*"
+
+
 def _actions_of(template_json: dict[str, Any], role_prefix: str) -> set[str]:
     roles = [k for k in resources(template_json, "AWS::IAM::Role") if k.startswith(role_prefix)]
     assert len(roles) == 1, (role_prefix, roles)
@@ -501,20 +483,6 @@ def _statements_of(t: dict[str, Any], role_prefix: str) -> list[dict[str, Any]]:
 # ---- process environments ------------------------------------------------------------------
 
 
-def _resolve(value: Any) -> str:
-    """A CloudFormation value as the string it becomes at deploy (references as placeholders)."""
-    if isinstance(value, str):
-        return value
-    if "Ref" in value:
-        return f"ref-{value['Ref']}"
-    if "Fn::GetAtt" in value:
-        return ".".join(value["Fn::GetAtt"])
-    if "Fn::Join" in value:
-        sep, parts = value["Fn::Join"]
-        return str(sep).join(_resolve(p) for p in parts)
-    raise AssertionError(f"unexpected intrinsic {value}")
-
-
 def _check_env(model: type[Any], env: dict[str, Any]) -> None:
     from batchscribe.settings import ENV_PREFIX
 
@@ -620,10 +588,55 @@ def test_alarms(template_json: dict[str, Any]) -> None:
     assert len(functions) == 8
     for fn in functions:
         assert _alarm_metric(named(f"{fn}Errors"))[:2] == ("Errors", "Sum")
-    # 9 DLQs (6 classes, uploads, webhooks, notify), 6 starvation, the failed rate, the API, the functions
-    assert len(alarms) == 9 + 6 + 1 + 1 + len(functions), sorted(alarms)
+    # 9 DLQs (6 classes, uploads, webhooks, notify), 6 starvation, the failed rate, the API, the
+    # functions' errors and throttles, the table's and its 2 indexes' read and write throttles
+    assert len(alarms) == 9 + 6 + 1 + 1 + 2 * len(functions) + 2 * 3, sorted(alarms)
     [topic] = resources(template_json, "AWS::SNS::Topic")
     assert all(a["AlarmActions"] == [{"Ref": topic}] and a["ActionsEnabled"] is True for a in alarms.values())
+
+
+def test_throttles_alarm(template_json: dict[str, Any]) -> None:
+    """A throttled function (a new account's concurrency of 10 is soon used up) or a throttled table
+    or index (a hot partition key) alarms at once, before it shows up as starved jobs."""
+    from batchscribe.resources import TABLE_INDEXES
+
+    alarms = {
+        v["Properties"]["AlarmName"].removeprefix("Batchscribe-"): v["Properties"]
+        for v in resources(template_json, "AWS::CloudWatch::Alarm").values()
+    }
+
+    def watched(name: str) -> tuple[str, dict[str, Any], str, int]:
+        """(metric, dimensions, statistic, threshold) of a throttle alarm (its metric maybe in a FILL())."""
+        alarm = alarms[name]
+        assert "Runbook: README 'Throttling'" in alarm["AlarmDescription"], name
+        assert (alarm["ComparisonOperator"], alarm["EvaluationPeriods"]) == ("GreaterThanThreshold", 1), name
+        if "MetricName" in alarm:
+            dims = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
+            return alarm["MetricName"], dims, alarm["Statistic"], alarm["Threshold"]
+        [stat] = [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
+        dims = {d["Name"]: d["Value"] for d in stat["Metric"].get("Dimensions", [])}
+        return stat["Metric"]["MetricName"], dims, stat["Stat"], alarm["Threshold"]
+
+    functions = {
+        k: v["Properties"]["Handler"].split(".")[1]
+        for k, v in resources(template_json, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler", "").startswith("lambdas.")
+    }
+    for logical_id, process in functions.items():
+        name = "".join(part.capitalize() for part in process.split("_"))
+        assert watched(f"{name}Throttles") == ("Throttles", {"FunctionName": {"Ref": logical_id}}, "Sum", 0)
+    [table] = resources(template_json, "AWS::DynamoDB::Table")
+    for kind in ("Read", "Write"):
+        assert watched(f"JobsTable{kind}Throttles") == (
+            f"{kind}ThrottleEvents",
+            {"TableName": {"Ref": table}},
+            "Sum",
+            0,
+        )
+        for index in TABLE_INDEXES:
+            label = "Jobs" + "".join(part.capitalize() for part in index.split("_"))
+            dims = {"TableName": {"Ref": table}, "GlobalSecondaryIndexName": index}
+            assert watched(f"{label}{kind}Throttles") == (f"{kind}ThrottleEvents", dims, "Sum", 0)
 
 
 def _dashboard_body(template_json: dict[str, Any]) -> dict[str, Any]:
@@ -689,19 +702,48 @@ def test_alarms_can_reach_their_topic(template_json: dict[str, Any]) -> None:
 
 
 def test_browsers_get_cors_headers_on_gateway_errors_too(template_json: dict[str, Any]) -> None:
+    """Every error API Gateway answers itself carries the CORS headers, the two defaults too: a
+    401, 413, 415 or 429 of a type without its own response is a DEFAULT_4XX, and without the
+    headers a browser reads it as a CORS failure, not as the error it is."""
     responses = resources(template_json, "AWS::ApiGateway::GatewayResponse").values()
     assert {r["Properties"]["ResponseType"] for r in responses} >= {
         "ACCESS_DENIED",
         "THROTTLED",
+        "DEFAULT_4XX",
         "DEFAULT_5XX",
         "INVALID_SIGNATURE",  # a bad or expired signature answers in the one error shape too
         "EXPIRED_TOKEN",
     }
-    for r in responses:
-        params = r["Properties"]["ResponseParameters"]
-        assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
+    cors = {
+        r["Properties"]["ResponseType"]: {
+            k: v for k, v in r["Properties"]["ResponseParameters"].items() if k.startswith("gatewayresponse.header.")
+        }
+        for r in responses
+    }
+    assert cors["DEFAULT_4XX"]["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
+    assert all(headers == cors["DEFAULT_4XX"] for headers in cors.values()), cors
+    bodies = {
+        r["Properties"]["ResponseType"]: r["Properties"]["ResponseTemplates"]["application/json"] for r in responses
+    }
+    assert '"code": "request_rejected"' in bodies["DEFAULT_4XX"]
     fn = by_prefix(template_json, "AWS::Lambda::Function", "ApiCD79")["Properties"]
     assert json.loads(fn["Environment"]["Variables"]["BATCHSCRIBE_CORS_ORIGINS"]) == ["*"]
+
+
+def test_a_managed_policy_lets_other_callers_invoke_the_api(template_json: dict[str, Any]) -> None:
+    """The output InvokePolicyArn names a managed policy that allows execute-api:Invoke on every
+    route of this API's stage and nothing else: what the deploy guide attaches to a caller."""
+    ref = template_json["Outputs"]["InvokePolicyArn"]["Value"]["Ref"]
+    policy = template_json["Resources"][ref]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "execute-api:Invoke")
+    [api] = resources(template_json, "AWS::ApiGateway::RestApi")
+    [stage] = resources(template_json, "AWS::ApiGateway::Stage")
+    assert _resolve(statement["Resource"]) == (
+        f"arn:ref-AWS::Partition:execute-api:us-east-1:ref-AWS::AccountId:ref-{api}/ref-{stage}/*/*"
+    )
+    assert "Roles" not in policy["Properties"] and "Users" not in policy["Properties"]  # attached by the deployer
 
 
 def test_cors_with_named_origins(tmp_path: Path) -> None:
