@@ -13,6 +13,15 @@ from dataclasses import dataclass
 
 # ---- the jobs table ----------------------------------------------------------------------
 TABLE_KEY = "job_id"
+SCALER_LEASE = "scaler"  # the scaler's run lease: the item `scaler#lock` of the jobs table
+
+
+def lease_item_id(name: str) -> str:
+    """The key of a singleton task's lease item (what an IAM condition on the table's leading
+    key names: the scaler may write this item and no other)."""
+    return f"{name}#lock"
+
+
 TTL_ATTRIBUTE = "ttl"
 OWNER_INDEX = "by_owner"  # the caller's jobs, newest first
 SWEEP_INDEX = "by_sweep"  # sparse: jobs that can go stale (open upload windows, leases, queued waits)

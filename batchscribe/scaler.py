@@ -29,7 +29,7 @@ from aws_lambda_powertools import Logger
 from batchscribe import aws
 from batchscribe.queue import ClassQueues
 from batchscribe.repository.locks import LeaseState, RunLease
-from batchscribe.resources import WORKER_NAME_PREFIX
+from batchscribe.resources import SCALER_LEASE, WORKER_NAME_PREFIX
 from batchscribe.settings import Pool, ScalerSettings
 
 ACTIVE_BATCH_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
@@ -37,7 +37,6 @@ ENDED_BATCH_STATUSES = ("SUCCEEDED", "FAILED")
 DESCRIBE_JOBS_MAX = 100  # DescribeJobs takes up to 100 job ids
 ARRAY_MAX = 10_000  # Batch's largest array
 STUCK_REASON = "batchscribe: RUNNABLE past the fallback time on the Spot path; moved to the on-demand queue"
-SCALER_LEASE = "scaler"  # the lease item `scaler#lock`
 
 logger = Logger(service="batchscribe", child=True)
 

@@ -54,6 +54,12 @@ class DeploymentConfig(BaseModel):
     )
     batch_job_timeout_minutes: int = Field(default=360, ge=10)
     runnable_timeout_minutes: int = Field(default=30, ge=10, description="cancel workers stuck RUNNABLE this long")
+    spot_fallback_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="the scaler moves workers RUNNABLE this long on a pool's Spot-first queue to its on-demand "
+        "queue (no Spot quota or capacity); 0: never. Below runnable_timeout_minutes",
+    )
 
     # transcription
     engine: EngineName = "faster-whisper"
@@ -121,6 +127,8 @@ class DeploymentConfig(BaseModel):
             raise ValueError(f"max_attempts may not exceed the jobs queues' maxReceiveCount ({JOBS_MAX_RECEIVE_COUNT})")
         if self.upload_retention_days * 86400 <= self.timings.upload_window_seconds:
             raise ValueError("uploads must be kept longer than the upload window")
+        if self.spot_fallback_minutes >= self.runnable_timeout_minutes:
+            raise ValueError("spot_fallback_minutes must be below runnable_timeout_minutes (the queue cancels then)")
         return self
 
     @property

@@ -36,6 +36,9 @@ def acknowledge(stack: BatchscribeStack) -> None:
         f"IAM5[Resource::<{scaler}.Arn>:*]": "on_upload and the API (a source-URL job) invoke the "
         "scaler function (any of its versions); "
         "CDK's grant_invoke adds the version wildcard of this one function.",
+        f"IAM5[Resource::arn:<AWS::Partition>:batch:{stack.config.region}:{account}:job/*]": "The scaler "
+        "cancels workers of its own stuck RUNNABLE on Spot (to start them on the on-demand queue); Batch job ARNs "
+        "carry the job's id, known only once submitted, so the grant names every job of this account and region.",
         f"IAM5[Resource::{invoke}]": "The invoke policy (output InvokePolicyArn) lets a caller use every route "
         "and method of this one API's stage: the API authorizes each job by its owner, not by route.",
     }
@@ -65,7 +68,7 @@ ACKNOWLEDGED: dict[str, str] = {
     ),
     "IAM5[Resource::*]": (
         "Only actions without resource-level permissions: X-Ray PutTraceSegments/PutTelemetryRecords, "
-        "batch:ListJobs, and ecr:GetAuthorizationToken for the workers' image pull."
+        "batch:ListJobs and batch:DescribeJobs, and ecr:GetAuthorizationToken for the workers' image pull."
     ),
     "L1": (
         "Python 3.12 is pinned on purpose: it matches the AWS-managed Powertools layer build "

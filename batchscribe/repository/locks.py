@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchscribe.repository.dynamo import Refused, Table
+from batchscribe.resources import lease_item_id
 
 _NAMES = {"#h": "holder", "#e": "expires_at", "#s": "last_start", "#p": "pending"}
 
@@ -61,7 +62,7 @@ class RunLease(Table):
         self, table_name: str, name: str, lease_seconds: float, clock: Callable[[], float] = time.time
     ) -> None:
         super().__init__(table_name, clock)
-        self.item_id = f"{name}#lock"
+        self.item_id = lease_item_id(name)
         self.lease_seconds = lease_seconds
 
     def _update(self, expression: str, condition: str, values: dict[str, Any], **options: Any) -> Any:

@@ -93,7 +93,9 @@ def process_settings(cfg: LocalConfig, r: Provisioned) -> dict[str, EnvSettings]
         "dead_letter": lifecycle,
         "sweeper": lifecycle,
         "reconciler": lifecycle,
-        "scaler": ScalerSettings(pools=[_pool(cfg, r)]),
+        # the lease as deployed (so its calls are checked against the scaler's grants), on local
+        # timings: a stack stopped mid-run holds it for 10 s at most after a restart
+        "scaler": ScalerSettings(pools=[_pool(cfg, r)], lease_table=r.table, coalesce_seconds=1, lease_seconds=10),
         "worker": _worker(cfg, r),
     }
 

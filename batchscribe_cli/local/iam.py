@@ -31,8 +31,9 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from batchscribe_cli.local.policies import Policy
+from batchscribe_cli.local.policies import Context, Policy
 from batchscribe_cli.local.requests import Checks, UnknownOperation, checks, presigned_post
+from batchscribe_cli.local.requests import context as request_context
 
 POLICY_ENV = "LOCAL_IAM_POLICY"  # a worker's policy (the local stack's own variable, not a service setting)
 CHECKS_ENV = "LOCAL_IAM_CHECKS"  # where a worker writes what it checked, at exit
@@ -73,14 +74,16 @@ class Enforcer:
         except UnknownOperation as exc:
             self.say(f"IAM: refused {component}'s call {exc}")
             raise _error(service, operation, "AccessDenied", f"local IAM check: unknown operation {exc}") from None
-        self.check(component, service, operation, pairs)
+        self.check(component, service, operation, pairs, request_context(service, operation, params))
 
-    def check(self, component: str, service: str, operation: str, pairs: Checks) -> None:
+    def check(
+        self, component: str, service: str, operation: str, pairs: Checks, context: Context | None = None
+    ) -> None:
         policy = self.policies.get(component)
         if policy is None:
             raise RuntimeError(f"no policy for component {component!r} in policies.json")
         for action, resource in pairs:
-            allowed = policy.allows(action, resource)
+            allowed = policy.allows(action, resource, context)
             with self._lock:
                 (self.counts if allowed else self.denied)[(component, action, resource)] += 1
             if not allowed:

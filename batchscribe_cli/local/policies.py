@@ -3,9 +3,12 @@ by scripts/gen_policies.py), with their placeholders mapped to the local stack's
 the evaluation of one request against them.
 
 Evaluated as AWS evaluates an identity-based policy: an explicit Deny wins, else an Allow
-whose Action (or NotAction) and Resource (or NotResource) match, else the implicit deny.
-Wildcards `*` and `?`; actions match case-insensitively, resources case-sensitively. Not
-evaluated: conditions (a statement with a Condition counts as if it held), resource policies
+whose Action (or NotAction) and Resource (or NotResource) match and whose Condition holds,
+else the implicit deny. Wildcards `*` and `?`; actions match case-insensitively, resources
+case-sensitively. Conditions: the operators in CONDITION_OPERATORS on the context keys the
+request gives (requests.context: `dynamodb:LeadingKeys`); a statement with any other operator
+is refused when the file is loaded, so that no condition counts as met unevaluated. Not
+evaluated: resource policies
 (bucket and queue policies, the secret's), KMS key policies, SCPs and permission boundaries,
 and the AWS managed policies (named in the file, not expanded: AWSLambdaBasicExecutionRole
 grants only CloudWatch Logs, which Lambda itself writes to). The tests check on the recorded
@@ -15,8 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,8 @@ NOT_LOCAL = {
     "Compute/CpuJobDefinition": "workers are local processes (no Batch API call)",
     "Compute/GpuQueue.JobQueueArn": "workers are local processes (no Batch API call)",
     "Compute/GpuJobDefinition": "workers are local processes (no Batch API call)",
+    "Compute/CpuOnDemandQueue.JobQueueArn": "workers are local processes (no Batch API call)",
+    "Compute/GpuOnDemandQueue.JobQueueArn": "workers are local processes (no Batch API call)",
     "Notify/Failures.Arn": "the local stream source leaves a failed batch behind with a line on the terminal",
     "Notify/WebhookSigningSecret": "the local webhook sender is given its secret in its settings",
 }
@@ -108,6 +113,25 @@ def _matches(globs: list[str], value: str, case_sensitive: bool) -> bool:
     return any(_pattern(g, case_sensitive).match(value) for g in globs)
 
 
+Context = Mapping[str, list[str]]  # a request's condition keys and their values
+
+
+def _for_all_values_string_equals(values: list[str] | None, allowed: list[str]) -> bool:
+    """Every value the request gives is allowed (AWS: true too when it gives none)."""
+    return all(v in allowed for v in values or [])
+
+
+def _string_equals(values: list[str] | None, allowed: list[str]) -> bool:
+    """The request gives the key, with one value, an allowed one."""
+    return values is not None and len(values) == 1 and values[0] in allowed
+
+
+CONDITION_OPERATORS: dict[str, Callable[[list[str] | None, list[str]], bool]] = {
+    "ForAllValues:StringEquals": _for_all_values_string_equals,
+    "StringEquals": _string_equals,
+}
+
+
 @dataclass(frozen=True)
 class Statement:
     effect: str
@@ -115,21 +139,44 @@ class Statement:
     resources: list[str]
     not_action: bool = False
     not_resource: bool = False
+    conditions: Mapping[str, Mapping[str, list[str]]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Statement:
+        conditions = {op: {k: _list(v) for k, v in keys.items()} for op, keys in raw.get("Condition", {}).items()}
+        unknown = set(conditions) - set(CONDITION_OPERATORS)
+        if unknown:
+            raise ValueError(
+                f"the local IAM check cannot evaluate the condition operator(s) {sorted(unknown)} of {raw}: "
+                "add them to policies.CONDITION_OPERATORS (a condition must never count as met unevaluated)"
+            )
         return cls(
             effect=raw["Effect"],
             actions=list(raw.get("NotAction", raw.get("Action", []))),
             resources=list(raw.get("NotResource", raw.get("Resource", []))),
             not_action="NotAction" in raw,
             not_resource="NotResource" in raw,
+            conditions=conditions,
         )
 
-    def applies(self, action: str, resource: str) -> bool:
-        return _matches(self.actions, action, False) != self.not_action and (
-            _matches(self.resources, resource, True) != self.not_resource
+    def applies(self, action: str, resource: str, context: Context | None = None) -> bool:
+        return (
+            _matches(self.actions, action, False) != self.not_action
+            and _matches(self.resources, resource, True) != self.not_resource
+            and self.holds(context or {})
         )
+
+    def holds(self, context: Context) -> bool:
+        """Every condition of the statement, on the request's context keys."""
+        return all(
+            CONDITION_OPERATORS[op](context.get(key), allowed)
+            for op, keys in self.conditions.items()
+            for key, allowed in keys.items()
+        )
+
+
+def _list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 @dataclass(frozen=True)
@@ -140,8 +187,8 @@ class Policy:
     role: str
     statements: tuple[Statement, ...]
 
-    def allows(self, action: str, resource: str) -> bool:
-        applying = [s for s in self.statements if s.applies(action, resource)]
+    def allows(self, action: str, resource: str, context: Context | None = None) -> bool:
+        applying = [s for s in self.statements if s.applies(action, resource, context)]
         return any(s.effect == "Allow" for s in applying) and not any(s.effect == "Deny" for s in applying)
 
     @property
@@ -160,6 +207,7 @@ class Policy:
                         "Effect": s.effect,
                         "NotAction" if s.not_action else "Action": s.actions,
                         "NotResource" if s.not_resource else "Resource": s.resources,
+                        **({"Condition": s.conditions} if s.conditions else {}),
                     }
                     for s in self.statements
                 ],

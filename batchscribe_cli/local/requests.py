@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from batchscribe.resources import TABLE_KEY
 from batchscribe_cli.local.lambda_events import LOCAL_REGION
-from batchscribe_cli.local.policies import MOTO_ACCOUNT, sqs_arn, table_arn
+from batchscribe_cli.local.policies import MOTO_ACCOUNT, Context, sqs_arn, table_arn
 
 Checks = list[tuple[str, str]]  # (action, resource ARN)
 Params = Mapping[str, Any]
@@ -168,6 +169,27 @@ def checks(service: str, operation: str, params: Params) -> Checks:
             f"this call needs; add it to {__name__}"
         ) from None
     return resolve(params)
+
+
+def _leading_keys(p: Params) -> list[str] | None:
+    """The partition key values a DynamoDB call names (the tables here are keyed by TABLE_KEY)."""
+    items = [p.get("Key"), p.get("Item")]
+    items += [body.get("Key") or body.get("Item") for t in p.get("TransactItems", []) for body in t.values()]
+    values = [next(iter(item[TABLE_KEY].values())) for item in items if item and TABLE_KEY in item]
+    return values or None
+
+
+def context(service: str, operation: str, params: Params) -> Context:
+    """The condition keys IAM evaluates for one call, as far as the stack's conditions use them:
+    `dynamodb:LeadingKeys` (the partition key values the call touches). A Query's or a Scan's
+    keys are not derived from its expression: they are given as one value no grant names, so a
+    statement conditioned on them does not hold here (stricter than AWS, never looser)."""
+    if service != "dynamodb":
+        return {}
+    if operation in ("Query", "Scan"):
+        return {"dynamodb:LeadingKeys": [f"<{operation} keys: not derived locally>"]}
+    keys = _leading_keys(params)
+    return {"dynamodb:LeadingKeys": keys} if keys is not None else {}
 
 
 def presigned_post(bucket: str, key: str) -> Checks:

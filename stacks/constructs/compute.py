@@ -37,6 +37,7 @@ class WorkerPool:
     messages: QueuePair  # the `normal` class's queue (the pool's main queue)
     classes: dict[Priority, QueuePair]  # every class's queue pair, highest first
     job_queue: batch.JobQueue
+    on_demand_queue: batch.JobQueue | None  # where the scaler moves workers stuck on Spot; None: no Spot
     job_definition: batch.EcsJobDefinition
     role: iam.Role
     max_workers: int
@@ -64,7 +65,13 @@ class WorkerPool:
             jobs_per_worker=self.jobs_per_worker,
             job_queue=self.job_queue.job_queue_arn,
             job_definition=self.job_definition.job_definition_arn,
+            on_demand_job_queue=self.on_demand_queue.job_queue_arn if self.on_demand_queue else "",
         )
+
+    @property
+    def job_queues(self) -> list[batch.JobQueue]:
+        """Every Batch queue the scaler may submit the pool's workers to."""
+        return [self.job_queue, *([self.on_demand_queue] if self.on_demand_queue else [])]
 
 
 @dataclass(frozen=True)
@@ -184,11 +191,13 @@ class Compute(Construct):
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description=f"Batchscribe {spec.name} worker",
         )
+        job_queue, on_demand_queue = self._job_queues(spec)
         pool = WorkerPool(
             name=spec.name.lower(),
             messages=classes[DEFAULT_PRIORITY],
             classes=classes,
-            job_queue=self._job_queue(spec),
+            job_queue=job_queue,
+            on_demand_queue=on_demand_queue,
             job_definition=self._job_definition(spec, role, classes),
             role=role,
             max_workers=spec.max_workers,
@@ -244,20 +253,29 @@ class Compute(Construct):
             ],
         )
 
-    def _job_queue(self, spec: PoolSpec) -> batch.JobQueue:
-        """Spot first, on-demand as the fallback (or on-demand only); workers stuck RUNNABLE
-        past `runnable_timeout_minutes` are cancelled."""
-        kinds = [("Spot", True), ("OnDemand", False)] if self.config.spot else [("OnDemand", False)]
+    def _job_queues(self, spec: PoolSpec) -> tuple[batch.JobQueue, batch.JobQueue | None]:
+        """The pool's queue: Spot first, on-demand as Batch's fallback (or on-demand only); and,
+        with Spot, an on-demand-only queue on the same on-demand environment, where the scaler
+        moves workers stuck RUNNABLE on the first (Batch fails over only when Spot "cannot
+        provide a suitable resource", not when there is no Spot quota or capacity)."""
         template = self._launch_template(spec)
-        order = [
-            batch.OrderedComputeEnvironment(compute_environment=self._environment(spec, kind, spot, template), order=i)
-            for i, (kind, spot) in enumerate(kinds, start=1)
-        ]
+        on_demand = self._environment(spec, "OnDemand", False, template)
+        if not self.config.spot:
+            return self._queue(spec.name, [on_demand]), None
+        spot = self._environment(spec, "Spot", True, template)
+        return self._queue(spec.name, [spot, on_demand]), self._queue(f"{spec.name}OnDemand", [on_demand])
+
+    def _queue(self, name: str, environments: list[batch.ManagedEc2EcsComputeEnvironment]) -> batch.JobQueue:
+        """A job queue over `environments` in order; workers stuck RUNNABLE past
+        `runnable_timeout_minutes` are cancelled."""
         stuck = Duration.minutes(self.config.runnable_timeout_minutes)
         return batch.JobQueue(
             self,
-            f"{spec.name}Queue",
-            compute_environments=order,
+            f"{name}Queue",
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=env, order=i)
+                for i, env in enumerate(environments, start=1)
+            ],
             job_state_time_limit_actions=[
                 batch.JobStateTimeLimitAction(max_time=stuck, reason=reason)
                 for reason in (

@@ -21,9 +21,11 @@ from botocore.exceptions import ClientError
 from batchscribe import aws
 from batchscribe.models import JobMessage
 from batchscribe.queue import ClassQueues, JobQueue
+from batchscribe.resources import SCALER_LEASE, TABLE_KEY, lease_item_id
 from batchscribe.storage import MediaStore
 from batchscribe_cli.local import IN_PROCESS, iam
 from batchscribe_cli.local.policies import (
+    CONDITION_OPERATORS,
     MOTO_ACCOUNT,
     NOT_LOCAL,
     WORKER,
@@ -109,14 +111,15 @@ def test_policies_json_is_what_the_cdk_code_synthesizes() -> None:
 
 
 def test_every_component_has_a_policy_and_every_resource_it_names_is_decided_locally() -> None:
-    """What the local check cannot evaluate is kept out of the policies it reads: no Condition
-    (an unevaluated condition would count as met); and a resource the template adds is either
-    mapped to a local one or named as not local, never silently unmatched."""
+    """What the local check cannot evaluate is kept out of the policies it reads: every
+    Condition's operator is one it evaluates (an unevaluated condition would count as met; load
+    refuses any other); and a resource the template adds is either mapped to a local one or
+    named as not local, never silently unmatched."""
     components = read()["components"]
     assert set(IN_PROCESS) | {WORKER} <= set(components)
     for name, component in components.items():
         for statement in component["statements"]:
-            assert "Condition" not in statement, (name, statement)
+            assert set(statement.get("Condition", {})) <= set(CONDITION_OPERATORS), (name, statement)
     values = local_values(_fake_provisioned(), stream_arn="s", scaler_function="f")
     unknown = placeholders(components) - set(values) - set(NOT_LOCAL)
     assert not unknown, f"map these in policies.local_values or name them in NOT_LOCAL: {sorted(unknown)}"
@@ -238,10 +241,62 @@ def test_the_resource_policies_deny_only_requests_without_tls_and_allow_only_s3s
 
 
 def test_no_resource_a_component_touches_is_encrypted_with_a_key_whose_policy_goes_unchecked() -> None:
-    """KMS key policies and kms: grants are not evaluated locally. The only customer managed
-    key encrypts the alarm topic, which CloudWatch publishes to and no component calls; the
+    """KMS key policies and kms: grants are not evaluated locally. The customer managed keys
+    encrypt the alarm topic (CloudWatch publishes to it) and the log groups (the Lambda runtime
+    and the awslogs driver write them, CloudWatch Logs encrypts): no component calls either; the
     table, bucket and queues use AWS owned keys (nothing to grant)."""
-    assert read()["customer_managed_keys"] == {"Monitoring/Alarms": ["${Monitoring/AlarmsKey.Arn}"]}
+    keys = read()["customer_managed_keys"]
+    assert keys.pop("Monitoring/Alarms") == ["${Monitoring/AlarmsKey.Arn}"]
+    assert keys and all(resource.endswith("Logs") for resource in keys), keys
+    assert {k for v in keys.values() for k in v} == {"${LogsKey.Arn}"}
+    services = {
+        action.split(":")[0]
+        for component in read()["components"].values()
+        for statement in component["statements"]
+        for action in statement["Action"]
+    }
+    assert not services & {"kms", "logs", "sns"}, services
+
+
+def test_the_scaler_may_write_its_lease_item_and_no_other_item_of_the_table() -> None:
+    """The scaler's grant on the jobs table holds only for its lease's key (dynamodb:LeadingKeys,
+    evaluated from the call's Key): the lease works, a job's item is refused."""
+    scaler = load(local_values(_fake_provisioned(), stream_arn="s", scaler_function="f"))["scaler"]
+    enforcer = iam.Enforcer({"scaler": scaler}, say=lambda line: None, default="scaler")
+    table = _fake_provisioned().table
+    lease = {"TableName": table, "Key": {TABLE_KEY: {"S": lease_item_id(SCALER_LEASE)}}}
+    enforcer.check_call("dynamodb", "UpdateItem", {**lease, "UpdateExpression": "SET h = :h"})
+    enforcer.check_call("dynamodb", "GetItem", lease)
+    for operation, params in (
+        ("UpdateItem", {"TableName": table, "Key": {TABLE_KEY: {"S": "job-1"}}}),
+        ("GetItem", {"TableName": table, "Key": {TABLE_KEY: {"S": "job-1"}}}),
+        ("PutItem", lease),
+        ("Query", {"TableName": table, "KeyConditionExpression": "job_id = :k"}),
+    ):
+        with pytest.raises(ClientError) as denied:
+            enforcer.check_call("dynamodb", operation, params)
+        assert denied.value.response["Error"]["Code"] == "AccessDeniedException", operation
+
+
+def test_conditions_are_evaluated_as_aws_does_and_unknown_operators_refused() -> None:
+    """ForAllValues:StringEquals holds when every value given is allowed (and, as on AWS, when the
+    request gives none); StringEquals needs the key given; an operator the check does not know
+    is refused at load, never counted as met."""
+    allowed = {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["a"]}}
+    statement = Statement.parse(
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": ["*"], "Condition": allowed}
+    )
+    assert statement.applies("dynamodb:GetItem", "t", {"dynamodb:LeadingKeys": ["a"]})
+    assert not statement.applies("dynamodb:GetItem", "t", {"dynamodb:LeadingKeys": ["a", "b"]})
+    assert statement.applies("dynamodb:GetItem", "t", {})
+    equals = Statement.parse(
+        {"Effect": "Allow", "Action": ["*"], "Resource": ["*"], "Condition": {"StringEquals": {"k": "v"}}}
+    )
+    assert equals.applies("x:Y", "r", {"k": ["v"]}) and not equals.applies("x:Y", "r", {})
+    with pytest.raises(ValueError, match="NumericLessThan"):
+        Statement.parse(
+            {"Effect": "Allow", "Action": ["*"], "Resource": ["*"], "Condition": {"NumericLessThan": {"k": "1"}}}
+        )
 
 
 # ---- in a worker process ---------------------------------------------------------------

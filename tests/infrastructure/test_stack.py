@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from batchscribe.settings import WebhookSettings, WorkerSettings
+from batchscribe.settings import ScalerSettings, WebhookSettings, WorkerSettings
 from stacks.config import DeploymentConfig
 from stacks.instances import INSTANCE_SPECS, PRICES, pool_hourly_usd
 from tests.infrastructure.templates import ROOT, by_prefix, resources, synth
@@ -399,6 +399,10 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
         "sqs:GetQueueAttributes",
         "batch:SubmitJob",
         "batch:ListJobs",
+        "batch:DescribeJobs",  # array parents' children
+        "batch:CancelJob",  # workers stuck on Spot
+        "dynamodb:GetItem",  # its lease, and no other item (next test)
+        "dynamodb:UpdateItem",
     }
     notify = _actions_of(template_json, "NotifyServiceRole")
     stream = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
@@ -451,12 +455,59 @@ def test_each_pool_has_a_queue_per_priority_class_every_part_of_the_pipeline_use
     assert len(read) == 6
 
 
+def test_the_scaler_writes_only_its_lease_item_of_the_jobs_table(template_json: dict[str, Any]) -> None:
+    """One scaler run at a time: a lease item in the jobs table, the scaler's only access to it."""
+    [lease] = [
+        st for st in _statements_of(template_json, "ScalingScalerServiceRole") if "dynamodb:UpdateItem" in st["Action"]
+    ]
+    assert sorted(lease["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    assert lease["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["scaler#lock"]}}
+    [env] = [
+        f["Properties"]["Environment"]["Variables"]
+        for f in resources(template_json, "AWS::Lambda::Function").values()
+        if f["Properties"]["Role"]["Fn::GetAtt"][0].startswith("ScalingScalerServiceRole")
+    ]
+    table = env[ScalerSettings.env_name("lease_table")]
+    assert table["Ref"].startswith("JobsTable")
+
+
+def test_each_pool_has_an_on_demand_queue_the_scaler_moves_stuck_spot_workers_to(template_json: dict[str, Any]) -> None:
+    """With Spot, each pool has a second Batch queue on its on-demand environment alone; the
+    scaler knows it (and the time after which it moves a worker there) and may submit to it."""
+    queues = resources(template_json, "AWS::Batch::JobQueue")
+    for pool in ("Gpu", "Cpu"):
+        first, on_demand = (
+            by_prefix_id(queues, f"Compute{pool}Queue"),
+            by_prefix_id(queues, f"Compute{pool}OnDemandQueue"),
+        )
+        order = [
+            e["ComputeEnvironment"]["Fn::GetAtt"][0] for e in queues[first]["Properties"]["ComputeEnvironmentOrder"]
+        ]
+        assert [e.split(pool)[1][:4] for e in order] == ["Spot", "OnDe"]
+        again = queues[on_demand]["Properties"]["ComputeEnvironmentOrder"]
+        assert [e["ComputeEnvironment"]["Fn::GetAtt"][0] for e in again] == order[1:]
+    [env] = [
+        f["Properties"]["Environment"]["Variables"]
+        for f in resources(template_json, "AWS::Lambda::Function").values()
+        if f["Properties"]["Role"]["Fn::GetAtt"][0].startswith("ScalingScalerServiceRole")
+    ]
+    assert env[ScalerSettings.env_name("spot_fallback_seconds")] == "600"
+    pools = json.loads(json.dumps(env[ScalerSettings.env_name("pools")]))
+    assert "OnDemandQueue" in json.dumps(pools)
+    submit = [
+        st for st in _statements_of(template_json, "ScalingScalerServiceRole") if st["Action"] == "batch:SubmitJob"
+    ]
+    targets = {r.get("Ref") or r["Fn::GetAtt"][0] for st in submit for r in st["Resource"] if isinstance(r, dict)}
+    assert {by_prefix_id(queues, f"Compute{p}OnDemandQueue") for p in ("Gpu", "Cpu")} <= targets
+
+
 def test_batch_scheduling_is_one_fifo_queue_per_pool(template_json: dict[str, Any]) -> None:
     """Priorities and fairness are the workers' (class queues, weighted receive, per-owner cap):
     every Batch job is an identical worker of the same service, so Batch job queue priorities or
-    a fair-share policy would have nothing to order (README 'Design notes')."""
+    a fair-share policy would have nothing to order (README 'Design notes'). (With Spot, each pool
+    has a second queue, on-demand only, for workers Spot cannot place.)"""
     job_queues = resources(template_json, "AWS::Batch::JobQueue")
-    assert len(job_queues) == 2
+    assert len(job_queues) == 4
     assert not resources(template_json, "AWS::Batch::SchedulingPolicy")
     assert all("SchedulingPolicyArn" not in q["Properties"] for q in job_queues.values())
 
@@ -789,6 +840,8 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError):
         DeploymentConfig.from_context({"unknown_setting": 1})
     assert DeploymentConfig.from_context('{"spot": false}').spot is False
+    with pytest.raises(ValueError, match="spot_fallback_minutes must be below runnable_timeout_minutes"):
+        DeploymentConfig(spot_fallback_minutes=30, runnable_timeout_minutes=30)
 
 
 # ---- cdk-nag, cfn-lint, the two synth entry points -----------------------------------------
@@ -855,6 +908,7 @@ STAR_ONLY_ACTIONS = {
     "xray:PutTelemetryRecords",
     "ecr:GetAuthorizationToken",
     "batch:ListJobs",
+    "batch:DescribeJobs",
     "dynamodb:ListStreams",
     "cloudwatch:PutMetricData",
 }

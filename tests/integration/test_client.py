@@ -90,7 +90,9 @@ def test_each_request_is_signed_with_the_credentials_of_the_moment() -> None:
     assert all(c.request.headers["X-Amz-Security-Token"] == "t" for c in responses.calls)
 
 
-def test_the_signing_region_comes_from_the_url_then_the_aws_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_signing_region_comes_from_the_url_then_the_aws_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert region_from_url(API) == "eu-west-1"
     assert region_from_url("https://x.execute-api.cn-north-1.amazonaws.com.cn/v1") == "cn-north-1"
     assert region_from_url("https://api.example.com/v1") is None
@@ -103,6 +105,7 @@ def test_the_signing_region_comes_from_the_url_then_the_aws_configuration(monkey
     for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.chdir(tmp_path)  # nor a deploy config (cdk.json) here to take the region from
     with pytest.raises(SetupError, match="no AWS region"):
         Client("https://api.example.com/v1")  # never a silent us-east-1
     with pytest.raises(SetupError, match="no AWS region"):
@@ -139,7 +142,7 @@ def test_the_stack_is_found_in_the_region_the_deploy_config_names(
         cfn = boto3.client("cloudformation", region_name="eu-west-1")
         cfn.create_stack(StackName="Batchscribe", TemplateBody=json.dumps(template))
         assert api_url_from_stack("Batchscribe") == API  # AWS_REGION is us-east-1 in the tests
-        with pytest.raises(SetupError, match="no stack 'Batchscribe' in us-east-1$"):
+        with pytest.raises(SetupError, match=r"no stack 'Batchscribe' in us-east-1$"):
             api_url_from_stack("Batchscribe", region="us-east-1")
         with pytest.raises(SetupError, match="no stack 'Nope' in us-east-1 or eu-west-1"):
             api_url_from_stack("Nope")
