@@ -158,7 +158,9 @@ def cli_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
     return env
 
 
-def run(*args: str, env: dict[str, str | None] | None = None, prelude: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str | None] | None = None, prelude: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "batchscribe_cli", *args]
     if prelude:  # run main() after some setup (e.g. hiding an installed package)
         argv = [
@@ -167,7 +169,7 @@ def run(*args: str, env: dict[str, str | None] | None = None, prelude: str = "")
             f"{prelude}; from batchscribe_cli.cli import main; raise SystemExit(main())",
             *args,
         ]
-    return subprocess.run(argv, env=cli_env(env), capture_output=True, text=True, timeout=60)
+    return subprocess.run(argv, env=cli_env(env), capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 # (case, arguments, environment, exit status, what stderr says); {api}, {closed}, {busy}, {tmp}
@@ -211,9 +213,17 @@ def test_each_error_is_one_line_with_the_documented_exit_status(
 ) -> None:
     filled = [a.format(api=api, closed=closed_port, busy=busy_port, tmp=tmp_path) for a in args]
 
-    out = run(*filled, env=env)
+    out = run(*filled, env=env, cwd=tmp_path)  # a folder of the user's: no checkout's cdk.json here
 
     assert_one_error(out, code, says)
+
+
+def test_stack_from_a_checkout_takes_its_deploy_region_before_saying_what_is_missing() -> None:
+    """In the checkout, --stack looks in the region cdk.json deploys to (as `cdk deploy` and
+    `cdk destroy` do), so with no AWS configuration the first thing missing is the credentials."""
+    out = run("list", "--stack", "Batchscribe", env=NO_AWS, cwd=Path(__file__).resolve().parents[2])
+
+    assert_one_error(out, 3, "no AWS credentials to look up the stack 'Batchscribe'")
 
 
 def assert_one_error(out: subprocess.CompletedProcess[str], code: int, says: str) -> None:
