@@ -642,6 +642,8 @@ def test_alarms(template_json: dict[str, Any]) -> None:
     # 9 DLQs (6 classes, uploads, webhooks, notify), 6 starvation, the failed rate, the API, the
     # functions' errors and throttles, the table's and its 2 indexes' read and write throttles
     assert len(alarms) == 9 + 6 + 1 + 1 + 2 * len(functions) + 2 * 3, sorted(alarms)
+    # the README's cost paragraph counts them
+    assert f"{len(alarms)} CloudWatch alarms" in (ROOT / "README.md").read_text()
     [topic] = resources(template_json, "AWS::SNS::Topic")
     assert all(a["AlarmActions"] == [{"Ref": topic}] and a["ActionsEnabled"] is True for a in alarms.values())
 
