@@ -182,7 +182,7 @@ class Probe(Protocol):
 
 ACTIONS = {
     "driver": "run GPU workers on an AMI with a current NVIDIA driver (the ECS GPU-optimized AMI "
-    "of Amazon Linux 2023) and a job definition that asks for a GPU",
+    "of Amazon Linux 2023) and a job definition that asks for a GPU; on a machine without one, set device=cpu",
     "device": "give the job a GPU (the job definition's GPU requirement; locally, check nvidia-smi "
     "and CUDA_VISIBLE_DEVICES), or run this pool with device=cpu",
     "engine": "use the GPU image (DEVICE=gpu) whose CUDA 12 libraries the engine loads",
