@@ -19,7 +19,7 @@ from batchscribe.resources import (
 )
 from stacks.constructs.compute import WORKER_UID
 from stacks.constructs.monitoring import NAMESPACE, WORKERS_NOT_STARTED
-from tests.infrastructure.templates import by_prefix, job_env, resolve, resources
+from tests.infrastructure.templates import ROOT, by_prefix, job_env, resolve, resources
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +95,7 @@ def test_an_alarm_counts_workers_that_could_not_start(template_json: dict[str, A
     )
     assert "Runbook: README 'GPU preflight'" in alarm["AlarmDescription"]
     assert all(f"({int(code)})" in alarm["AlarmDescription"] for code in (WorkerExit.ENGINE, WorkerExit.CONFIG))
+    # the runbook it names is there, in the worker's section
+    readme = (ROOT / "README.md").read_text()
+    worker = readme[readme.index("\n## The worker\n") : readme.index("\n## Design notes\n")]
+    assert "\n### GPU preflight\n" in worker and "`WorkersNotStarting`" in worker
