@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchscribe.resources import WORKER_NOT_STARTED, WorkerExit
+from batchscribe.settings import WorkerSettings
 from gpu_container.worker.preflight import DeviceChoice, PreflightFailed, jit_cache
 from gpu_container.worker.running import logger
 
@@ -36,8 +37,8 @@ class CannotStart(Exception):
             WorkerExit.ENGINE,
             "engine",
             f"{engine} could not load the model {model} on {device}: {type(exc).__name__}: {exc}",
-            "check that the image carries the pool's model (BATCHSCRIBE_MODEL_DIR) and that the device has "
-            "the memory for it; no job was claimed",
+            f"check that the image carries the pool's model ({WorkerSettings.env_name('model_dir')}) and that the "
+            "device has the memory for it; no job was claimed",
         )
 
     def log(self, **context: Any) -> None:
