@@ -22,7 +22,7 @@ from batchscribe.models import JobStatus
 from batchscribe.repository import JobRepository
 from batchscribe.resources import WORKER_NOT_STARTED, WorkerExit
 from gpu_container.worker.engines import Engine
-from gpu_container.worker.main import Worker
+from gpu_container.worker.main import Outcome, Worker
 from tests.conftest import Stack
 from tests.fake_gpu import R550, R570, FakeProbe
 from tests.integration.workers import queue_counts, s3_text, submit, worker_settings
@@ -131,6 +131,7 @@ def test_a_job_whose_engine_fails_to_load_stays_queued_with_no_attempt_spent(
     job = repo.get(big)
     assert (job.status, job.attempt) == (JobStatus.QUEUED, 0)
     assert asked.count("large-v3") == 1
+    assert Outcome.NO_ENGINE in worker.outcomes and Outcome.RETRY not in worker.outcomes
     attrs = boto3.client("sqs").get_queue_attributes(QueueUrl=aws_stack.jobs_queue_url, AttributeNames=["All"])
     assert attrs["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"  # sent again, for later
     assert queue_counts(aws_stack) == (0, 0) and queue_counts(aws_stack, aws_stack.jobs_dlq_url) == (0, 0)
