@@ -10,6 +10,7 @@ imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 # ---- the jobs table ----------------------------------------------------------------------
 TABLE_KEY = "job_id"
@@ -65,6 +66,54 @@ NOTIFY_RETRY_ATTEMPTS = 5
 
 # ---- workers ---------------------------------------------------------------------------
 WORKER_NAME_PREFIX = "batchscribe-worker"
+
+
+class WorkerExit(IntEnum):
+    """How a worker process ends: its container's exit code, which Batch records on its job.
+
+    A worker that cannot start exits before it claims anything (no job spends an attempt on
+    it), with one log line naming the cause and what to do, whose `event` field is
+    `WORKER_NOT_STARTED` (the alarm's metric filter matches it, stacks/constructs/monitoring.py).
+    The job definition never retries these (stacks/constructs/compute.py): the host would only
+    fail the same way again. Codes from sysexits.h."""
+
+    DONE = 0  # idle, at its job cap, or stopped (SIGTERM): every job finished or given back
+    DEVICE = 69  # EX_UNAVAILABLE: the GPU failed its preflight (driver, device, engine build, kernel)
+    ENGINE = 70  # EX_SOFTWARE: the engine could not load the pool's model
+    CONFIG = 78  # EX_CONFIG: the job definition's environment is wrong
+
+    @property
+    def meaning(self) -> str:
+        return _EXIT_MEANINGS[self]
+
+
+_EXIT_MEANINGS = {
+    WorkerExit.DONE: "done",
+    WorkerExit.DEVICE: "its GPU failed the preflight",
+    WorkerExit.ENGINE: "its engine could not load the model",
+    WorkerExit.CONFIG: "its settings are wrong",
+}
+# the exits of a worker that stopped before its first claim
+WORKER_CANNOT_START = (WorkerExit.DEVICE, WorkerExit.ENGINE, WorkerExit.CONFIG)
+WORKER_NOT_STARTED = "worker_not_started"  # the `event` field of that one log line
+
+# ---- the GPU driver's JIT cache -------------------------------------------------------------
+# A GPU without code of its own in the engine's build (an H100 with CTranslate2 4.8.5: PTX for
+# sm_86 only) runs kernels the driver compiles from PTX at first use, and caches them where
+# NVIDIA's CUDA_CACHE_PATH says (default ~/.nv/ComputeCache: in a fresh container, lost with it).
+# The stack keeps the cache on the instance's disk, mounted into every GPU worker container, so
+# a host compiles once, not once per worker. The driver's own variables (CUDA C++ Programming
+# Guide, "CUDA Environment Variables"), written by `cuda_cache_env`:
+CUDA_CACHE_PATH_ENV = "CUDA_CACHE_PATH"
+CUDA_CACHE_MAXSIZE_ENV = "CUDA_CACHE_MAXSIZE"
+CUDA_CACHE_HOST_DIR = "/var/cache/batchscribe/cuda"  # on the instance's root volume
+CUDA_CACHE_MOUNT = "/var/cache/cuda"  # where a worker container sees it
+CUDA_CACHE_MAX_BYTES = 4 * 1024**3  # the most the driver takes (its default is far smaller)
+
+
+def cuda_cache_env(path: str) -> dict[str, str]:
+    """A worker's environment for a JIT cache in `path`."""
+    return {CUDA_CACHE_PATH_ENV: path, CUDA_CACHE_MAXSIZE_ENV: str(CUDA_CACHE_MAX_BYTES)}
 
 
 @dataclass(frozen=True)

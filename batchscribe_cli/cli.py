@@ -1,6 +1,6 @@
 """The `batchscribe` command.
 
-    batchscribe local up [--port 8000] [--max-workers N] [--data-dir DIR]   the whole pipeline, locally
+    batchscribe local up [--port 8000] [--max-workers N] [--device cpu|cuda|auto]   the whole pipeline, locally
     batchscribe submit FILE [--wait] [--format F] [--language L] [--task translate] [-o OUT]
     batchscribe status ID | wait ID | result ID [--format F] [-o FILE] | cancel ID
     batchscribe list [--status S] [--priority P] [--since 2h] [--limit N] [--next-token T] [--json]
@@ -696,6 +696,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         timings=Timings.local().replace(idle_exit_seconds=args.idle_seconds),
         worker_image=args.worker_image,
+        device=args.device,
     )
     stack = LocalStack(config)
     try:
@@ -960,6 +961,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--max-workers", type=int, default=2)
     up.add_argument("--data-dir", default=".local-data", help="worker logs and caches")
     up.add_argument("--idle-seconds", type=float, default=5, help="a worker exits after this long without work")
+    up.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="the workers' device: cuda proves the GPU before the first claim (a worker whose GPU fails "
+        "exits, claiming nothing); auto takes the GPU only when it passes, else the CPU (default: cpu)",
+    )
     up.add_argument(
         "--worker-image",
         help="run workers from this image with podman (e.g. localhost/batchscribe-worker:cpu from `make image`)",

@@ -70,6 +70,7 @@ class BatchscribeStack(Stack):
             functions=self.functions,
             table=self.jobs.table,
             indexes=list(TABLE_INDEXES),
+            worker_logs=self.compute.log_group,
         )
 
     def _outputs(self) -> None:

@@ -10,10 +10,14 @@ AWS_BATCH_JOB_ID is on Batch); a child is RUNNING while its process runs (a loca
 starts at once: no RUNNABLE wait), then SUCCEEDED (exit 0) or FAILED; the parent is PENDING
 until every child has ended, then SUCCEEDED, or FAILED if any child failed; ListJobs lists a
 queue's parents and single jobs by status, an array's children by `arrayJobId`; DescribeJobs
-gives a parent's `arrayProperties.statusSummary`."""
+gives a parent's `arrayProperties.statusSummary`. A worker that exits with one of the codes of a
+worker that could not start (batchscribe.resources.WorkerExit) is said so, with the cause its
+one line gave (once per cause: the scaler starts the next worker, which would say the same)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchscribe.resources import WORKER_CANNOT_START, WORKER_NOT_STARTED, WorkerExit
 from batchscribe.scaler import ACTIVE_BATCH_STATUSES, BatchCompute, Pool, Workers, scale, sqs_depth
 from batchscribe.settings import WorkerSettings
 from batchscribe_cli.local.handlers import Handler
@@ -46,6 +51,7 @@ class LocalJob:
     children: list[str] = field(default_factory=list)  # an array parent's child ids, by index
     proc: subprocess.Popen[bytes] | None = None
     stopped_ms: int | None = None
+    log: Path | None = None  # what the worker printed
 
     @property
     def index(self) -> int | None:
@@ -84,6 +90,7 @@ class LocalCompute:
         self.peak = 0
         self.closed = False  # stopping: a scaler tick still under way starts nothing more
         self._lock = threading.Lock()
+        self._last_cause = ""  # the last cause a worker that could not start gave
 
     def env_for(self, worker_id: str) -> dict[str, str]:
         return {**self.base_env, **self.settings.model_copy(update={"worker_id": worker_id}).to_env()}
@@ -211,7 +218,8 @@ class LocalCompute:
     def _start_one(self, job: LocalJob) -> None:
         """Start the worker process of one job (a single job or an array child)."""
         argv, env = self.command(job.job_id)
-        with (self.log_dir / f"worker-{_ms()}-{self.started}.log").open("ab") as log:
+        job.log = self.log_dir / f"worker-{_ms()}-{self.started}.log"
+        with job.log.open("ab") as log:
             job.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.jobs[job.job_id] = job
         self.started += 1
@@ -226,12 +234,25 @@ class LocalCompute:
                 code = job.proc.poll() if job.proc is not None and job.status == "RUNNING" else None
                 if code is not None and job.proc is not None:
                     job.status, job.stopped_ms = ("SUCCEEDED" if code == 0 else "FAILED"), _ms()
-                    how = "idle, exited" if code == 0 else f"exited with code {code}"
+                    how = "idle, exited" if code == 0 else self._exited(job, code)
                     self.say(f"worker {job.proc.pid} {how}; {self._running()} running")
                     ended.append((job.job_id, code))
         if self.on_exit is not None:
             for worker_id, code in ended:
                 self.on_exit(worker_id, code)
+
+    def _exited(self, job: LocalJob, code: int) -> str:
+        """`exited with code N`; for a worker that could not start, what its code means and the
+        cause its one line gave, when it differs from the last one said."""
+        words = f"exited with code {code}"
+        if code not in {int(c) for c in WORKER_CANNOT_START}:
+            return words
+        words += f" ({WorkerExit(code).meaning}; it claimed nothing)"
+        cause = not_started_cause(job.log)
+        if cause and cause != self._last_cause:
+            self._last_cause = cause
+            words += f": {cause}"
+        return words
 
     def _procs(self) -> list[subprocess.Popen[bytes]]:
         with self._lock:
@@ -255,6 +276,17 @@ class LocalCompute:
                 p.kill()
                 p.wait()
         self.reap()
+
+
+def not_started_cause(log: Path | None) -> str:
+    """The message of the one line a worker that could not start logged ("" if none)."""
+    lines = log.read_text(errors="replace").splitlines() if log is not None and log.exists() else []
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError):
+            fields = json.loads(line)
+            if isinstance(fields, dict) and fields.get("event") == WORKER_NOT_STARTED:
+                return str(fields.get("message", ""))
+    return ""
 
 
 @dataclass

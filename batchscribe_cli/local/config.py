@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from batchscribe.models import EngineName
 from batchscribe.scaler import Pool
@@ -32,6 +33,9 @@ class LocalConfig:
     data_dir: Path = field(default_factory=lambda: Path(".local-data"))
     engine: EngineName = "faster-whisper"
     model: str = "tiny.en"
+    # the workers' device: cuda proves the GPU before the first claim (and exits if it fails),
+    # auto takes it only when it passes, else the CPU
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
     jobs_per_worker: int = 1
     timings: Timings = field(default_factory=Timings.local)
     max_upload_bytes: int = 200 * 1024 * 1024
@@ -118,7 +122,7 @@ def _worker(cfg: LocalConfig, r: Provisioned) -> WorkerSettings:
         class_queue_urls=dict(r.class_queue_urls),
         engine=cfg.engine,
         model=cfg.model,
-        device="cpu",
+        device=cfg.device,
         cpu_threads=2,
         # an image brings its own model and cache folders (baked at build time)
         cache_dir=None if cfg.worker_image else str((cfg.data_dir / "cache").resolve()),

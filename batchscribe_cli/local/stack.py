@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from batchscribe.resources import Names
+from batchscribe.resources import Names, cuda_cache_env
 from batchscribe.scaler import Pool
 from batchscribe.settings import (
     ENV_PREFIX,
@@ -35,6 +35,11 @@ from batchscribe_cli.local.transitions import TransitionLog
 from batchscribe_cli.provision import Provisioned, provision
 
 STACK_PREFIX = "batchscribe-local"
+DEVICE_WORDS = {
+    "cpu": "on CPU",
+    "cuda": "on the GPU (device=cuda: each worker proves it before its first claim, or exits)",
+    "auto": "on the GPU if it passes the preflight, else on CPU (device=auto)",
+}
 
 
 class LocalStack:
@@ -91,7 +96,7 @@ class LocalStack:
         self.http = ApiGateway(cfg.port, self.handlers["api"], self._api.cors_origins)
         self.url = self.http.url
         self._start_loops(r, stream)
-        where = f"from image {cfg.worker_image}" if cfg.worker_image else "on CPU"
+        where = f"from image {cfg.worker_image}" if cfg.worker_image else DEVICE_WORDS[cfg.device]
         self.say(
             f"local stack up: API {self.url} (moto {self.moto.endpoint}); up to {cfg.max_workers} worker(s), "
             f"{cfg.engine}/{cfg.model} {where}; worker logs in {cfg.data_dir / 'workers'}"
@@ -120,6 +125,10 @@ class LocalStack:
         if self.iam is not None and not cfg.worker_image:
             worker_policy = self.iam.policies[policies.WORKER]
             inherited.update(iam.worker_env(worker_policy, cfg.data_dir / "iam", inherited.get("PYTHONPATH", "")))
+        if cfg.device != "cpu" and not cfg.worker_image:  # kernels the driver compiles, kept across workers
+            cache = cfg.data_dir / "cuda-cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            inherited.update(cuda_cache_env(str(cache.resolve())))
         worker = self.settings["worker"]
         assert isinstance(worker, WorkerSettings)
         return LocalCompute(

@@ -13,7 +13,11 @@ The cases a message cannot be claimed, each with its own answer:
 - its input does not fit the worker's free disk now (disk.py): the job is left queued, its
   message visible again at once for a worker with room (no claim, so no attempt is used);
 - its input is larger than an empty worker of this pool can hold: failed
-  `input_too_large_for_worker`, message deleted (no worker could ever run it).
+  `input_too_large_for_worker`, message deleted (no worker could ever run it);
+- its engine (the model it asks for) cannot be loaded by this worker (`engine_ready`, asked
+  before the claim, loads it): the job is left queued, its message re-sent as a fresh one for
+  later (no attempt, no receive counted towards the DLQ); if no worker ever can, the sweeper
+  ends it `queue_timeout`. So an engine that fails to load never costs a job an attempt.
 
 Before the claim the job's record is read: its input size decides the disk reservation, which
 a claimed job keeps (its folder) until its files are removed.
@@ -39,6 +43,7 @@ from gpu_container.worker.disk import DiskBudget, Fit, JobFiles
 from gpu_container.worker.running import Outcome, logger
 
 MAX_DEFER_SECONDS = 43_200  # SQS's longest visibility timeout
+NO_ENGINE_DELAY_SECONDS = 60  # a job whose engine this worker cannot load is looked at again after this long
 CLAIMABLE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
@@ -66,6 +71,7 @@ class Claimer:
         owner_cap: int,
         owner_cap_delay_seconds: int,
         now: Callable[[], float] = time.time,
+        engine_ready: Callable[[Job], str | None] = lambda _job: None,
     ) -> None:
         self.repo, self.counters, self.queue, self.disk = repo, counters, queue, disk
         self.worker_id = worker_id
@@ -73,6 +79,7 @@ class Claimer:
         self.owner_cap = owner_cap
         self.owner_cap_delay_seconds = owner_cap_delay_seconds
         self.now = now
+        self.engine_ready = engine_ready
 
     def claim(self, received: Received) -> Claimed | Outcome:
         """The claimed job with its reserved folder, or the Outcome saying why the message was
@@ -85,6 +92,8 @@ class Claimer:
         seen = self._read(job_id, received)
         if isinstance(seen, Outcome):
             return seen
+        if seen.status in CLAIMABLE and (why := self.engine_ready(seen)) is not None:
+            return self._no_engine(seen, received, why)
         files = self._reserve(seen, received)
         if isinstance(files, Outcome):
             return files
@@ -153,6 +162,15 @@ class Claimer:
         self.queue.delete(received.receipt_handle)
         logger.warning("input larger than a worker's disk; job failed", extra={"job_id": job.job_id, "bytes": need})
         return Outcome.FAILED
+
+    def _no_engine(self, job: Job, received: Received, why: str) -> Outcome:
+        """This worker cannot load the job's engine: the job stays queued, unclaimed, its message
+        sent again for later as a fresh one (a worker that can may take it meanwhile)."""
+        self.queue.send_later(received, NO_ENGINE_DELAY_SECONDS)
+        logger.warning(
+            "cannot load the job's engine; left queued, unclaimed", extra={"job_id": job.job_id, "error": why}
+        )
+        return Outcome.NO_ENGINE
 
     def _count_claim(self) -> None:
         """The pool's throughput for queue estimates: best effort, never in a job's way."""

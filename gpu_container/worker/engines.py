@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from batchscribe.models import ENGINE_NAMES
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import UnsupportedModel
+from gpu_container.worker.preflight import CudaProbe, DeviceChoice, choose_device
 
 ENGINES = ENGINE_NAMES
 
@@ -59,8 +60,18 @@ def resolve_model(
     raise UnsupportedModel(f"model {model!r} is not available on this worker (and downloads are off)")
 
 
-def cuda_available() -> bool:
-    return whisper_lib.cuda_device_count() > 0
+def resolve_device(device: str, engine: str, compute_type: str = "auto") -> DeviceChoice:
+    """What a `device` setting becomes on this machine, and why (preflight.choose_device): `auto`
+    is cuda only when the GPU passes the preflight, else cpu with the reason; `cuda` stays cuda (a
+    GPU that fails is the loader's error, never a silent CPU run)."""
+    if device == "cuda":
+        return DeviceChoice("cuda", "device=cuda")
+    return choose_device(device, compute_type, CudaProbe(engine))
+
+
+def cuda_available(engine: str = "faster-whisper") -> bool:
+    """Whether the GPU passes the preflight for `engine` (why not: `resolve_device(...).why`)."""
+    return resolve_device("auto", engine).device == "cuda"
 
 
 class FasterWhisperEngine:
@@ -78,7 +89,9 @@ class FasterWhisperEngine:
         model_dir: str | None = None,
     ) -> None:
         self.model_name = model
-        self.device = ("cuda" if cuda_available() else "cpu") if device == "auto" else device
+        choice = resolve_device(device, self.name, compute_type)
+        self.device: str = choice.device
+        self.device_reason = choice.why
         if compute_type == "auto":
             compute_type = "float16" if self.device == "cuda" else "int8"
         self.compute_type = compute_type
@@ -126,7 +139,9 @@ class OpenAIWhisperEngine:
         import torch
 
         self.model_name = model
-        self.device = ("cuda" if whisper_lib.torch_cuda_available() else "cpu") if device == "auto" else device
+        choice = resolve_device(device, self.name)
+        self.device: str = choice.device
+        self.device_reason = choice.why
         self.beam_size = beam_size
         ref = resolve_model(model, model_path, allow_download, model_dir)
         if Path(ref).is_dir():

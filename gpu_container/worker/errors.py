@@ -45,6 +45,11 @@ class InputChanged(PermanentJobError):
     code = codes.INPUT_CHANGED
 
 
+class EngineUnavailable(Exception):
+    """This worker could not load an engine (the message says which, and why): a job that needs
+    it is left queued, unclaimed, for a worker that can."""
+
+
 class JobCancelled(Exception):
     """The commit found the job cancelled: the cancel won the race."""
 

@@ -123,6 +123,12 @@ class Gate(Generic[T]):
         with self._cond:
             self._cond.wait_for(lambda: self._ready or self.closed, timeout)
 
+    def open(self) -> None:
+        """The worker starts admitting work (its device proven, its engine loaded): the idle
+        timer starts now, not when the gate was made."""
+        with self._cond:
+            self.idle_since = self.clock()
+
     def to_finishing(self) -> None:
         """A held job goes to the finishing pool: it frees its slot, the worker stays busy."""
         with self._cond:

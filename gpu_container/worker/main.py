@@ -17,6 +17,12 @@ The loop itself makes no AWS call: the model never waits for a claim, a log writ
 commit. Claiming goes on as jobs finish (continuous batching), so a long file never holds
 short ones back. With K = 1 the worker runs one job at a time.
 
+Before its first claim (starting.py): its device (the GPU preflight, preflight.py; with
+device=auto, which device and why) and its engine loaded with the pool's model. A worker that
+cannot start logs one line naming the cause and exits with its code (WorkerExit), having received
+no message. A job asking for another model has it loaded before its claim; a worker that cannot
+load it leaves the job queued, unclaimed (claiming.py).
+
 SIGTERM (Spot reclaim, Batch timeout): stop claiming, give every unfinished job back with its
 message visible at once, exit 0. After the idle period with nothing held: exit 0.
 """
@@ -36,6 +42,7 @@ from functools import partial
 from batchscribe.models import PRIORITIES, Job
 from batchscribe.queue import ClassQueues, Received
 from batchscribe.repository import Counters, JobRepository
+from batchscribe.resources import WorkerExit
 from batchscribe.settings import ConfigError, WorkerSettings
 from batchscribe.storage import MediaStore
 from batchscribe.urlguard import Resolver, system_resolver
@@ -44,14 +51,17 @@ from gpu_container.worker.batched import BatchRunner, DecodeOptions, runner_for
 from gpu_container.worker.batches import DECODING_POLL_SECONDS, Batches, EngineKey, Step, default_batching
 from gpu_container.worker.claiming import Claimer
 from gpu_container.worker.disk import DiskBudget, DiskUsage, JobFiles
-from gpu_container.worker.engines import Engine, cuda_available, load_engine
+from gpu_container.worker.engines import Engine, load_engine
+from gpu_container.worker.errors import EngineUnavailable, PermanentJobError
 from gpu_container.worker.finishing import Finisher
 from gpu_container.worker.handoff import Gate
+from gpu_container.worker.preflight import CudaProbe, Probe, choose_device
 from gpu_container.worker.preparing import Preparer
 from gpu_container.worker.running import JobRun, Outcome, logger, start_run
 from gpu_container.worker.scheduler import JobFailed
+from gpu_container.worker.starting import CannotStart, log_device
 
-__all__ = ["EXIT_CONFIG", "Outcome", "Worker", "default_batching", "main"]
+__all__ = ["Outcome", "Worker", "default_batching", "main"]
 
 EngineLoader = Callable[[str, str], Engine]
 RunnerFactory = Callable[[Engine], BatchRunner]
@@ -67,6 +77,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         resolver: Resolver = system_resolver,
         disk_usage: DiskUsage = shutil.disk_usage,
+        probe: Probe | None = None,
     ) -> None:
         s = self.settings = settings
         self.worker_id = settings.worker_name
@@ -76,12 +87,16 @@ class Worker:
         self.queue = ClassQueues(s.jobs_queue_url, s.class_queue_urls)
         self.stopping = threading.Event()
         self.outcomes: list[Outcome] = []
-        k, b = default_batching(self._device(), s.model)
+        # the GPU preflight runs here (the device decides the batching); its verdict at run()
+        self.device_choice = choose_device(s.device, s.compute_type, probe or CudaProbe(s.engine))
+        log_device(self.device_choice)
+        k, b = default_batching(self.device, s.model)
         self.max_held = s.max_held_jobs or k
         self.batch_size = s.batch_size or b
         self._engine_loader = engine_loader or self._load_engine
         self._runner_factory = runner_factory or runner_for
         self._engines: dict[EngineKey, Engine] = {}
+        self._unloadable: dict[EngineKey, str] = {}  # engines that failed to load here, and why
         self._runners: dict[EngineKey, BatchRunner] = {}
         self._engine_lock = threading.Lock()
         self.gate: Gate[JobRun] = Gate(
@@ -114,6 +129,7 @@ class Worker:
             lease_seconds=t.lease_seconds,
             owner_cap=s.max_running_per_owner,
             owner_cap_delay_seconds=s.owner_cap_delay_seconds,
+            engine_ready=self._engine_ready,
         )
         preparer = Preparer(s, self.store, self.repo, self._engine_for, resolver, stopping=lambda: self.gate.closed)
         return Admission(
@@ -129,13 +145,12 @@ class Worker:
         )
 
     def _start(self, job: Job, received: Received, files: JobFiles) -> JobRun:
-        key = (self.settings.engine, job.options.model or self.settings.model)
         return start_run(
             job,
             received,
             files,
             worker=self.worker_id,
-            key=key,
+            key=self._key(job),
             store=self.store,
             repo=self.repo,
             queue=self.queue,
@@ -168,6 +183,13 @@ class Worker:
         self.stopping.set()
 
     def run(self) -> int:
+        """Prove the device and load the engine, then work until idle, stopped or at the job cap;
+        the exit code (WorkerExit) says which."""
+        try:
+            self._prove()
+        except CannotStart as exc:
+            exc.log(worker=self.worker_id, engine=self.settings.engine, model=self.settings.model, device=self.device)
+            return int(exc.code)
         s = self.settings
         logger.info(
             "worker started",
@@ -175,6 +197,7 @@ class Worker:
                 "worker": self.worker_id,
                 "engine": s.engine,
                 "model": s.model,
+                "device": self.device,
                 "uid": os.getuid(),
                 "held_jobs": self.max_held,
                 "batch_size": self.batch_size,
@@ -182,6 +205,7 @@ class Worker:
                 "largest_job_bytes": self.disk.largest,
             },
         )
+        self.gate.open()
         self.admission.start()
         try:
             while not self.stopping.is_set():
@@ -198,7 +222,19 @@ class Worker:
         finally:
             self._shut_down()
         logger.info("worker stopped", extra={"jobs": self.jobs_done})
-        return 0
+        return int(WorkerExit.DONE)
+
+    def _prove(self) -> None:
+        """Before the first claim: a GPU that failed its preflight, or an engine that does not
+        load the pool's model, ends the worker here (CannotStart)."""
+        failed = self.device_choice.failed
+        if self.device == "cuda" and failed is not None:
+            raise CannotStart.preflight(failed)
+        s = self.settings
+        try:
+            self._engine_for((s.engine, s.model))
+        except Exception as exc:
+            raise CannotStart.engine(s.engine, s.model, self.device, exc) from exc
 
     # ---- the loop's steps (no AWS call among them) ----------------------------------------
 
@@ -280,15 +316,41 @@ class Worker:
             self._runners[key] = self._runner_factory(self._engine_for(key))
         return self._runners[key]
 
-    def _device(self) -> str:
-        if self.settings.device != "auto":
-            return self.settings.device
-        return "cuda" if cuda_available() else "cpu"
+    @property
+    def device(self) -> str:
+        """`cpu` or `cuda`: what the `device` setting became (preflight.choose_device)."""
+        return self.device_choice.device
+
+    def _key(self, job: Job) -> EngineKey:
+        return (self.settings.engine, job.options.model or self.settings.model)
+
+    def _engine_ready(self, job: Job) -> str | None:
+        """Before a job's claim: None when its engine is loaded (loading it now if need be), or
+        cannot be for the job's own reason (a model the pool does not have: the claim goes on and
+        the job fails `unsupported_model`); else why this worker cannot load it (the job is left
+        queued, unclaimed, and no load happens inside a job)."""
+        try:
+            self._engine_for(self._key(job))
+        except PermanentJobError:
+            return None
+        except Exception as exc:
+            return str(exc) if isinstance(exc, EngineUnavailable) else f"{type(exc).__name__}: {exc}"
+        return None
 
     def _engine_for(self, key: EngineKey) -> Engine:
+        """The loaded engine for `key`, loaded on first use; one that failed to load here is not
+        tried again (EngineUnavailable)."""
         with self._engine_lock:  # preparing threads may ask for the same engine at once
+            if key in self._unloadable:
+                raise EngineUnavailable(self._unloadable[key])
             if key not in self._engines:
-                self._engines[key] = self._engine_loader(*key)
+                try:
+                    self._engines[key] = self._engine_loader(*key)
+                except PermanentJobError:
+                    raise
+                except Exception as exc:
+                    self._unloadable[key] = f"{key[0]} could not load {key[1]}: {type(exc).__name__}: {exc}"
+                    raise  # the caller says it: the worker's one line at start, the claim's warning later
             return self._engines[key]
 
     def _load_engine(self, engine: str, model: str) -> Engine:
@@ -297,7 +359,7 @@ class Worker:
             engine,
             model=model,
             model_path=s.model_path if model == s.model else None,
-            device=s.device,
+            device=self.device,
             compute_type=s.compute_type,
             cpu_threads=s.cpu_threads,
             beam_size=s.beam_size,
@@ -311,15 +373,14 @@ EXIT_REASONS = {
     "max_jobs": "took its maximum number of jobs; exiting",
     "idle": "idle; exiting so the compute environment can scale to zero",
 }
-EXIT_CONFIG = 78  # sysexits' EX_CONFIG: the job definition's environment is wrong; a retry cannot help
 
 
 def main() -> int:
     try:
         settings = WorkerSettings.from_env()
     except ConfigError as exc:  # one log line naming what to set, not a traceback
-        logger.error("worker not started: fix the job definition's environment", extra={"error": str(exc)})
-        return EXIT_CONFIG
+        CannotStart(WorkerExit.CONFIG, "settings", str(exc), "fix the job definition's environment").log()
+        return int(WorkerExit.CONFIG)
     worker = Worker(settings)
     worker.install_signal_handlers()
     return worker.run()

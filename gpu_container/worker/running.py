@@ -51,6 +51,7 @@ class Outcome(StrEnum):
     PUT_BACK = "put_back"  # no room any more (the worker stops, or is full): visible again at once
     CLAIM_FAILED = "claim_failed"  # an AWS error: the message comes back after its visibility timeout
     NO_DISK = "no_disk"  # its input does not fit the free disk now: left queued, visible again at once
+    NO_ENGINE = "no_engine"  # this worker cannot load its engine: left queued, unclaimed, sent again for later
 
 
 class JobLog:

@@ -133,20 +133,66 @@ def openai_whisper_defaults() -> DecodingDefaults:
 # ---- loading models -------------------------------------------------------------------------
 
 
-def cuda_device_count() -> int:
-    """CUDA devices CTranslate2 can use (0 without CUDA or without CTranslate2)."""
+# ---- the GPU, as each engine's library sees it (the worker's preflight, preflight.py) ----------
+
+
+def library_version(distribution: str) -> str | None:
     try:
-        import ctranslate2
-
-        return int(ctranslate2.get_cuda_device_count())
-    except Exception:
-        return 0
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
-def torch_cuda_available() -> bool:
+def ct2_cuda_check(compute_type: str) -> str:
+    """The compute type CTranslate2 will use on the GPU (`auto`: float16, as the engine does),
+    or RuntimeError when it sees no device or cannot compute in that type there."""
+    import ctranslate2
+
+    count = int(ctranslate2.get_cuda_device_count())
+    if count == 0:
+        raise RuntimeError("CTranslate2 sees no CUDA device (get_cuda_device_count() is 0)")
+    wanted = "float16" if compute_type == "auto" else compute_type
+    supported = set(ctranslate2.get_supported_compute_types("cuda"))
+    if wanted not in supported:
+        raise RuntimeError(f"compute type {wanted} is not supported on this GPU (it supports {sorted(supported)})")
+    return wanted
+
+
+def ct2_cuda_kernel() -> None:
+    """A tiny CTranslate2 round trip on the GPU: a StorageView copied there, converted to float16
+    and back (two kernels of the library's own), and copied back, checked."""
+    import ctranslate2
+
+    x = ctranslate2.StorageView.from_array(np.ones((64, 64), np.float32)).to_device(ctranslate2.Device.cuda)
+    y = x.to(ctranslate2.DataType.float16).to(ctranslate2.DataType.float32).to_device(ctranslate2.Device.cpu)
+    total = float(np.array(y).sum())
+    if total != 64 * 64:
+        raise RuntimeError(f"a float16 round trip on the GPU summed to {total}, not {64 * 64}")
+
+
+def torch_cuda_build() -> tuple[str, str | None, list[str]]:
+    """(torch's version, the CUDA it was built with or None, its architectures: sm_XY, compute_XY)."""
     import torch
 
-    return bool(torch.cuda.is_available())
+    return str(torch.__version__), torch.version.cuda, list(torch.cuda.get_arch_list())
+
+
+def torch_cuda_check() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("PyTorch sees no CUDA device (torch.cuda.is_available() is False)")
+    return "float16"
+
+
+def torch_cuda_kernel() -> None:
+    """A tiny product on the GPU (a kernel of its own and cuBLAS), checked."""
+    import torch
+
+    x = torch.ones(64, 64, device="cuda", dtype=torch.float16)
+    total = float((x @ x).sum().item())
+    if total != 64**3:
+        raise RuntimeError(f"a float16 product on the GPU summed to {total}, not {64**3}")
 
 
 def load_faster_whisper(ref: str, *, device: str, compute_type: str, cpu_threads: int) -> Any:

@@ -17,7 +17,13 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from batchscribe.models import DEFAULT_PRIORITY, PRIORITIES, Priority
-from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
+from batchscribe.resources import (
+    CUDA_CACHE_HOST_DIR,
+    CUDA_CACHE_MOUNT,
+    JOBS_MAX_RECEIVE_COUNT,
+    WORKER_CANNOT_START,
+    cuda_cache_env,
+)
 from batchscribe.settings import Pool, RoutingSettings, WorkerSettings
 from stacks.config import DeploymentConfig
 from stacks.constructs.functions import ROOT
@@ -236,6 +242,8 @@ class Compute(Construct):
             f"iptables --insert OUTPUT --destination {IMDS_ADDRESS} --match owner --uid-owner {WORKER_UID} "
             "--jump REJECT"
         )
+        if spec.gpus:  # the driver's JIT cache, kept on the host for every worker it runs (_jit_cache)
+            user_data.add_commands(f"install -d -m 0700 -o {WORKER_UID} -g {WORKER_UID} {CUDA_CACHE_HOST_DIR}")
         multipart = ec2.MultipartUserData()  # Batch merges launch template user data in MIME form only
         multipart.add_user_data_part(user_data, ec2.MultipartBody.SHELL_SCRIPT, True)
         return ec2.LaunchTemplate(
@@ -314,7 +322,9 @@ class Compute(Construct):
         self, spec: PoolSpec, role: iam.Role, classes: dict[Priority, QueuePair]
     ) -> batch.EcsJobDefinition:
         """One worker: the pool's image, sized to fit every instance type of the pool with room for
-        what the worker needs, retried when Spot takes its host back, stopped at
+        what the worker needs, retried when Spot takes its host back and never otherwise (a worker
+        that cannot start, WORKER_CANNOT_START, says so by its exit code, which Batch records on
+        the job: a retry on the same host would only fail again), stopped at
         `batch_job_timeout_minutes`."""
         image = ecr_assets.DockerImageAsset(
             self,
@@ -325,6 +335,7 @@ class Compute(Construct):
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
         size = job_size(spec.instance_types, spec.gpus, spec.needs.memory_mib)
+        jit_env, jit_volumes = self._jit_cache(spec)
         container = batch.EcsEc2ContainerDefinition(
             self,
             f"{spec.name}Container",
@@ -333,7 +344,12 @@ class Compute(Construct):
             memory=Size.mebibytes(size.memory_mib),
             gpu=size.gpus or None,
             job_role=role,
-            environment={**self._worker_settings(spec, classes).to_env(), "AWS_REGION": Stack.of(self).region},
+            environment={
+                **self._worker_settings(spec, classes).to_env(),
+                **jit_env,
+                "AWS_REGION": Stack.of(self).region,
+            },
+            volumes=jit_volumes,
             logging=ecs.LogDriver.aws_logs(stream_prefix=spec.name.lower(), log_group=self.log_group),
             readonly_root_filesystem=False,
         )
@@ -345,10 +361,28 @@ class Compute(Construct):
             retry_attempts=3,
             retry_strategies=[
                 batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.SPOT_INSTANCE_RECLAIMED),
+                # said outright, though the last entry covers them too (Batch takes at most 5)
+                *(
+                    batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_exit_code=str(int(code))))
+                    for code in WORKER_CANNOT_START
+                ),
                 batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
             ],
             propagate_tags=True,
         )
+
+    @staticmethod
+    def _jit_cache(spec: PoolSpec) -> tuple[dict[str, str], list[batch.EcsVolume]]:
+        """A GPU worker's JIT cache on the instance's disk: kernels the driver compiles from the
+        engine's PTX (an H100 runs CTranslate2 4.8.5 only so) are compiled once per host, not
+        once per worker container. The host folder is made for the worker's user at boot
+        (_launch_template); the worker says where its cache is when its preflight passes."""
+        if not spec.gpus:
+            return {}, []
+        volume = batch.EcsVolume.host(
+            name="cuda-jit-cache", host_path=CUDA_CACHE_HOST_DIR, container_path=CUDA_CACHE_MOUNT, readonly=False
+        )
+        return cuda_cache_env(CUDA_CACHE_MOUNT), [volume]
 
     def _worker_settings(self, spec: PoolSpec, classes: dict[Priority, QueuePair]) -> WorkerSettings:
         """The worker program's settings: its queues, model, limits, timings and price."""

@@ -18,6 +18,7 @@ from aws_cdk import aws_dynamodb as ddb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
 from aws_cdk import aws_sqs as sqs
@@ -36,6 +37,7 @@ from cdk_monitoring_constructs import (
 )
 from constructs import Construct
 
+from batchscribe.resources import WORKER_NOT_STARTED
 from batchscribe.settings import METRICS_NAMESPACE
 from stacks.config import DeploymentConfig
 from stacks.constructs.queues import QueuePair
@@ -43,6 +45,7 @@ from stacks.constructs.queues import QueuePair
 NAMESPACE = METRICS_NAMESPACE
 FAILED_RATE_THRESHOLD = 0.2
 PAGE = "Critical"  # the library's disambiguator: every alarm here notifies the one topic
+WORKERS_NOT_STARTED = "WorkersNotStarted"  # the metric the worker log group's filter counts
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.IFunction],
         table: ddb.ITable,
         indexes: Sequence[str],
+        worker_logs: logs.ILogGroup,
     ) -> None:
         super().__init__(scope, id)
         self.prefix = config.stack_name
@@ -111,6 +115,7 @@ class Monitoring(Construct):
         for name, fn in functions.items():
             self._watch_function(name, fn)
         self._watch_table(table, indexes)
+        self._watch_worker_starts(worker_logs)
 
     def _alarm_topic(self, email: str | None) -> tuple[kms.Key, sns.Topic]:
         """A customer-managed key: CloudWatch cannot use the AWS-managed alias/aws/sns key, so
@@ -253,6 +258,48 @@ class Monitoring(Construct):
                     f"{label}WriteThrottles", f"writes to the {index} index"
                 ),
             )
+
+    def _watch_worker_starts(self, worker_logs: logs.ILogGroup) -> None:
+        """Workers that exited before their first claim (the GPU preflight, the engine's load, their
+        settings: exit 69, 70 or 78), counted from the one line each logs (its `event`), by a metric
+        filter on the workers' log group. Chosen over an EventBridge rule on Batch's FAILED job
+        state changes: the line is already there and names the cause, and a filter is one resource,
+        where a rule would need a function (and its role) to turn events into a metric. Batch still
+        records each such worker's job as FAILED with its exit code (never retried:
+        compute.py), and no job spends an attempt on it."""
+        counted = logs.MetricFilter(
+            self,
+            WORKERS_NOT_STARTED,
+            log_group=worker_logs,
+            metric_namespace=NAMESPACE,
+            metric_name=WORKERS_NOT_STARTED,
+            filter_pattern=logs.FilterPattern.string_value("$.event", "=", WORKER_NOT_STARTED),
+            metric_value="1",
+        )
+        description = (
+            "A worker exited before claiming anything: its GPU failed the preflight (exit 69), its engine "
+            "did not load (70) or its settings are wrong (78). Runbook: README 'GPU preflight'."
+        )
+        alarm = CustomThreshold(
+            threshold=0,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            **self._alarm("WorkersNotStarting", description),
+        )
+        metric = counted.metric(statistic="Sum", period=Duration.minutes(5), label="workers that could not start")
+        self.facade.monitor_custom(
+            alarm_friendly_name="WorkerStarts",
+            human_readable_name="Workers that could not start",
+            metric_groups=[
+                CustomMetricGroup(
+                    title="Workers that could not start (preflight, engine, settings)",
+                    metrics=[
+                        CustomMetricWithAlarm(
+                            metric=metric, alarm_friendly_name="WorkersNotStarting", add_alarm={PAGE: alarm}
+                        )
+                    ],
+                )
+            ],
+        )
 
     def _watch_jobs(self, job_queues: Mapping[str, sqs.IQueue]) -> None:
         """What the services publish about jobs and workers, and every class queue's depth at once."""

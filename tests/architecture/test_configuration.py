@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from batchscribe.resources import WorkerExit
 from batchscribe.settings import (
     ENV_PREFIX,
     PROCESS_SETTINGS,
@@ -25,7 +26,6 @@ from batchscribe.settings import (
 )
 from batchscribe_cli.local import IN_PROCESS, LocalConfig, LocalStack, merged_env
 from batchscribe_cli.provision import Provisioned
-from gpu_container.worker.main import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [
@@ -129,7 +129,7 @@ def test_a_worker_started_without_its_settings_says_so_in_one_line() -> None:
         [sys.executable, "-m", "gpu_container.worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     out = (done.stdout + done.stderr).strip()
-    assert done.returncode == EXIT_CONFIG, out
+    assert done.returncode == WorkerExit.CONFIG, out
     assert "Traceback" not in out and len(out.splitlines()) == 1, out
     line = json.loads(out)
     assert line["level"] == "ERROR" and "BATCHSCRIBE_TABLE_NAME: missing" in line["error"]

@@ -64,6 +64,10 @@ def test_gpu_job_definition(template_json: dict[str, Any]) -> None:
     assert strategy["Attempts"] == 3
     assert strategy["EvaluateOnExit"] == [
         {"Action": "RETRY", "OnStatusReason": "Host EC2*"},
+        # a worker that could not start (preflight, engine, settings): never retried
+        {"Action": "EXIT", "OnExitCode": "69"},
+        {"Action": "EXIT", "OnExitCode": "70"},
+        {"Action": "EXIT", "OnExitCode": "78"},
         {"Action": "EXIT", "OnReason": "*"},
     ]
     env = {e["Name"]: e["Value"] for e in jd["ContainerProperties"]["Environment"]}
@@ -640,8 +644,9 @@ def test_alarms(template_json: dict[str, Any]) -> None:
     for fn in functions:
         assert _alarm_metric(named(f"{fn}Errors"))[:2] == ("Errors", "Sum")
     # 9 DLQs (6 classes, uploads, webhooks, notify), 6 starvation, the failed rate, the API, the
-    # functions' errors and throttles, the table's and its 2 indexes' read and write throttles
-    assert len(alarms) == 9 + 6 + 1 + 1 + 2 * len(functions) + 2 * 3, sorted(alarms)
+    # functions' errors and throttles, the table's and its 2 indexes' read and write throttles,
+    # workers that could not start (tests/infrastructure/test_worker_preflight.py)
+    assert len(alarms) == 9 + 6 + 1 + 1 + 2 * len(functions) + 2 * 3 + 1, sorted(alarms)
     # the README's cost paragraph counts them
     assert f"{len(alarms)} CloudWatch alarms" in (ROOT / "README.md").read_text()
     [topic] = resources(template_json, "AWS::SNS::Topic")

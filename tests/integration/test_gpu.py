@@ -13,6 +13,7 @@ import pytest
 from batchscribe.models import JobOptions
 from gpu_container.worker.batches import transcribe_file
 from gpu_container.worker.engines import FasterWhisperEngine, OpenAIWhisperEngine
+from gpu_container.worker.preflight import CudaProbe, choose_device
 from harness.audio import long_text, speak
 
 pytestmark = pytest.mark.gpu
@@ -32,3 +33,11 @@ def test_engine_picks_the_gpu_and_transcribes(tmp_path: Path, engine_cls: type) 
         assert engine.compute_type == "float16"
     transcript = transcribe_file(wav, JobOptions(), engine, max_duration_seconds=600)
     assert jiwer.wer(_words(text), _words(transcript.text)) <= 0.3
+
+
+@pytest.mark.parametrize("engine", ["faster-whisper", "openai-whisper"])
+def test_the_gpu_passes_the_preflight_with_the_real_probe(engine: str) -> None:
+    """libcuda, NVML and the engine's own kernel on this machine's GPU: the worker would start."""
+    choice = choose_device("cuda", "auto", CudaProbe(engine))
+    assert choice.failed is None and choice.passed is not None, choice.failed
+    assert choice.passed.device.capability >= (5, 3) and choice.passed.driver.cuda >= (12, 0)
