@@ -12,17 +12,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
 from batchscribe.models import JobOptions
-from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble_stream, run_isolating, runner_for
+from batchscribe.settings import BATCH_OUT_OF_MEMORY_METRIC, METRICS_NAMESPACE, WORKER_METRICS_SERVICE
+from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble_stream, halve, run_isolating, runner_for
 from gpu_container.worker.engines import Engine
+from gpu_container.worker.gpu_memory import MemoryInfo, free_memory
+from gpu_container.worker.running import logger
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch
 
 EngineKey = tuple[str, str]  # (engine, model)
+MemoryProbe = Callable[[], MemoryInfo | None]
 DECODING_POLL_SECONDS = 0.01  # nothing to batch while every held job's next window is decoding
 
 
@@ -51,12 +58,21 @@ class Step:
 
 
 class Batches:
-    def __init__(self, runner: Callable[[EngineKey], BatchRunner], *, batch_size: int, read_ahead: int) -> None:
+    def __init__(
+        self,
+        runner: Callable[[EngineKey], BatchRunner],
+        *,
+        batch_size: int,
+        read_ahead: int,
+        memory_probe: MemoryProbe | None = None,
+    ) -> None:
         self._runner = runner
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # B at the start, for every engine
         self.read_ahead = read_ahead
+        self._free_memory = memory_probe or (lambda: free_memory())  # looked up when asked
         self._schedulers: dict[EngineKey, Scheduler[Any, Any]] = {}
         self._key: dict[str, EngineKey] = {}
+        self._sizes: dict[EngineKey, int] = {}  # B of an engine whose batch ran out of GPU memory
 
     def add(
         self, job: str, key: EngineKey, stream: MediaStream | SplitStream, options: DecodeOptions, priority: int = 0
@@ -82,6 +98,11 @@ class Batches:
     def __len__(self) -> int:
         return len(self._key)
 
+    def size(self, key: EngineKey) -> int:
+        """B for an engine now: `batch_size` until one of its batches ran out of GPU memory, the
+        halved size from then on (never grown back: the memory it needed is not coming back)."""
+        return self._sizes.get(key, self.batch_size)
+
     def progress(self, job: str) -> float:
         """Source seconds transcribed without a gap from the job's start."""
         key = self._key.get(job)
@@ -93,10 +114,11 @@ class Batches:
         for key, scheduler in self._schedulers.items():
             if not len(scheduler):
                 continue
-            batch = scheduler.next_batch(self.batch_size)
+            batch = scheduler.next_batch(self.size(key))
             if batch:
                 started = time.perf_counter()
-                results = run_isolating(self._runner(key), batch)
+                on_oom = partial(self._out_of_memory, key)
+                results = run_isolating(self._runner(key), batch, limit=self.size(key), on_oom=on_oom)
                 share = (time.perf_counter() - started) / len(batch)
                 for work in batch:
                     step.compute[work.job] = step.compute.get(work.job, 0.0) + share
@@ -106,6 +128,35 @@ class Batches:
                 self._key.pop(event.job, None)
                 step.events.append(event)
         return step
+
+    def _out_of_memory(self, key: EngineKey, failed: int, error: BaseException) -> int:
+        """`failed` windows of `key`'s engine ran out of GPU memory together: its B becomes half
+        of them for good (one window alone fails, through the job's error path). One log line
+        and one metric each time."""
+        was = self.size(key)
+        self._sizes[key] = size = min(was, halve(failed, error))
+        info = self._free_memory()
+        logger.warning(
+            "out of GPU memory: batch size halved" if failed > 1 else "out of GPU memory on one window: it fails",
+            extra={
+                "engine": key[0],
+                "model": key[1],
+                "batch_size_was": was,
+                "batch_size": size,
+                "windows": failed,
+                "free_gpu_bytes": info.free if info else None,
+                "error": f"{type(error).__name__}: {error}"[:300],
+            },
+        )
+        with single_metric(
+            name=BATCH_OUT_OF_MEMORY_METRIC,
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=METRICS_NAMESPACE,
+            default_dimensions={"service": WORKER_METRICS_SERVICE},
+        ):
+            pass
+        return size
 
 
 def transcribe_file(
