@@ -41,7 +41,14 @@ from batchscribe.storage import MediaStore
 from batchscribe.urlguard import Resolver, system_resolver
 from gpu_container.worker.admission import Admission
 from gpu_container.worker.batched import BatchRunner, DecodeOptions, runner_for
-from gpu_container.worker.batches import DECODING_POLL_SECONDS, Batches, EngineKey, Step, default_batching
+from gpu_container.worker.batches import (
+    DECODING_POLL_SECONDS,
+    Batches,
+    EngineKey,
+    Step,
+    default_batching,
+    worker_batching,
+)
 from gpu_container.worker.claiming import Claimer
 from gpu_container.worker.disk import DiskBudget, DiskUsage, JobFiles
 from gpu_container.worker.engines import Engine, cuda_available, load_engine
@@ -76,7 +83,7 @@ class Worker:
         self.queue = ClassQueues(s.jobs_queue_url, s.class_queue_urls)
         self.stopping = threading.Event()
         self.outcomes: list[Outcome] = []
-        k, b = default_batching(self._device(), s.model)
+        k, b = worker_batching(s, self._device())  # B from the GPU's free memory (gpu_memory.py)
         self.max_held = s.max_held_jobs or k
         self.batch_size = s.batch_size or b
         self._engine_loader = engine_loader or self._load_engine

@@ -22,6 +22,7 @@ from batchscribe.models import Job, JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker import batches as batches_module
 from gpu_container.worker.engines import Engine
+from gpu_container.worker.gpu_memory import MemoryInfo, MiB
 from gpu_container.worker.main import Outcome, Worker
 from harness.audio import SENTENCES, long_text, speak
 from tests.conftest import Stack
@@ -284,3 +285,18 @@ def test_a_batch_out_of_gpu_memory_is_halved_and_the_job_completes(
     assert worker.batches.size(("faster-whisper", "tiny.en")) == 3 and worker.batch_size == 8
     halved = [r for r in caplog.records if r.getMessage() == "out of GPU memory: batch size halved"]
     assert [tuple(vars(r)[k] for k in ("batch_size_was", "batch_size", "windows")) for r in halved] == [(8, 3, 6)]
+
+
+def test_a_gpu_worker_sizes_its_batches_from_memory_unless_told(
+    aws_stack: Stack, engines: dict[str, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA, B comes from the card's free memory (a T4's when no probe answers) and the model;
+    the worker's `batch_size` setting, when given, wins. K stays the worker's default."""
+    a10g = MemoryInfo(free=23_028 * MiB, total=23_028 * MiB, source="nvml")
+    monkeypatch.setattr(batches_module, "free_memory", lambda: a10g)
+    measured = make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3")
+    assert (measured.max_held, measured.batch_size, measured.batches.batch_size) == (32, 24, 24)
+    told = make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3", batch_size=5)
+    assert (told.max_held, told.batch_size, told.batches.batch_size) == (32, 5, 5)
+    monkeypatch.setattr(batches_module, "free_memory", lambda: None)
+    assert make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3").batch_size == 14
