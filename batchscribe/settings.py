@@ -29,6 +29,9 @@ from batchscribe.resources import WORKER_NAME_PREFIX
 
 ENV_PREFIX = "BATCHSCRIBE_"
 METRICS_NAMESPACE = "Batchscribe"
+# a worker's batch ran out of GPU memory (its batch size halved, or one window failed)
+BATCH_OUT_OF_MEMORY_METRIC = "WorkerBatchOutOfMemory"
+WORKER_METRICS_SERVICE = "worker"  # the `service` dimension of the worker's metrics
 SERVICE_NAME = "batchscribe"
 
 

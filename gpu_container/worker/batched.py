@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -44,6 +44,7 @@ import numpy as np
 from batchscribe.models import JobOptions
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import UnsupportedLanguage
+from gpu_container.worker.gpu_memory import is_out_of_memory
 from gpu_container.worker.transcript import Segment, Transcript, Word, sentence_segments, tidy
 from gpu_container.worker.windows import MediaStream, SplitStream, Window
 
@@ -113,16 +114,58 @@ def runner_for(engine: Any) -> BatchRunner:
     raise ValueError(f"no batch runner for engine {engine.name!r}")
 
 
-def run_isolating(runner: BatchRunner, batch: Sequence[WindowRequest]) -> list[WindowResult | BaseException]:
-    """`runner.run(batch)`; if the batch as a whole raises, each window is run alone, so
-    one window's failure (and only its job) is reported, as an exception in its place."""
-    try:
-        return list(runner.run(batch))
-    except Exception as exc:
-        if len(batch) == 1:
-            return [exc]
+OnOutOfMemory = Callable[[int, BaseException], int]
+
+
+def halve(failed: int, _error: BaseException) -> int:
+    """The batch size after `failed` windows ran out of memory together: half of them."""
+    return max(1, failed // 2)
+
+
+def run_isolating(
+    runner: BatchRunner,
+    batch: Sequence[WindowRequest],
+    *,
+    limit: int | None = None,
+    on_oom: OnOutOfMemory = halve,
+) -> list[WindowResult | BaseException]:
+    """`runner.run` over `batch` in chunks of at most `limit` windows (default: all at once),
+    one result or exception per window, in order.
+
+    - A chunk that runs out of GPU memory (gpu_memory.is_out_of_memory) runs again, the same
+      windows, in chunks of the smaller size `on_oom(len(chunk), error)` gives (the caller
+      keeps it, logs it, counts it). One window alone out of memory is that window's failure.
+    - Any other error: each window of the chunk runs alone, so one window's failure (and only
+      its job's) is reported, as an exception in its place."""
     out: list[WindowResult | BaseException] = []
-    for item in batch:
+    limit = limit or len(batch)
+    while len(out) < len(batch):
+        chunk = batch[len(out) : len(out) + limit]
+        try:
+            results: list[WindowResult | BaseException] = list(runner.run(chunk))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                results = _one_by_one(runner, chunk, exc)
+            elif len(chunk) == 1:
+                on_oom(1, exc)
+                results = [exc]
+            else:
+                limit = max(1, min(on_oom(len(chunk), exc), len(chunk) - 1))
+                continue
+        if len(results) != len(chunk):
+            raise ValueError(f"{runner.name} returned {len(results)} results for {len(chunk)} windows")
+        out += results
+    return out
+
+
+def _one_by_one(
+    runner: BatchRunner, chunk: Sequence[WindowRequest], error: Exception
+) -> list[WindowResult | BaseException]:
+    """After `chunk` raised `error` (not out of memory): each window alone."""
+    if len(chunk) == 1:
+        return [error]
+    out: list[WindowResult | BaseException] = []
+    for item in chunk:
         try:
             out.extend(runner.run([item]))
         except Exception as exc:

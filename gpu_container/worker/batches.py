@@ -5,39 +5,119 @@ per engine per `step()`, routing results to their jobs; it knows nothing of AWS.
 worker's loop steps it between taking ready jobs and handing finished ones on;
 `transcribe_file` (what `batchscribe transcribe` runs) steps it with one job held. Both
 therefore go media -> windows -> scheduler -> runner -> assemble the same way.
+
+B, the windows a batch holds, is sized from the GPU's free memory, the model and the beam when
+the worker starts (`worker_batching`, the model in gpu_memory.py); a batch that still runs out of
+GPU memory halves its engine's B for good, runs again at the new size, and says so once (a log
+line and the WorkerBatchOutOfMemory metric).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
 from batchscribe.models import JobOptions
-from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble_stream, run_isolating, runner_for
-from gpu_container.worker.engines import Engine
+from batchscribe.settings import BATCH_OUT_OF_MEMORY_METRIC, METRICS_NAMESPACE, WORKER_METRICS_SERVICE, WorkerSettings
+from batchscribe.whisper_models import LARGEST, WhisperDims, whisper_dims
+from gpu_container.worker.batched import BatchRunner, DecodeOptions, assemble_stream, halve, run_isolating, runner_for
+from gpu_container.worker.convert import read_dims
+from gpu_container.worker.engines import Engine, resolve_model
+from gpu_container.worker.errors import UnsupportedModel
+from gpu_container.worker.gpu_memory import T4_BYTES, MemoryInfo, fit_batch, free_memory, row_bytes
+from gpu_container.worker.running import logger
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch
 
 EngineKey = tuple[str, str]  # (engine, model)
+MemoryProbe = Callable[[], MemoryInfo | None]
 DECODING_POLL_SECONDS = 0.01  # nothing to batch while every held job's next window is decoding
 
 
-def default_batching(device: str, model: str) -> tuple[int, int]:
+def default_batching(
+    device: str,
+    model: str,
+    *,
+    beam_size: int = 5,
+    engine: str = "faster-whisper",
+    free_bytes: int | None = None,
+    dims: WhisperDims | None = None,
+    weights_loaded: bool = False,
+) -> tuple[int, int]:
     """(K held jobs, B windows per batch) for a device and a model, when not configured.
 
-    CPU: a small batch (two cores gain little from more, see bench/RESULTS.md). GPU: sized for
-    the 16-24 GB cards of the default pools (T4, A10G, L4) in fp16: a large model's encoder
-    activations for 32 windows fit beside its weights; smaller models take 64. K = B, so every
-    held job can have a window in each batch.
+    K: CPU 4; GPU 32 for a large model, 64 for the others (the stack sizes a worker's host memory
+    and disk for the K it holds: stacks/sizing.py `held_jobs`, a test holds the two equal).
+    B: CPU 8 (two cores gain little from more, see bench/RESULTS.md). GPU: as many windows as fit
+    in `free_bytes` of GPU memory beside the model's weights (gpu_memory.fit_batch; `dims` or the
+    model's by name), a T4's 16 GB when nothing was measured. B no longer equals K: a batch takes
+    several windows of a job, and the scheduler gives each held job its share of it.
     """
     if device != "cuda":
         return 4, 8
-    batch = 32 if model.startswith("large") and "turbo" not in model else 64
-    return batch, batch
+    held = 32 if model.startswith("large") and "turbo" not in model else 64
+    free = T4_BYTES if free_bytes is None else free_bytes
+    weights_loaded = weights_loaded and free_bytes is not None
+    size = fit_batch(free, dims or whisper_dims(model), beam_size, engine=engine, weights_loaded=weights_loaded)
+    return held, size
+
+
+def model_dims(model: str, model_path: str | None = None, model_dir: str | None = None) -> WhisperDims | None:
+    """A model's dimensions: from its folder's model.bin where the worker has it, else the table
+    (None for a name it does not know)."""
+    with contextlib.suppress(UnsupportedModel, OSError, ValueError, KeyError):
+        folder = Path(resolve_model(model, model_path, False, model_dir))
+        return read_dims(folder)
+    return whisper_dims(model)
+
+
+def worker_batching(settings: WorkerSettings, device: str, probe: MemoryProbe | None = None) -> tuple[int, int]:
+    """`default_batching` for a worker, at its start (before its engine loads): on CUDA, B from
+    the device's free memory measured now and the model's own dimensions; one line logs them."""
+    s = settings
+    if device != "cuda":
+        return default_batching(device, s.model)
+    info = (probe or free_memory)()
+    dims = model_dims(s.model, s.model_path, s.model_dir)
+    held, size = default_batching(
+        device, s.model, beam_size=s.beam_size, engine=s.engine, free_bytes=info.free if info else None, dims=dims
+    )
+    logger.info(
+        "batch size from GPU memory" if info else "batch size for a T4 (no GPU memory probe answered)",
+        extra={
+            "model": s.model,
+            "beam_size": s.beam_size,
+            "free_gpu_bytes": info.free if info else None,
+            "total_gpu_bytes": info.total if info else None,
+            "probe": info.source if info else None,
+            "row_bytes": row_bytes(dims or LARGEST, s.beam_size, s.engine),
+            "batch_size": size,
+        },
+    )
+    return held, size
+
+
+def _engine_batch_size(engine: Engine) -> int:
+    """B for an engine already loaded (`batchscribe transcribe`): its weights are in the used memory."""
+    if engine.device != "cuda":
+        return default_batching(engine.device, engine.model_name)[1]
+    info = free_memory()
+    return default_batching(
+        "cuda",
+        engine.model_name,
+        beam_size=engine.beam_size,
+        engine=engine.name,
+        free_bytes=info.free if info else None,
+        weights_loaded=True,
+    )[1]
 
 
 @dataclass
@@ -51,12 +131,21 @@ class Step:
 
 
 class Batches:
-    def __init__(self, runner: Callable[[EngineKey], BatchRunner], *, batch_size: int, read_ahead: int) -> None:
+    def __init__(
+        self,
+        runner: Callable[[EngineKey], BatchRunner],
+        *,
+        batch_size: int,
+        read_ahead: int,
+        memory_probe: MemoryProbe | None = None,
+    ) -> None:
         self._runner = runner
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # B at the start, for every engine
         self.read_ahead = read_ahead
+        self._free_memory = memory_probe or (lambda: free_memory())  # looked up when asked
         self._schedulers: dict[EngineKey, Scheduler[Any, Any]] = {}
         self._key: dict[str, EngineKey] = {}
+        self._sizes: dict[EngineKey, int] = {}  # B of an engine whose batch ran out of GPU memory
 
     def add(
         self, job: str, key: EngineKey, stream: MediaStream | SplitStream, options: DecodeOptions, priority: int = 0
@@ -82,6 +171,11 @@ class Batches:
     def __len__(self) -> int:
         return len(self._key)
 
+    def size(self, key: EngineKey) -> int:
+        """B for an engine now: `batch_size` until one of its batches ran out of GPU memory, the
+        halved size from then on (never grown back: the memory it needed is not coming back)."""
+        return self._sizes.get(key, self.batch_size)
+
     def progress(self, job: str) -> float:
         """Source seconds transcribed without a gap from the job's start."""
         key = self._key.get(job)
@@ -93,10 +187,11 @@ class Batches:
         for key, scheduler in self._schedulers.items():
             if not len(scheduler):
                 continue
-            batch = scheduler.next_batch(self.batch_size)
+            batch = scheduler.next_batch(self.size(key))
             if batch:
                 started = time.perf_counter()
-                results = run_isolating(self._runner(key), batch)
+                on_oom = partial(self._out_of_memory, key)
+                results = run_isolating(self._runner(key), batch, limit=self.size(key), on_oom=on_oom)
                 share = (time.perf_counter() - started) / len(batch)
                 for work in batch:
                     step.compute[work.job] = step.compute.get(work.job, 0.0) + share
@@ -106,6 +201,35 @@ class Batches:
                 self._key.pop(event.job, None)
                 step.events.append(event)
         return step
+
+    def _out_of_memory(self, key: EngineKey, failed: int, error: BaseException) -> int:
+        """`failed` windows of `key`'s engine ran out of GPU memory together: its B becomes half
+        of them for good (one window alone fails, through the job's error path). One log line
+        and one metric each time."""
+        was = self.size(key)
+        self._sizes[key] = size = min(was, halve(failed, error))
+        info = self._free_memory()
+        logger.warning(
+            "out of GPU memory: batch size halved" if failed > 1 else "out of GPU memory on one window: it fails",
+            extra={
+                "engine": key[0],
+                "model": key[1],
+                "batch_size_was": was,
+                "batch_size": size,
+                "windows": failed,
+                "free_gpu_bytes": info.free if info else None,
+                "error": f"{type(error).__name__}: {error}"[:300],
+            },
+        )
+        with single_metric(
+            name=BATCH_OUT_OF_MEMORY_METRIC,
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=METRICS_NAMESPACE,
+            default_dimensions={"service": WORKER_METRICS_SERVICE},
+        ):
+            pass
+        return size
 
 
 def transcribe_file(
@@ -127,7 +251,7 @@ def transcribe_file(
         path, max_duration_seconds, split_channels=options.channels == "split", block_seconds=block_seconds
     )
     runner = runner_for(engine)
-    size = batch_size or default_batching(engine.device, engine.model_name)[1]
+    size = batch_size or _engine_batch_size(engine)
     batches = Batches(lambda _key: runner, batch_size=size, read_ahead=read_ahead)
     batches.add("file", (engine.name, engine.model_name), stream, DecodeOptions.from_job(options))
     try:

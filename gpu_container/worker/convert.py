@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from batchscribe.whisper_models import WhisperDims
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -27,9 +30,17 @@ def _string(f: BinaryIO) -> str:
     return f.read(length)[:-1].decode("utf-8")
 
 
-def read_ct2(path: Path) -> dict[str, np.ndarray]:
-    """All named tensors of a CTranslate2 model.bin (aliases resolved)."""
-    tensors: dict[str, np.ndarray] = {}
+@dataclass(frozen=True)
+class _Ct2File:
+    shapes: dict[str, tuple[int, ...]]  # every tensor's
+    data: dict[str, np.ndarray]  # the tensors read
+    aliases: dict[str, str]  # alias -> tensor name
+
+
+def _read(path: Path, keep: Callable[[str], bool]) -> _Ct2File:
+    """A CTranslate2 Whisper model.bin: every tensor's shape, the data of those `keep` names
+    (the others' bytes are skipped, not read), and the aliases."""
+    out = _Ct2File({}, {}, {})
     with path.open("rb") as f:
         (version,) = struct.unpack("<I", f.read(4))
         if version < 5:
@@ -45,18 +56,48 @@ def read_ct2(path: Path) -> dict[str, np.ndarray]:
             dims = struct.unpack(f"<{rank}I", f.read(4 * rank)) if rank else ()
             (dtype_id,) = struct.unpack("<B", f.read(1))
             (nbytes,) = struct.unpack("<I", f.read(4))
-            data = f.read(nbytes)
+            out.shapes[var] = dims
+            if not keep(var):
+                f.seek(nbytes, 1)
+                continue
             if dtype_id not in _DTYPES:
                 raise ValueError(f"{var}: dtype {dtype_id} (quantized models cannot be converted)")
-            tensors[var] = np.frombuffer(data, dtype=_DTYPES[dtype_id]).reshape(dims)
+            out.data[var] = np.frombuffer(f.read(nbytes), dtype=_DTYPES[dtype_id]).reshape(dims)
         (aliases,) = struct.unpack("<I", f.read(4))
         for _ in range(aliases):
             alias, target = _string(f), _string(f)
-            tensors[alias] = tensors[target]
-    return tensors
+            out.aliases[alias] = target
+    return out
 
 
-def _layers(t: dict[str, np.ndarray], prefix: str) -> int:
+def read_ct2(path: Path) -> dict[str, np.ndarray]:
+    """All named tensors of a CTranslate2 model.bin (aliases resolved)."""
+    model = _read(path, lambda _name: True)
+    return model.data | {alias: model.data[target] for alias, target in model.aliases.items()}
+
+
+def _whisper_dims(shapes: dict[str, tuple[int, ...]], scalars: dict[str, int]) -> WhisperDims:
+    enc, dec = shapes["encoder/position_encodings/encodings"], shapes["decoder/position_encodings/encodings"]
+    return WhisperDims(
+        d_model=enc[1],
+        heads=scalars["encoder/num_heads"],
+        encoder_layers=_layers(shapes, "encoder"),
+        decoder_layers=_layers(shapes, "decoder"),
+        n_mels=shapes["encoder/conv1/weight"][1],
+        vocab=shapes["decoder/embeddings/weight"][0],
+        audio_ctx=enc[0],
+        text_ctx=dec[0],
+    )
+
+
+def read_dims(model_dir: Path) -> WhisperDims:
+    """A CTranslate2 Whisper model's dimensions from its model.bin, reading only the tensors'
+    headers and the head counts (a large model's weights are skipped, not read)."""
+    model = _read(model_dir / "model.bin", lambda name: name.endswith("/num_heads"))
+    return _whisper_dims(model.shapes, {name: int(v) for name, v in model.data.items()})
+
+
+def _layers(t: Mapping[str, object], prefix: str) -> int:
     pattern = re.compile(rf"^{prefix}/layer_(\d+)/")
     return 1 + max(int(m.group(1)) for name in t if (m := pattern.match(name)))
 
@@ -125,19 +166,18 @@ def convert(model_dir: Path, out: Path) -> Path:
     import torch
 
     t = read_ct2(model_dir / "model.bin")
-    enc_state = t["encoder/position_encodings/encodings"].shape
-    dec_state = t["decoder/position_encodings/encodings"].shape
+    d = _whisper_dims({name: v.shape for name, v in t.items()}, {"encoder/num_heads": int(t["encoder/num_heads"])})
     dims = {
-        "n_mels": int(t["encoder/conv1/weight"].shape[1]),
-        "n_audio_ctx": int(enc_state[0]),
-        "n_audio_state": int(enc_state[1]),
-        "n_audio_head": int(t["encoder/num_heads"]),
-        "n_audio_layer": _layers(t, "encoder"),
-        "n_vocab": int(t["decoder/embeddings/weight"].shape[0]),
-        "n_text_ctx": int(dec_state[0]),
-        "n_text_state": int(dec_state[1]),
+        "n_mels": d.n_mels,
+        "n_audio_ctx": d.audio_ctx,
+        "n_audio_state": d.d_model,
+        "n_audio_head": d.heads,
+        "n_audio_layer": d.encoder_layers,
+        "n_vocab": d.vocab,
+        "n_text_ctx": d.text_ctx,
+        "n_text_state": d.d_model,
         "n_text_head": int(t["decoder/num_heads"]),
-        "n_text_layer": _layers(t, "decoder"),
+        "n_text_layer": d.decoder_layers,
     }
     state = {name: torch.from_numpy(np.array(value, dtype=np.float16)) for name, value in _mapping(t)}
     config: dict[str, Any] = json.loads((model_dir / "config.json").read_text())

@@ -48,7 +48,14 @@ from batchscribe.storage import MediaStore
 from batchscribe.urlguard import Resolver, system_resolver
 from gpu_container.worker.admission import Admission
 from gpu_container.worker.batched import BatchRunner, DecodeOptions, runner_for
-from gpu_container.worker.batches import DECODING_POLL_SECONDS, Batches, EngineKey, Step, default_batching
+from gpu_container.worker.batches import (
+    DECODING_POLL_SECONDS,
+    Batches,
+    EngineKey,
+    Step,
+    default_batching,
+    worker_batching,
+)
 from gpu_container.worker.claiming import Claimer
 from gpu_container.worker.disk import DiskBudget, DiskUsage, JobFiles
 from gpu_container.worker.engines import Engine, load_engine
@@ -90,7 +97,7 @@ class Worker:
         # the GPU preflight runs here (the device decides the batching); its verdict at run()
         self.device_choice = choose_device(s.device, s.compute_type, probe or CudaProbe(s.engine))
         log_device(self.device_choice)
-        k, b = default_batching(self.device, s.model)
+        k, b = worker_batching(s, self.device)  # B from the GPU's free memory (gpu_memory.py)
         self.max_held = s.max_held_jobs or k
         self.batch_size = s.batch_size or b
         self._engine_loader = engine_loader or self._load_engine

@@ -5,6 +5,7 @@ give-back, results). moto, the real tiny.en model, espeak speech."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -19,9 +20,11 @@ from botocore.exceptions import ClientError
 
 from batchscribe.models import Job, JobStatus
 from batchscribe.repository import JobRepository
+from gpu_container.worker import batches as batches_module
 from gpu_container.worker.engines import Engine
+from gpu_container.worker.gpu_memory import MemoryInfo, MiB
 from gpu_container.worker.main import Outcome, Worker
-from harness.audio import SENTENCES, speak
+from harness.audio import SENTENCES, long_text, speak
 from tests.conftest import Stack
 from tests.e2e.waits import wait_until
 from tests.helpers import call
@@ -246,3 +249,54 @@ def test_the_log_is_written_while_the_attempt_runs(
     ).run()
     assert seen and all(line in seen[0] for line in ("attempt 1 on worker test-worker", "downloaded", "opened"))
     assert "succeeded" not in seen[0]  # read before the commit
+
+
+def test_a_batch_out_of_gpu_memory_is_halved_and_the_job_completes(
+    aws_stack: Stack,
+    engines: dict[str, Engine],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OOM injected: the runner raises CTranslate2's own out-of-memory error for any batch of more
+    than 3 windows. The worker halves B (the first batch: the file's 6 windows), runs the same
+    windows again at the new size and keeps it, logs it once; the job succeeds on its first
+    attempt, with its words."""
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)  # every window ready for batch 1
+    text = long_text(150)
+    job_id = submit(aws_stack, speak(text, tmp_path / "long.wav"))
+    sizes: list[int] = []
+
+    def out_of_memory_above_three(batch: Sequence[Any]) -> None:
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise RuntimeError("CUDA failed with error out of memory")
+
+    hook = Scripted(engines["faster-whisper"], out_of_memory_above_three)
+    worker = make_worker(aws_stack, hook, max_held_jobs=1, batch_size=8, max_jobs=1)
+    with caplog.at_level(logging.WARNING):
+        assert worker.run() == 0
+
+    job = JobRepository(aws_stack.table).get(job_id)
+    assert (job.status, job.attempt) == (JobStatus.SUCCEEDED, 1)
+    assert job.result is not None
+    assert jiwer.wer(words(text), words(s3_text(aws_stack, job.result.outputs["txt"]))) <= 0.3
+    assert sizes == [6, 3, 3]  # the same windows again, 3 at a time; never one by one
+    assert worker.batches.size(("faster-whisper", "tiny.en")) == 3 and worker.batch_size == 8
+    halved = [r for r in caplog.records if r.getMessage() == "out of GPU memory: batch size halved"]
+    assert [tuple(vars(r)[k] for k in ("batch_size_was", "batch_size", "windows")) for r in halved] == [(8, 3, 6)]
+
+
+def test_a_gpu_worker_sizes_its_batches_from_memory_unless_told(
+    aws_stack: Stack, engines: dict[str, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA, B comes from the card's free memory (a T4's when no probe answers) and the model;
+    the worker's `batch_size` setting, when given, wins. K stays the worker's default."""
+    a10g = MemoryInfo(free=23_028 * MiB, total=23_028 * MiB, source="nvml")
+    monkeypatch.setattr(batches_module, "free_memory", lambda: a10g)
+    measured = make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3")
+    assert (measured.max_held, measured.batch_size, measured.batches.batch_size) == (32, 24, 24)
+    told = make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3", batch_size=5)
+    assert (told.max_held, told.batch_size, told.batches.batch_size) == (32, 5, 5)
+    monkeypatch.setattr(batches_module, "free_memory", lambda: None)
+    assert make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3").batch_size == 14
