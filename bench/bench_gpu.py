@@ -50,7 +50,7 @@ from batchscribe.models import JobOptions
 from batchscribe.settings import WorkerSettings
 from batchscribe_cli.cli import SAMPLE, SAMPLE_TEXT
 from bench import gpu_device, gpu_models, provenance
-from bench.gpu_work import Counter, Item, Mix, Replay, agreement, cut, mixes_for, speech, wait_primed
+from bench.gpu_work import Counter, Item, Mix, Replay, cut, mixes_for, speech, wait_primed
 from gpu_container.worker.batched import (
     DecodeOptions,
     FasterWhisperBatchRunner,
@@ -96,17 +96,14 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def gpu_memory(device: str) -> dict[str, float]:
-    """The process's GPU memory in use (both engines' allocators) and torch's peak since reset."""
+def gpu_memory(device: str, peak: gpu_device.UsedPeak) -> dict[str, float]:
+    """The most GPU memory the process used during a point (both engines' allocators, sampled)
+    and torch's own peak allocation (openai-whisper's working set)."""
     if device != "cuda":
         return {}
     import torch
 
-    free, total = torch.cuda.mem_get_info()
-    return {
-        "gpu_used_gib": round((total - free) / 2**30, 2),
-        "torch_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-    }
+    return {"gpu_peak_used_gib": peak.gib, "torch_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
 def free_memory(device: str) -> None:
@@ -128,11 +125,12 @@ def runner_point(runner: Any, counter: Counter, items: list[Item], batch: int, p
     counter.reset()
     free_memory(plan.device)
     sync(plan.device)
-    started = time.perf_counter()
-    for i in range(0, n, batch):
-        runner.run(items[i : i + batch])
-    sync(plan.device)
-    seconds = time.perf_counter() - started
+    with gpu_device.UsedPeak(plan.device) as peak:
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            runner.run(items[i : i + batch])
+        sync(plan.device)
+        seconds = time.perf_counter() - started
     speech_s = sum(item.window.duration for item in items[:n])
     return {
         "windows": n,
@@ -141,7 +139,7 @@ def runner_point(runner: Any, counter: Counter, items: list[Item], batch: int, p
         "seconds": round(seconds, 3),
         "x_realtime_windows_x30": round(n * 30 / seconds, 1),
         "x_realtime_speech": round(speech_s / seconds, 1),
-        **gpu_memory(plan.device),
+        **gpu_memory(plan.device, peak),
     }
 
 
@@ -158,22 +156,22 @@ def worker_point(
     counter.reset()
     free_memory(plan.device)
     sync(plan.device)
-    started = time.perf_counter()
-    finished, errors = 0, []
-    while len(batches):
-        step = batches.step()
-        for event in step.events:
-            if isinstance(event, JobFinished):
-                assemble(event.results, mix.seconds)
-                finished += 1
-            else:
-                errors.append(str(event.error)[:200])
-        if not step.ran:
-            time.sleep(DECODING_POLL_SECONDS)
-    sync(plan.device)
-    seconds = time.perf_counter() - started
+    with gpu_device.UsedPeak(plan.device) as peak:
+        started = time.perf_counter()
+        finished, errors = 0, []
+        while len(batches):
+            step = batches.step()
+            for event in step.events:
+                if isinstance(event, JobFinished):
+                    assemble(event.results, mix.seconds)
+                    finished += 1
+                else:
+                    errors.append(str(event.error)[:200])
+            if not step.ran:
+                time.sleep(DECODING_POLL_SECONDS)
+        sync(plan.device)
+        seconds = time.perf_counter() - started
     return {
-        "mix": mix.name,
         "jobs": mix.jobs,
         "finished": finished,
         "failed": len(errors),
@@ -186,7 +184,7 @@ def worker_point(
         "seconds": round(seconds, 3),
         "x_realtime": round(mix.jobs * mix.seconds / seconds, 1),
         "x_realtime_windows_x30": round(sum(counter.batches) * 30 / seconds, 1),
-        **gpu_memory(plan.device),
+        **gpu_memory(plan.device, peak),
     }
 
 
@@ -231,9 +229,8 @@ def calibrate(runner: Any, counter: Counter, items: list[Item], tokens: int) -> 
 
 def engine_rows(
     engine: str, shape: str, model: Any, folder: Path, work: dict[str, Any], plan: Plan, rows: Rows
-) -> list[list[int]]:
-    """One engine on one shape: build, warm up, calibrate, then the runner and worker points.
-    Returns the first windows' tokens (for comparing engines)."""
+) -> None:
+    """One engine on one shape: build, warm up, calibrate, then the runner and worker points."""
     base = {"engine": engine, "shape": shape, "weights": work["weights"][engine]}
     started = time.perf_counter()
     runner = build_runner(engine, model, folder, plan)
@@ -242,19 +239,24 @@ def engine_rows(
     items: list[Item] = work["items"]
     built = time.perf_counter() - started
     started = time.perf_counter()
-    runner.run(items[: max(plan.batches)])  # warm-up: CUDA context, allocator, CTranslate2's JIT
-    kept = list(counter.kept)
+    default_b = default_batching(plan.device, shape)[1]
+    runner.run(items[: min(max(plan.batches), default_b)])  # warm-up: CUDA context, allocator, CTranslate2's JIT
     asked = calibrate(runner, counter, items, plan.tokens)
     rows.add({**base, "step": "build", "build_s": round(built, 1), "warmup_s": round(time.perf_counter() - started, 1),
               "tokens_target": plan.tokens, "tokens_asked": asked})  # fmt: skip
-    default_b = default_batching(plan.device, shape)[1]
     points = [("runner", 1, b, None) for b in plan.batches]
     points += [("worker", 1, b or default_b, mix) for b in plan.worker_batches for mix in work["mixes"](b or default_b)]
     points += [("runner", 5, b or default_b, None) for b in plan.beam5_batches]
+    failed_at: int | None = None  # the smallest batch x beam that failed (out of memory)
     for path, beam, batch, mix in points:
         row = {**base, "step": path, "beam": beam, "batch": batch, "tokens_asked": asked}
-        if plan.left() <= 0:
-            rows.add({**row, "skipped": "budget spent", **({"mix": mix.name} if mix else {})})
+        if mix is not None:
+            row["mix"] = mix.name
+        why = "budget spent" if plan.left() <= 0 else None
+        if failed_at is not None and batch * beam >= failed_at:  # the worker would re-run it window by window
+            why = f"batch x beam {failed_at} failed"
+        if why:
+            rows.add({**row, "skipped": why})
             continue
         set_beam(runner, beam)
         try:
@@ -265,8 +267,9 @@ def engine_rows(
         except RuntimeError as exc:  # CUDA out of memory, from either engine
             row["error"] = str(exc)[:300]
             free_memory(plan.device)
+        if "error" in row:  # raised, or a worker's jobs failed
+            failed_at = min(failed_at or batch * beam, batch * beam)
         rows.add(row)
-    return kept
 
 
 def shape_rows(shape: str, plan: Plan, work: dict[str, Any], rows: Rows) -> None:
@@ -277,16 +280,15 @@ def shape_rows(shape: str, plan: Plan, work: dict[str, Any], rows: Rows) -> None
         model, work["folder"] / f"{shape}-ct2", quantization="float16" if plan.device == "cuda" else "float32"
     )
     rows.add({"step": "models", "shape": shape, "seconds": round(time.perf_counter() - started, 1)})
-    kept: dict[str, list[list[int]]] = {}
     for engine in plan.engines:
         if plan.left() <= 0:
             rows.add({"engine": engine, "shape": shape, "skipped": "budget spent"})
             continue
-        kept[engine] = engine_rows(engine, shape, model, folder, work, plan, rows)
+        try:
+            engine_rows(engine, shape, model, folder, work, plan, rows)
+        except RuntimeError as exc:  # failed to build or warm up: the other engine still runs
+            rows.add({"engine": engine, "shape": shape, "step": "build", "error": str(exc)[:300]})
         free_memory(plan.device)
-    if len(kept) == 2:
-        first, second = kept.values()
-        rows.add({"step": "engines agree", "shape": shape, "first_8_tokens_alike": agreement(first, second)})
     del model
     free_memory(plan.device)
 

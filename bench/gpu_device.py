@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -94,3 +95,39 @@ def facts(device: str) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "cuda_cache_path": os.environ.get("CUDA_CACHE_PATH"),
     }
+
+
+class UsedPeak:
+    """The most GPU memory in use during a block, by every allocator of the process (CTranslate2's
+    as well as torch's): the driver's figure sampled on a thread every `interval` s. 0 without CUDA."""
+
+    def __init__(self, device: str, interval: float = 0.02) -> None:
+        self.device = device
+        self.interval = interval
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import torch
+
+        while True:
+            free, total = torch.cuda.mem_get_info()
+            self.bytes = max(self.bytes, total - free)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> UsedPeak:
+        if self.device == "cuda":
+            self._thread = threading.Thread(target=self._sample, name="gpu-memory", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def gib(self) -> float:
+        return round(self.bytes / 2**30, 2)

@@ -115,14 +115,11 @@ class Item:
 
 
 class Counter:
-    """Counts what a runner really did: tokens decoded per window, batch sizes run, and (the
-    first few) token sequences for comparing engines."""
+    """Counts what a runner really did: tokens decoded per window and the batch sizes run."""
 
-    def __init__(self, runner: Any, keep: int = 8) -> None:
+    def __init__(self, runner: Any) -> None:
         self.tokens: list[int] = []
         self.batches: list[int] = []
-        self.kept: list[list[int]] = []
-        self._keep = keep
         steps = runner.steps
         name = "generate" if hasattr(steps, "generate") else "decode"
         setattr(steps, name, self._counting(getattr(steps, name)))
@@ -131,10 +128,7 @@ class Counter:
     def _counting(self, inner: Any) -> Any:
         def counting(*args: Any, **kwargs: Any) -> Any:
             out = inner(*args, **kwargs)
-            for decoded in out:
-                self.tokens.append(len(decoded.tokens))
-                if len(self.kept) < self._keep:
-                    self.kept.append(list(decoded.tokens))
+            self.tokens.extend(len(decoded.tokens) for decoded in out)
             return out
 
         return counting
@@ -153,12 +147,3 @@ class Counter:
     @property
     def tokens_mean(self) -> float | None:
         return round(float(np.mean(self.tokens)), 1) if self.tokens else None
-
-
-def agreement(a: list[list[int]], b: list[list[int]], prefix: int = 8) -> float | None:
-    """The share of windows whose first tokens (up to `prefix`, as many as both decoded) two
-    engines decoded alike."""
-    pairs = [(x[:n], y[:n]) for x, y in zip(a, b, strict=False) if (n := min(prefix, len(x), len(y)))]
-    if not pairs:
-        return None
-    return round(sum(x == y for x, y in pairs) / len(pairs), 3)

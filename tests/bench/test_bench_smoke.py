@@ -164,8 +164,7 @@ def test_bench_gpu_runs_as_the_device_call_runs_it(device: str, tmp_path: Path) 
     """bench/gpu/run.sh, the command `make bench-gpu` prints, on tiny sizes (tiny shape, batches
     of 2, 8 tokens): the device's facts, tiny.en through the worker's whole path on both engines,
     both runners on full batches, the worker's Batches on two mixes filling every batch, the
-    tokens decoded counted (CTranslate2 asked for more to decode as many), and one set of random
-    weights decoded alike by both engines."""
+    tokens decoded counted (CTranslate2 asked for more to decode as many)."""
     blocker = tmp_path / "absent"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
@@ -212,6 +211,4 @@ def test_bench_gpu_runs_as_the_device_call_runs_it(device: str, tmp_path: Path) 
             assert positive(r["x_realtime"])
     (asked,) = [r["tokens_asked"] for r in rows if r.get("engine") == "faster-whisper" and r["step"] == "build"]
     assert asked > 8  # CTranslate2 decodes about half its max_length: asked for more
-    (agree,) = [r for r in rows if r["step"] == "engines agree"]
-    assert agree["first_8_tokens_alike"] >= 0.5  # the same weights in both engines
     assert "== [" in (out / "log.txt").read_text()

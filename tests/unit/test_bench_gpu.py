@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench import bench_gpu, gpu_models
-from bench.gpu_work import Counter, Item, Replay, agreement, wait_primed
+from bench.gpu_work import Counter, Item, Replay, wait_primed
 from gpu_container.worker.batched import DecodeOptions
 from gpu_container.worker.batches import Batches
 from gpu_container.worker.convert import _mapping, read_ct2
@@ -101,13 +101,6 @@ def test_tokens_are_counted_as_decoded_and_the_ask_raised_to_decode_the_target()
     counter.reset()
     runner.run(items[:4])
     assert counter.tokens_mean == 100 and counter.batches == [4]
-    assert counter.kept[0] == list(range(50))  # kept from the first (calibrating) decode
-
-
-def test_engines_agree_on_the_tokens_both_decoded() -> None:
-    assert agreement([[1, 2, 3], [4, 5]], [[1, 2, 3, 9], [4, 6]]) == 0.5
-    assert agreement([[1, 2]], [[1, 2, 3, 4]], prefix=8) == 1.0  # compared as far as both went
-    assert agreement([], [[1]]) is None
 
 
 def test_the_quick_plan_is_small_and_the_device_plan_fills_batches_of_128() -> None:
