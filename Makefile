@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit openapi policies synth bench bench-smoke bench-throughput bench-gpu chaos clean
+.PHONY: venv demo test lint typecheck unit openapi policies synth bench bench-smoke bench-throughput bench-gpu bench-gpu-pack chaos clean
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -75,9 +75,14 @@ bench: venv
 bench-smoke: venv
 	$(BIN)/python -m pytest -q -m bench_smoke tests/bench
 
-# On a GPU machine: the worker's batched path on real tiny.en and random-weight large shapes.
+# GPU throughput of the worker's runners and batched path (bench/bench_gpu.py) on a lent GPU
+# machine, in one device call: bench-gpu-pack packs the Python 3.12 packages that machine lacks
+# (build/gpu/site.tar.xz, ~52 MiB, ~6 min); bench-gpu prints the call (command, carry, timeout).
+bench-gpu-pack: venv
+	$(BIN)/python -m scripts.pack_gpu_site
+
 bench-gpu: venv
-	$(BIN)/python -m bench.bench_gpu
+	@$(BIN)/python -m scripts.pack_gpu_site --print-run
 
 # One worker on the local stack, one job at a time against cross-job batching, same 16 jobs.
 bench-throughput: venv

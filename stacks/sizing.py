@@ -11,10 +11,12 @@ Memory, per worker, in MiB (each figure's source beside it):
                        and one decode block each, float32 at 16 kHz, twice over)
                      + on GPU: the CUDA runtime's host memory (an estimate: not measured here))
 
-Disk, per worker, in GiB: the AMI's root (the ECS AMIs' snapshot), the image twice (pulled
+Disk, per host, in GiB: the AMI's root (the ECS AMIs' snapshot), the image twice (pulled
 layers and their extracted copy), the baked model (twice for openai-whisper: the CTranslate2
-folder and the converted checkpoint), and K inputs of up to `max_upload_mb` each (the worker
-downloads a held job's input before it decodes it), with 10 % kept free.
+folder and the converted checkpoint), and K inputs of up to `max_upload_mb` each for every
+worker the host runs (a worker downloads a held job's input before it decodes it; on a host of
+several GPUs one worker per GPU, all on its one root volume, the image and model pulled once),
+with 10 % kept free.
 """
 
 from __future__ import annotations
@@ -131,10 +133,11 @@ class WorkerNeeds:
         )
         return math.ceil(MARGIN * peak)
 
-    def volume_gib(self, max_upload_mb: int) -> int:
-        """The root volume: the AMI, the image pulled and extracted, the model, K inputs, free room."""
+    def volume_gib(self, max_upload_mb: int, workers: int = 1) -> int:
+        """The root volume of a host running `workers` of these workers: the AMI, the image pulled
+        and extracted, the model, K inputs for each worker, free room."""
         copies = 2 if self.engine == "openai-whisper" else 1
         model_gib = copies * whisper_model(self.model).weights_mib / 1024
         image_gib = 2 * IMAGE_GB[(self.engine, self.device)] * 1e9 / 2**30
-        inputs_gib = self.held_jobs * max_upload_mb / 1024
+        inputs_gib = workers * self.held_jobs * max_upload_mb / 1024
         return math.ceil((AMI_ROOT_GIB + image_gib + model_gib + inputs_gib) * (1 + FREE_FRACTION))

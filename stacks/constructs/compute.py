@@ -30,7 +30,7 @@ from stacks.constructs.functions import ROOT
 from stacks.constructs.jobs import Jobs
 from stacks.constructs.logs import log_group
 from stacks.constructs.queues import QueuePair
-from stacks.instances import job_size, pool_hourly_usd
+from stacks.instances import job_size, pool_hourly_usd, workers_per_host
 from stacks.sizing import WorkerNeeds, held_jobs
 
 IMDS_ADDRESS = "169.254.169.254"
@@ -236,7 +236,8 @@ class Compute(Construct):
         no way from a worker to the instance role: IMDSv2 only, one network hop (a container in
         bridge mode is a hop away), and the worker's user refused IMDS outright (Batch runs EC2
         jobs in the host's network namespace, where the hop limit does not reach)."""
-        size = self.config.root_volume_gib or spec.needs.volume_gib(self.config.max_upload_mb)
+        workers = workers_per_host(spec.instance_types, spec.gpus)  # one per GPU: they share the volume
+        size = self.config.root_volume_gib or spec.needs.volume_gib(self.config.max_upload_mb, workers)
         user_data = ec2.UserData.for_linux()
         user_data.add_commands(
             f"iptables --insert OUTPUT --destination {IMDS_ADDRESS} --match owner --uid-owner {WORKER_UID} "
