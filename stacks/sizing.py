@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from batchscribe.models import EngineName
 from batchscribe.settings import WorkerSettings
+from batchscribe.whisper_models import LARGEST, WHISPER_DIMS, WhisperDims, whisper_dims
 
 # bench/results/engines-cpu.json (2026-11-25, `python -m bench.bench_engines`, 3 rounds, AMD EPYC,
 # tiny.en, beam 5, a 5 min file): the highest peak RSS (VmHWM) of each engine's process while it
@@ -46,36 +47,14 @@ SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30
 
 
-@dataclass(frozen=True)
-class WhisperModel:
-    params_millions: int
-    heads: int  # the encoder's attention heads
-
-    @property
-    def weights_mib(self) -> float:
-        """The fp16 weights file (a CTranslate2 model.bin or an openai-whisper checkpoint)."""
-        return self.params_millions * 1e6 * 2 / 2**20
+def weights_mib(model: WhisperDims) -> float:
+    """The fp16 weights file (a CTranslate2 model.bin or an openai-whisper checkpoint)."""
+    return model.params * 2 / 2**20
 
 
-# Parameter counts and encoder heads from the Whisper paper (Radford et al. 2022, table 1) and
-# the model cards of large-v3-turbo and the distil-whisper models; `.en` variants are the same size.
-MODELS: dict[str, WhisperModel] = {
-    "tiny": WhisperModel(39, 6),
-    "base": WhisperModel(74, 8),
-    "small": WhisperModel(244, 12),
-    "medium": WhisperModel(769, 16),
-    "large": WhisperModel(1550, 20),
-    "large-v1": WhisperModel(1550, 20),
-    "large-v2": WhisperModel(1550, 20),
-    "large-v3": WhisperModel(1550, 20),
-    "large-v3-turbo": WhisperModel(809, 20),
-    "turbo": WhisperModel(809, 20),
-    "distil-small": WhisperModel(166, 12),
-    "distil-medium": WhisperModel(394, 16),
-    "distil-large-v2": WhisperModel(756, 20),
-    "distil-large-v3": WhisperModel(756, 20),
-}
-LARGEST = MODELS["large-v3"]
+# The models' shapes (parameters, encoder heads) are the core's one table
+# (batchscribe/whisper_models.py, with its sources), which the worker's GPU memory model reads too.
+MODELS = WHISPER_DIMS
 
 # Image sizes measured with podman (README 'Images'; built with the bundled tiny.en), in GB; the
 # GPU openai-whisper image (CUDA torch, cuBLAS and cuDNN wheels) was not built here: an estimate.
@@ -89,11 +68,10 @@ AMI_ROOT_GIB = 30  # the ECS-optimized AL2023 AMIs' root snapshot: the volume ca
 FREE_FRACTION = 0.1
 
 
-def whisper_model(name: str) -> WhisperModel:
-    """A model's size by name (`large-v3`, `small.en`, `Systran/faster-whisper-small`); a name
+def whisper_model(name: str) -> WhisperDims:
+    """A model's shape by name (`large-v3`, `small.en`, `Systran/faster-whisper-small`); a name
     not in the table is sized as the largest Whisper model."""
-    base = name.rsplit("/", 1)[-1].removeprefix("faster-whisper-").removesuffix(".en")
-    return MODELS.get(base, LARGEST)
+    return whisper_dims(name) or LARGEST
 
 
 def held_jobs(device: str, model: str) -> int:
@@ -126,7 +104,7 @@ class WorkerNeeds:
         cuda = CUDA_HOST_MIB if self.device == "gpu" else 0
         peak = (
             MEASURED_PEAK_MIB[self.engine]
-            + LOAD_FACTOR * m.weights_mib
+            + LOAD_FACTOR * weights_mib(m)
             + working_set
             + (self.held_jobs - 1) * _per_job_mib()
             + cuda
@@ -137,7 +115,7 @@ class WorkerNeeds:
         """The root volume of a host running `workers` of these workers: the AMI, the image pulled
         and extracted, the model, K inputs for each worker, free room."""
         copies = 2 if self.engine == "openai-whisper" else 1
-        model_gib = copies * whisper_model(self.model).weights_mib / 1024
+        model_gib = copies * weights_mib(whisper_model(self.model)) / 1024
         image_gib = 2 * IMAGE_GB[(self.engine, self.device)] * 1e9 / 2**30
         inputs_gib = workers * self.held_jobs * max_upload_mb / 1024
         return math.ceil((AMI_ROOT_GIB + image_gib + model_gib + inputs_gib) * (1 + FREE_FRACTION))
