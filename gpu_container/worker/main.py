@@ -97,7 +97,10 @@ class Worker:
         # the GPU preflight runs here (the device decides the batching); its verdict at run()
         self.device_choice = choose_device(s.device, s.compute_type, probe or CudaProbe(s.engine))
         log_device(self.device_choice)
-        k, b = worker_batching(s, self.device)  # B from the GPU's free memory (gpu_memory.py)
+        if self.device_choice.failed is None:
+            k, b = worker_batching(s, self.device)  # B from the GPU's free memory (gpu_memory.py)
+        else:  # it will not run: run() stops at the preflight with its one line, and only that
+            k, b = default_batching(self.device, s.model)
         self.max_held = s.max_held_jobs or k
         self.batch_size = s.batch_size or b
         self._engine_loader = engine_loader or self._load_engine

@@ -104,7 +104,9 @@ def test_an_engine_that_does_not_load_ends_the_worker_before_any_claim(
     assert asked == ["tiny.en"]
     assert_never_received(aws_stack, job_id)
     lines = worker_lines(caplog)
-    assert [line["message"] for line in lines if line["level"] != "ERROR"] == ["GPU preflight passed"]
+    said = [str(line["message"]) for line in lines if line["level"] != "ERROR"]
+    # the preflight passed; the batches were sized (from GPU memory, or a T4's where no probe answers)
+    assert [m for m in said if not m.startswith("batch size")] == ["GPU preflight passed"], said
     errors = [line for line in lines if line["level"] == "ERROR"]
     assert [(e["event"], e["exit_code"], e["check"]) for e in errors] == [(WORKER_NOT_STARTED, 70, "engine")]
     assert "could not load the model tiny.en on cuda: RuntimeError: CUDA failed with error out of memory" in str(
