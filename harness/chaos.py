@@ -54,6 +54,7 @@ from harness.audio import SENTENCES, convert, make_video_only, speak
 POISON = {"noise.wav": "invalid_media", "notes.mp3": "invalid_media", "clip.mp4": "no_audio"}
 OWNER = "chaos"
 SETTLE_SECONDS = 150  # after the faults stop, at least this long for every job to end
+SUBMIT_PATIENCE_SECONDS = 120  # one submission retried this long through faults and restarts
 # what the local stack's own threads call (SQS event sources, the transition watcher)
 LOCAL_INFRA_CALLS = ("ReceiveMessage", "DeleteMessage", "Scan", "Query", "GetQueueAttributes")
 
@@ -243,7 +244,8 @@ class Chaos:
             if self.done.is_set():
                 return
             by_url = expect is None and self.source is not None and self.rng.random() < 0.25
-            for _ in range(5):  # the API itself may be restarting
+            deadline = time.time() + SUBMIT_PATIENCE_SECONDS
+            while True:  # the API itself may be restarting (or slow on a loaded machine)
                 try:
                     if by_url:
                         assert self.source is not None
@@ -257,10 +259,9 @@ class Chaos:
                         job = self.client().submit(path, {"language": "en"})
                     break
                 except (ApiError, OSError) as exc:
+                    if time.time() >= deadline:
+                        raise RuntimeError(f"could not submit {path.name}: {exc}") from exc
                     time.sleep(1)
-                    last = exc
-            else:
-                raise RuntimeError(f"could not submit {path.name}: {last}")
             with self.lock:
                 self.jobs[job["job_id"]] = Submitted(job["job_id"], path.name, expect, time.time(), by_url)
                 self.report.submitted += 1

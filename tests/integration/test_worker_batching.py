@@ -27,6 +27,7 @@ from gpu_container.worker.main import Outcome, Worker
 from harness.audio import SENTENCES, long_text, speak
 from tests.conftest import Stack
 from tests.e2e.waits import wait_until
+from tests.fake_gpu import A10G, FakeProbe
 from tests.helpers import call
 from tests.integration.workers import (
     Scripted,
@@ -293,10 +294,13 @@ def test_a_gpu_worker_sizes_its_batches_from_memory_unless_told(
     """On CUDA, B comes from the card's free memory (a T4's when no probe answers) and the model;
     the worker's `batch_size` setting, when given, wins. K stays the worker's default."""
     a10g = MemoryInfo(free=23_028 * MiB, total=23_028 * MiB, source="nvml")
+    gpu = FakeProbe(device=A10G)  # its preflight passes (this machine has no GPU to prove)
     monkeypatch.setattr(batches_module, "free_memory", lambda: a10g)
-    measured = make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3")
+    measured = make_worker(aws_stack, engines["faster-whisper"], probe=gpu, device="cuda", model="large-v3")
     assert (measured.max_held, measured.batch_size, measured.batches.batch_size) == (32, 24, 24)
-    told = make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3", batch_size=5)
+    told = make_worker(aws_stack, engines["faster-whisper"], probe=gpu, device="cuda", model="large-v3", batch_size=5)
     assert (told.max_held, told.batch_size, told.batches.batch_size) == (32, 5, 5)
     monkeypatch.setattr(batches_module, "free_memory", lambda: None)
-    assert make_worker(aws_stack, engines["faster-whisper"], device="cuda", model="large-v3").batch_size == 14
+    assert (
+        make_worker(aws_stack, engines["faster-whisper"], probe=gpu, device="cuda", model="large-v3").batch_size == 14
+    )

@@ -57,14 +57,18 @@ def worker_settings(stack: Stack, **over: Any) -> WorkerSettings:
     return WorkerSettings(**{**base, **over})
 
 
-def make_worker(stack: Stack, engine: Engine | Scripted, **over: Any) -> Worker:
-    """A worker on `engine` (no model loading by name); a Scripted engine hooks its batches."""
+def make_worker(stack: Stack, engine: Engine | Scripted, probe: Any = None, **over: Any) -> Worker:
+    """A worker on `engine` (no model loading by name); a Scripted engine hooks its batches;
+    `probe` stands for the GPU a device=cuda worker's preflight finds (tests.fake_gpu)."""
     if isinstance(engine, Scripted):
         scripted = engine
         return Worker(
-            worker_settings(stack, **over), engine_loader=lambda _e, _m: scripted.inner, runner_factory=scripted.runner
+            worker_settings(stack, **over),
+            engine_loader=lambda _e, _m: scripted.inner,
+            runner_factory=scripted.runner,
+            probe=probe,
         )
-    return Worker(worker_settings(stack, **over), engine_loader=lambda _engine, _model: engine)
+    return Worker(worker_settings(stack, **over), engine_loader=lambda _engine, _model: engine, probe=probe)
 
 
 def submit(stack: Stack, path: Path, content_type: str = "audio/wav", **options: Any) -> str:
