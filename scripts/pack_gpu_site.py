@@ -7,7 +7,8 @@ the packages they lack travel as one xz tarball of a `pip install --target` tree
 cp312 manylinux x86_64, at the versions this environment runs (what CI tests):
 
 - wheels: ctranslate2, av, faster-whisper, pydantic (+ pydantic-core, annotated-types,
-  typing-inspection, typing-extensions), jiwer + rapidfuzz, more-itertools;
+  typing-inspection, typing-extensions), jiwer + rapidfuzz, more-itertools, aws-lambda-powertools
+  (+ jmespath: the worker emits its metrics through it);
 - openai-whisper, which has no wheel on PyPI: its sdist, built into a wheel here
   (`pip wheel --no-deps`; pure Python).
 
@@ -45,6 +46,8 @@ WHEELS = [
     "jiwer",
     "rapidfuzz",
     "more-itertools",
+    "aws-lambda-powertools",  # the worker's metrics (an out-of-memory batch emits one)
+    "jmespath",  # Powertools' one dependency beyond typing-extensions
 ]
 SDISTS = ["openai-whisper"]  # no wheel on PyPI: built here
 TARGET = [

@@ -32,7 +32,7 @@ from gpu_container.worker.convert import read_dims
 from gpu_container.worker.engines import Engine, resolve_model
 from gpu_container.worker.errors import UnsupportedModel
 from gpu_container.worker.gpu_memory import T4_BYTES, MemoryInfo, fit_batch, free_memory, row_bytes
-from gpu_container.worker.running import logger
+from gpu_container.worker.log import logger
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch

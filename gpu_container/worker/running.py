@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from batchscribe import keys
 from batchscribe.errors import InvalidTransition, JobNotFound, StaleAttempt
 from batchscribe.models import Job, JobStatus
@@ -25,9 +23,8 @@ from batchscribe.settings import Timings
 from batchscribe.storage import MediaStore
 from gpu_container.worker.disk import JobFiles
 from gpu_container.worker.engines import Engine
+from gpu_container.worker.log import logger
 from gpu_container.worker.windows import MediaStream, SplitStream
-
-logger = Logger(service="batchscribe-worker")
 
 EngineKey = tuple[str, str]  # (engine, model)
 

@@ -156,7 +156,7 @@ def test_bench_batching_small() -> None:
 
 # What the lent GPU machine lacks and the packed site tree does not bring: the benchmark must not
 # import them (a sitecustomize in front of the path refuses them, as that machine would).
-ABSENT_ON_DEVICE = ("boto3", "botocore", "aws_lambda_powertools", "moto", "transformers")
+ABSENT_ON_DEVICE = ("boto3", "botocore", "moto", "transformers")  # Powertools is packed: the worker needs it
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
