@@ -15,20 +15,13 @@ from batchscribe.settings import ApiSettings, LifecycleSettings
 from batchscribe_cli.local import LocalContext
 from harness.jobs import result_summary
 from tests.conftest import Stack
+from tests.fakes import Clock
 from tests.helpers import create, receive_all, sqs_event
-
-
-class Clock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 @pytest.fixture

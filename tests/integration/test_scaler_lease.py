@@ -17,6 +17,7 @@ from batchscribe.scaler import SCALER_LEASE, Coalescer, Decision, Pool, Runs, Wo
 from batchscribe.settings import ScalerSettings
 from batchscribe_cli.local import LocalContext
 from tests.conftest import Stack, reset_caches
+from tests.fakes import Clock
 
 POOL = Pool(name="gpu", queue_url="q", max_workers=10, jobs_per_worker=4)
 
@@ -42,16 +43,8 @@ class SharedCompute:
         raise AssertionError("nothing is stuck")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_lease_is_held_by_one_counts_wakes_and_lapses_when_its_holder_dies(aws_stack: Stack) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     a, b = (RunLease(aws_stack.table, "scaler", lease_seconds=90, clock=clock) for _ in range(2))
 
     assert a.take("A")[0]

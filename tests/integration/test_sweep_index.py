@@ -23,23 +23,16 @@ from batchscribe.settings import LifecycleSettings
 from batchscribe_cli.provision import create_table
 from bench.writes import WriteMeter, table_indexes
 from tests.conftest import Stack
+from tests.fakes import Clock
 from tests.helpers import receive_all
 
 LEASE = 90
 BEAT = 5
 
 
-class Clock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 @pytest.fixture(params=["declared", "all"])

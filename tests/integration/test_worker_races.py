@@ -19,6 +19,7 @@ from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Outcome, Worker
 from gpu_container.worker.running import JobRun
 from tests.conftest import Stack
+from tests.fakes import Clock
 from tests.integration.workers import Scripted, make_worker, queue_counts, submit, worker_settings
 
 pytestmark = pytest.mark.slow
@@ -110,16 +111,6 @@ def test_a_job_handed_over_but_not_yet_taken_when_the_worker_stops_is_given_back
         given_back(aws_stack, job_id)
     assert worker.outcomes.count(Outcome.GIVEN_BACK) == 2 and hook.calls == 1
     assert queue_counts(aws_stack) == (2, 0)
-
-
-class Clock:
-    """The worker's clock (the idle timer), moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def counting(method: Callable[[], Any]) -> tuple[Callable[[], Any], list[int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,23 +19,10 @@ from gpu_container.worker.batched import DecodeOptions, run_isolating
 from gpu_container.worker.batches import Batches, EngineKey
 from gpu_container.worker.gpu_memory import MemoryInfo, MiB
 from gpu_container.worker.scheduler import JobFailed, JobFinished, Work
+from tests.fakes import Win
 
 KEY: EngineKey = ("faster-whisper", "large-v3-turbo")
 CT2_OOM = "CUDA failed with error out of memory"  # CTranslate2's CUDA_CHECK on cudaErrorMemoryAllocation
-
-
-@dataclass(frozen=True)
-class Win:
-    job: str
-    index: int
-
-    @property
-    def start(self) -> float:
-        return self.index * 30.0
-
-    @property
-    def end(self) -> float:
-        return (self.index + 1) * 30.0
 
 
 class Card:

@@ -15,20 +15,7 @@ from gpu_container.worker.batched import run_isolating
 from gpu_container.worker.errors import InvalidMedia
 from gpu_container.worker.scheduler import NOT_READY, JobFailed, JobFinished, NotReady, Scheduler, Work
 from gpu_container.worker.windows import prefetch
-
-
-@dataclass(frozen=True)
-class Win:
-    job: str
-    index: int
-
-    @property
-    def start(self) -> float:
-        return self.index * 30.0
-
-    @property
-    def end(self) -> float:
-        return (self.index + 1) * 30.0
+from tests.fakes import Win
 
 
 @dataclass

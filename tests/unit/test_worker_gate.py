@@ -6,14 +6,7 @@ from __future__ import annotations
 import threading
 
 from gpu_container.worker.handoff import Gate
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import Clock
 
 
 def gate(clock: Clock, max_held: int = 2, max_jobs: int = 0) -> Gate[str]:
