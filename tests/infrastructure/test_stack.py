@@ -459,6 +459,16 @@ def test_each_pool_has_a_queue_per_priority_class_every_part_of_the_pipeline_use
     assert len(read) == 6
 
 
+def _scaler_env(template_json: dict[str, Any]) -> dict[str, Any]:
+    """The scaler function's environment variables."""
+    [env] = [
+        f["Properties"]["Environment"]["Variables"]
+        for f in resources(template_json, "AWS::Lambda::Function").values()
+        if f["Properties"]["Role"]["Fn::GetAtt"][0].startswith("ScalingScalerServiceRole")
+    ]
+    return dict(env)
+
+
 def test_the_scaler_writes_only_its_lease_item_of_the_jobs_table(template_json: dict[str, Any]) -> None:
     """One scaler run at a time: a lease item in the jobs table, the scaler's only access to it."""
     [lease] = [
@@ -466,11 +476,7 @@ def test_the_scaler_writes_only_its_lease_item_of_the_jobs_table(template_json: 
     ]
     assert sorted(lease["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     assert lease["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["scaler#lock"]}}
-    [env] = [
-        f["Properties"]["Environment"]["Variables"]
-        for f in resources(template_json, "AWS::Lambda::Function").values()
-        if f["Properties"]["Role"]["Fn::GetAtt"][0].startswith("ScalingScalerServiceRole")
-    ]
+    env = _scaler_env(template_json)
     table = env[ScalerSettings.env_name("lease_table")]
     assert table["Ref"].startswith("JobsTable")
 
@@ -490,14 +496,9 @@ def test_each_pool_has_an_on_demand_queue_the_scaler_moves_stuck_spot_workers_to
         assert [e.split(pool)[1][:4] for e in order] == ["Spot", "OnDe"]
         again = queues[on_demand]["Properties"]["ComputeEnvironmentOrder"]
         assert [e["ComputeEnvironment"]["Fn::GetAtt"][0] for e in again] == order[1:]
-    [env] = [
-        f["Properties"]["Environment"]["Variables"]
-        for f in resources(template_json, "AWS::Lambda::Function").values()
-        if f["Properties"]["Role"]["Fn::GetAtt"][0].startswith("ScalingScalerServiceRole")
-    ]
+    env = _scaler_env(template_json)
     assert env[ScalerSettings.env_name("spot_fallback_seconds")] == "600"
-    pools = json.loads(json.dumps(env[ScalerSettings.env_name("pools")]))
-    assert "OnDemandQueue" in json.dumps(pools)
+    assert "OnDemandQueue" in json.dumps(env[ScalerSettings.env_name("pools")])
     submit = [
         st for st in _statements_of(template_json, "ScalingScalerServiceRole") if st["Action"] == "batch:SubmitJob"
     ]
