@@ -55,7 +55,7 @@ def per_window(fe: FeatureExtractor, batch: Sequence[np.ndarray]) -> np.ndarray:
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_one_numpy_call_equals_the_extractor_window_by_window(n_mels: int) -> None:
     fe = FeatureExtractor(n_mels)
-    batch = audios() + [audios()[0][13 * SR + 77 :]]  # and a continuation's rest
+    batch = [*audios(), audios()[0][13 * SR + 77 :]]  # and a continuation's rest
     got = features.log_mel_batch(batch, features.MelSpec(fe.mel_filters))
     want = per_window(fe, batch)
     assert got.shape == want.shape == (len(batch), n_mels, 3000) and got.dtype == np.float32
