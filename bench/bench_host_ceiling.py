@@ -16,6 +16,8 @@ Figures, each the median of `--repeats` runs in this process (min, max and the r
 - x realtime on this machine's wall clock, for reference;
 - for long files (one `--long-seconds` mp3, 44.1 kHz, made from espeak speech) and for short
   jobs (`--short-jobs` ~10 s mp3 files, all held at once, as a GPU worker holds them);
+- the CPU seconds of open + decode + VAD + windows alone over the same files, and their share of
+  the whole path's (the rest: features, the runner's token work, assembly and outputs);
 - log-mel alone: the library's extractor window by window against one batched call over
   `--mel-batch` 30 s windows, interleaved in the same process, ms per window.
 
@@ -121,12 +123,29 @@ def run_jobs(paths: list[Path], runner: Any, *, batch_size: int, out_dir: Path) 
     return {"audio_s": audio, "cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
 
 
+def windows_only(paths: list[Path]) -> float:
+    """CPU seconds of open + decode + resample + VAD + cutting windows alone (no features, no
+    runner, no outputs), one job after another in this thread."""
+    from gpu_container.worker.windows import open_stream
+
+    cpu0 = time.process_time()
+    for path in paths:
+        stream = open_stream(path, 4 * 3600.0, block_seconds=120)
+        for _ in stream.windows():
+            pass
+        stream.close()
+    return time.process_time() - cpu0
+
+
 def scenario(paths: list[Path], runner: Any, batch_size: int, repeats: int) -> dict[str, Any]:
-    runs = []
+    """The paths through the whole path `repeats` times, and through decode + VAD + windows
+    alone as many times, alternating (so background load hits both alike)."""
+    runs, stream_cpu = [], []
     with tempfile.TemporaryDirectory() as tmp:
         run_jobs(paths[:1], runner, batch_size=batch_size, out_dir=Path(tmp))  # warm: imports, VAD model
         for _ in range(repeats):
             runs.append(run_jobs(paths, runner, batch_size=batch_size, out_dir=Path(tmp)))
+            stream_cpu.append(windows_only(paths))
     audio = runs[0]["audio_s"]
     return {
         "jobs": len(paths),
@@ -134,6 +153,10 @@ def scenario(paths: list[Path], runner: Any, batch_size: int, repeats: int) -> d
         "xrt_per_core": stat([r["audio_s"] / r["cpu_s"] for r in runs], 1),
         "xrt_wall": stat([r["audio_s"] / r["wall_s"] for r in runs], 1),
         "cpu_s": stat([r["cpu_s"] for r in runs], 3),
+        "decode_vad_windows_cpu_s": stat(stream_cpu, 3),
+        "decode_vad_windows_share": round(
+            statistics.median(stream_cpu) / statistics.median(r["cpu_s"] for r in runs), 3
+        ),
     }
 
 
@@ -211,7 +234,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    started, load_start = time.perf_counter(), load_average()
+    started, load_start, commit = time.perf_counter(), load_average(), git_commit()
     runner = zero_cost_runner(args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         long, shorts = make_audio(Path(tmp), args.long_seconds, args.short_jobs)
@@ -226,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     result["batch_size"] = args.batch
     result.update(record(started, load_start, argv))
-    result["commit"] = git_commit()
+    result["commit"] = commit
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for name in ("long_file", "short_jobs"):
