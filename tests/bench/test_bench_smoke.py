@@ -235,6 +235,7 @@ def test_bench_host_ceiling_quick(tmp_path: Path) -> None:
     prefetched = result["features_prefetch"]
     assert prefetched["ready_rows"] + prefetched["computed_rows"] >= 2 * 3  # two runs of 3 jobs at least
     assert "x realtime per core" in stdout
+    assert "## Host ceiling" in report.host_ceiling_section(result)
     # the cost model reads the long-file figure from such a file
     from bench import cost
 
