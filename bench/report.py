@@ -115,7 +115,9 @@ def cost_section(result: dict[str, Any]) -> str:
         "H100 by datasheet bandwidth and fp16 tensor TFLOPS (rule in the file). Each GPU's \u00d7 realtime is capped "
         "by what the instance's CPUs can decode and featurize "
         f"({inp['throughput']['host_xrt_per_vcpu']}\u00d7 realtime "
-        f"per vCPU, measured on the CI machine, one vCPU reserved).",
+        f"per vCPU, measured on the CI machine, one vCPU reserved"
+        + (f"; from {inp['throughput']['host_source']}" if inp["throughput"].get("host_source") else "")
+        + ").",
         "",
         f"File mix: lognormal, median {mix['median_s'] / 60:.0f} min, sigma {mix['sigma']}, clipped "
         f"{mix['min_s']:.0f} s\u2013{mix['max_s'] / 3600:.0f} h: mean {mix['mean_s'] / 60:.1f} min, "
