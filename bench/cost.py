@@ -17,7 +17,9 @@ The model, in three steps:
    (x realtime at that batch) x padding, where padding = window-seconds computed per audio second
    (Whisper pads every 30 s window, so a 5 s file costs a 30 s window). The x realtime is the
    GPU curve capped by the host: decoding, log-mel and VAD run on the instance's CPUs
-   (`host_pipeline` in throughput.json, measured per vCPU on the CI machine).
+   (bench/results/host-ceiling.json: the worker's whole host path with a zero-cost model, x realtime
+   per core on long files, `python -m bench.bench_host_ceiling`; throughput.json's `host_pipeline`
+   step sum where that file is absent).
 2. Load: Poisson arrivals of `jobs_per_day` with the file-length mix `FileMix`. Below one busy
    worker (λ·S < 1) each job runs alone (batch = its own windows) on a single worker that pays
    a cold start (boot + image pull + model load) whenever a job finds no worker alive, and an
@@ -55,6 +57,7 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 PRICES = BENCH / "prices.json"
 THROUGHPUT = BENCH / "throughput.json"
+HOST_CEILING = RESULTS / "host-ceiling.json"  # python -m bench.bench_host_ceiling
 WRITES = RESULTS / "writes.json"
 WRITES_ITEM = "dynamodb_write_request_units"  # the per-job item WriteCost counts
 WRITE_DESIGN = ("after", "declared")  # this tree's heartbeats, the sweep index as resources declares it
@@ -117,6 +120,7 @@ class Throughput:
     host_xrt_per_vcpu: float
     host_reserved_vcpus: float
     replaced: list[str] = field(default_factory=list)
+    host_source: str = "throughput.json host_pipeline (decode + log-mel + VAD, one thread each)"
 
     def curve(self, gpu: str, model: str, engine: str) -> Curve:
         return self.curves[(gpu, model, engine)]
@@ -153,10 +157,15 @@ def curves_from_file(data: dict[str, Any]) -> list[Curve]:
     return out
 
 
-def load_throughput(path: Path = THROUGHPUT, measured: Iterable[Path] | None = None) -> Throughput:
+def load_throughput(
+    path: Path = THROUGHPUT, measured: Iterable[Path] | None = None, host_ceiling: Path | None = HOST_CEILING
+) -> Throughput:
     """The curves of throughput.json, with any measured `bench/results/throughput-*.json`
     naming its GPU replacing the entry (estimated or not) for the same GPU, model and engine
-    (other files there, such as bench_throughput.py's CPU worker runs, carry no curves)."""
+    (other files there, such as bench_throughput.py's CPU worker runs, carry no curves).
+    The host's x realtime per vCPU is the worker's whole host path on long files from
+    `host_ceiling` (bench_host_ceiling.py's result) where it exists, else throughput.json's
+    sum of three steps."""
     data = json.loads(path.read_text())
     curves = {}
     for c in data["curves"]:
@@ -173,7 +182,11 @@ def load_throughput(path: Path = THROUGHPUT, measured: Iterable[Path] | None = N
             curves[(curve.gpu, curve.model, curve.engine)] = curve
             replaced.append(f"{curve.gpu}/{curve.model}/{curve.engine} <- {Path(f).name}")
     host = data["host_pipeline"]
-    return Throughput(curves, host["xrt_per_vcpu"], host["reserved_vcpus"], replaced)
+    tp = Throughput(curves, host["xrt_per_vcpu"], host["reserved_vcpus"], replaced)
+    if host_ceiling is not None and host_ceiling.exists():
+        tp.host_xrt_per_vcpu = float(json.loads(host_ceiling.read_text())["long_file"]["xrt_per_core"]["median"])
+        tp.host_source = f"{host_ceiling.name}: the worker's host path with a zero-cost model, long files"
+    return tp
 
 
 def memory_cap(gpu: dict[str, Any], shape: dict[str, Any]) -> float:
@@ -345,8 +358,8 @@ def instances(prices: dict[str, Any]) -> dict[str, Instance]:
 
 
 def host_cap(inst: Instance, tp: Throughput) -> float:
-    """x realtime the instance's CPUs can feed one GPU: decode + log-mel + VAD per vCPU, less the
-    vCPUs that drive the GPU and the worker loop."""
+    """x realtime the instance's CPUs can feed one GPU: the host path's x realtime per vCPU
+    (`Throughput.host_source`), times the vCPUs less those that drive the GPU and the worker loop."""
     return max(1.0, inst.vcpus_per_gpu - tp.host_reserved_vcpus) * tp.host_xrt_per_vcpu
 
 
@@ -785,6 +798,7 @@ def run(
                 "file": "bench/throughput.json",
                 "replaced_by_measurements": tp.replaced,
                 "host_xrt_per_vcpu": tp.host_xrt_per_vcpu,
+                "host_source": tp.host_source,
                 "host_reserved_vcpus": tp.host_reserved_vcpus,
             },
             "file_mix": {

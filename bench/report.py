@@ -115,7 +115,9 @@ def cost_section(result: dict[str, Any]) -> str:
         "H100 by datasheet bandwidth and fp16 tensor TFLOPS (rule in the file). Each GPU's \u00d7 realtime is capped "
         "by what the instance's CPUs can decode and featurize "
         f"({inp['throughput']['host_xrt_per_vcpu']}\u00d7 realtime "
-        f"per vCPU, measured on the CI machine, one vCPU reserved).",
+        f"per vCPU, measured on the CI machine, one vCPU reserved"
+        + (f"; from {inp['throughput']['host_source']}" if inp["throughput"].get("host_source") else "")
+        + ").",
         "",
         f"File mix: lognormal, median {mix['median_s'] / 60:.0f} min, sigma {mix['sigma']}, clipped "
         f"{mix['min_s']:.0f} s\u2013{mix['max_s'] / 3600:.0f} h: mean {mix['mean_s'] / 60:.1f} min, "
@@ -839,6 +841,62 @@ def writes_section(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# host ceiling (bench/bench_host_ceiling.py)
+
+
+def host_ceiling_section(result: dict[str, Any]) -> str:
+    """bench/results/host-ceiling.json: the worker's host path with a zero-cost model."""
+    rows = []
+    for name, label in (("long_file", "one long file"), ("short_jobs", "short jobs held together")):
+        r = result[name]
+        rows.append(
+            [
+                label,
+                r["jobs"],
+                f"{r['audio_s_per_run']:g}",
+                spread(r["xrt_per_core"], "{:.0f}", "\u00d7"),
+                spread(r["xrt_wall"], "{:.0f}", "\u00d7"),
+                f"{r['decode_vad_windows_share'] * 100:.0f} %" if "decode_vad_windows_share" in r else "\u2013",
+            ]
+        )
+    mel = result["log_mel"]
+    return (
+        "\n".join(
+            [
+                "## Host ceiling: the worker's path with a zero-cost model (CPU)",
+                "",
+                provenance(result) + f" Commit {result.get('commit', 'not recorded')}; B = {result['batch_size']}.",
+                "Everything the worker does on the host for a job runs as in the worker (open and probe, decode and "
+                "VAD on each job's prefetch thread, windows, the scheduler, the CTranslate2 runner's batched log-mel "
+                "prepared one batch ahead, prompts and token splitting, assembly, every output format written); the "
+                "model's encoder and decoder return at once (a fixed ~40-token sequence per window). x realtime per "
+                "core = audio seconds \u00f7 CPU seconds of the whole process, so a GPU worker with V vCPUs cannot "
+                "go faster than about V times it; `bench.cost` caps each instance's GPU with the long-file figure. "
+                "The wall clock is for reference: the machine is shared.",
+                "",
+                table(
+                    [
+                        "audio",
+                        "jobs",
+                        "audio s per run",
+                        "\u00d7 realtime per core",
+                        "\u00d7 realtime (wall)",
+                        "decode + VAD + windows share of the CPU",
+                    ],
+                    rows,
+                ),
+                "",
+                f"Log-mel alone ({mel['windows']} windows of 30 s, {mel['n_mels']} bands, runs interleaved in one "
+                f"process): faster-whisper's extractor window by window {spread(mel['per_window_ms'], '{:.1f}')} "
+                f"ms per window, one batched call {spread(mel['batched_ms_per_window'], '{:.1f}')} ms per window "
+                f"(batched \u00f7 one by one: {mel['ratio_batched_to_per_window']:.2f}).",
+            ]
+        )
+        + "\n"
+    )
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
@@ -852,6 +910,7 @@ SECTIONS: list[Section] = [
     Section("throughput-cpu", "throughput-cpu.json", throughput_section),
     Section("throughput-cuda", "throughput-cuda.json", throughput_section),
     Section("pipeline", "pipeline-cpu.json", pipeline_section),
+    Section("host-ceiling", "host-ceiling.json", host_ceiling_section),
     Section("writes", "writes.json", writes_section),
     Section("cost", "cost.json", cost_section),
     Section("simulation", "simulation.json", simulation_section),

@@ -6,7 +6,8 @@ asked, and the window's language. Which windows form a batch is the scheduler's 
 (scheduler.py); what a job's transcript is, is `assemble`'s. The worker and `batchscribe
 transcribe` run the same runners (batches.py); the libraries' steps come from whisper_lib.
 
-- faster-whisper (CTranslate2): batched log-mel, one encoder call, one `generate` over the
+- faster-whisper (CTranslate2): batched log-mel (one vectorized call for all windows,
+  computed for the next batch while this one runs: `prepare`, features.py), one encoder call, one `generate` over the
   batch with per-window prompts (timestamps on, so a window yields sentence-level segments,
   not one 30 s segment), then word alignment on the same encoder output where asked — the
   steps of faster-whisper's transcribe, with per-window options. CTranslate2 needs
@@ -44,6 +45,7 @@ import numpy as np
 from batchscribe.models import JobOptions
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import UnsupportedLanguage
+from gpu_container.worker.features import FeaturePrefetch
 from gpu_container.worker.gpu_memory import is_out_of_memory
 from gpu_container.worker.transcript import Segment, Transcript, Word, sentence_segments, tidy
 from gpu_container.worker.windows import MediaStream, SplitStream, Window
@@ -482,10 +484,16 @@ class FasterWhisperBatchRunner(_WindowLoop):
         self.beam_size = max(1, beam_size or 1)
         self.defaults = whisper_lib.faster_whisper_defaults()
         self.temperatures = self.defaults.temperatures
+        self.features = FeaturePrefetch(self.steps.features)
+
+    def prepare(self, batch: Sequence[WindowRequest]) -> None:
+        """Start the log-mel features of the next batch's windows beside the model (one slot):
+        `run` takes them ready."""
+        self.features.prepare([item.window.audio for item in batch])
 
     def _pass(self, items: list[WindowRequest], audios: list[np.ndarray], languages: list[str | None]) -> list[_Pass]:
         st = self.steps
-        features = st.features(audios)
+        features = self.features.take(audios)
         plain = st.tokenizer("en", "transcribe")
         previous = [
             plain.encode(" " + item.options.initial_prompt.strip()) if item.options.initial_prompt else []

@@ -146,6 +146,7 @@ class Batches:
         self._schedulers: dict[EngineKey, Scheduler[Any, Any]] = {}
         self._key: dict[str, EngineKey] = {}
         self._sizes: dict[EngineKey, int] = {}  # B of an engine whose batch ran out of GPU memory
+        self._ahead: dict[EngineKey, list[Any]] = {}  # the next batch per engine, its features in preparation
 
     def add(
         self, job: str, key: EngineKey, stream: MediaStream | SplitStream, options: DecodeOptions, priority: int = 0
@@ -186,8 +187,9 @@ class Batches:
         step = Step()
         for key, scheduler in self._schedulers.items():
             if not len(scheduler):
+                self._ahead.pop(key, None)
                 continue
-            batch = scheduler.next_batch(self.size(key))
+            batch = self._next_batch(key, scheduler)
             if batch:
                 started = time.perf_counter()
                 on_oom = partial(self._out_of_memory, key)
@@ -201,6 +203,22 @@ class Batches:
                 self._key.pop(event.job, None)
                 step.events.append(event)
         return step
+
+    def _next_batch(self, key: EngineKey, scheduler: Scheduler[Any, Any]) -> list[Any]:
+        """The batch to run now (the one chosen a step ago, topped up to B, its windows of jobs
+        since let go dropped), and the one after it chosen now so that the runner can prepare
+        its features while this one runs (a runner with `prepare`; features.FeaturePrefetch)."""
+        size = self.size(key)
+        batch = [w for w in self._ahead.pop(key, []) if w.job in scheduler]
+        if len(batch) < size:
+            batch += scheduler.next_batch(size - len(batch))
+        prepare = getattr(self._runner(key), "prepare", None)
+        if batch and prepare is not None:
+            upcoming = scheduler.next_batch(size)
+            if upcoming:
+                self._ahead[key] = upcoming
+                prepare(upcoming)
+        return batch
 
     def _out_of_memory(self, key: EngineKey, failed: int, error: BaseException) -> int:
         """`failed` windows of `key`'s engine ran out of GPU memory together: its B becomes half

@@ -29,12 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from gpu_container.worker import features
+
 # library (distribution name) -> the version this adapter was written and tested against
 WRITTEN_FOR = {"faster-whisper": "1.2.1", "ctranslate2": "4.8.5", "openai-whisper": "20250625"}
 
 # openai-whisper's command line samples 5 candidates at each fallback temperature
 # (whisper/transcribe.py `cli`, --best_of); its Python API leaves best_of unset.
 OPENAI_BEST_OF = 5
+MEL_CHUNK_ROWS = 32  # windows per torch.stft call in OpenAIWhisperSteps.log_mels
 
 
 class LibraryVersionError(RuntimeError):
@@ -275,6 +278,7 @@ class FasterWhisperSteps:
         self.max_length: int = model.max_length
         self.multilingual: bool = model.model.is_multilingual
         self._tokenizers: dict[tuple[str, str], Any] = {}
+        self._mel = features.MelSpec(np.asarray(fe.mel_filters, np.float32), str(getattr(model.model, "device", "cpu")))
 
     @property
     def language_codes(self) -> frozenset[str]:
@@ -291,7 +295,16 @@ class FasterWhisperSteps:
         return self._tokenizers[key]
 
     def features(self, audios: Sequence[np.ndarray]) -> np.ndarray:
-        """Log-mel features of each window, padded to 30 s, as one batch."""
+        """Log-mel features of each window, padded to 30 s, as one batch: all windows in one
+        vectorized call (features.log_mel_batch; torch on a CUDA device where torch is
+        installed), equal to the library's extractor run window by window."""
+        fe = self.model.feature_extractor
+        if (fe.n_fft, fe.hop_length, fe.sampling_rate) != (features.N_FFT, features.HOP, features.SAMPLE_RATE):
+            return self.features_per_window(audios)  # a model with other STFT settings: the library's own
+        return features.log_mel_batch(audios, self._mel)
+
+    def features_per_window(self, audios: Sequence[np.ndarray]) -> np.ndarray:
+        """The library's own extractor, one window at a time (the reference features match)."""
         from faster_whisper.audio import pad_or_trim
 
         fe = self.model.feature_extractor
@@ -437,7 +450,40 @@ class OpenAIWhisperSteps:
 
     def log_mels(self, audios: Sequence[np.ndarray]) -> tuple[Any, list[int]]:
         """The windows' log-mel spectrograms as one batch, each cut and padded as
-        whisper.transcribe cuts a 30 s window, and the frames of real audio in each."""
+        whisper.transcribe cuts a 30 s window, and the frames of real audio in each: one
+        `torch.stft` over all windows (zero-padded to one length), equal to whisper's
+        log_mel_spectrogram window by window (`log_mels_per_window`)."""
+        import torch
+        from whisper.audio import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, mel_filters
+
+        dtype = torch.float16 if self.fp16 else torch.float32
+        if len(audios) > MEL_CHUNK_ROWS:  # bounds the spectra held at once (~150 MB a chunk)
+            parts = [self.log_mels(audios[i : i + MEL_CHUNK_ROWS]) for i in range(0, len(audios), MEL_CHUNK_ROWS)]
+            return torch.cat([p[0] for p in parts]), [f for p in parts for f in p[1]]
+        device = self.model.device
+        # whisper pads 30 s of zeros; frames wholly in zeros sit at the floor (-10 before
+        # scaling) and never raise a window's maximum, so 3 hops past the longest window do
+        width = max(max(len(a) for a in audios) + 3 * HOP_LENGTH, N_SAMPLES)
+        rows = torch.zeros(len(audios), width)
+        for row, audio in zip(rows, audios, strict=True):
+            row[: len(audio)] = torch.from_numpy(np.ascontiguousarray(audio, np.float32))
+        with torch.no_grad():
+            x = rows.to(device)
+            stft = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT, device=x.device),
+                              return_complex=True)[..., :-1]  # fmt: skip
+            log_spec = torch.clamp(mel_filters(x.device, self.model.dims.n_mels) @ stft.abs() ** 2, min=1e-10).log10()
+            peak = log_spec.amax(dim=(1, 2))
+            log_spec = (torch.maximum(log_spec, (peak - 8.0)[:, None, None]) + 4.0) / 4.0
+            content = [min(N_FRAMES, len(a) // HOP_LENGTH) for a in audios]
+            kept = (
+                torch.arange(log_spec.shape[-1], device=x.device)[None, :]
+                < torch.tensor(content, device=x.device)[:, None]
+            )
+            mels = (log_spec * kept[:, None, :])[..., :N_FRAMES]
+        return mels.to(dtype), [max(1, c) for c in content]
+
+    def log_mels_per_window(self, audios: Sequence[np.ndarray]) -> tuple[Any, list[int]]:
+        """whisper's own log_mel_spectrogram, one window at a time (what `log_mels` equals)."""
         import torch
         from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 

@@ -212,3 +212,32 @@ def test_bench_gpu_runs_as_the_device_call_runs_it(device: str, tmp_path: Path) 
     (asked,) = [r["tokens_asked"] for r in rows if r.get("engine") == "faster-whisper" and r["step"] == "build"]
     assert asked > 8  # CTranslate2 decodes about half its max_length: asked for more
     assert "== [" in (out / "log.txt").read_text()
+
+
+def test_bench_host_ceiling_quick(tmp_path: Path) -> None:
+    out = tmp_path / "host-ceiling.json"
+
+    stdout = run(["-m", "bench.bench_host_ceiling", "--quick", "--out", str(out)])
+
+    result = json.loads(out.read_text())
+    assert_provenance(result, "bench_host_ceiling")
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+dirty)?", result["commit"])
+    for name, jobs in (("long_file", 1), ("short_jobs", 3)):
+        r = result[name]
+        assert r["jobs"] == jobs and positive(r["audio_s_per_run"])
+        for key in ("xrt_per_core", "xrt_wall", "cpu_s"):
+            assert_figure(r[key], runs=1)
+    mel = result["log_mel"]
+    assert_figure(mel["per_window_ms"])
+    assert_figure(mel["batched_ms_per_window"])
+    # every window's features were computed, ahead or on the spot (how many ahead depends on how
+    # fast the decoding threads went: tests/unit/test_features.py proves the prefetch itself)
+    prefetched = result["features_prefetch"]
+    assert prefetched["ready_rows"] + prefetched["computed_rows"] >= 2 * 3  # two runs of 3 jobs at least
+    assert "x realtime per core" in stdout
+    assert "## Host ceiling" in report.host_ceiling_section(result)
+    # the cost model reads the long-file figure from such a file
+    from bench import cost
+
+    tp = cost.load_throughput(measured=[], host_ceiling=out)
+    assert tp.host_xrt_per_vcpu == result["long_file"]["xrt_per_core"]["median"]

@@ -198,3 +198,18 @@ def test_the_serverless_cost_of_a_job_counts_its_heartbeat_writes(prices: dict, 
     assert busy["dynamodb_wru_per_job"] == pytest.approx(
         cost.write_cost().per_job(busy["held_seconds_per_job"]), abs=0.1
     )
+
+
+def test_the_host_cap_reads_the_measured_host_ceiling_when_there_is_one(prices: dict, tmp_path: Path) -> None:
+    """bench_host_ceiling.py's long-file figure (the worker's whole host path per core) replaces
+    throughput.json's step sum, and an instance's cap is it times its vCPUs less the reserved."""
+    ceiling = tmp_path / "host-ceiling.json"
+    ceiling.write_text(json.dumps({"long_file": {"xrt_per_core": {"median": 77.0}}}))
+    tp = cost.load_throughput(measured=[], host_ceiling=ceiling)
+    without = cost.load_throughput(measured=[], host_ceiling=tmp_path / "absent.json")
+    assert tp.host_xrt_per_vcpu == 77.0 and "host-ceiling.json" in tp.host_source
+    assert without.host_xrt_per_vcpu == json.loads(cost.THROUGHPUT.read_text())["host_pipeline"]["xrt_per_vcpu"]
+    inst = cost.instances(prices)["g4dn.xlarge"]  # 4 vCPUs, 1 GPU
+    assert cost.host_cap(inst, tp) == pytest.approx((4 - tp.host_reserved_vcpus) * 77.0)
+    curve = tp.curve("H100", "large-v3-turbo", "ctranslate2")
+    assert cost.effective_xrt(cost.instances(prices)["g4dn.xlarge"], curve, tp, 64) <= cost.host_cap(inst, tp)
