@@ -32,6 +32,7 @@ from gpu_container.worker.convert import read_dims
 from gpu_container.worker.engines import Engine, resolve_model
 from gpu_container.worker.errors import UnsupportedModel
 from gpu_container.worker.gpu_memory import T4_BYTES, MemoryInfo, fit_batch, free_memory, row_bytes
+from gpu_container.worker.packing import Packer, run_packed
 from gpu_container.worker.running import logger
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
@@ -138,8 +139,10 @@ class Batches:
         batch_size: int,
         read_ahead: int,
         memory_probe: MemoryProbe | None = None,
+        pack: bool = True,
     ) -> None:
         self._runner = runner
+        self._packer = Packer() if pack else None  # short jobs' windows share rows (packing.py)
         self.batch_size = batch_size  # B at the start, for every engine
         self.read_ahead = read_ahead
         self._free_memory = memory_probe or (lambda: free_memory())  # looked up when asked
@@ -187,11 +190,12 @@ class Batches:
         for key, scheduler in self._schedulers.items():
             if not len(scheduler):
                 continue
-            batch = scheduler.next_batch(self.size(key))
+            batch = scheduler.next_batch(self.size(key), self._packer.fits(self.size(key)) if self._packer else None)
             if batch:
                 started = time.perf_counter()
-                on_oom = partial(self._out_of_memory, key)
-                results = run_isolating(self._runner(key), batch, limit=self.size(key), on_oom=on_oom)
+                run = partial(run_isolating, limit=self.size(key), on_oom=partial(self._out_of_memory, key))
+                runner = self._runner(key)
+                results = run_packed(runner, batch, run) if self._packer else run(runner, batch)
                 share = (time.perf_counter() - started) / len(batch)
                 for work in batch:
                     step.compute[work.job] = step.compute.get(work.job, 0.0) + share
