@@ -205,11 +205,22 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"throughput-{'cuda' if 'gpu' in record['machine'] else 'cpu'}.json"
+    record["previous"] = _previous(out)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for mode, s in summary.items():
         print(f"{mode}: {s['jobs_per_minute_median']:.1f} jobs/min (median of {s['runs']}), WER {s['wer']:.3f}")
     print(f"results: {out.relative_to(ROOT)}")
     print(f"throughput ratio: {ratio:.2f}\u00d7")
+
+
+def _previous(path: Path) -> dict[str, Any] | None:
+    """The run this one replaces (its date, command, ratio and WERs), kept for before/after."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    keep = ("date", "command", "throughput_ratio")
+    return {**{k: old.get(k) for k in keep}, "wer": {m: s.get("wer") for m, s in old.get("summary", {}).items()}}
 
 
 def _duration(path: Path) -> float:
