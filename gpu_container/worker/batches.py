@@ -6,7 +6,10 @@ worker's loop steps it between taking ready jobs and handing finished ones on;
 `transcribe_file` (what `batchscribe transcribe` runs) steps it with one job held. Both
 therefore go media -> windows -> scheduler -> runner -> assemble the same way.
 
-B, the windows a batch holds, is sized from the GPU's free memory, the model and the beam when
+Short jobs' windows are packed into shared 30 s rows (packing.py, on unless `pack=False`): a
+batch then holds as many windows as fit in B rows, and each job gets its own words back.
+
+B, the rows a batch holds, is sized from the GPU's free memory, the model and the beam when
 the worker starts (`worker_batching`, the model in gpu_memory.py); a batch that still runs out of
 GPU memory halves its engine's B for good, runs again at the new size, and says so once (a log
 line and the WorkerBatchOutOfMemory metric).

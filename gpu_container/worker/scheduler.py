@@ -26,6 +26,8 @@ Batch order (the choice, and why):
   class per `age_after` batches skipped, so nothing starves. The worker passes the job's
   priority class (high 0, normal 1, low 2: lower runs first), so batches fill in the same
   order as claims.
+- With window packing (packing.py) a batch is bounded by the rows its windows pack into, not
+  their count: `next_batch(size, fits)` adds windows in the same order while they still fit.
 - Work-conserving: a batch is never held back to wait for a fuller one; if only one job has
   windows, it fills the batch alone (up to its read-ahead).
 """
