@@ -81,19 +81,20 @@ def _key(work: Any) -> tuple[Any, ...] | None:
     return (language, options.task, options.initial_prompt)
 
 
-def _fits(sizes: list[float], extra: float) -> bool:
-    return sum(sizes) + GAP_SECONDS * len(sizes) + extra <= MAX_WINDOW_SECONDS + 1e-9
-
-
 def _first_fit(order: list[int], durations: Sequence[float]) -> list[list[int]]:
     bins: list[list[int]] = []
+    used: list[float] = []  # each bin's pieces and a gap after each
+    room = MAX_WINDOW_SECONDS + GAP_SECONDS + 1e-9
     for i in order:
-        for b in bins:
-            if _fits([durations[j] for j in b], durations[i]):
-                b.append(i)
+        need = durations[i] + GAP_SECONDS
+        for b, u in enumerate(used):
+            if u + need <= room:
+                bins[b].append(i)
+                used[b] += need
                 break
         else:
             bins.append([i])
+            used.append(need)
     return bins
 
 
@@ -165,10 +166,45 @@ def plan(batch: Sequence[Any], search: bool = True) -> list[Row]:
 
 
 class Packer:
-    """`fits(size)`: the scheduler's test that a batch still runs in at most `size` rows."""
+    """`fits(size)`: the scheduler's test that a batch still runs in at most `size` rows.
+
+    Each window the scheduler offers goes into the rows counted so far where it fits (one step
+    per window); only when it fits none and no row is free is the whole batch repacked, first
+    fit decreasing, to check. `plan` never needs more rows than this counts."""
 
     def fits(self, size: int) -> Callable[[Sequence[Any]], bool]:
-        return lambda batch: len(plan(batch, search=False)) <= size  # first-fit: run() packs as tight or tighter
+        rows: list[tuple[tuple[Any, ...] | None, float]] = []  # (key, seconds used) per row
+        placed: list[Any] = []  # the batch as accepted so far
+
+        def repack(batch: Sequence[Any]) -> bool:
+            found = plan(batch, search=False)
+            if len(found) > size:
+                return False
+            rows[:] = [(_key(batch[r.items[0]]), sum(_need(batch[i]) for i in r.items)) for r in found]
+            placed[:] = batch
+            return True
+
+        def test(batch: Sequence[Any]) -> bool:
+            if len(batch) != len(placed) + 1 or any(a is not b for a, b in zip(batch, placed, strict=False)):
+                return repack(batch)  # not the batch it has seen grow
+            work, key = batch[-1], _key(batch[-1])
+            for n, (k, used) in enumerate(rows):
+                if key is not None and k == key and used + _need(work) <= MAX_WINDOW_SECONDS + GAP_SECONDS + 1e-9:
+                    rows[n] = (k, used + _need(work))
+                    placed.append(work)
+                    return True
+            if len(rows) < size:
+                rows.append((key, _need(work)))
+                placed.append(work)
+                return True
+            return repack(batch)
+
+        return test
+
+
+def _need(work: Any) -> float:
+    """Row seconds a packable window takes: itself and the gap after it."""
+    return work.window.duration + GAP_SECONDS if _key(work) is not None else MAX_WINDOW_SECONDS + GAP_SECONDS
 
 
 def request(batch: Sequence[Any], row: Row) -> Any:

@@ -287,3 +287,26 @@ def test_the_packer_is_what_limits_a_batch_to_b_rows() -> None:
 
     assert fill(False) == 2
     assert fill(True) == 6  # 3 x 5 s + 2 gaps = 17 s per row
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_batch_the_packer_admits_always_runs_in_b_rows(seed: int) -> None:
+    # Given short jobs of random lengths, some with another prompt, and a long job
+    import random
+
+    rng = random.Random(seed)
+    scheduler: Scheduler[Window, Any] = Scheduler(read_ahead=2)
+    for i in range(rng.randint(5, 40)):
+        seconds = rng.uniform(0.5, 28.0)
+        options = DecodeOptions(language="en", initial_prompt="Notes." if i % 5 == 0 else None)
+        scheduler.add(f"j{i}", iter([window(1, seconds)]), options=options, expected_seconds=seconds)
+    scheduler.add("long", iter([window(50, 29.0)]), options=EN, expected_seconds=600.0)
+    size = rng.randint(1, 12)
+    # When a batch is filled with the packer's test
+    batch = scheduler.next_batch(size, Packer().fits(size))
+    # Then it runs in at most B rows, each within 30 s with its gaps, every window once
+    rows = plan(batch)
+    assert 0 < len(rows) <= size
+    assert sorted(i for r in rows for i in r.items) == list(range(len(batch)))
+    for r in rows:
+        assert sum(batch[i].window.duration for i in r.items) + GAP_SECONDS * (len(r.items) - 1) <= 30 + 1e-6
