@@ -33,7 +33,7 @@ from batchscribe.settings import Timings
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalConfig, LocalStack
 from bench.bench_batching import make_jobs, wer
-from bench.provenance import ROOT, command, hardware
+from bench.provenance import ROOT, command, hardware, load_average
 
 RESULTS = ROOT / "bench" / "results"
 MODES = {"one-at-a-time": (1, 1), "batched": (8, 8)}
@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--packing-only", action="store_true", help="only the in-process encoder-seconds measurement")
     args = parser.parse_args()
+    load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         root = Path(tmp)
         jobs = make_jobs(root, args.jobs)
@@ -196,6 +197,7 @@ def main() -> None:
         "command": command(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": hardware(),
+        "load_average": {"start": load_start, "end": load_average()},
         "jobs": args.jobs,
         "speech_seconds": round(audio, 1),
         "summary": summary,
@@ -213,14 +215,21 @@ def main() -> None:
     print(f"throughput ratio: {ratio:.2f}\u00d7")
 
 
-def _previous(path: Path) -> dict[str, Any] | None:
-    """The run this one replaces (its date, command, ratio and WERs), kept for before/after."""
+def _previous(path: Path, keep_runs: int = 4) -> list[dict[str, Any]]:
+    """The runs this one replaces, newest first (date, command, load, ratio, WERs, encoder
+    seconds per speech second): before and after a change stay side by side."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    keep = ("date", "command", "throughput_ratio")
-    return {**{k: old.get(k) for k in keep}, "wer": {m: s.get("wer") for m, s in old.get("summary", {}).items()}}
+        return []
+    earlier = old.get("previous") or []
+    packing = old.get("packing") or {}
+    this = {
+        **{k: old.get(k) for k in ("date", "command", "load_average", "throughput_ratio")},
+        "wer": {m: s.get("wer") for m, s in old.get("summary", {}).items()},
+        "encoder_per_speech": {m: p.get("encoder_per_speech") for m, p in packing.items() if isinstance(p, dict)},
+    }
+    return [this, *(earlier if isinstance(earlier, list) else [earlier])][:keep_runs]
 
 
 def _duration(path: Path) -> float:

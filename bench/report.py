@@ -583,9 +583,18 @@ def _packing_lines(result: dict[str, Any]) -> list[str]:
     """Encoder seconds per speech second with window packing off and on (bench_throughput's
     in-process `packing()`), and the run this one replaced."""
     lines = []
-    previous = result.get("previous")
-    if previous and previous.get("throughput_ratio") is not None:
-        lines += ["", f"The run before this one ({previous['date']}): **{previous['throughput_ratio']:.2f}\u00d7**."]
+    previous = result.get("previous") or []
+    for run in previous if isinstance(previous, list) else [previous]:
+        load = (run.get("load_average") or {}).get("start")
+        packed = (run.get("encoder_per_speech") or {}).get("packed")
+        lines += [
+            "",
+            f"Earlier run ({run['date']}, `{run['command']}`"
+            + (f", load {'/'.join(f'{x:g}' for x in load)}" if load else "")
+            + f"): **{run['throughput_ratio']:.2f}\u00d7**"
+            + (f", encoder \u00f7 speech packed {packed:.2f}" if packed else "")
+            + ".",
+        ]
     packing = result.get("packing")
     if not packing:
         return lines
