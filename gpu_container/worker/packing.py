@@ -21,8 +21,9 @@ is never split over two rows.
   words spanning two pieces cannot be split safely: its pieces are decoded again, each alone.
 - Rows: the fewest that hold the pieces (exact branch and bound over the batch's pieces, the
   largest first, keeping the best found after SEARCH_NODES steps, first-fit decreasing to start
-  from); at most `size` rows per batch, which the scheduler checks as it fills a batch with
-  first-fit decreasing (`Packer.fits`: fast, and the exact plan never needs more rows).
+  from); at most `size` rows per batch, which the scheduler checks as it fills a batch
+  (`Packer.fits`: first fit as windows are offered, first-fit decreasing when that is full;
+  fast, and the exact plan never needs more rows than it counted).
 """
 
 from __future__ import annotations
