@@ -7,9 +7,14 @@ jobs' own started_at / finished_at), so the stack's start and the model load are
 counted. Rounds alternate between the two modes (`--repeats` each) so background load hits
 both alike; medians are reported with both word error rates, and the last line is
 `throughput ratio: X.XX\u00d7` (batched jobs per minute / one-at-a-time jobs per minute).
+Before the rounds, in this process, `packing()` runs the same jobs through the worker's
+`Batches` (K and B of the batched mode) with window packing off and on (packing.py) and counts
+encoder seconds (30 s per window row the encoder read, continuation passes and fallbacks
+included) against speech seconds (the VAD windows' audio), with each job's WER both ways.
 Results go to bench/results/throughput-<device>.json with the hardware. A measurement, not a test.
 
     make bench-throughput            # or: python -m bench.bench_throughput --jobs 16 --repeats 2
+    python -m bench.bench_throughput --packing-only   # the encoder-seconds measurement alone
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from batchscribe.settings import Timings
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalConfig, LocalStack
 from bench.bench_batching import make_jobs, wer
-from bench.provenance import ROOT, command, hardware
+from bench.provenance import ROOT, command, hardware, load_average
 
 RESULTS = ROOT / "bench" / "results"
 MODES = {"one-at-a-time": (1, 1), "batched": (8, 8)}
@@ -78,16 +83,92 @@ def one_round(mode: str, jobs: dict[str, tuple[str, Path]], data_dir: Path) -> d
     }
 
 
+def _through_batches(
+    runner: Any, jobs: dict[str, tuple[str, Path]], *, held: int, batch: int, pack: bool
+) -> tuple[dict[str, str], int, float]:
+    """The jobs through the worker's Batches, `held` at a time (as claims refill the worker):
+    each job's text, the window rows the encoder read, and the speech seconds of the windows."""
+    from gpu_container.worker.batched import DecodeOptions, assemble_stream
+    from gpu_container.worker.batches import Batches
+    from gpu_container.worker.scheduler import JobFinished
+    from gpu_container.worker.windows import open_media
+
+    rows = 0
+    encode = runner.steps.encode
+
+    def counting(features: Any) -> Any:
+        nonlocal rows
+        rows += len(features)
+        return encode(features)
+
+    runner.steps.encode = counting
+    batches = Batches(lambda _key: runner, batch_size=batch, read_ahead=8, pack=pack)
+    waiting, streams, texts, speech = list(jobs), {}, {}, 0.0
+    try:
+        while waiting or len(batches):
+            while waiting and len(batches) < held:
+                name = waiting.pop(0)
+                streams[name] = stream = open_media(jobs[name][1], 600)
+                batches.add(name, ("faster-whisper", "tiny.en"), stream, DecodeOptions(language="en"))
+            step = batches.step()
+            for event in step.events:
+                assert isinstance(event, JobFinished), event
+                texts[event.job] = assemble_stream(event.results, streams[event.job]).text
+                speech += sum(r.speech_seconds for r in event.results)
+            if not step.ran:
+                time.sleep(0.01)
+    finally:
+        runner.steps.encode = encode
+    return texts, rows, speech
+
+
+def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int) -> dict[str, Any]:
+    """Encoder seconds per speech second and each job's WER, window packing off and on."""
+    from gpu_container.worker.batched import FasterWhisperBatchRunner
+    from gpu_container.worker.engines import FasterWhisperEngine
+
+    runner = FasterWhisperBatchRunner.from_engine(FasterWhisperEngine(device="cpu", cpu_threads=2))
+    out: dict[str, Any] = {"held_jobs": held, "batch_size": batch}
+    for name, pack in (("unpacked", False), ("packed", True)):
+        started = time.perf_counter()
+        texts, rows, speech = _through_batches(runner, jobs, held=held, batch=batch, pack=pack)
+        out[name] = {
+            "seconds": round(time.perf_counter() - started, 2),
+            "encoder_rows": rows,
+            "encoder_seconds": rows * 30.0,
+            "speech_seconds": round(speech, 2),
+            "encoder_per_speech": round(rows * 30.0 / speech, 3),
+            "wer": round(wer(jobs, texts), 4),
+            "job_wer": {j: round(wer({j: jobs[j]}, {j: texts[j]}), 4) for j in sorted(jobs)},
+        }
+        r = out[name]
+        print(
+            f"  {name:<9} K={held} B={batch}: {rows} encoder rows = {r['encoder_seconds']:.0f} s for "
+            f"{speech:.1f} s of speech ({r['encoder_per_speech']:.2f}), WER {r['wer']:.3f}, {r['seconds']:.1f} s",
+            flush=True,
+        )
+    worse = [j for j in jobs if out["packed"]["job_wer"][j] > out["unpacked"]["job_wer"][j]]
+    out["jobs_worse_packed"] = worse
+    print(f"  jobs whose WER is worse packed: {worse or 'none'}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--packing-only", action="store_true", help="only the in-process encoder-seconds measurement")
     args = parser.parse_args()
+    load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         root = Path(tmp)
         jobs = make_jobs(root, args.jobs)
         audio = sum(_duration(p) for _, p in jobs.values())
-        print(f"{args.jobs} jobs, {audio:.0f} s of speech, tiny.en, one worker on the local stack", flush=True)
+        print(f"{args.jobs} jobs, {audio:.0f} s of speech, tiny.en", flush=True)
+        packed = packing(jobs, *MODES["batched"])
+        if args.packing_only:
+            return
+        print("one worker on the local stack", flush=True)
         rounds: list[dict[str, Any]] = []
         for i in range(args.repeats):
             order = list(MODES) if i % 2 == 0 else list(reversed(MODES))
@@ -116,19 +197,39 @@ def main() -> None:
         "command": command(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": hardware(),
+        "load_average": {"start": load_start, "end": load_average()},
         "jobs": args.jobs,
         "speech_seconds": round(audio, 1),
         "summary": summary,
+        "packing": packed,
         "throughput_ratio": round(ratio, 3),
         "rounds": rounds,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"throughput-{'cuda' if 'gpu' in record['machine'] else 'cpu'}.json"
+    record["previous"] = _previous(out)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for mode, s in summary.items():
         print(f"{mode}: {s['jobs_per_minute_median']:.1f} jobs/min (median of {s['runs']}), WER {s['wer']:.3f}")
     print(f"results: {out.relative_to(ROOT)}")
     print(f"throughput ratio: {ratio:.2f}\u00d7")
+
+
+def _previous(path: Path, keep_runs: int = 4) -> list[dict[str, Any]]:
+    """The runs this one replaces, newest first (date, command, load, ratio, WERs, encoder
+    seconds per speech second): before and after a change stay side by side."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    earlier = old.get("previous") or []
+    packing = old.get("packing") or {}
+    this = {
+        **{k: old.get(k) for k in ("date", "command", "load_average", "throughput_ratio")},
+        "wer": {m: s.get("wer") for m, s in old.get("summary", {}).items()},
+        "encoder_per_speech": {m: p.get("encoder_per_speech") for m, p in packing.items() if isinstance(p, dict)},
+    }
+    return [this, *(earlier if isinstance(earlier, list) else [earlier])][:keep_runs]
 
 
 def _duration(path: Path) -> float:

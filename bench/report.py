@@ -574,10 +574,56 @@ def throughput_section(result: dict[str, Any]) -> str:
                     if device == "CPU"
                     else ""
                 ),
+                *_packing_lines(result),
             ]
         )
         + "\n"
     )
+
+
+def _packing_lines(result: dict[str, Any]) -> list[str]:
+    """Encoder seconds per speech second with window packing off and on (bench_throughput's
+    in-process `packing()`), and the run this one replaced."""
+    lines = []
+    previous = result.get("previous") or []
+    for run in previous if isinstance(previous, list) else [previous]:
+        load = (run.get("load_average") or {}).get("start")
+        packed = (run.get("encoder_per_speech") or {}).get("packed")
+        lines += [
+            "",
+            f"Earlier run ({run['date']}, `{run['command']}`"
+            + (f", load {'/'.join(f'{x:g}' for x in load)}" if load else "")
+            + f"): **{run['throughput_ratio']:.2f}\u00d7**"
+            + (f", encoder \u00f7 speech packed {packed:.2f}" if packed else "")
+            + ".",
+        ]
+    packing = result.get("packing")
+    if not packing:
+        return lines
+    rows = [
+        [
+            name,
+            p["encoder_rows"],
+            f"{p['encoder_seconds']:.0f} s",
+            f"{p['speech_seconds']:.1f} s",
+            f"**{p['encoder_per_speech']:.2f}**",
+            f"{p['wer'] * 100:.1f} %",
+        ]
+        for name, p in ((n, packing[n]) for n in ("unpacked", "packed"))
+    ]
+    worse = packing.get("jobs_worse_packed") or []
+    return [
+        *lines,
+        "",
+        f"### Window packing (K = {packing['held_jobs']}, B = {packing['batch_size']} rows, in process)",
+        "",
+        "The same jobs through the worker's `Batches`, window packing (gpu_container/worker/packing.py) off and on: "
+        "encoder seconds = 30 s per window row the encoder read (continuation passes and fallbacks included).",
+        "",
+        table(["windows", "encoder rows", "encoder s", "speech s", "encoder \u00f7 speech", "WER"], rows),
+        "",
+        "Jobs whose WER is worse packed: " + (", ".join(worse) if worse else "none") + ".",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

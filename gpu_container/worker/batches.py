@@ -6,7 +6,10 @@ worker's loop steps it between taking ready jobs and handing finished ones on;
 `transcribe_file` (what `batchscribe transcribe` runs) steps it with one job held. Both
 therefore go media -> windows -> scheduler -> runner -> assemble the same way.
 
-B, the windows a batch holds, is sized from the GPU's free memory, the model and the beam when
+Short jobs' windows are packed into shared 30 s rows (packing.py, on unless `pack=False`): a
+batch then holds as many windows as fit in B rows, and each job gets its own words back.
+
+B, the rows a batch holds, is sized from the GPU's free memory, the model and the beam when
 the worker starts (`worker_batching`, the model in gpu_memory.py); a batch that still runs out of
 GPU memory halves its engine's B for good, runs again at the new size, and says so once (a log
 line and the WorkerBatchOutOfMemory metric).
@@ -33,6 +36,7 @@ from gpu_container.worker.engines import Engine, resolve_model
 from gpu_container.worker.errors import UnsupportedModel
 from gpu_container.worker.gpu_memory import T4_BYTES, MemoryInfo, fit_batch, free_memory, row_bytes
 from gpu_container.worker.log import logger
+from gpu_container.worker.packing import Packer, run_packed
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch
@@ -138,8 +142,10 @@ class Batches:
         batch_size: int,
         read_ahead: int,
         memory_probe: MemoryProbe | None = None,
+        pack: bool = True,
     ) -> None:
         self._runner = runner
+        self._packer = Packer() if pack else None  # short jobs' windows share rows (packing.py)
         self.batch_size = batch_size  # B at the start, for every engine
         self.read_ahead = read_ahead
         self._free_memory = memory_probe or (lambda: free_memory())  # looked up when asked
@@ -192,8 +198,10 @@ class Batches:
             batch = self._next_batch(key, scheduler)
             if batch:
                 started = time.perf_counter()
-                on_oom = partial(self._out_of_memory, key)
-                results = run_isolating(self._runner(key), batch, limit=self.size(key), on_oom=on_oom)
+                run = partial(run_isolating, limit=self.size(key), on_oom=partial(self._out_of_memory, key))
+                runner = self._runner(key)
+                packer = self._packer
+                results = run_packed(runner, batch, run, packer.rows(batch)) if packer else run(runner, batch)
                 share = (time.perf_counter() - started) / len(batch)
                 for work in batch:
                     step.compute[work.job] = step.compute.get(work.job, 0.0) + share
@@ -210,15 +218,19 @@ class Batches:
         its features while this one runs (a runner with `prepare`; features.FeaturePrefetch)."""
         size = self.size(key)
         batch = [w for w in self._ahead.pop(key, []) if w.job in scheduler]
-        if len(batch) < size:
-            batch += scheduler.next_batch(size - len(batch))
+        held, room = list(batch), self._room(size)
+        batch += scheduler.next_batch(size, lambda more: room([*held, *more]))
         prepare = getattr(self._runner(key), "prepare", None)
         if batch and prepare is not None:
-            upcoming = scheduler.next_batch(size)
+            upcoming = scheduler.next_batch(size, self._room(size))
             if upcoming:
                 self._ahead[key] = upcoming
-                prepare(upcoming)
+                prepare(self._packer.ahead(upcoming) if self._packer else upcoming)
         return batch
+
+    def _room(self, size: int) -> Callable[[list[Any]], bool]:
+        """The scheduler's test that a batch still fits: `size` rows once packed, else `size` windows."""
+        return self._packer.fits(size) if self._packer else (lambda batch: len(batch) <= size)
 
     def _out_of_memory(self, key: EngineKey, failed: int, error: BaseException) -> int:
         """`failed` windows of `key`'s engine ran out of GPU memory together: its B becomes half

@@ -26,6 +26,8 @@ Batch order (the choice, and why):
   class per `age_after` batches skipped, so nothing starves. The worker passes the job's
   priority class (high 0, normal 1, low 2: lower runs first), so batches fill in the same
   order as claims.
+- With window packing (packing.py) a batch is bounded by the rows its windows pack into, not
+  their count: `next_batch(size, fits)` adds windows in the same order while they still fit.
 - Work-conserving: a batch is never held back to wait for a fuller one; if only one job has
   windows, it fills the batch alone (up to its read-ahead).
 """
@@ -36,7 +38,7 @@ import contextlib
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -120,6 +122,7 @@ class Work(Generic[W]):
     window: W
     options: Any
     _owner: Any = field(repr=False, compare=False)
+    job_seconds: float | None = None  # the job's expected length (packing.py packs short jobs')
 
 
 @dataclass(frozen=True)
@@ -196,24 +199,36 @@ class Scheduler(Generic[W, R]):
 
     # ---- batches ------------------------------------------------------------------------
 
-    def next_batch(self, size: int) -> list[Work[W]]:
+    def next_batch(self, size: int, fits: Callable[[Sequence[Work[W]]], bool] | None = None) -> list[Work[W]]:
         """Up to `size` windows from the held jobs, fairly (see the module docstring). An
-        empty list while jobs are held means every stream is still decoding (NOT_READY)."""
+        empty list while jobs are held means every stream is still decoding (NOT_READY).
+
+        `fits(batch)`, when given, replaces the count: a job's next window joins the batch
+        only if the batch with it still fits (packing.Packer: the windows still run in `size`
+        rows); a job whose next window does not fit gets no more this batch, the others go on
+        in the same order."""
         if size < 1:
             raise ValueError("a batch holds at least one window")
         self._refill(size)
         ready = sorted((j for j in self._jobs.values() if j.pending), key=lambda j: j.order(self.age_after))
         batch: list[Work[W]] = []
         served: set[str] = set()
-        while len(batch) < size and any(j.pending for j in ready):
+        full: set[str] = set()  # jobs whose next window did not fit
+        room = fits or (lambda candidate: len(candidate) <= size)
+        added = True
+        while added:
+            added = False
             for state in ready:
-                if len(batch) >= size:
-                    break
-                if state.pending:
-                    work = state.pending.popleft()
-                    state.in_flight.add(work.seq)
-                    batch.append(work)
-                    served.add(state.key)
+                if not state.pending or state.key in full:
+                    continue
+                if not room([*batch, state.pending[0]]):
+                    full.add(state.key)
+                    continue
+                work = state.pending.popleft()
+                state.in_flight.add(work.seq)
+                batch.append(work)
+                served.add(state.key)
+                added = True
         for state in ready:
             state.skipped = 0 if state.key in served else state.skipped + 1
         return batch
@@ -310,7 +325,8 @@ class Scheduler(Generic[W, R]):
             return False
         if item is NOT_READY:
             return False
-        state.pending.append(Work(state.key, state.next_seq, item, state.options, state))  # type: ignore[arg-type]
+        window: W = item  # type: ignore[assignment]
+        state.pending.append(Work(state.key, state.next_seq, window, state.options, state, state.expected_seconds))
         state.next_seq += 1
         return True
 

@@ -1,0 +1,104 @@
+"""Window packing on the real tiny.en model and espeak speech: four short jobs, each of
+different sentences, share one 30 s window through the worker's Batches; each job gets its own
+transcript back (as good as unpacked), with timestamps inside its own audio, and no word of
+one job appears in another's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpu_container.worker.batched import DecodeOptions, FasterWhisperBatchRunner, assemble_stream
+from gpu_container.worker.batches import Batches
+from gpu_container.worker.engines import FasterWhisperEngine
+from gpu_container.worker.packing import PackedRequest
+from gpu_container.worker.scheduler import JobFinished
+from gpu_container.worker.transcript import Transcript
+from gpu_container.worker.windows import open_media
+from harness.audio import SENTENCES, have_tools, speak
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not have_tools(), reason="espeak-ng and ffmpeg make the test speech"),
+]
+
+TEXTS = {
+    "a": SENTENCES[0],
+    "b": SENTENCES[1] + " " + SENTENCES[4],
+    "c": SENTENCES[2],
+    "d": SENTENCES[3] + " " + SENTENCES[5],
+}
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("packed")
+    return {job: speak(text, root / f"{job}.wav") for job, text in TEXTS.items()}
+
+
+@pytest.fixture(scope="module")
+def runner() -> FasterWhisperBatchRunner:
+    return FasterWhisperBatchRunner.from_engine(FasterWhisperEngine(device="cpu", cpu_threads=2))
+
+
+class Spy:
+    """The runner, recording what each call got."""
+
+    def __init__(self, inner: FasterWhisperBatchRunner) -> None:
+        self.inner, self.name, self.model_name, self.device = inner, inner.name, inner.model_name, inner.device
+        self.calls: list[list[Any]] = []
+
+    def run(self, batch: Any) -> Any:
+        self.calls.append(list(batch))
+        return self.inner.run(batch)
+
+
+def transcribe(runner: Any, speech: dict[str, Path], pack: bool) -> dict[str, Transcript]:
+    batches = Batches(lambda _key: runner, batch_size=4, read_ahead=2, pack=pack)
+    streams = {}
+    for job, path in speech.items():
+        streams[job] = stream = open_media(path, 600)
+        options = DecodeOptions(language="en", word_timestamps=job == "b")
+        batches.add(job, ("faster-whisper", "tiny.en"), stream, options)
+    out: dict[str, Transcript] = {}
+    while len(batches):
+        for event in batches.step().events:
+            assert isinstance(event, JobFinished), event
+            out[event.job] = assemble_stream(event.results, streams[event.job])
+    return out
+
+
+def test_packed_jobs_each_get_their_own_transcript(runner: FasterWhisperBatchRunner, speech: dict[str, Path]) -> None:
+    import jiwer
+
+    # Given four short jobs of different sentences, one asking for word timestamps
+    spy = Spy(runner)
+    # When they run through the worker's Batches with packing, and again without
+    packed = transcribe(spy, speech, pack=True)
+    alone = transcribe(runner, speech, pack=False)
+    # Then their windows shared packed rows (fewer rows than jobs)...
+    rows = [x for call in spy.calls for x in call]
+    assert any(isinstance(x, PackedRequest) for x in rows) and len(rows) < len(TEXTS)
+    for job, text in TEXTS.items():
+        got = packed[job]
+        # ...each job's transcript is its own sentences, as good as unpacked...
+        error = jiwer.wer(" ".join(words(text)), " ".join(words(got.text)))
+        error_alone = jiwer.wer(" ".join(words(text)), " ".join(words(alone[job].text)))
+        assert error <= max(0.15, error_alone), (job, got.text)
+        # ...with no word that only another job's text has...
+        others = {w for j, t in TEXTS.items() if j != job for w in words(t)} - set(words(text))
+        assert not others & set(words(got.text)), (job, got.text)
+        # ...and every time inside its own audio
+        assert got.segments and all(0.0 <= s.start <= s.end <= got.duration + 1e-3 for s in got.segments), job
+    # The job that asked for words has them, inside its segments; the others have none
+    b_words = [w for s in packed["b"].segments for w in s.words or []]
+    assert len(b_words) >= len(words(TEXTS["b"])) - 2
+    assert all(0.0 <= w.start <= w.end <= packed["b"].duration + 1e-3 for w in b_words)
+    assert all(s.words is None for job in "acd" for s in packed[job].segments)
