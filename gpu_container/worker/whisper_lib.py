@@ -410,27 +410,29 @@ def batched_timestamp_rules(tokenizer: Any, sample_begin: int, max_initial_times
 
 
 def _timestamp_rules(logits: Any, tokens: Any, tokenizer: Any, sample_begin: int, max_initial: int | None) -> None:
-    """The rules of ApplyTimestampRules.apply (whisper/decoding.py ~452-507), on every row at once."""
+    """The rules of ApplyTimestampRules.apply (whisper/decoding.py ~452-507), on every row at
+    once. Each rule masks a range of a row: text ranges as a row mask over the text columns,
+    timestamp ranges on the 1,501 timestamp columns only, so no mask is as large as the logits."""
     import torch
 
     begin, eot, inf = tokenizer.timestamp_begin, tokenizer.eot, -np.inf
     if tokenizer.no_timestamps is not None:
         logits[:, tokenizer.no_timestamps] = inf
     sampled = tokens[:, sample_begin:]
-    vocab = torch.arange(logits.shape[-1], device=logits.device)[None, :]
     if sampled.shape[1] > 0:
         is_stamp = sampled >= begin
         last = is_stamp[:, -1:]
         penultimate = is_stamp[:, -2:-1] if sampled.shape[1] > 1 else torch.ones_like(last)
-        # timestamps come in pairs, except directly before EOT
-        mask = (last & penultimate & (vocab >= begin)) | (last & ~penultimate & (vocab < eot))
-        # timestamps do not decrease, and a segment has a nonzero length
+        # the last timestamp (by position), and the lowest one allowed next: no going back, and
+        # a segment has a nonzero length (the same one only to close a pair)
         positions = torch.arange(sampled.shape[1], device=sampled.device)
         at = torch.where(is_stamp, positions, -1).amax(dim=1, keepdim=True)
         stamp = sampled.gather(1, at.clamp(min=0))
         bound = torch.where(last & ~penultimate, stamp, stamp + 1)
-        mask |= (at >= 0) & (vocab >= begin) & (vocab < bound)
-        logits.masked_fill_(mask, inf)
+        ids = torch.arange(begin, logits.shape[-1], device=logits.device)[None, :]
+        # timestamps come in pairs: after a pair (or one at the start) text follows ...
+        logits[:, begin:].masked_fill_((last & penultimate) | ((at >= 0) & (ids < bound)), inf)
+        logits[:, :eot].masked_fill_(last & ~penultimate, inf)  # ... after text and one, no text
     if tokens.shape[1] == sample_begin:
         logits[:, :begin] = inf  # no text before the first timestamp
         if max_initial is not None:
