@@ -64,9 +64,24 @@ class Compute(Protocol):
         ...
 
 
-def plan(backlog: int, active: int, max_workers: int, jobs_per_worker: int) -> int:
-    """How many workers to add: enough for the backlog, never more than the cap."""
-    wanted = min(max_workers, math.ceil(backlog / jobs_per_worker)) if backlog > 0 else 0
+def plan(visible: int, in_flight: int, active: int, pool: Pool) -> int:
+    """How many workers to add: enough for the messages no running worker will take, never
+    more than the cap.
+
+    A message in flight is held by a running worker (claimed, being claimed or prepared): it is
+    served, not backlog; counting it again started a worker for every job a worker had just
+    claimed, which found nothing to receive and exited idle, one per tick. The running workers'
+    free slots (each holds up to `slots_per_worker` jobs, and receives within one poll) take
+    visible messages first; only what is left needs new workers, `jobs_per_worker` each.
+    Messages in flight beyond what the running workers can hold (none running: a worker ended
+    holding them, and they come back visible) count as backlog, as before."""
+    capacity = active * pool.slots_per_worker
+    free = max(0, capacity - in_flight)
+    orphaned = max(0, in_flight - capacity)
+    need = max(0, visible - free) + orphaned
+    if need <= 0:
+        return 0
+    wanted = min(pool.max_workers, active + math.ceil(need / pool.jobs_per_worker))
     return max(0, wanted - active)
 
 
@@ -101,7 +116,7 @@ def scale_pool(pool: Pool, depth: QueueDepth, compute: Compute) -> Decision:
         compute.cancel(workers.stuck, STUCK_REASON)
         active -= len(workers.stuck)
         logger.warning("workers stuck RUNNABLE on Spot cancelled", extra={"pool": pool.name, "stuck": workers.stuck})
-    n = plan(backlog, active, pool.max_workers, pool.jobs_per_worker)
+    n = plan(visible, in_flight, active, pool)
     if n:
         compute.submit(pool, n, on_demand=bool(workers.on_demand or workers.stuck))
     return Decision(pool.name, backlog, active, n, len(workers.stuck))

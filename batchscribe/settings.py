@@ -203,6 +203,9 @@ class Pool(BaseModel):
     )
     max_workers: int = Field(ge=0)
     jobs_per_worker: int = Field(default=4, ge=1)
+    held_jobs: int = Field(
+        default=0, ge=0, description="K: the jobs one worker holds at once (its free slots); 0: jobs_per_worker"
+    )
     job_queue: str = ""  # Batch job queue (deployed): Spot first, when the deployment uses Spot
     job_definition: str = ""  # Batch job definition (deployed)
     on_demand_job_queue: str = Field(
@@ -210,6 +213,11 @@ class Pool(BaseModel):
         description="the pool's on-demand-only Batch job queue: workers stuck RUNNABLE on `job_queue` past "
         "ScalerSettings.spot_fallback_seconds move there; empty: no fallback (an on-demand-only deployment)",
     )
+
+    @property
+    def slots_per_worker(self) -> int:
+        """The jobs one running worker holds at most (the scaler's measure of its free slots)."""
+        return self.held_jobs or self.jobs_per_worker
 
 
 class StoreSettings(EnvSettings):

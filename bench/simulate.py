@@ -13,7 +13,8 @@ What is simulated, and where each part's numbers come from:
 - **Work.** Whisper pads each 30 s window: a job of `a` seconds is ceil(a / 30) windows of 30 s.
 - **Scaler** (`batchscribe.scaler.plan`, the deployed decision function itself): every `scaler_period_s`
   (60 s, the EventBridge schedule) and after every enqueue (on_upload wakes it), it submits
-  `min(max_workers, ceil(backlog / jobs_per_worker)) - active` workers, backlog = queued + held jobs,
+  workers for the queued jobs the running workers' free slots (jobs_per_worker each, the K they hold)
+  do not take, `jobs_per_worker` jobs a worker, up to max_workers; held jobs are served, not backlog;
   active = workers submitted and not yet exited; max_workers = max_vcpus // vCPUs per GPU (the compute
   environment's maxvCpus, which must sit within the account's G/VT or P vCPU quota).
 - **Cold start** (bench/prices.json `cold_start`, assumptions): Batch scheduling (triangular 10/30/90 s,
@@ -62,7 +63,7 @@ from typing import Any
 import simpy
 
 from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
-from batchscribe.scaler import plan
+from batchscribe.scaler import Pool, plan
 from bench.cost import (
     DAYS_PER_MONTH,
     DEFAULT_ENGINE,
@@ -250,8 +251,8 @@ class Simulation:
         self.check_finished()
 
     def scale(self) -> None:
-        backlog = len(self.store.items) + self.in_flight
-        for _ in range(plan(backlog, self.alive, self.max_workers, self.p.jobs_per_worker)):
+        pool = Pool(name="sim", queue_url="sim", max_workers=self.max_workers, jobs_per_worker=self.p.jobs_per_worker)
+        for _ in range(plan(len(self.store.items), self.in_flight, self.alive, pool)):
             self.start_worker(attempt=1)
 
     def scaler(self) -> Any:

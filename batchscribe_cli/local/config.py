@@ -24,6 +24,7 @@ from batchscribe.settings import (
     WorkerSettings,
 )
 from batchscribe_cli.provision import Provisioned
+from stacks.sizing import held_jobs
 
 
 @dataclass
@@ -111,6 +112,8 @@ def _pool(cfg: LocalConfig, r: Provisioned) -> Pool:
         class_queue_urls=dict(r.class_queue_urls),
         max_workers=cfg.max_workers,
         jobs_per_worker=cfg.jobs_per_worker,
+        # the K each worker holds: a running worker's free slots take new jobs before new workers do
+        held_jobs=cfg.worker_held_jobs or held_jobs("gpu" if cfg.device == "cuda" else "cpu", cfg.model),
     )
 
 

@@ -43,6 +43,7 @@ from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, 
 
 EngineKey = tuple[str, str]  # (engine, model)
 MemoryProbe = Callable[[], MemoryInfo | None]
+CPU_BATCH_SIZE = 2  # B on a CPU: see default_batching
 DECODING_POLL_SECONDS = 0.01  # nothing to batch while every held job's next window is decoding
 
 
@@ -60,13 +61,16 @@ def default_batching(
 
     K: CPU 4; GPU 32 for a large model, 64 for the others (the stack sizes a worker's host memory
     and disk for the K it holds: stacks/sizing.py `held_jobs`, a test holds the two equal).
-    B: CPU 8 (two cores gain little from more, see bench/RESULTS.md). GPU: as many windows as fit
+    B: CPU 2 (`CPU_BATCH_SIZE`: a short job joining a long file waits for the batch under way and
+    shares its own with the long file's windows, both as long as B windows on a CPU; at B 8 a 4 s
+    job took 20 s beside a 10 min file, at B 2 8.5 s, the long file no slower: bench/results/
+    short-behind-long-cpu.json). GPU: as many windows as fit
     in `free_bytes` of GPU memory beside the model's weights (gpu_memory.fit_batch; `dims` or the
     model's by name), a T4's 16 GB when nothing was measured. B no longer equals K: a batch takes
     several windows of a job, and the scheduler gives each held job its share of it.
     """
     if device != "cuda":
-        return 4, 8
+        return 4, CPU_BATCH_SIZE
     held = 32 if model.startswith("large") and "turbo" not in model else 64
     free = T4_BYTES if free_bytes is None else free_bytes
     weights_loaded = weights_loaded and free_bytes is not None

@@ -408,13 +408,73 @@ class Decoded:
     language: str
 
 
-def _decoding_task(model: Any, options: Any) -> Any:
+def batched_timestamp_rules(tokenizer: Any, sample_begin: int, max_initial_timestamp_index: int | None) -> Any:
+    """whisper.decoding.ApplyTimestampRules with its two loops over the rows as tensor ops over
+    the whole batch: the same rules, the same masks, with no Python loop over rows and no value
+    read back to the host per step (openai-whisper 20250625 loops every row with `.tolist()` and
+    compares tensors in `if`, a GPU->CPU sync per row and step)."""
+    from whisper.decoding import ApplyTimestampRules
+
+    class BatchedTimestampRules(ApplyTimestampRules):
+        def apply(self, logits: Any, tokens: Any) -> None:
+            _timestamp_rules(logits, tokens, self.tokenizer, self.sample_begin, self.max_initial_timestamp_index)
+
+    return BatchedTimestampRules(tokenizer, sample_begin, max_initial_timestamp_index)
+
+
+def _timestamp_rules(logits: Any, tokens: Any, tokenizer: Any, sample_begin: int, max_initial: int | None) -> None:
+    """The rules of ApplyTimestampRules.apply (whisper/decoding.py ~452-507), on every row at
+    once. Each rule masks a range of a row: text ranges as a row mask over the text columns,
+    timestamp ranges on the 1,501 timestamp columns only, so no mask is as large as the logits."""
+    import torch
+
+    begin, eot, inf = tokenizer.timestamp_begin, tokenizer.eot, -np.inf
+    if tokenizer.no_timestamps is not None:
+        logits[:, tokenizer.no_timestamps] = inf
+    sampled = tokens[:, sample_begin:]
+    if sampled.shape[1] > 0:
+        is_stamp = sampled >= begin
+        last = is_stamp[:, -1:]
+        penultimate = is_stamp[:, -2:-1] if sampled.shape[1] > 1 else torch.ones_like(last)
+        # the last timestamp (by position), and the lowest one allowed next: no going back, and
+        # a segment has a nonzero length (the same one only to close a pair)
+        positions = torch.arange(sampled.shape[1], device=sampled.device)
+        at = torch.where(is_stamp, positions, -1).amax(dim=1, keepdim=True)
+        stamp = sampled.gather(1, at.clamp(min=0))
+        bound = torch.where(last & ~penultimate, stamp, stamp + 1)
+        ids = torch.arange(begin, logits.shape[-1], device=logits.device)[None, :]
+        # timestamps come in pairs: after a pair (or one at the start) text follows ...
+        logits[:, begin:].masked_fill_((last & penultimate) | ((at >= 0) & (ids < bound)), inf)
+        logits[:, :eot].masked_fill_(last & ~penultimate, inf)  # ... after text and one, no text
+    if tokens.shape[1] == sample_begin:
+        logits[:, :begin] = inf  # no text before the first timestamp
+        if max_initial is not None:
+            logits[:, begin + max_initial + 1 :] = inf
+    # where the timestamps' total probability beats every text token, sample a timestamp
+    logprobs = torch.nn.functional.log_softmax(logits.float(), dim=-1)
+    stamps_win = logprobs[:, begin:].logsumexp(dim=-1) > logprobs[:, :begin].amax(dim=-1)
+    logits[:, :begin].masked_fill_(stamps_win[:, None], inf)
+
+
+def _decoding_task(model: Any, options: Any, batched_rules: bool = True) -> Any:
     """whisper.decoding.DecodingTask for a batch of encoded windows. openai-whisper
     20250625 repeats the tokens, not the audio features, for beam search and best-of, which
-    only broadcasts for a batch of one; this subclass repeats the features too."""
-    from whisper.decoding import DecodingTask
+    only broadcasts for a batch of one; this subclass repeats the features too. With
+    `batched_rules`, its timestamp rules run over the batch at once (`batched_timestamp_rules`)."""
+    from whisper.decoding import ApplyTimestampRules, DecodingTask
 
     class BatchedDecodingTask(DecodingTask):
+        def __init__(self, model: Any, options: Any) -> None:
+            super().__init__(model, options)
+            if batched_rules:
+                filters: list[Any] = getattr(self, "logit_filters")  # noqa: B009 (whisper is untyped)
+                self.logit_filters = [
+                    batched_timestamp_rules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
+                    if isinstance(f, ApplyTimestampRules)
+                    else f
+                    for f in filters
+                ]
+
         def _get_audio_features(self, mel: Any) -> Any:
             features = super()._get_audio_features(mel)
             return features.repeat_interleave(self.n_group, dim=0) if self.n_group > 1 else features
@@ -428,11 +488,12 @@ def _decoding_task(model: Any, options: Any) -> Any:
 class OpenAIWhisperSteps:
     """openai-whisper's transcribe steps over a loaded whisper.model.Whisper, for a batch."""
 
-    def __init__(self, model: Any, *, fp16: bool) -> None:
+    def __init__(self, model: Any, *, fp16: bool, batched_rules: bool = True) -> None:
         from whisper.audio import CHUNK_LENGTH, SAMPLE_RATE
 
         self.model = model
         self.fp16 = fp16
+        self.batched_rules = batched_rules  # False: the library's own per-row timestamp rules
         self.sampling_rate: int = SAMPLE_RATE
         self.chunk_length: float = CHUNK_LENGTH
         self.multilingual: bool = model.is_multilingual
@@ -532,7 +593,7 @@ class OpenAIWhisperSteps:
             sample_len=max_new_tokens,
         )
         with torch.no_grad():
-            results = _decoding_task(self.model, options).run(features)
+            results = _decoding_task(self.model, options, self.batched_rules).run(features)
         return [
             Decoded(
                 tokens=list(r.tokens),

@@ -48,6 +48,7 @@ class WorkerPool:
     role: iam.Role
     max_workers: int
     jobs_per_worker: int
+    held_jobs: int  # K: the jobs one worker holds (the scaler counts a running worker's free slots)
 
     @property
     def queue(self) -> sqs.IQueue:
@@ -69,6 +70,7 @@ class WorkerPool:
             class_queue_urls=self.class_queue_urls,
             max_workers=self.max_workers,
             jobs_per_worker=self.jobs_per_worker,
+            held_jobs=self.held_jobs,
             job_queue=self.job_queue.job_queue_arn,
             job_definition=self.job_definition.job_definition_arn,
             on_demand_job_queue=self.on_demand_queue.job_queue_arn if self.on_demand_queue else "",
@@ -208,6 +210,7 @@ class Compute(Construct):
             role=role,
             max_workers=spec.max_workers,
             jobs_per_worker=self.config.jobs_per_worker,
+            held_jobs=spec.needs.held_jobs,
         )
         for pair in classes.values():
             pair.queue.grant_consume_messages(role)

@@ -506,6 +506,25 @@ def test_each_pool_has_an_on_demand_queue_the_scaler_moves_stuck_spot_workers_to
     assert {by_prefix_id(queues, f"Compute{p}OnDemandQueue") for p in ("Gpu", "Cpu")} <= targets
 
 
+def test_the_scaler_knows_each_pools_held_jobs(template_json: dict[str, Any]) -> None:
+    """The scaler counts a running worker's free slots from the K its workers hold (the K the
+    job definition gives them), so jobs a worker has claimed start no other worker."""
+    [env] = [
+        f["Properties"]["Environment"]["Variables"]
+        for f in resources(template_json, "AWS::Lambda::Function").values()
+        if f["Properties"]["Role"]["Fn::GetAtt"][0].startswith("ScalingScalerServiceRole")
+    ]
+    pools = json.dumps(env[ScalerSettings.env_name("pools")])
+    held = [
+        v["Value"]
+        for d in resources(template_json, "AWS::Batch::JobDefinition").values()
+        for v in d["Properties"]["ContainerProperties"]["Environment"]
+        if v["Name"] == WorkerSettings.env_name("max_held_jobs")
+    ]
+    assert len(held) == 2, held  # the GPU pool's and the CPU pool's
+    assert all(f'\\"held_jobs\\":{k}' in pools for k in held), (held, pools)
+
+
 def test_batch_scheduling_is_one_fifo_queue_per_pool(template_json: dict[str, Any]) -> None:
     """Priorities and fairness are the workers' (class queues, weighted receive, per-owner cap):
     every Batch job is an identical worker of the same service, so Batch job queue priorities or

@@ -31,21 +31,58 @@ from batchscribe_cli.local import LocalCompute
 
 
 @pytest.mark.parametrize(
-    ("backlog", "active", "cap", "per", "expected"),
+    ("visible", "in_flight", "active", "cap", "per", "expected"),
     [
-        (0, 0, 10, 4, 0),
-        (1, 0, 10, 4, 1),
-        (4, 0, 10, 4, 1),
-        (5, 0, 10, 4, 2),
-        (100, 0, 10, 4, 10),
-        (100, 3, 10, 4, 7),
-        (8, 5, 10, 4, 0),
-        (3, 0, 0, 4, 0),
-        (20, 0, 2, 1, 2),
+        (0, 0, 0, 10, 4, 0),
+        (1, 0, 0, 10, 4, 1),
+        (4, 0, 0, 10, 4, 1),
+        (5, 0, 0, 10, 4, 2),
+        (100, 0, 0, 10, 4, 10),
+        (100, 0, 3, 10, 4, 7),
+        (3, 0, 0, 0, 4, 0),
+        (20, 0, 0, 2, 1, 2),
+        # no worker running: messages in flight (a worker ended holding them) are backlog
+        (0, 3, 0, 10, 4, 1),
+        (2, 3, 0, 10, 4, 2),
+        # running workers hold what is in flight; their free slots take visible messages first
+        (0, 8, 2, 10, 4, 0),
+        (8, 0, 2, 10, 4, 0),
+        (9, 0, 2, 10, 4, 1),
+        (3, 6, 2, 10, 4, 1),  # 2 free slots for 3 visible
+        (0, 11, 2, 10, 4, 1),  # 3 in flight beyond what 2 workers hold
     ],
 )
-def test_plan(backlog: int, active: int, cap: int, per: int, expected: int) -> None:
-    assert plan(backlog, active, cap, per) == expected
+def test_plan(visible: int, in_flight: int, active: int, cap: int, per: int, expected: int) -> None:
+    pool = Pool(name="p", queue_url="q", max_workers=cap, jobs_per_worker=per)
+    assert plan(visible, in_flight, active, pool) == expected
+
+
+def test_plan_counts_a_running_workers_held_jobs_as_served() -> None:
+    """The case a new user met: one CPU worker (K 4, one job per worker wanted) holds a long
+    file and a short job, nothing visible: the old count (2 in flight / 1 per worker - 1 active)
+    started a worker every tick that found nothing and exited idle. Now none starts; a new short
+    job while the worker has a free slot starts none either; only more than its free slots do."""
+    pool = Pool(name="cpu", queue_url="q", max_workers=4, jobs_per_worker=1, held_jobs=4)
+
+    assert plan(visible=0, in_flight=2, active=1, pool=pool) == 0
+    assert plan(visible=1, in_flight=1, active=1, pool=pool) == 0
+    assert plan(visible=2, in_flight=2, active=1, pool=pool) == 0
+    assert plan(visible=3, in_flight=2, active=1, pool=pool) == 1
+    assert plan(visible=6, in_flight=4, active=1, pool=pool) == 3  # cap 4
+    assert plan(visible=9, in_flight=4, active=1, pool=pool) == 3
+
+
+def test_scale_starts_no_worker_for_jobs_a_running_worker_holds() -> None:
+    pool = Pool(name="cpu", queue_url="q-cpu", max_workers=4, jobs_per_worker=1, held_jobs=4)
+    compute = FakeCompute({"cpu": 1})
+
+    held = scale([pool], lambda _p: (0, 2), compute)  # it holds a long file and a short job
+    claimed_one_more = scale([pool], lambda _p: (1, 2), compute)  # a new job, a slot free
+
+    assert compute.submitted == []
+    assert [d.submitted for d in held + claimed_one_more] == [0, 0]
+    # no worker running and a job visible: one starts
+    assert scale([pool], lambda _p: (1, 0), FakeCompute({}))[0].submitted == 1
 
 
 class FakeCompute:

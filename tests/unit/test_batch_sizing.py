@@ -28,7 +28,7 @@ def test_the_worker_reads_its_models_dimensions_from_the_folder_it_has() -> None
 def test_default_batching_fits_a_t4_when_nothing_is_measured() -> None:
     """K is what it was (the stack sizes hosts for it); B fits a T4 when no probe answered, and
     the measured free memory when one did; CPU keeps its small batch."""
-    assert default_batching("cpu", "large-v3-turbo") == (4, 8)
+    assert default_batching("cpu", "large-v3-turbo") == (4, 2)
     assert default_batching("cuda", "large-v3-turbo") == (64, 64)
     assert default_batching("cuda", "large-v3") == (32, 14)
     assert default_batching("cuda", "large-v3", free_bytes=CARDS["H100"]) == (32, 64)
@@ -46,7 +46,7 @@ def test_a_worker_sizes_b_from_what_its_probe_measured_and_logs_it(caplog: pytes
     with caplog.at_level(logging.INFO):
         assert worker_batching(_settings(), "cuda", probe=lambda: h100) == (32, 64)
         assert worker_batching(_settings(beam_size=1), "cuda", probe=lambda: None) == (32, 27)  # a T4
-        assert worker_batching(_settings(), "cpu", probe=lambda: pytest.fail("no probe on CPU")) == (4, 8)
+        assert worker_batching(_settings(), "cpu", probe=lambda: pytest.fail("no probe on CPU")) == (4, 2)
     lines = [r for r in caplog.records if r.getMessage().startswith("batch size")]
     assert [r.getMessage() for r in lines] == [
         "batch size from GPU memory",
@@ -72,4 +72,4 @@ def test_batchscribe_transcribe_sizes_b_with_its_engine_already_loaded(monkeypat
     assert batches._engine_batch_size(engine) == 24  # as sized before the load
     monkeypatch.setattr(batches, "free_memory", lambda: None)
     assert batches._engine_batch_size(engine) == 14
-    assert batches._engine_batch_size(SimpleNamespace(device="cpu", model_name="tiny.en")) == 8
+    assert batches._engine_batch_size(SimpleNamespace(device="cpu", model_name="tiny.en")) == 2
