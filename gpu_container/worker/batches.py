@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -232,7 +232,7 @@ class Batches:
                 prepare(self._packer.ahead(upcoming) if self._packer else upcoming)
         return batch
 
-    def _room(self, size: int) -> Callable[[list[Any]], bool]:
+    def _room(self, size: int) -> Callable[[Sequence[Any]], bool]:
         """The scheduler's test that a batch still fits: `size` rows once packed, else `size` windows."""
         return self._packer.fits(size) if self._packer else (lambda batch: len(batch) <= size)
 
