@@ -913,6 +913,36 @@ def timestamp_rules_section(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def short_behind_long_section(result: dict[str, Any]) -> str:
+    """bench/results/short-behind-long-cpu.json: a short job joining a CPU worker's long file,
+    per batch size (bench/bench_short_behind_long.py)."""
+    rows = [
+        [
+            r["batch_size"],
+            f"{r['short_job_s']:.1f} s",
+            f"{r['long_file_s']:.1f} s",
+            f"{r['long_file_x_realtime']:.1f}\u00d7",
+        ]
+        for r in result["rows"]
+    ]
+    audio = result["rows"][0]["long_file_audio_s"] if result["rows"] else 0
+    return (
+        "\n".join(
+            [
+                "## A short job joining a long file on a CPU worker",
+                "",
+                provenance(result),
+                f"One worker's `Batches` holds a long file ({audio:.0f} s of speech); a short job joins once the "
+                "long file's first batch runs. The short job waits for the batch under way and then shares each "
+                "batch with the long file, so its time grows with B (windows per batch); CPU workers use B = 2.",
+                "",
+                table(["B", "short job (joined to done)", "long file", "long file \u00d7 realtime"], rows),
+            ]
+        )
+        + "\n"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # host ceiling (bench/bench_host_ceiling.py)
 
@@ -987,6 +1017,7 @@ SECTIONS: list[Section] = [
     Section("cost", "cost.json", cost_section),
     Section("simulation", "simulation.json", simulation_section),
     Section("timestamp-rules-cpu", "timestamp-rules-cpu.json", timestamp_rules_section),
+    Section("short-behind-long-cpu", "short-behind-long-cpu.json", short_behind_long_section),
 ]
 
 
