@@ -8,7 +8,8 @@ counted. Rounds alternate between the two modes (`--repeats` each) so background
 both alike; medians are reported with both word error rates, and the last line is
 `throughput ratio: X.XX\u00d7` (batched jobs per minute / one-at-a-time jobs per minute).
 Before the rounds, in this process, `packing()` runs the same jobs through the worker's
-`Batches` (K and B of the batched mode) with window packing off and on (packing.py) and counts
+`Batches` (K and B of the batched mode) with window packing off and on (packing.py), and packed
+with every job held at once (as a GPU worker holds a burst of short jobs), and counts
 encoder seconds (30 s per window row the encoder read, continuation passes and fallbacks
 included) against speech seconds (the VAD windows' audio), with each job's WER both ways.
 Results go to bench/results/throughput-<device>.json with the hardware. A measurement, not a test.
@@ -129,10 +130,13 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int) -> dict[st
 
     runner = FasterWhisperBatchRunner.from_engine(FasterWhisperEngine(device="cpu", cpu_threads=2))
     out: dict[str, Any] = {"held_jobs": held, "batch_size": batch}
-    for name, pack in (("unpacked", False), ("packed", True)):
+    # the third: every job held at once, as a GPU worker (K 32-64) holds a burst of short jobs
+    variants = (("unpacked", False, held), ("packed", True, held), ("packed_all_held", True, len(jobs)))
+    for name, pack, k in variants:
         started = time.perf_counter()
-        texts, rows, speech = _through_batches(runner, jobs, held=held, batch=batch, pack=pack)
+        texts, rows, speech = _through_batches(runner, jobs, held=k, batch=batch, pack=pack)
         out[name] = {
+            "held_jobs": k,
             "seconds": round(time.perf_counter() - started, 2),
             "encoder_rows": rows,
             "encoder_seconds": rows * 30.0,
@@ -143,7 +147,7 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int) -> dict[st
         }
         r = out[name]
         print(
-            f"  {name:<9} K={held} B={batch}: {rows} encoder rows = {r['encoder_seconds']:.0f} s for "
+            f"  {name:<15} K={k} B={batch}: {rows} encoder rows = {r['encoder_seconds']:.0f} s for "
             f"{speech:.1f} s of speech ({r['encoder_per_speech']:.2f}), WER {r['wer']:.3f}, {r['seconds']:.1f} s",
             flush=True,
         )

@@ -609,18 +609,20 @@ def _packing_lines(result: dict[str, Any]) -> list[str]:
             f"**{p['encoder_per_speech']:.2f}**",
             f"{p['wer'] * 100:.1f} %",
         ]
-        for name, p in ((n, packing[n]) for n in ("unpacked", "packed"))
+        for name, p in ((n, packing[n]) for n in ("unpacked", "packed", "packed_all_held") if n in packing)
     ]
+    for row, name in zip(rows, ("unpacked", "packed", "packed_all_held"), strict=False):
+        row[0] = f"{name.split('_')[0]}, K = {packing[name].get('held_jobs', packing['held_jobs'])}"
     worse = packing.get("jobs_worse_packed") or []
     return [
         *lines,
         "",
-        f"### Window packing (K = {packing['held_jobs']}, B = {packing['batch_size']} rows, in process)",
+        f"### Window packing (B = {packing['batch_size']} rows, in process)",
         "",
         "The same jobs through the worker's `Batches`, window packing (gpu_container/worker/packing.py) off and on: "
         "encoder seconds = 30 s per window row the encoder read (continuation passes and fallbacks included).",
         "",
-        table(["windows", "encoder rows", "encoder s", "speech s", "encoder \u00f7 speech", "WER"], rows),
+        table(["windows, jobs held", "encoder rows", "encoder s", "speech s", "encoder \u00f7 speech", "WER"], rows),
         "",
         "Jobs whose WER is worse packed: " + (", ".join(worse) if worse else "none") + ".",
     ]
