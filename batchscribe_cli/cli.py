@@ -156,13 +156,23 @@ def _show_progress(quiet: bool) -> bool:
     return not quiet and (sys.stderr.isatty() or _settings().progress)
 
 
+def install_hint(extra: str) -> str:
+    """The pip command that installs an extra: from a clone (this package sits in the source tree
+    beside pyproject.toml, as `make venv` and `pip install -e .` leave it) `pip install '.[extra]'`
+    in that folder; an installed wheel `pip install 'batchscribe[extra]'`."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "batchscribe_cli").is_dir():
+        return f"install them with: pip install '.[{extra}]' (in {root})"
+    return f"install them with: pip install 'batchscribe[{extra}]'"
+
+
 def _require(extra: str, modules: tuple[str, ...], what: str) -> None:
     """Stop with the pip command to run when an extra this command needs is not installed."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise CliError(
             f"`batchscribe {what}` needs packages that are not installed ({', '.join(missing)})",
-            f"install them with: pip install 'batchscribe[{extra}]'",
+            install_hint(extra),
             EXIT_UNAVAILABLE,
         )
 
@@ -797,7 +807,7 @@ def _translate(exc: BaseException) -> CliError | None:
         return CliError(f"cannot reach {where}: {_reason(exc)}", hint, EXIT_UNAVAILABLE)
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         extra = EXTRA_OF_MODULE.get(exc.name.split(".")[0])
-        hint = f"install it with: pip install 'batchscribe[{extra}]'" if extra else "reinstall batchscribe"
+        hint = install_hint(extra) if extra else "reinstall batchscribe"
         return CliError(f"a package this command needs is not installed: {exc.name}", hint, EXIT_UNAVAILABLE)
     botocore_exceptions = sys.modules.get("botocore.exceptions")
     if botocore_exceptions is not None and isinstance(exc, botocore_exceptions.BotoCoreError):
@@ -909,7 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
     _add_split_channels(s)
     s.add_argument(
-        "--callback-url", help="an https:// URL that gets one signed POST when the job ends (README: Webhooks)"
+        "--callback-url", help="an https:// URL that gets one signed POST when the job ends (docs/deploy.md: Webhooks)"
     )
     s.add_argument("--priority", choices=PRIORITIES, help="the job's priority class (default normal)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress, no messages (stdout: the id or result)")

@@ -253,10 +253,13 @@ def test_server_errors_are_retried_before_giving_up(api: str) -> None:
 
 
 def test_a_command_without_its_extra_says_which_to_install() -> None:
+    # run from this clone: the command to run here is `pip install '.[extra]'` in the clone (an
+    # installed wheel names the package: tests/e2e/test_client_install.py)
+    clone = Path(__file__).resolve().parents[2]
     out = run("local", "up", "--port", "0", prelude="import sys; sys.modules['moto'] = None")
-    assert_one_error(out, EXIT_UNAVAILABLE, "pip install 'batchscribe[local]'")
+    assert_one_error(out, EXIT_UNAVAILABLE, f"pip install '.[local]' (in {clone})")
     out = run("transcribe", __file__, prelude="import sys; sys.modules['faster_whisper'] = None")
-    assert_one_error(out, EXIT_UNAVAILABLE, "pip install 'batchscribe[worker]'")
+    assert_one_error(out, EXIT_UNAVAILABLE, f"pip install '.[worker]' (in {clone})")
 
 
 def test_ctrl_c_during_a_wait_prints_the_command_that_resumes_it(api: str) -> None:
