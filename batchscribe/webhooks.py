@@ -6,8 +6,8 @@ A job created with `callback_url` gets one POST when it ends: the job summary as
     Batchscribe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
     Batchscribe-Event-Id:  <job_id>.<status>   (the same on every retry: deduplicate on it)
 
-The secret is the deployment's (AWS Secrets Manager; README "Webhooks"). A receiver checks
-the signature and the age of `t` with `verify` (or the few lines the README shows).
+The secret is the deployment's (AWS Secrets Manager; docs/deploy.md "Webhooks"). A receiver checks
+the signature and the age of `t` with `verify` (or the few lines docs/deploy.md shows).
 
 Only public `https://` URLs are called (batchscribe.urlguard): checked when the job is
 created, resolved again at delivery time, and the connection made to the address checked.

@@ -1,6 +1,6 @@
 """The deployment's configuration: one validated model, read from cdk.json context under
 the key `batchscribe` (override any field with `cdk deploy -c batchscribe='{"spot": false}'`
-or by editing cdk.json). Every default is documented here and in the README."""
+or by editing cdk.json). Every default is documented here and in docs/deploy.md."""
 
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ ACKNOWLEDGED: dict[str, str] = {
     ),
     "SMG4": (
         "The webhook signing secret is shared with the receivers that verify callbacks: an automatic "
-        "rotation would break them without warning. Rotate it by hand (README: Webhooks) when receivers can follow."
+        "rotation would break them without warning. Rotate it by hand (docs/deploy.md: Webhooks) when "
+        "receivers can follow."
     ),
     "SQS3": "Notify's Failures queue is itself the dead-letter destination of the table stream's event source.",
     "APIG3": (

@@ -56,7 +56,7 @@ def weights_mib(model: WhisperDims) -> float:
 # (batchscribe/whisper_models.py, with its sources), which the worker's GPU memory model reads too.
 MODELS = WHISPER_DIMS
 
-# Image sizes measured with podman (README 'Images'; built with the bundled tiny.en), in GB; the
+# Image sizes measured with podman (docs/deploy.md 'Worker images'; built with the bundled tiny.en), in GB; the
 # GPU openai-whisper image (CUDA torch, cuBLAS and cuDNN wheels) was not built here: an estimate.
 IMAGE_GB: dict[tuple[EngineName, str], float] = {
     ("faster-whisper", "cpu"): 0.96,

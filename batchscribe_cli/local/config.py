@@ -58,7 +58,7 @@ class LocalConfig:
 
 def webhook_secret(data_dir: Path) -> str:
     """The secret that signs a stack's callbacks: made once, kept in the data folder
-    (`data/webhook-secret`), so that a receiver keeps verifying across restarts."""
+    (`<data folder>/webhook-secret`), so that a receiver keeps verifying across restarts."""
     path = data_dir / "webhook-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ JSON_SCHEMA = "batchscribe.transcript/1"  # bump on any change a reader could no
 
 
 def to_json(t: Transcript) -> str:
-    """The transcript as JSON (schema `batchscribe.transcript/1`, documented in the README):
+    """The transcript as JSON (schema `batchscribe.transcript/1`, documented in docs/api.md):
     language (+ probability when detected), duration, engine and model, the whole text, and
     segments with start/end/text, optional words, and the decoder's confidence."""
     data = {

@@ -143,7 +143,7 @@ class Api(Construct):
 
     def _invoke_policy(self) -> iam.ManagedPolicy:
         """What a caller other than the deployer needs to call the API: attach it to their role,
-        user or group (README 'Deploy'). Every route of this API's stage, nothing else."""
+        user or group (docs/deploy.md). Every route of this API's stage, nothing else."""
         stage = self.api.deployment_stage.stage_name
         return iam.ManagedPolicy(
             self,

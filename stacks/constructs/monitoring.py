@@ -1,8 +1,8 @@
-"""Alarms (each with a runbook entry in the README) and one dashboard, through
+"""Alarms (each with a runbook entry in docs/operations.md) and one dashboard, through
 cdk-monitoring-constructs (cdklabs): its MonitoringFacade makes every alarm and dashboard
 section from a library threshold — a queue and its dead-letter queue, a function, the API —
 and the job metrics the services publish are its custom metric groups. What stays here is
-the deployment's choice: which thresholds, their names (the README's runbook names them),
+the deployment's choice: which thresholds, their names (the runbook in docs/operations.md names them),
 their descriptions, and the alarm topic they notify."""
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ class WatchedQueue:
 
     pair: QueuePair
     max_age_seconds: int | None = None
+
+
+RUNBOOKS = "docs/operations.md"  # where the alarms' runbooks are, by name
+
+
+def runbook(name: str, page: str = RUNBOOKS) -> str:
+    """The pointer an alarm's description ends with (a template test finds each one there)."""
+    return f"Runbook: {page} '{name}'."
 
 
 def _jobs_metric(name: str) -> cw.Metric:
@@ -162,7 +170,7 @@ class Monitoring(Construct):
         }
 
     def _dead_letters(self, label: str) -> dict[str, MaxMessageCountThreshold]:
-        description = f"Messages in the {label} dead-letter queue. Runbook: README 'DLQ redrive'."
+        description = f"Messages in the {label} dead-letter queue. Runbook: docs/operations.md 'DLQ redrive'."
         return {PAGE: MaxMessageCountThreshold(max_message_count=0, **self._alarm(f"{label}DeadLetters", description))}
 
     def _watch_queue(self, label: str, watched: WatchedQueue) -> None:
@@ -173,7 +181,7 @@ class Monitoring(Construct):
         if (limit := watched.max_age_seconds) is not None:
             description = (
                 f"A {label} job waited over {limit // 60} min: no worker is taking work, or higher classes "
-                "take it all. Runbook: README 'Starvation'."
+                "take it all. Runbook: docs/operations.md 'Starvation'."
             )
             starving[PAGE] = MaxMessageAgeThreshold(
                 max_age_in_seconds=limit, **self._alarm(f"{label}Starvation", description)
@@ -205,7 +213,7 @@ class Monitoring(Construct):
             human_readable_name="Job API",
             add5_xx_fault_count_alarm={
                 PAGE: ErrorCountThreshold(
-                    max_error_count=0, **self._alarm("Api5xx", "The API answered 5xx. Runbook: README 'API errors'.")
+                    max_error_count=0, **self._alarm("Api5xx", "The API answered 5xx. " + runbook("API errors"))
                 )
             },
         )
@@ -213,8 +221,8 @@ class Monitoring(Construct):
     def _watch_function(self, name: str, fn: lambda_.IFunction) -> None:
         """Any error, and any throttled invocation: a new account's concurrency quota (10) shows up
         here first, long before jobs starve."""
-        description = f"The {name} function raised. Runbook: README 'Lambda errors'."
-        throttled = f"Lambda throttled the {name} function (account concurrency used up). Runbook: README 'Throttling'."
+        description = f"The {name} function raised. Runbook: docs/operations.md 'Lambda errors'."
+        throttled = f"Lambda throttled the {name} function (account concurrency used up). {runbook('Throttling')}"
         self.facade.monitor_lambda_function(
             lambda_function=fn,
             alarm_friendly_name=name,
@@ -228,7 +236,7 @@ class Monitoring(Construct):
         )
 
     def _throttled(self, label: str, what: str) -> dict[str, ThrottledEventsThreshold]:
-        description = f"DynamoDB throttled {what}. Runbook: README 'Throttling'."
+        description = f"DynamoDB throttled {what}. Runbook: docs/operations.md 'Throttling'."
         return {PAGE: ThrottledEventsThreshold(max_throttled_events_threshold=0, **self._alarm(label, description))}
 
     def _watch_table(self, table: ddb.ITable, indexes: Sequence[str]) -> None:
@@ -278,7 +286,7 @@ class Monitoring(Construct):
         )
         description = (
             "A worker exited before claiming anything: its GPU failed the preflight (exit 69), its engine "
-            "did not load (70) or its settings are wrong (78). Runbook: README 'GPU preflight'."
+            "did not load (70) or its settings are wrong (78). Runbook: docs/design.md 'GPU preflight'."
         )
         alarm = CustomThreshold(
             threshold=0,
@@ -309,7 +317,7 @@ class Monitoring(Construct):
             label="failed job rate",
             period=Duration.minutes(15),
         )
-        description = "Over 20% of recent jobs failed (at least 5 finished). Runbook: README 'Failed jobs'."
+        description = "Over 20% of recent jobs failed (at least 5 finished). Runbook: docs/operations.md 'Failed jobs'."
         rate_alarm = CustomThreshold(
             threshold=FAILED_RATE_THRESHOLD,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,

@@ -2,7 +2,7 @@
 
 The scripts run as `make bench` runs them (`python -m bench.<script>`, a child process each),
 with their results sent to a temporary folder so the recorded bench/results/ stay as they are.
-What is checked is the shape of the output (the fields the report and the README use are there,
+What is checked is the shape of the output (the fields the report and docs/performance.md use are there,
 the numbers finite and positive), never a timing: the machine is shared and the sizes are too
 small to mean anything.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -528,7 +529,7 @@ def test_the_scaler_knows_each_pools_held_jobs(template_json: dict[str, Any]) ->
 def test_batch_scheduling_is_one_fifo_queue_per_pool(template_json: dict[str, Any]) -> None:
     """Priorities and fairness are the workers' (class queues, weighted receive, per-owner cap):
     every Batch job is an identical worker of the same service, so Batch job queue priorities or
-    a fair-share policy would have nothing to order (README 'Design notes'). (With Spot, each pool
+    a fair-share policy would have nothing to order (docs/design.md 'Design notes'). (With Spot, each pool
     has a second queue, on-demand only, for workers Spot cannot place.)"""
     job_queues = resources(template_json, "AWS::Batch::JobQueue")
     assert len(job_queues) == 4
@@ -639,7 +640,7 @@ def test_alarms(template_json: dict[str, Any]) -> None:
     for dlq in ("Jobs", "SmallJobs", "Uploads", "Notify", "Webhooks"):
         a = named(f"{dlq}DeadLetters")
         assert (_alarm_metric(a), a["Threshold"]) == (("ApproximateNumberOfMessagesVisible", "Maximum", 300), 0)
-        assert "Runbook: README 'DLQ redrive'" in a["AlarmDescription"]
+        assert "Runbook: docs/operations.md 'DLQ redrive'" in a["AlarmDescription"]
     starved = named("JobsStarvation")
     assert (_alarm_metric(starved)[0], starved["Threshold"]) == ("ApproximateAgeOfOldestMessage", 1800)
     # per priority class and pool: the age of the oldest message; low may wait 4x as long
@@ -667,8 +668,14 @@ def test_alarms(template_json: dict[str, Any]) -> None:
     # functions' errors and throttles, the table's and its 2 indexes' read and write throttles,
     # workers that could not start (tests/infrastructure/test_worker_preflight.py)
     assert len(alarms) == 9 + 6 + 1 + 1 + 2 * len(functions) + 2 * 3 + 1, sorted(alarms)
-    # the README's cost paragraph counts them
-    assert f"{len(alarms)} CloudWatch alarms" in (ROOT / "README.md").read_text()
+    # the deploy guide's cost paragraph counts them
+    assert f"{len(alarms)} CloudWatch alarms" in (ROOT / "docs" / "deploy.md").read_text()
+    # and every runbook an alarm names is a page that has it, in bold or as a heading
+    for alarm in alarms.values():
+        found = re.search(r"Runbook: (docs/[a-z]+\.md) '([^']+)'", alarm["AlarmDescription"])
+        assert found, alarm["AlarmName"]
+        page = (ROOT / found[1]).read_text()
+        assert f"**{found[2]}**" in page or f"### {found[2]}\n" in page, (alarm["AlarmName"], found[2])
     [topic] = resources(template_json, "AWS::SNS::Topic")
     assert all(a["AlarmActions"] == [{"Ref": topic}] and a["ActionsEnabled"] is True for a in alarms.values())
 
@@ -686,7 +693,7 @@ def test_throttles_alarm(template_json: dict[str, Any]) -> None:
     def watched(name: str) -> tuple[str, dict[str, Any], str, int]:
         """(metric, dimensions, statistic, threshold) of a throttle alarm (its metric maybe in a FILL())."""
         alarm = alarms[name]
-        assert "Runbook: README 'Throttling'" in alarm["AlarmDescription"], name
+        assert "Runbook: docs/operations.md 'Throttling'" in alarm["AlarmDescription"], name
         assert (alarm["ComparisonOperator"], alarm["EvaluationPeriods"]) == ("GreaterThanThreshold", 1), name
         if "MetricName" in alarm:
             dims = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}

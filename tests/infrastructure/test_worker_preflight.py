@@ -93,9 +93,9 @@ def test_an_alarm_counts_workers_that_could_not_start(template_json: dict[str, A
         0,
         "notBreaching",
     )
-    assert "Runbook: README 'GPU preflight'" in alarm["AlarmDescription"]
+    assert "Runbook: docs/design.md 'GPU preflight'" in alarm["AlarmDescription"]
     assert all(f"({int(code)})" in alarm["AlarmDescription"] for code in (WorkerExit.ENGINE, WorkerExit.CONFIG))
     # the runbook it names is there, in the worker's section
-    readme = (ROOT / "README.md").read_text()
-    worker = readme[readme.index("\n## The worker\n") : readme.index("\n## Design notes\n")]
+    design = (ROOT / "docs" / "design.md").read_text()
+    worker = design[design.index("\n## The worker\n") : design.index("\n## Design notes\n")]
     assert "\n### GPU preflight\n" in worker and "`WorkersNotStarting`" in worker

@@ -59,7 +59,7 @@ def test_the_default_model_at_beam_5_fits_a_t4_with_room_to_spare() -> None:
 
 
 def test_batch_sizes_per_card_model_and_engine() -> None:
-    """The figures the README gives (beam 5): large-v3's 32 decoder layers make its rows five
+    """The figures docs/design.md gives (beam 5): large-v3's 32 decoder layers make its rows five
     times the turbo's, so a T4 takes 14 of them; an H100 takes 64 of either, the cap."""
     expected = {
         "large-v3-turbo": {"T4": 64, "A10G": 64, "L4": 64, "H100": 64},
