@@ -62,7 +62,11 @@ class DeploymentConfig(BaseModel):
     )
 
     # transcription
-    engine: EngineName = "faster-whisper"
+    engine: EngineName = Field(
+        default="faster-whisper",
+        description="the GPU pool's engine: faster-whisper (CTranslate2) or openai-whisper (PyTorch, batched)",
+    )
+    cpu_engine: EngineName = Field(default="faster-whisper", description="the CPU pool's engine")
     model: str = Field(default="large-v3-turbo", description="baked into the GPU image")
     cpu_model: str = Field(default="small", description="baked into the CPU image (small jobs)")
 

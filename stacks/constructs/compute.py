@@ -91,6 +91,7 @@ class PoolSpec:
     max_vcpus: int
     gpus: int  # per worker
     model: str  # baked into the pool's image
+    engine: str  # the pool's engine, baked into its image with the model
     max_workers: int
     hourly_usd: float | None  # the configured price per worker-hour; None: from the price table
     needs: WorkerNeeds  # what one worker takes of its host (memory, disk)
@@ -98,6 +99,7 @@ class PoolSpec:
     @classmethod
     def of(cls, config: DeploymentConfig, *, gpu: bool) -> PoolSpec:
         device, model = ("gpu", config.model) if gpu else ("cpu", config.cpu_model)
+        engine = config.engine if gpu else config.cpu_engine
         held = (config.gpu_held_jobs if gpu else config.cpu_held_jobs) or held_jobs(device, model)
         return cls(
             name="Gpu" if gpu else "Cpu",
@@ -105,9 +107,10 @@ class PoolSpec:
             max_vcpus=config.max_gpu_vcpus if gpu else config.max_cpu_vcpus,
             gpus=1 if gpu else 0,
             model=model,
+            engine=engine,
             max_workers=config.max_gpu_workers if gpu else config.max_cpu_workers,
             hourly_usd=config.gpu_hourly_usd if gpu else config.cpu_hourly_usd,
-            needs=WorkerNeeds(engine=config.engine, model=model, device=device, held_jobs=held),
+            needs=WorkerNeeds(engine=engine, model=model, device=device, held_jobs=held),
         )
 
     @property
@@ -335,7 +338,7 @@ class Compute(Construct):
             f"{spec.name}Image",
             directory=str(ROOT),
             file="gpu_container/Dockerfile",
-            build_args={"DEVICE": spec.device, "ENGINE": self.config.engine, "MODEL": spec.model},
+            build_args={"DEVICE": spec.device, "ENGINE": spec.engine, "MODEL": spec.model},
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
         size = job_size(spec.instance_types, spec.gpus, spec.needs.memory_mib)
@@ -397,7 +400,7 @@ class Compute(Construct):
             jobs_queue_url=classes[DEFAULT_PRIORITY].queue.queue_url,
             class_queue_urls={p: c.queue.queue_url for p, c in classes.items() if p != DEFAULT_PRIORITY},
             model=spec.model,
-            engine=config.engine,
+            engine=spec.engine,
             device="cuda" if spec.gpus else "cpu",
             max_duration_seconds=config.max_duration_minutes * 60,
             max_held_jobs=spec.needs.held_jobs,  # the K the volume and the memory are sized for

@@ -249,3 +249,15 @@ def test_no_way_from_a_worker_to_the_instance_role(template_json: dict[str, Any]
         assert user_data.startswith("Content-Type: multipart/mixed")  # Batch merges MIME user data only
         rule = f"iptables --insert OUTPUT --destination 169.254.169.254 --match owner --uid-owner {WORKER_UID}"
         assert f"{rule} --jump REJECT" in user_data, user_data
+
+
+def test_each_pool_runs_the_engine_configured_for_it(tmp_path: Path) -> None:
+    """`engine` is the GPU pool's, `cpu_engine` the CPU pool's: each job definition runs its own, and
+    each worker's memory is sized for its engine (openai-whisper's PyTorch weights and working set
+    are larger than CTranslate2's)."""
+    t = synth(tmp_path, engine="openai-whisper", cpu_engine="faster-whisper")
+    gpu, cpu = (WorkerSettings.from_env(job_env(t, pool)) for pool in ("Gpu", "Cpu"))
+    assert (gpu.engine, cpu.engine) == ("openai-whisper", "faster-whisper")
+    assert _needs(t, "Gpu").engine == "openai-whisper" and _needs(t, "Cpu").engine == "faster-whisper"
+    default = WorkerNeeds(engine="faster-whisper", model=gpu.model, device="gpu", held_jobs=gpu.max_held_jobs)
+    assert job_resources(t, "Gpu")["MEMORY"] >= _needs(t, "Gpu").memory_mib > default.memory_mib
