@@ -24,6 +24,14 @@ def lease_item_id(name: str) -> str:
 
 
 TTL_ATTRIBUTE = "ttl"
+# the operator's hourly counters (batchscribe.repository.stats): items `stats#<hour>`, kept this
+# long after their hour (the longest window `batchscribe stats --since` reads is STATS_MAX_HOURS)
+STATS_ITEM_PREFIX = "stats#"
+STATS_MAX_HOURS = 30 * 24
+STATS_KEEP_SECONDS = (STATS_MAX_HOURS + 48) * 3600
+# the operator's statistics route: only principals granted the stats policy may call it (the
+# invoke policy every caller gets covers the job routes, not this one)
+ADMIN_STATS_PATH = "/admin/stats"
 OWNER_INDEX = "by_owner"  # the caller's jobs, newest first
 SWEEP_INDEX = "by_sweep"  # sparse: jobs that can go stale (open upload windows, leases, queued waits)
 # index name -> (partition key, type, sort key, type)

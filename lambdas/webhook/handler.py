@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from batchscribe import aws
+from batchscribe.job_metrics import emit_webhook
 from batchscribe.models import JobMessage
 from batchscribe.repository import JobRepository
 from batchscribe.settings import METRICS_NAMESPACE, WebhookSettings
@@ -55,6 +56,7 @@ def record_handler(record: SQSRecord) -> None:
         return
     sent = sender().send(message.job_id)
     metrics.add_metric(name=f"Webhook_{sent.outcome.value}", unit="Count", value=1)
+    emit_webhook(sent.outcome.value, service="webhook")
     logger.info("webhook", extra={"job_id": message.job_id, "outcome": sent.outcome.value})
     if sent.outcome is SendOutcome.RETRY:
         assert sent.retry_after is not None
