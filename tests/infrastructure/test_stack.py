@@ -832,19 +832,11 @@ def test_only_the_stats_policy_covers_the_operator_statistics_route(template_jso
 def test_notify_writes_only_stats_counters(template_json: dict[str, Any]) -> None:
     """The notify function may UpdateItem the jobs table only on the operator's counter items
     (`stats#<hour>`): a condition on the leading key, as the scaler's lease."""
-    statements = [
-        s
-        for p in resources(template_json, "AWS::IAM::Policy").values()
-        if any(r["Ref"].startswith("NotifyServiceRole") for r in p["Properties"].get("Roles", []))
-        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    [update] = [
+        st for st in _statements_of(template_json, "NotifyServiceRole") if "dynamodb:UpdateItem" in st["Action"]
     ]
-    [update] = [s for s in statements if "dynamodb:UpdateItem" in _list(s["Action"])]
-    assert _list(update["Action"]) == ["dynamodb:UpdateItem"]
+    assert update["Action"] == "dynamodb:UpdateItem"
     assert update["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["stats#*"]}}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 def test_cors_with_named_origins(tmp_path: Path) -> None:
