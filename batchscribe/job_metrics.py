@@ -22,6 +22,8 @@ from batchscribe.outcomes import (
     TIME_QUEUED_METRIC,
     TIME_RUNNING_METRIC,
     WEBHOOK_OUTCOMES_METRIC,
+    WEBHOOK_SERVICE,
+    WEBHOOK_TRIED_EVENT,
     Dimensions,
     JobEnd,
     JobStart,
@@ -61,9 +63,11 @@ def emit_start(start: JobStart) -> None:
         _emit(TIME_QUEUED_METRIC, MetricUnit.Seconds, start.queued_seconds, dims, OUTCOMES_SERVICE)
 
 
-def emit_webhook(outcome: str, service: str) -> None:
-    """WebhookOutcomes (outcome: webhooks.SendOutcome), one per delivery try."""
-    _emit(WEBHOOK_OUTCOMES_METRIC, MetricUnit.Count, 1, {"outcome": outcome}, service)
+def webhook_tried(job_id: str, outcome: str) -> None:
+    """One try of a job's callback: WebhookOutcomes (outcome: webhooks.SendOutcome) and the log
+    line the WebhookOutcomes query reads."""
+    _emit(WEBHOOK_OUTCOMES_METRIC, MetricUnit.Count, 1, {"outcome": outcome}, WEBHOOK_SERVICE)
+    logger.info("webhook", extra={"event": WEBHOOK_TRIED_EVENT, "job_id": job_id, "outcome": outcome})
 
 
 @dataclass

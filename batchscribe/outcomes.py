@@ -29,11 +29,12 @@ OTHER = "other"  # a model or error code outside the closed set
 NO_ERROR = "none"  # the error code dimension of a job that did not fail
 ENDED_STATUSES: tuple[JobStatus, ...] = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
-# the structured log lines the notify function writes (field `event`): the saved Logs Insights
-# queries (stacks/constructs/insights.py) read them
+# the structured log lines the notify and webhook functions write (field `event`): the saved
+# Logs Insights queries (stacks/constructs/insights.py) read them
 JOB_ENDED_EVENT = "job_ended"
 JOB_STARTED_EVENT = "job_started"
 JOB_EXPIRED_EVENT = "job_expired"  # DynamoDB's TTL deleted a job record
+WEBHOOK_TRIED_EVENT = "webhook_tried"  # the webhook function tried a job's callback once
 
 # the EMF metrics (namespace settings.METRICS_NAMESPACE)
 JOBS_ENDED_METRIC = "JobsEnded"  # Count; status x pool x model x error_code
@@ -42,6 +43,7 @@ TIME_QUEUED_METRIC = "TimeQueued"  # Seconds from queued to claimed, per claim; 
 TIME_RUNNING_METRIC = "TimeRunning"  # Seconds from the last claim to the end; pool
 WEBHOOK_OUTCOMES_METRIC = "WebhookOutcomes"  # Count; outcome (webhooks.SendOutcome)
 OUTCOMES_SERVICE = "jobs"  # the `service` dimension of the notify function's metrics
+WEBHOOK_SERVICE = "webhook"  # the `service` dimension of the webhook function's metrics
 
 
 def model_label(model: str | None) -> str:

@@ -22,11 +22,9 @@ from batchscribe.models import Priority, iso
 from batchscribe.outcomes import Dimensions, PoolName, seconds_between
 from batchscribe.repository import JobRepository
 from batchscribe.repository.stats import ATTEMPTS, ENDED, EXPIRING, SEP, StatsCounters, hour_of
-from batchscribe.resources import STATS_MAX_HOURS
+from batchscribe.resources import STATS_DEFAULT_HOURS, STATS_DEFAULT_OLDEST, STATS_MAX_HOURS
 
 WAITING_SCAN = 2000  # queued jobs read at most for the oldest waiting
-DEFAULT_HOURS = 24
-DEFAULT_OLDEST = 10
 
 
 class FailureCount(BaseModel):
@@ -113,7 +111,7 @@ class OperatorStats:
     def for_table(cls, table_name: str, dims: Dimensions, clock: Callable[[], float] = time.time) -> OperatorStats:
         return cls(JobRepository(table_name, clock), StatsCounters(table_name, clock), dims, clock)
 
-    def report(self, hours: int = DEFAULT_HOURS, oldest: int = DEFAULT_OLDEST) -> StatsReport:
+    def report(self, hours: int = STATS_DEFAULT_HOURS, oldest: int = STATS_DEFAULT_OLDEST) -> StatsReport:
         hours = max(1, min(hours, STATS_MAX_HOURS))
         now = self.clock()
         current = hour_of(now)

@@ -7,28 +7,36 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from batchscribe.resources import ADMIN_STATS_PATH, STATS_MAX_HOURS
+from batchscribe.resources import (
+    ADMIN_STATS_PATH,
+    STATS_DEFAULT_HOURS,
+    STATS_DEFAULT_OLDEST,
+    STATS_MAX_HOURS,
+    STATS_MAX_OLDEST,
+)
 
 if TYPE_CHECKING:
     from batchscribe_cli.client import Client
-
-_SPAN = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>m|h|d|w)$")
-_HOURS = {"m": 1 / 60, "h": 1, "d": 24, "w": 168}
 FORBIDDEN_HINT = (
     "the statistics route needs the stats policy: attach the stack's output StatsPolicyArn to your role, "
     "user or group (the invoke policy does not cover it)"
 )
 
 
-def since_hours(value: str) -> int:
-    """`24h`, `90m`, `7d`, `1w` -> whole hours (rounded up; counts are kept per hour)."""
-    match = _SPAN.match(value.strip().lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a time span: use e.g. 24h, 90m, 7d, 1w")
-    hours = math.ceil(float(match["n"]) * _HOURS[match["unit"]])
+def since_hours(value: str, now: datetime | None = None) -> int:
+    """`24h`, `90m`, `7d`, `1w` or a date (what `batchscribe list --since` takes) -> the whole
+    hours back to it (rounded up; counts are kept per hour)."""
+    from batchscribe_cli.cli import UsageError, parse_since  # the CLI's one reading of a span
+
+    now = now or datetime.now(UTC)
+    try:
+        start = parse_since(value, now)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (e.g. 24h, 90m, 7d, 1w)") from None
+    hours = math.ceil((now - start).total_seconds() / 3600)
     if not 1 <= hours <= STATS_MAX_HOURS:
         raise argparse.ArgumentTypeError(f"{value!r}: the window is 1 hour to {STATS_MAX_HOURS // 24} days")
     return hours
@@ -36,9 +44,20 @@ def since_hours(value: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--since", type=since_hours, default=24, metavar="SPAN", help="the window: 24h (default), 90m, 7d, 1w"
+        "--since",
+        type=since_hours,
+        default=STATS_DEFAULT_HOURS,
+        metavar="SPAN",
+        help=f"the window: {STATS_DEFAULT_HOURS}h (default), 90m, 7d, 1w or a date",
     )
-    p.add_argument("--oldest", type=int, default=10, choices=range(1, 101), metavar="N", help="waiting jobs shown")
+    p.add_argument(
+        "--oldest",
+        type=int,
+        default=STATS_DEFAULT_OLDEST,
+        choices=range(1, STATS_MAX_OLDEST + 1),
+        metavar="N",
+        help=f"waiting jobs shown (default {STATS_DEFAULT_OLDEST}, at most {STATS_MAX_OLDEST})",
+    )
     p.add_argument("--json", action="store_true", help="the route's JSON (for scripts)")
 
 

@@ -193,7 +193,7 @@ class JobRepository(Table):
                 break
         return count
 
-    def waiting(self, max_items: int = 2000) -> tuple[list[Job], bool]:
+    def waiting(self, max_items: int) -> tuple[list[Job], bool]:
         """The jobs queued now (read from the sweep index's queued partition, then each record
         in batches), at most `max_items` of them: in the index's order, by when their wait began
         or, for a job whose message the sweeper re-sent, when the next re-send is due. True

@@ -19,7 +19,7 @@ from typing import Any
 
 from batchscribe.outcomes import JobEnd
 from batchscribe.repository.dynamo import Table
-from batchscribe.resources import STATS_ITEM_PREFIX, STATS_KEEP_SECONDS
+from batchscribe.resources import STATS_ITEM_PREFIX, STATS_KEEP_SECONDS, TTL_ATTRIBUTE
 
 ENDED = "ended"
 ATTEMPTS = "attempts"
@@ -46,7 +46,7 @@ class StatsCounters(Table):
             TableName=self.table_name,
             Key=self.key(stats_key(hour)),
             UpdateExpression=f"ADD {adds} SET #ttl = if_not_exists(#ttl, :ttl)",
-            ExpressionAttributeNames={**names, "#ttl": "ttl"},
+            ExpressionAttributeNames={**names, "#ttl": TTL_ATTRIBUTE},
             ExpressionAttributeValues=values,
         )
 

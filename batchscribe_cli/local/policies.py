@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from batchscribe.resources import API_STAGE
 from batchscribe_cli.local.lambda_events import LOCAL_REGION
 from batchscribe_cli.provision import Provisioned
 
@@ -54,16 +55,15 @@ NOT_LOCAL = {
 }
 
 
-# the local API gateway's stand-ins for the REST API's id and its stage (execute-api ARNs)
+# the local API gateway's stand-in for the REST API's id (execute-api ARNs)
 LOCAL_API_ID = "local"
-LOCAL_STAGE = "v1"
 INVOKE = "invoke"  # the caller policy every caller holds (the deployer attaches it to callers)
 STATS = "stats"  # the caller policy of the operator's statistics route
 
 
 def execute_api_arn(method: str, path: str) -> str:
     """The ARN API Gateway's IAM check evaluates for a request to the local API."""
-    return f"arn:aws:execute-api:{LOCAL_REGION}:{MOTO_ACCOUNT}:{LOCAL_API_ID}/{LOCAL_STAGE}/{method}{path}"
+    return f"arn:aws:execute-api:{LOCAL_REGION}:{MOTO_ACCOUNT}:{LOCAL_API_ID}/{API_STAGE}/{method}{path}"
 
 
 def sqs_arn(queue: str) -> str:
@@ -99,7 +99,7 @@ def local_values(r: Provisioned, stream_arn: str, scaler_function: str) -> dict[
         "Notify/Webhooks/Queue.Arn": sqs_arn(r.webhooks_queue_url),
         "Scaling/Scaler.Arn": f"arn:aws:lambda:{LOCAL_REGION}:{MOTO_ACCOUNT}:function:{scaler_function}",
         "Api/Gateway": LOCAL_API_ID,
-        f"Api/Gateway/DeploymentStage.{LOCAL_STAGE}": LOCAL_STAGE,
+        f"Api/Gateway/DeploymentStage.{API_STAGE}": API_STAGE,
         **pool,
     }
 

@@ -33,7 +33,14 @@ from batchscribe.identity import owner_of
 from batchscribe.jobs import JobApi
 from batchscribe.models import JobStatus, Priority
 from batchscribe.outcomes import Dimensions
-from batchscribe.resources import ADMIN_STATS_PATH, STATS_MAX_HOURS, cors_headers
+from batchscribe.resources import (
+    ADMIN_STATS_PATH,
+    STATS_DEFAULT_HOURS,
+    STATS_DEFAULT_OLDEST,
+    STATS_MAX_HOURS,
+    STATS_MAX_OLDEST,
+    cors_headers,
+)
 from batchscribe.settings import METRICS_NAMESPACE, ApiSettings
 from batchscribe.stats import OperatorStats, StatsReport
 
@@ -245,8 +252,12 @@ def operator_stats() -> OperatorStats:
     "(principals granted the stats policy only)",
 )
 def admin_stats(
-    hours: Annotated[int, Query(ge=1, le=STATS_MAX_HOURS, description="the window: the last N hours")] = 24,
-    oldest: Annotated[int, Query(ge=1, le=100, description="how many of the oldest waiting jobs")] = 10,
+    hours: Annotated[
+        int, Query(ge=1, le=STATS_MAX_HOURS, description="the window: the last N hours")
+    ] = STATS_DEFAULT_HOURS,
+    oldest: Annotated[
+        int, Query(ge=1, le=STATS_MAX_OLDEST, description="how many of the oldest waiting jobs")
+    ] = STATS_DEFAULT_OLDEST,
 ) -> StatsReport:
     caller()  # the same identity rule as every other route; API Gateway checked the stats policy
     return operator_stats().report(hours, oldest)

@@ -14,13 +14,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from batchscribe.events import EventPublisher, status_change
 from batchscribe.job_metrics import Outcomes, expired
 from batchscribe.models import JobMessage, MessageReason
+from batchscribe.outcomes import OUTCOMES_SERVICE
 from batchscribe.queue import JobQueue
 from batchscribe.repository import job_from_image
 from batchscribe.settings import METRICS_NAMESPACE, NotifySettings
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
-metrics = Metrics(namespace=METRICS_NAMESPACE, service="jobs")
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=OUTCOMES_SERVICE)
 
 
 @logger.inject_lambda_context

@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from batchscribe.resources import ADMIN_STATS_PATH, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
+from batchscribe.resources import ADMIN_STATS_PATH, API_STAGE, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from batchscribe.settings import ApiSettings
 from stacks.config import DeploymentConfig
 from stacks.constructs.logs import log_group
@@ -114,7 +114,7 @@ class Api(Construct):
             description="Batchscribe job API",
             cloud_watch_role=True,
             deploy_options=apigw.StageOptions(
-                stage_name="v1",
+                stage_name=API_STAGE,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
                 access_log_format=log_format,
                 logging_level=apigw.MethodLoggingLevel.ERROR,

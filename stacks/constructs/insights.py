@@ -28,6 +28,8 @@ from batchscribe.outcomes import (
     TIME_QUEUED_METRIC,
     TIME_RUNNING_METRIC,
     WEBHOOK_OUTCOMES_METRIC,
+    WEBHOOK_SERVICE,
+    WEBHOOK_TRIED_EVENT,
 )
 from batchscribe.settings import METRICS_NAMESPACE
 
@@ -117,7 +119,7 @@ QUESTIONS: tuple[Question, ...] = (
         "WebhookOutcomes",
         "how job callbacks went: delivery tries by outcome",
         "webhook",
-        ('filter message = "webhook"', "stats count(*) as tries by outcome", "sort tries desc"),
+        (f'filter event = "{WEBHOOK_TRIED_EVENT}"', "stats count(*) as tries by outcome", "sort tries desc"),
     ),
 )
 
@@ -208,7 +210,7 @@ def _metric_widgets() -> list[cw.IWidget]:
             left=[
                 cw.MathExpression(
                     expression=f"SEARCH('{{{METRICS_NAMESPACE},service,outcome}} "
-                    f"MetricName=\"{WEBHOOK_OUTCOMES_METRIC}\"', 'Sum', 3600)",
+                    f'MetricName="{WEBHOOK_OUTCOMES_METRIC}" service="{WEBHOOK_SERVICE}"\', \'Sum\', 3600)',
                     label="",
                     period=Duration.hours(1),
                 )

@@ -37,6 +37,7 @@ from cdk_monitoring_constructs import (
 )
 from constructs import Construct
 
+from batchscribe.outcomes import OUTCOMES_SERVICE
 from batchscribe.resources import WORKER_NOT_STARTED
 from batchscribe.settings import METRICS_NAMESPACE
 from stacks.config import DeploymentConfig
@@ -62,7 +63,7 @@ def _jobs_metric(name: str) -> cw.Metric:
     return cw.Metric(
         namespace=NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": "jobs"},
+        dimensions_map={"service": OUTCOMES_SERVICE},
         statistic="Sum",
         period=Duration.minutes(15),
     )

@@ -16,7 +16,7 @@ import pytest
 
 from batchscribe import webhooks
 from batchscribe.models import JobMessage, MessageReason, ResultSummary
-from batchscribe.outcomes import WEBHOOK_OUTCOMES_METRIC
+from batchscribe.outcomes import WEBHOOK_OUTCOMES_METRIC, WEBHOOK_TRIED_EVENT
 from batchscribe.queue import JobQueue
 from batchscribe.repository import JobRepository
 from batchscribe.settings import METRICS_NAMESPACE, ApiSettings, NotifySettings, WebhookSettings
@@ -307,17 +307,18 @@ def test_a_job_whose_callback_another_sender_recorded_is_not_counted_twice(aws_s
     assert not repo.record_callback(record.job_id, record.callback.model_copy(update={"attempts": 1}), 0)
 
 
-def test_each_delivery_try_is_one_webhook_outcome_metric(
-    aws_stack: Stack, local_callbacks: str, capsys: pytest.CaptureFixture[str]
+def test_each_delivery_try_is_one_webhook_outcome_metric_and_line(
+    aws_stack: Stack, local_callbacks: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 500, then a 2xx after the wait, then a duplicate copy of the message (SQS is at least
-    once): one WebhookOutcomes value per try, its outcome the dimension; the duplicate finds
-    nothing to send and says so, and the receiver is called twice."""
+    once): one WebhookOutcomes value per try, its outcome the dimension, and one line the saved
+    query counts; the duplicate finds nothing to send and says so; the receiver is called twice."""
     receiver = Receiver([500, 200])
     try:
         job_id = create(callback_url=receiver.url)["job_id"]
         finish(aws_stack, job_id)
         capsys.readouterr()
+        caplog.clear()
         handles: list[str] = []
         assert len(run_sender(local_callbacks, handles)["batchItemFailures"]) == 1
         boto3.client("sqs").change_message_visibility(
@@ -333,4 +334,6 @@ def test_each_delivery_try_is_one_webhook_outcome_metric(
         (METRICS_NAMESPACE, {"service": "webhook", "outcome": outcome}, 1.0)
         for outcome in (SendOutcome.RETRY, SendOutcome.DELIVERED, SendOutcome.NOTHING_TO_SEND)
     ]
+    lines = [vars(r) for r in caplog.records if getattr(r, "event", None) == WEBHOOK_TRIED_EVENT]
+    assert [(line["job_id"], line["outcome"]) for line in lines] == [(job_id, p.dimensions["outcome"]) for p in points]
     assert len(receiver.calls) == 2
