@@ -5,6 +5,7 @@ the same answers (the job metrics by dimension, the queries as log widgets)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from batchscribe.outcomes import (
@@ -78,3 +79,12 @@ def test_the_dashboard_shows_the_same_answers(template_json: dict[str, Any]) -> 
     for q in QUESTIONS:
         [widget] = [p for p in logs if p["title"].startswith(f"{q.name}:")]
         assert all(line in widget["query"] for line in q.lines), q.name
+
+
+def test_the_readme_lists_each_saved_query_with_what_it_answers() -> None:
+    """The README's "Operator statistics" has a row per saved query (and no query it lacks)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Operator statistics", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
+    assert rows == {q.name for q in QUESTIONS}
+    assert "StatsPolicyArn" in section and "batchscribe stats" in section
