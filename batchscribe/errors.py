@@ -104,3 +104,28 @@ UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not know the job
 SOURCE_UNREACHABLE = "source_unreachable"  # a job's source_url answered 4xx, redirected too often, or was refused
 SOURCE_TOO_LARGE = "source_too_large"  # a job's source_url is larger than its size cap
 INPUT_TOO_LARGE_FOR_WORKER = "input_too_large_for_worker"  # the input needs more disk than a worker has
+PERMANENT_ERROR = "permanent_error"  # the worker's catch-all for a failure retrying cannot help
+
+# every code above a job can fail with, and the worker's catch-all for a permanent failure: the
+# closed set of the error-code dimension of the job metrics (batchscribe.outcomes)
+JOB_FAILURE_CODES: frozenset[str] = frozenset(
+    {
+        UPLOAD_TOO_LARGE,
+        UPLOAD_EMPTY,
+        UPLOAD_EXPIRED,
+        UPLOAD_CONTENT_TYPE_MISMATCH,
+        RETRIES_EXHAUSTED,
+        INVALID_MEDIA,
+        NO_AUDIO,
+        TOO_LONG,
+        QUEUE_TIMEOUT,
+        INPUT_CHANGED,
+        UNSUPPORTED_MODEL,
+        INPUT_MISSING,
+        UNSUPPORTED_LANGUAGE,
+        SOURCE_UNREACHABLE,
+        SOURCE_TOO_LARGE,
+        INPUT_TOO_LARGE_FOR_WORKER,
+        PERMANENT_ERROR,
+    }
+)

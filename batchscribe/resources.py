@@ -24,6 +24,17 @@ def lease_item_id(name: str) -> str:
 
 
 TTL_ATTRIBUTE = "ttl"
+# the operator's hourly counters (batchscribe.repository.stats): items `stats#<hour>`, kept this
+# long after their hour (the longest window `batchscribe stats --since` reads is STATS_MAX_HOURS)
+STATS_ITEM_PREFIX = "stats#"
+STATS_MAX_HOURS = 30 * 24
+STATS_KEEP_SECONDS = (STATS_MAX_HOURS + 48) * 3600
+STATS_DEFAULT_HOURS = 24  # the window `batchscribe stats` (GET /admin/stats) reads unless told
+STATS_DEFAULT_OLDEST, STATS_MAX_OLDEST = 10, 100  # how many of the oldest waiting jobs it lists
+# the operator's statistics route: only principals granted the stats policy may call it (the
+# invoke policy every caller gets covers the job routes, not this one)
+ADMIN_STATS_PATH = "/admin/stats"
+API_STAGE = "v1"  # the REST API's stage (its URL path and execute-api ARNs)
 OWNER_INDEX = "by_owner"  # the caller's jobs, newest first
 SWEEP_INDEX = "by_sweep"  # sparse: jobs that can go stale (open upload windows, leases, queued waits)
 # index name -> (partition key, type, sort key, type)

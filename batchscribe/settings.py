@@ -330,6 +330,9 @@ class ScalerSettings(EnvSettings):
 class NotifySettings(EnvSettings):
     event_bus_name: str = "default"
     webhooks_queue_url: str | None = Field(default=None, description="where finished jobs with a callback go")
+    table_name: str | None = Field(default=None, description="where the operator's hourly counters are ADDed")
+    routing: RoutingSettings | None = Field(default=None, description="which pool a job runs on (its metrics' pool)")
+    default_model: str | None = Field(default=None, description="the GPU pool's model (a job without options.model)")
 
 
 class WebhookSettings(StoreSettings):

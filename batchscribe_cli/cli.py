@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast, get_args
 
 from batchscribe.models import ALL_FORMATS, ENGINE_NAMES, PRIORITIES, JobStatus, Task
 from batchscribe.settings import ClientSettings, ConfigError
+from batchscribe_cli.stats import add_arguments as add_stats_arguments
 
 if TYPE_CHECKING:
     from batchscribe.api_models import JobView
@@ -660,6 +661,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from batchscribe_cli import stats
+
+    return stats.run(_client(args), args)
+
+
 # ---- the local stack -------------------------------------------------------------------
 
 
@@ -961,7 +968,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
     up.add_argument("file")
     up.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    for p in (s, st, w, r, li, c, mo, up):
+    sa = command("stats", "operator statistics: failures by kind, attempts to succeed, waits, expiry", cmd_stats)
+    add_stats_arguments(sa)
+    for p in (s, st, w, r, li, c, mo, up, sa):
         _add_target(p)
 
     local = sub.add_parser("local", help="the local stack", description="the local stack")

@@ -12,7 +12,9 @@ policies, and the ARNs of its AWS managed policies (named, not expanded). CloudF
 references become placeholders the local stack maps to its own resources: `${Jobs/Table.Arn}`
 (Fn::GetAtt, by construct path), `${Notify/WebhookSigningSecret}` (Ref), `${AWS::AccountId}`.
 
-Also recorded, for the tests of what the local stack does not evaluate: the resource policies
+Also recorded: the managed policies for the API's callers (`callers`: `invoke`, every job route;
+`stats`, the operator's statistics route), which the local API gateway checks each request
+against. And, for the tests of what the local stack does not evaluate: the resource policies
 (bucket, queues, secret) and the resources encrypted with one of the stack's KMS keys.
 """
 
@@ -168,6 +170,24 @@ def _walk(value: Any) -> Any:
             yield from _walk(v)
 
 
+def _callers(template: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
+    """The managed policies a deployer attaches to the API's callers (attached to no role of the
+    stack): `Api/InvokePolicy` as `invoke`, `Api/StatsPolicy` as `stats`. The local API gateway
+    checks each request against the ones its caller holds."""
+    refs = References(paths)
+    out = {}
+    for logical_id, res in template["Resources"].items():
+        props = res.get("Properties", {})
+        if res["Type"] != "AWS::IAM::ManagedPolicy" or any(k in props for k in ("Roles", "Users", "Groups")):
+            continue
+        name = paths[logical_id].rsplit("/", 1)[-1].removesuffix("Policy").lower()
+        out[name] = {
+            "policy": paths[logical_id],
+            "statements": [_statement(s, refs) for s in props["PolicyDocument"]["Statement"]],
+        }
+    return dict(sorted(out.items()))
+
+
 def extract(template: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
     refs = References(paths)
     resources = template["Resources"]
@@ -186,6 +206,7 @@ def extract(template: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
     return {
         "about": HEADER,
         "components": components,
+        "callers": _callers(template, paths),
         "resource_policies": _resource_policies(template, paths),
         "customer_managed_keys": _customer_keys(template, paths),
     }

@@ -42,7 +42,10 @@ class BatchscribeStack(Stack):
         self.intake = Intake(self, "Intake", wiring, scaler=self.scaling.function)
         self.api = Api(self, "Api", wiring, scaler=self.scaling.function)
         self.lifecycle = Lifecycle(self, "Lifecycle", wiring)
-        self.notify = Notify(self, "Notify", functions=functions, jobs=self.jobs)
+        routing = self.compute.routing
+        self.notify = Notify(
+            self, "Notify", functions=functions, jobs=self.jobs, routing=routing, default_model=config.model
+        )
         self.functions = functions.functions
         self._monitor(config)
         self._outputs()
@@ -81,6 +84,12 @@ class BatchscribeStack(Stack):
             "InvokePolicyArn",
             value=self.api.invoke_policy.managed_policy_arn,
             description="attach to a role, user or group to let it call the API",
+        )
+        CfnOutput(
+            self,
+            "StatsPolicyArn",
+            value=self.api.stats_policy.managed_policy_arn,
+            description="attach to an operator's role, user or group: GET /admin/stats (batchscribe stats)",
         )
         CfnOutput(self, "BucketName", value=self.jobs.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.jobs.table.table_name)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, cast
 from aws_cdk import Acknowledgment, CfnElement, Validations
 from constructs import Construct
 
+from stacks.constructs.api import INVOKE_PATHS
+
 if TYPE_CHECKING:
     from stacks.batchscribe_stack import BatchscribeStack
 
@@ -24,7 +26,7 @@ def acknowledge(stack: BatchscribeStack) -> None:
     api = _logical_id(stack, stack.api.api)
     stage = _logical_id(stack, stack.api.api.deployment_stage)
     account = stack.config.account or "<AWS::AccountId>"
-    invoke = f"arn:<AWS::Partition>:execute-api:{stack.config.region}:{account}:<{api}>/<{stage}>/*/*"
+    invoke = f"arn:<AWS::Partition>:execute-api:{stack.config.region}:{account}:<{api}>/<{stage}>/*"
     details = {
         **ACKNOWLEDGED,
         f"IAM5[Resource::<{table}.Arn>/index/*]": "Queries go to the table's two GSIs (listing by owner, the "
@@ -39,8 +41,12 @@ def acknowledge(stack: BatchscribeStack) -> None:
         f"IAM5[Resource::arn:<AWS::Partition>:batch:{stack.config.region}:{account}:job/*]": "The scaler "
         "cancels workers of its own stuck RUNNABLE on Spot (to start them on the on-demand queue); Batch job ARNs "
         "carry the job's id, known only once submitted, so the grant names every job of this account and region.",
-        f"IAM5[Resource::{invoke}]": "The invoke policy (output InvokePolicyArn) lets a caller use every route "
-        "and method of this one API's stage: the API authorizes each job by its owner, not by route.",
+        **{
+            f"IAM5[Resource::{invoke}{path}]": f"The invoke policy (output InvokePolicyArn) lets a caller use every "
+            f"method of {path} on this one API's stage: the API authorizes each job by its owner, not by route; the "
+            "operator's statistics route is not among these paths (its own policy, output StatsPolicyArn)."
+            for path in INVOKE_PATHS
+        },
     }
     for rule, reason in details.items():
         Validations.of(stack).acknowledge(Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason))

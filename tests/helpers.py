@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -71,3 +72,29 @@ def deliver_uploads(stack: Stack, times: int = 1) -> dict[str, Any]:
     for _ in range(times):
         result = handler(sqs_event(messages), LocalContext())
     return result
+
+
+@dataclass(frozen=True)
+class EmfPoint:
+    """One value of a metric in an embedded-metric-format (EMF) line: what CloudWatch reads."""
+
+    namespace: str
+    dimensions: dict[str, str]
+    value: float
+
+
+def emf_points(output: str, name: str) -> list[EmfPoint]:
+    """The values of metric `name` in captured stdout (Powertools prints one JSON line per
+    flush), with the dimensions and namespace each line declares for it, in order."""
+    points = []
+    for line in output.splitlines():
+        if '"_aws"' not in line:
+            continue
+        doc = json.loads(line)
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            if not any(m["Name"] == name for m in directive["Metrics"]):
+                continue
+            [dims] = directive["Dimensions"]
+            values = doc[name] if isinstance(doc[name], list) else [doc[name]]
+            points += [EmfPoint(directive["Namespace"], {d: doc[d] for d in dims}, v) for v in values]
+    return points

@@ -154,6 +154,17 @@ class Table:
             return reasons
         return None
 
+    def batch_get(self, item_ids: list[str], **options: Any) -> Iterator[dict[str, Any]]:
+        """The items of these ids that exist (BatchGetItem, 100 keys a call, what DynamoDB left
+        unprocessed asked again), in no particular order."""
+        for i in range(0, len(item_ids), 100):
+            keys = [self.key(k) for k in item_ids[i : i + 100]]
+            request: dict[str, Any] = {self.table_name: {"Keys": keys, **options}}
+            while request:
+                resp = self.db.batch_get_item(RequestItems=request)
+                yield from resp.get("Responses", {}).get(self.table_name, [])
+                request = resp.get("UnprocessedKeys") or {}
+
     def query(self, max_pages: int | None = None, **request: Any) -> Iterator[dict[str, Any]]:
         """The pages of a Query (boto3's paginator), at most `max_pages`."""
         pages = self.db.get_paginator("query").paginate(TableName=self.table_name, **request)

@@ -193,6 +193,28 @@ class JobRepository(Table):
                 break
         return count
 
+    def waiting(self, max_items: int) -> tuple[list[Job], bool]:
+        """The jobs queued now (read from the sweep index's queued partition, then each record
+        in batches), at most `max_items` of them: in the index's order, by when their wait began
+        or, for a job whose message the sweeper re-sent, when the next re-send is due. True
+        with them when more are queued than were read."""
+        ids: list[str] = []
+        pages = self.query(
+            IndexName=SWEEP_INDEX,
+            KeyConditionExpression="sweep_status = :s",
+            ExpressionAttributeValues={":s": {"S": JobStatus.QUEUED.value}},
+            ProjectionExpression="job_id",
+            Limit=min(max_items, 1000),
+        )
+        more = False
+        for page in pages:
+            ids += [item["job_id"]["S"] for item in page.get("Items", [])]
+            if len(ids) >= max_items:
+                more = len(ids) > max_items or "LastEvaluatedKey" in page
+                break
+        jobs = [_job(item) for item in self.batch_get(ids[:max_items]) if "owner" in item]
+        return [j for j in jobs if j.status is JobStatus.QUEUED], more
+
     # ---- create ------------------------------------------------------------------------
 
     def create(self, job: Job, idempotency_key: str | None = None, fingerprint: str = "") -> tuple[Job, bool]:

@@ -54,6 +54,9 @@ class LocalConfig:
     # its role (batchscribe_cli/local/iam.py); False only to debug something else
     iam: bool = True
     policies: Path | None = None  # another policies.json than the committed one (tests)
+    # callers (X-Batchscribe-Owner) that hold the stats policy (GET /admin/stats) besides the
+    # invoke policy every caller holds; the CLI's own identity is `local`
+    stats_owners: list[str] = field(default_factory=lambda: ["local"])
 
 
 def webhook_secret(data_dir: Path) -> str:
@@ -77,6 +80,7 @@ def process_settings(cfg: LocalConfig, r: Provisioned) -> dict[str, EnvSettings]
         class_queue_urls=classes,
         queued_redrive_seconds=cfg.timings.queued_redrive_seconds,
     )
+    routing = RoutingSettings(jobs_queue_url=r.jobs_queue_url, class_queue_urls=classes)
     return {
         "api": ApiSettings(
             **store,
@@ -88,9 +92,12 @@ def process_settings(cfg: LocalConfig, r: Provisioned) -> dict[str, EnvSettings]
             high_priority_owners=cfg.high_priority_owners,
             create_rate_limit=cfg.create_rate_limit,
             create_rate_window_seconds=cfg.create_rate_window_seconds,
-            routing=RoutingSettings(jobs_queue_url=r.jobs_queue_url, class_queue_urls=classes),
+            routing=routing,
         ),
-        "notify": NotifySettings(webhooks_queue_url=r.webhooks_queue_url),  # events on moto's default bus
+        # events on moto's default bus; the operator's counters in the jobs table
+        "notify": NotifySettings(
+            webhooks_queue_url=r.webhooks_queue_url, table_name=r.table, routing=routing, default_model=cfg.model
+        ),
         "webhook": WebhookSettings(**store, signing_secret=webhook_secret(cfg.data_dir), allow_private=True),
         "on_upload": IntakeSettings(
             **store, jobs_queue_url=r.jobs_queue_url, class_queue_urls=classes, max_upload_bytes=cfg.max_upload_bytes

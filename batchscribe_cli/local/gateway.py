@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, cors_headers
 from batchscribe_cli.client import OWNER_HEADER
+from batchscribe_cli.local.callers import Callers
 from batchscribe_cli.local.handlers import Handler
 from batchscribe_cli.local.lambda_events import LocalContext, owner_arn, proxy_event
 
@@ -27,9 +28,10 @@ class ApiGateway(ThreadingHTTPServer):
     request_queue_size = 256
     daemon_threads = True
 
-    def __init__(self, port: int, api: Handler, cors_origins: list[str]) -> None:
+    def __init__(self, port: int, api: Handler, cors_origins: list[str], callers: Callers | None = None) -> None:
         self.api = api
         self.cors_origins = cors_origins
+        self.callers = callers  # API Gateway's IAM check of each caller (None: every caller may call)
         super().__init__(("127.0.0.1", port), _Request)
 
     @property
@@ -57,6 +59,11 @@ class _Request(BaseHTTPRequestHandler):
         if not _OWNER.match(owner):
             message = f"{OWNER_HEADER} must be 1-64 letters, digits or _.@+=-"
             self._send(400, {"error": {"code": "invalid_owner", "message": message}})
+            return
+        callers = self.server.callers
+        denial = callers.denial(owner, self.command, urlsplit(self.path).path) if callers is not None else None
+        if denial is not None:  # what API Gateway's ACCESS_DENIED gateway response says
+            self._send(403, {"error": {"code": "forbidden", "message": denial}})
             return
         try:
             resp = self.server.api(self._event(owner, body), LocalContext())

@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from batchscribe.resources import API_STAGE
 from batchscribe_cli.local.lambda_events import LOCAL_REGION
 from batchscribe_cli.provision import Provisioned
 
@@ -52,6 +53,17 @@ NOT_LOCAL = {
     "Notify/Failures.Arn": "the local stream source leaves a failed batch behind with a line on the terminal",
     "Notify/WebhookSigningSecret": "the local webhook sender is given its secret in its settings",
 }
+
+
+# the local API gateway's stand-in for the REST API's id (execute-api ARNs)
+LOCAL_API_ID = "local"
+INVOKE = "invoke"  # the caller policy every caller holds (the deployer attaches it to callers)
+STATS = "stats"  # the caller policy of the operator's statistics route
+
+
+def execute_api_arn(method: str, path: str) -> str:
+    """The ARN API Gateway's IAM check evaluates for a request to the local API."""
+    return f"arn:aws:execute-api:{LOCAL_REGION}:{MOTO_ACCOUNT}:{LOCAL_API_ID}/{API_STAGE}/{method}{path}"
 
 
 def sqs_arn(queue: str) -> str:
@@ -86,6 +98,8 @@ def local_values(r: Provisioned, stream_arn: str, scaler_function: str) -> dict[
         "Intake/Uploads/Queue.Arn": sqs_arn(r.uploads_queue_url),
         "Notify/Webhooks/Queue.Arn": sqs_arn(r.webhooks_queue_url),
         "Scaling/Scaler.Arn": f"arn:aws:lambda:{LOCAL_REGION}:{MOTO_ACCOUNT}:function:{scaler_function}",
+        "Api/Gateway": LOCAL_API_ID,
+        f"Api/Gateway/DeploymentStage.{API_STAGE}": API_STAGE,
         **pool,
     }
 
@@ -126,8 +140,14 @@ def _string_equals(values: list[str] | None, allowed: list[str]) -> bool:
     return values is not None and len(values) == 1 and values[0] in allowed
 
 
+def _for_all_values_string_like(values: list[str] | None, allowed: list[str]) -> bool:
+    """Every value the request gives matches an allowed pattern (`*`, `?`; true when it gives none)."""
+    return all(_matches(allowed, v, True) for v in values or [])
+
+
 CONDITION_OPERATORS: dict[str, Callable[[list[str] | None, list[str]], bool]] = {
     "ForAllValues:StringEquals": _for_all_values_string_equals,
+    "ForAllValues:StringLike": _for_all_values_string_like,
     "StringEquals": _string_equals,
 }
 
@@ -226,6 +246,16 @@ def read(path: Path | None = None) -> dict[str, Any]:
         raise FileNotFoundError(f"{source} is missing: run `make policies` (python -m scripts.gen_policies)")
     document: dict[str, Any] = json.loads(source.read_text())
     return document
+
+
+def load_callers(values: Mapping[str, str], path: Path | None = None) -> dict[str, Policy]:
+    """The policies for the API's callers (policies.json `callers`: `invoke`, `stats`), resolved
+    to the local API's ARNs."""
+    callers = json.loads(substitute(json.dumps(read(path).get("callers", {})), values))
+    return {
+        name: Policy(f"caller:{name}", c["policy"], tuple(Statement.parse(s) for s in c["statements"]))
+        for name, c in callers.items()
+    }
 
 
 def load(values: Mapping[str, str], path: Path | None = None) -> dict[str, Policy]:

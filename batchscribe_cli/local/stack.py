@@ -25,6 +25,7 @@ from batchscribe.settings import (
 )
 from batchscribe_cli.local import handlers, iam, policies
 from batchscribe_cli.local.batch import LocalCompute, report_exits, scaler_tick
+from batchscribe_cli.local.callers import Callers
 from batchscribe_cli.local.config import LocalConfig, process_settings, webhook_secret
 from batchscribe_cli.local.event_sources import Loops, SqsEventSource, StreamEventSource, scheduled
 from batchscribe_cli.local.gateway import ApiGateway
@@ -93,7 +94,7 @@ class LocalStack:
         if any(restored):
             self.say(f"restored {restored[0]} records and {restored[1]} files from {self.snapshot.folder}")
             recover(self._lifecycle)
-        self.http = ApiGateway(cfg.port, self.handlers["api"], self._api.cors_origins)
+        self.http = ApiGateway(cfg.port, self.handlers["api"], self._api.cors_origins, self._callers(r))
         self.url = self.http.url
         self._start_loops(r, stream)
         where = f"from image {cfg.worker_image}" if cfg.worker_image else DEVICE_WORDS[cfg.device]
@@ -114,6 +115,13 @@ class LocalStack:
         where = "" if self.config.worker_image is None else "; workers from an image are NOT checked (no hook in it)"
         self.say(f"IAM: each component's AWS calls checked against its role's policy from the CDK stack{where}")
         return enforcer
+
+    def _callers(self, r: Provisioned) -> Callers | None:
+        """With IAM checked, each API request is checked against its caller's managed policies."""
+        if self.iam is None:
+            return None
+        values = policies.local_values(r, "", scaler_function="")
+        return Callers.of(policies.load_callers(values, self.config.policies), self.config.stats_owners)
 
     def _compute(self, aws_env: dict[str, str]) -> LocalCompute:
         """The Batch stand-in. Workers from this checkout inherit this process's environment

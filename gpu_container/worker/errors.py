@@ -9,7 +9,7 @@ from batchscribe import errors as codes
 class PermanentJobError(Exception):
     """The input itself is the problem: retrying cannot help."""
 
-    code = "permanent_error"
+    code = codes.PERMANENT_ERROR
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)

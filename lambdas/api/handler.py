@@ -32,8 +32,17 @@ from batchscribe.api_models import (
 from batchscribe.identity import owner_of
 from batchscribe.jobs import JobApi
 from batchscribe.models import JobStatus, Priority
-from batchscribe.resources import cors_headers
+from batchscribe.outcomes import Dimensions
+from batchscribe.resources import (
+    ADMIN_STATS_PATH,
+    STATS_DEFAULT_HOURS,
+    STATS_DEFAULT_OLDEST,
+    STATS_MAX_HOURS,
+    STATS_MAX_OLDEST,
+    cors_headers,
+)
 from batchscribe.settings import METRICS_NAMESPACE, ApiSettings
+from batchscribe.stats import OperatorStats, StatsReport
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
@@ -228,6 +237,30 @@ def abort_multipart(job_id: Annotated[str, Path(max_length=64)]) -> JobView:
 def list_models() -> ModelList:
     caller()  # the same identity rule as every other route
     return jobs().models()
+
+
+@aws.per_process
+def operator_stats() -> OperatorStats:
+    s = jobs().settings
+    return OperatorStats.for_table(s.table_name, Dimensions(s.routing, s.default_model))
+
+
+@app.get(
+    ADMIN_STATS_PATH,
+    responses=responses((HTTPStatus.OK, StatsReport)),
+    summary="Operator statistics: failures by kind, attempts to succeed, the oldest waiting jobs, what expires "
+    "(principals granted the stats policy only)",
+)
+def admin_stats(
+    hours: Annotated[
+        int, Query(ge=1, le=STATS_MAX_HOURS, description="the window: the last N hours")
+    ] = STATS_DEFAULT_HOURS,
+    oldest: Annotated[
+        int, Query(ge=1, le=STATS_MAX_OLDEST, description="how many of the oldest waiting jobs")
+    ] = STATS_DEFAULT_OLDEST,
+) -> StatsReport:
+    caller()  # the same identity rule as every other route; API Gateway checked the stats policy
+    return operator_stats().report(hours, oldest)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

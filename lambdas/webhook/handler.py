@@ -14,14 +14,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from batchscribe import aws
+from batchscribe.job_metrics import webhook_tried
 from batchscribe.models import JobMessage
+from batchscribe.outcomes import WEBHOOK_SERVICE
 from batchscribe.repository import JobRepository
 from batchscribe.settings import METRICS_NAMESPACE, WebhookSettings
 from batchscribe.webhooks import SendOutcome, WebhookSender
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
-metrics = Metrics(namespace=METRICS_NAMESPACE, service="webhook")
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=WEBHOOK_SERVICE)
 # a batch whose every callback must wait is not an error of the function (that would page)
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
@@ -55,7 +57,7 @@ def record_handler(record: SQSRecord) -> None:
         return
     sent = sender().send(message.job_id)
     metrics.add_metric(name=f"Webhook_{sent.outcome.value}", unit="Count", value=1)
-    logger.info("webhook", extra={"job_id": message.job_id, "outcome": sent.outcome.value})
+    webhook_tried(message.job_id, sent.outcome.value)
     if sent.outcome is SendOutcome.RETRY:
         assert sent.retry_after is not None
         queue_url = aws.client("sqs").get_queue_url(QueueName=record.event_source_arn.rsplit(":", 1)[1])["QueueUrl"]

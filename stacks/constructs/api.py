@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
+from batchscribe.resources import ADMIN_STATS_PATH, API_STAGE, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from batchscribe.settings import ApiSettings
 from stacks.config import DeploymentConfig
 from stacks.constructs.logs import log_group
@@ -25,7 +25,10 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/jobs/{job_id}/multipart/complete", "POST"),
     ("/jobs/{job_id}/multipart/abort", "POST"),
     ("/models", "GET"),
+    (ADMIN_STATS_PATH, "GET"),
 )
+# the paths the invoke policy covers: every route but the operator's (the stats policy's)
+INVOKE_PATHS: tuple[str, ...] = ("/jobs", "/jobs/*", "/models")
 
 
 # Errors API Gateway itself answers (auth, throttling), each with the service's error code; the
@@ -67,6 +70,7 @@ class Api(Construct):
         self._routes()
         self._gateway_errors(wiring.config.cors_origins)
         self.invoke_policy = self._invoke_policy()
+        self.stats_policy = self._stats_policy()
 
     def _function(self, wiring: Wiring, scaler: lambda_.IFunction) -> lambda_.Function:
         """The API function, configured from the deployment, and what it may do."""
@@ -110,7 +114,7 @@ class Api(Construct):
             description="Batchscribe job API",
             cloud_watch_role=True,
             deploy_options=apigw.StageOptions(
-                stage_name="v1",
+                stage_name=API_STAGE,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
                 access_log_format=log_format,
                 logging_level=apigw.MethodLoggingLevel.ERROR,
@@ -143,16 +147,33 @@ class Api(Construct):
 
     def _invoke_policy(self) -> iam.ManagedPolicy:
         """What a caller other than the deployer needs to call the API: attach it to their role,
-        user or group (docs/deploy.md). Every route of this API's stage, nothing else."""
+        user or group (docs/deploy.md). The job and model routes of this API's stage, not the
+        operator's statistics (its own policy, `_stats_policy`)."""
         stage = self.api.deployment_stage.stage_name
         return iam.ManagedPolicy(
             self,
             "InvokePolicy",
-            description="Call the Batchscribe job API (every route of its stage)",
+            description="Call the Batchscribe job API (the job and model routes of its stage)",
             statements=[
                 iam.PolicyStatement(
                     actions=["execute-api:Invoke"],
-                    resources=[self.api.arn_for_execute_api(method="*", path="/*", stage=stage)],
+                    resources=[self.api.arn_for_execute_api(method="*", path=p, stage=stage) for p in INVOKE_PATHS],
+                )
+            ],
+        )
+
+    def _stats_policy(self) -> iam.ManagedPolicy:
+        """What an operator needs for `batchscribe stats`: GET /admin/stats of this API's stage and
+        nothing else (aggregates and job ids across every owner: never in the invoke policy)."""
+        stage = self.api.deployment_stage.stage_name
+        return iam.ManagedPolicy(
+            self,
+            "StatsPolicy",
+            description="Read the Batchscribe operator statistics (GET /admin/stats: every owner's aggregates)",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["execute-api:Invoke"],
+                    resources=[self.api.arn_for_execute_api(method="GET", path=ADMIN_STATS_PATH, stage=stage)],
                 )
             ],
         )

@@ -14,7 +14,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from batchscribe.keys import OUTPUTS_PREFIX, UPLOADS_PREFIX
-from batchscribe.resources import TABLE_INDEXES, TABLE_KEY, TTL_ATTRIBUTE
+from batchscribe.resources import STATS_ITEM_PREFIX, TABLE_INDEXES, TABLE_KEY, TTL_ATTRIBUTE
 from stacks.config import DeploymentConfig
 
 _TYPES = {"S": ddb.AttributeType.STRING, "N": ddb.AttributeType.NUMBER}
@@ -117,6 +117,16 @@ class Jobs(Construct):
         grantee.grant_principal.add_to_principal_policy(  # resume: which parts S3 already holds
             iam.PolicyStatement(
                 actions=["s3:ListMultipartUploadParts"], resources=[self.bucket.arn_for_objects(f"{UPLOADS_PREFIX}*")]
+            )
+        )
+
+    def grant_stats_counters(self, grantee: iam.IGrantable) -> None:
+        """ADD to the operator's hourly counter items (`stats#<hour>`) and no other item."""
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:UpdateItem"],
+                resources=[self.table.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{STATS_ITEM_PREFIX}*"]}},
             )
         )
 

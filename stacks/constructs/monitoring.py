@@ -37,9 +37,11 @@ from cdk_monitoring_constructs import (
 )
 from constructs import Construct
 
+from batchscribe.outcomes import OUTCOMES_SERVICE
 from batchscribe.resources import WORKER_NOT_STARTED
 from batchscribe.settings import METRICS_NAMESPACE
 from stacks.config import DeploymentConfig
+from stacks.constructs.insights import Insights
 from stacks.constructs.queues import QueuePair
 
 NAMESPACE = METRICS_NAMESPACE
@@ -69,7 +71,7 @@ def _jobs_metric(name: str) -> cw.Metric:
     return cw.Metric(
         namespace=NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": "jobs"},
+        dimensions_map={"service": OUTCOMES_SERVICE},
         statistic="Sum",
         period=Duration.minutes(15),
     )
@@ -124,6 +126,16 @@ class Monitoring(Construct):
             self._watch_function(name, fn)
         self._watch_table(table, indexes)
         self._watch_worker_starts(worker_logs)
+        self._answer_operator_questions(functions)
+
+    def _answer_operator_questions(self, functions: Mapping[str, lambda_.IFunction]) -> None:
+        """The saved Logs Insights queries, and a dashboard section with their answers and the
+        job metrics by dimension (stacks/constructs/insights.py)."""
+        log_groups = {name.lower(): functions[name.capitalize()].log_group for name in ("notify", "webhook")}
+        self.insights = Insights(self, "Insights", prefix=self.prefix, log_groups=log_groups)
+        self.facade.add_large_header("Operator questions: failures, attempts, waits, clean-up")
+        for widget in self.insights.widgets():
+            self.facade.add_widget(widget)
 
     def _alarm_topic(self, email: str | None) -> tuple[kms.Key, sns.Topic]:
         """A customer-managed key: CloudWatch cannot use the AWS-managed alias/aws/sns key, so

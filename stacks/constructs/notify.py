@@ -13,7 +13,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from batchscribe.resources import DLQ_RETENTION_SECONDS, NOTIFY_BATCH_SIZE, NOTIFY_RETRY_ATTEMPTS
-from batchscribe.settings import NotifySettings, WebhookSettings
+from batchscribe.settings import NotifySettings, RoutingSettings, WebhookSettings
 from stacks.constructs.functions import Functions
 from stacks.constructs.jobs import READ_TRANSITION, Jobs
 from stacks.constructs.queues import QueuePair, secure_queue
@@ -22,10 +22,19 @@ WEBHOOK_TIMEOUT_SECONDS = 60  # a batch of 5 tries, at most 10 s each, with room
 
 
 class Notify(Construct):
-    def __init__(self, scope: Construct, id: str, *, functions: Functions, jobs: Jobs) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        functions: Functions,
+        jobs: Jobs,
+        routing: RoutingSettings | None = None,
+        default_model: str | None = None,
+    ) -> None:
         super().__init__(scope, id)
         self._webhooks(functions, jobs)
-        self._status_events(functions, jobs)
+        self._status_events(functions, jobs, NotifySettings(routing=routing, default_model=default_model))
 
     def _webhooks(self, functions: Functions, jobs: Jobs) -> None:
         """The webhooks queue, the signing secret, and the webhook function that drains the queue."""
@@ -57,10 +66,12 @@ class Notify(Construct):
         self.signing_secret.grant_read(self.webhook)
         jobs.grant_table(self.webhook, READ_TRANSITION)
 
-    def _status_events(self, functions: Functions, jobs: Jobs) -> None:
-        """The notify function on the table's stream: events, metrics, webhook messages; batches it
-        could not handle go to the Failures queue."""
-        settings = NotifySettings(webhooks_queue_url=self.webhooks.queue.queue_url)
+    def _status_events(self, functions: Functions, jobs: Jobs, base: NotifySettings) -> None:
+        """The notify function on the table's stream: events, metrics, webhook messages, the
+        operator's hourly counters; batches it could not handle go to the Failures queue."""
+        settings = base.model_copy(
+            update={"webhooks_queue_url": self.webhooks.queue.queue_url, "table_name": jobs.table.table_name}
+        )
         self.function = functions.add(self, "notify", settings, timeout=Duration.seconds(60), memory=256)
         self.webhooks.queue.grant_send_messages(self.function)
         self.failures = secure_queue(self, "Failures", retention_seconds=DLQ_RETENTION_SECONDS)
@@ -75,4 +86,5 @@ class Notify(Construct):
                 report_batch_item_failures=False,
             )
         )
+        jobs.grant_stats_counters(self.function)
         events.EventBus.from_event_bus_name(self, "Bus", settings.event_bus_name).grant_put_events_to(self.function)

@@ -411,7 +411,8 @@ def test_exact_iam_actions_per_function(template_json: dict[str, Any]) -> None:
     }
     notify = _actions_of(template_json, "NotifyServiceRole")
     stream = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
-    assert notify == XRAY | send | stream | {"events:PutEvents"}
+    # ... and ADDs to the operator's hourly counters, no other item (test_notify_writes_only_stats_counters)
+    assert notify == XRAY | send | stream | {"events:PutEvents", "dynamodb:UpdateItem"}
     # the webhook sender reads and records one job, reads its signing secret, consumes its queue
     assert _actions_of(template_json, "NotifyWebhookServiceRole") == XRAY | consume | {
         "dynamodb:GetItem",
@@ -815,20 +816,53 @@ def test_browsers_get_cors_headers_on_gateway_errors_too(template_json: dict[str
     assert json.loads(fn["Environment"]["Variables"]["BATCHSCRIBE_CORS_ORIGINS"]) == ["*"]
 
 
-def test_a_managed_policy_lets_other_callers_invoke_the_api(template_json: dict[str, Any]) -> None:
-    """The output InvokePolicyArn names a managed policy that allows execute-api:Invoke on every
-    route of this API's stage and nothing else: what the deploy guide attaches to a caller."""
-    ref = template_json["Outputs"]["InvokePolicyArn"]["Value"]["Ref"]
-    policy = template_json["Resources"][ref]
-    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
-    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert (statement["Effect"], statement["Action"]) == ("Allow", "execute-api:Invoke")
+def _execute_api_prefix(template_json: dict[str, Any]) -> str:
     [api] = resources(template_json, "AWS::ApiGateway::RestApi")
     [stage] = resources(template_json, "AWS::ApiGateway::Stage")
-    assert _resolve(statement["Resource"]) == (
-        f"arn:ref-AWS::Partition:execute-api:us-east-1:ref-AWS::AccountId:ref-{api}/ref-{stage}/*/*"
-    )
+    return f"arn:ref-AWS::Partition:execute-api:us-east-1:ref-AWS::AccountId:ref-{api}/ref-{stage}"
+
+
+def _output_policy(template_json: dict[str, Any], output: str) -> dict[str, Any]:
+    ref = template_json["Outputs"][output]["Value"]["Ref"]
+    policy = template_json["Resources"][ref]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
     assert "Roles" not in policy["Properties"] and "Users" not in policy["Properties"]  # attached by the deployer
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "execute-api:Invoke")
+    resource = statement["Resource"]
+    return {"resources": [_resolve(r) for r in (resource if isinstance(resource, list) else [resource])]}
+
+
+def test_a_managed_policy_lets_other_callers_invoke_the_api(template_json: dict[str, Any]) -> None:
+    """The output InvokePolicyArn names a managed policy that allows execute-api:Invoke on the job
+    and model routes of this API's stage, and not on the operator's statistics route: what the
+    deploy guide attaches to a caller."""
+    prefix = _execute_api_prefix(template_json)
+    invoke = _output_policy(template_json, "InvokePolicyArn")["resources"]
+    assert invoke == [f"{prefix}/*/jobs", f"{prefix}/*/jobs/*", f"{prefix}/*/models"]
+    assert not any(r.endswith("/*/*") or "admin" in r for r in invoke)
+
+
+def test_only_the_stats_policy_covers_the_operator_statistics_route(template_json: dict[str, Any]) -> None:
+    """GET /admin/stats answers every owner's aggregates and job ids: the output StatsPolicyArn
+    names a managed policy for that one route and method, and no role of the stack holds it."""
+    prefix = _execute_api_prefix(template_json)
+    assert _output_policy(template_json, "StatsPolicyArn")["resources"] == [f"{prefix}/GET/admin/stats"]
+    methods = [m["Properties"] for m in resources(template_json, "AWS::ApiGateway::Method").values()]
+    admin = [m for m in methods if _api_path(template_json, m["ResourceId"]) == "/admin/stats"]
+    assert [(m["HttpMethod"], m["AuthorizationType"]) for m in admin if m["HttpMethod"] != "OPTIONS"] == [
+        ("GET", "AWS_IAM")
+    ]
+
+
+def test_notify_writes_only_stats_counters(template_json: dict[str, Any]) -> None:
+    """The notify function may UpdateItem the jobs table only on the operator's counter items
+    (`stats#<hour>`): a condition on the leading key, as the scaler's lease."""
+    [update] = [
+        st for st in _statements_of(template_json, "NotifyServiceRole") if "dynamodb:UpdateItem" in st["Action"]
+    ]
+    assert update["Action"] == "dynamodb:UpdateItem"
+    assert update["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["stats#*"]}}
 
 
 def test_cors_with_named_origins(tmp_path: Path) -> None:

@@ -15,13 +15,15 @@ import boto3
 import pytest
 
 from batchscribe import webhooks
-from batchscribe.models import ResultSummary
+from batchscribe.models import JobMessage, MessageReason, ResultSummary
+from batchscribe.outcomes import WEBHOOK_OUTCOMES_METRIC, WEBHOOK_TRIED_EVENT
+from batchscribe.queue import JobQueue
 from batchscribe.repository import JobRepository
-from batchscribe.settings import ApiSettings, NotifySettings, WebhookSettings
+from batchscribe.settings import METRICS_NAMESPACE, ApiSettings, NotifySettings, WebhookSettings
 from batchscribe.webhooks import CallbackRefused, SendOutcome, check_url, resolve_public, sign, verify
 from batchscribe_cli.local import LocalContext, sqs_event
 from tests.conftest import Stack, reset_caches
-from tests.helpers import call, create
+from tests.helpers import call, create, emf_points
 from tests.integration.workers import queue_counts
 
 SECRET = "s3cret-for-tests"
@@ -303,3 +305,35 @@ def test_a_job_whose_callback_another_sender_recorded_is_not_counted_twice(aws_s
     assert record.callback is not None
     assert repo.record_callback(record.job_id, record.callback.model_copy(update={"attempts": 1}), 0)
     assert not repo.record_callback(record.job_id, record.callback.model_copy(update={"attempts": 1}), 0)
+
+
+def test_each_delivery_try_is_one_webhook_outcome_metric_and_line(
+    aws_stack: Stack, local_callbacks: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 500, then a 2xx after the wait, then a duplicate copy of the message (SQS is at least
+    once): one WebhookOutcomes value per try, its outcome the dimension, and one line the saved
+    query counts; the duplicate finds nothing to send and says so; the receiver is called twice."""
+    receiver = Receiver([500, 200])
+    try:
+        job_id = create(callback_url=receiver.url)["job_id"]
+        finish(aws_stack, job_id)
+        capsys.readouterr()
+        caplog.clear()
+        handles: list[str] = []
+        assert len(run_sender(local_callbacks, handles)["batchItemFailures"]) == 1
+        boto3.client("sqs").change_message_visibility(
+            QueueUrl=local_callbacks, ReceiptHandle=handles[0], VisibilityTimeout=0
+        )
+        assert run_sender(local_callbacks) == {"batchItemFailures": []}
+        JobQueue(local_callbacks).send(JobMessage(job_id=job_id, reason=MessageReason.CALLBACK))
+        assert run_sender(local_callbacks) == {"batchItemFailures": []}
+    finally:
+        receiver.close()
+    points = emf_points(capsys.readouterr().out, WEBHOOK_OUTCOMES_METRIC)
+    assert [(p.namespace, p.dimensions, p.value) for p in points] == [
+        (METRICS_NAMESPACE, {"service": "webhook", "outcome": outcome}, 1.0)
+        for outcome in (SendOutcome.RETRY, SendOutcome.DELIVERED, SendOutcome.NOTHING_TO_SEND)
+    ]
+    lines = [vars(r) for r in caplog.records if getattr(r, "event", None) == WEBHOOK_TRIED_EVENT]
+    assert [(line["job_id"], line["outcome"]) for line in lines] == [(job_id, p.dimensions["outcome"]) for p in points]
+    assert len(receiver.calls) == 2

@@ -18,6 +18,7 @@ def test_openapi_lists_every_route_and_error_shape() -> None:
         "/jobs/{job_id}/multipart/complete",
         "/jobs/{job_id}/multipart/abort",
         "/models",
+        "/admin/stats",
     }
     assert {"get", "post"} == set(doc["paths"]["/jobs"])
     responses = doc["paths"]["/jobs"]["post"]["responses"]
@@ -39,6 +40,7 @@ def test_openapi_documents_what_each_route_answers_and_nothing_else() -> None:
         ("/jobs/{job_id}/multipart", "post"): {"200", "400", "401", "404", "409"} | gateway,
         ("/jobs/{job_id}/multipart/complete", "post"): {"200", "400", "401", "404", "409"} | gateway,
         ("/jobs/{job_id}/multipart/abort", "post"): {"200", "400", "401", "404", "409"} | gateway,
+        ("/admin/stats", "get"): {"200", "400", "401"} | gateway,  # 403: without the stats policy
     }
     found = {(path, method): set(op["responses"]) for path, ops in doc["paths"].items() for method, op in ops.items()}
     assert found == expected
