@@ -92,6 +92,7 @@ HINTS = {
     "too_long": "split the file into shorter parts",
     "retries_exhausted": "the job log (`batchscribe status ID`, log_url) says what went wrong each time",
     "upload_expired": "the file was not uploaded in time; submit again",
+    "invalid_parts": "start the upload over with the job's file: batchscribe upload ID FILE --restart",
     "upload_too_large": "the uploaded file was larger than declared; submit again",
     "source_unreachable": "check that the URL downloads (`curl -I URL`); a presigned or s3:// URL may have expired "
     "while the job waited: submit again",
@@ -541,7 +542,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     client = _client(args)
     job_id = client.resolve(args.job_id)
     try:
-        client.upload_parts(job_id, path, _upload_progress(args.quiet))
+        job = client.resume_upload(job_id, path, _upload_progress(args.quiet), restart=args.restart)
     except KeyboardInterrupt:
         raise CliError(
             f"interrupted while uploading job {job_id}",
@@ -549,7 +550,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED,
         ) from None
     if not args.quiet:
-        _info(f"uploaded {path.name}; follow it with `batchscribe wait {job_id[:8]}`")
+        named = job["input"]["filename"]
+        also = "" if named == path.name else f" (the job was created for {named!r}: same size, so taken as it)"
+        _info(f"uploaded {path.name}{also}; follow it with `batchscribe wait {job_id[:8]}`")
     return EXIT_OK
 
 
@@ -860,7 +863,7 @@ def _translate(exc: BaseException) -> CliError | None:
     """One CliError for every failure a user can act on; None for a bug."""
     import requests
 
-    from batchscribe_cli.client import ApiError, BadApiUrl, JobRefError, SetupError, is_local
+    from batchscribe_cli.client import ApiError, BadApiUrl, JobRefError, SetupError, WrongFile, is_local
 
     if isinstance(exc, CliError):
         return exc
@@ -871,6 +874,8 @@ def _translate(exc: BaseException) -> CliError | None:
             message = f"{exc.message}: {fields} ({exc.code}, HTTP {exc.status})" if fields else message
         code = EXIT_UNAVAILABLE if exc.status in (401, 403) else EXIT_FAILED
         return CliError(message, HINTS.get(exc.code), code)
+    if isinstance(exc, WrongFile):
+        return UsageError(exc.message, exc.hint)
     if isinstance(exc, BadApiUrl):
         return UsageError(exc.message, exc.hint)
     if isinstance(exc, SetupError):
@@ -1052,10 +1057,15 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--json", action="store_true")
 
     up = command(
-        "upload", "resume an interrupted upload of a pending job's file (sends only missing parts)", cmd_upload
+        "upload",
+        "resume an interrupted upload of a pending job's file (sends only missing parts; checks it is the same file)",
+        cmd_upload,
     )
     up.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
-    up.add_argument("file")
+    up.add_argument("file", help="the job's file (the one it was created for: same size, same bytes)")
+    up.add_argument(
+        "--restart", action="store_true", help="drop the parts S3 holds already and send the whole file again"
+    )
     up.add_argument("-q", "--quiet", action="store_true", help="no progress")
     for p in (s, st, w, r, li, c, mo, up):
         _add_target(p)

@@ -301,3 +301,43 @@ def test_an_interrupted_upload_resumes_with_the_missing_parts(stack: LocalStack,
         assert cli(stack, "cancel", job["job_id"]).returncode == 0
     finally:
         stack.set_max_workers(1)
+
+
+def test_resuming_with_the_wrong_file_is_refused_and_restart_unwedges_the_upload(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    from batchscribe_cli.client import Client
+
+    right = _wav(tmp_path / "right.wav", 40 * 1024 * 1024)  # three parts of 16 MiB
+    smaller = _wav(tmp_path / "other.wav", 20 * 1024 * 1024)
+    same_size = _wav(tmp_path / "take2.wav", 40 * 1024 * 1024)
+    with same_size.open("r+b") as f:  # other bytes in every part
+        for offset in range(1024, same_size.stat().st_size, 8 * 1024 * 1024):
+            f.seek(offset)
+            f.write(b"\x01\x02" * 512)
+    try:
+        hold_workers_back(stack)
+        client = Client(stack.url, owner="dave")
+        job_id = client.create_job(right)["job_id"]
+        # Given an upload begun with another file of the same size (its first part is in S3)
+        ticket = client.request("POST", f"/jobs/{job_id}/multipart")
+        with same_size.open("rb") as f:
+            part = f.read(ticket["part_size"])
+        assert client.session.put(ticket["parts"][0]["url"], data=part, timeout=60).status_code == 200
+
+        # When the user resumes with a file of another size: refused at once, said plainly
+        other = cli(stack, "upload", job_id[:8], str(smaller))
+        assert other.returncode == 2 and "wrong file" in other.stderr and "right.wav" in other.stderr, other.stderr
+        # with the right file: the part S3 holds is not this file's, and the way out is named
+        wedged = cli(stack, "upload", job_id[:8], str(right))
+        assert wedged.returncode == 2 and "wrong file: part 1" in wedged.stderr, wedged.stderr
+        assert f"batchscribe upload {job_id[:8]} FILE --restart" in wedged.stderr
+
+        # Then --restart drops the held parts and sends the whole file: the job is queued
+        restarted = cli(stack, "upload", job_id[:8], str(right), "--restart")
+        assert restarted.returncode == 0, restarted.stderr
+        job = _once_uploaded(stack, job_id)
+        assert job["status"] == "queued" and job["input"]["size_bytes"] == right.stat().st_size
+        assert cli(stack, "cancel", job_id).returncode == 0
+    finally:
+        stack.set_max_workers(1)
