@@ -124,7 +124,7 @@ class Worker:
             max_input_bytes=s.max_input_bytes,
             disk_usage=disk_usage,
         )
-        self.finisher = Finisher(self.repo, self.queue, self.store, s.instance_hourly_usd)
+        self.finisher = Finisher(self.repo, self.queue, self.store, s.instance_hourly_usd, s.max_attempts)
         self._finishing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="finishing")
         self.admission = self._admission(resolver)
 
