@@ -7,7 +7,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from batchscribe import sources
-from batchscribe.models import DEFAULT_PRIORITY, Callback, ErrorInfo, Job, JobOptions, JobStatus, Priority
+from batchscribe.models import (
+    DEFAULT_PRIORITY,
+    Callback,
+    ErrorInfo,
+    Job,
+    JobOptions,
+    JobStatus,
+    Notice,
+    Priority,
+)
 
 
 class CreateJobRequest(BaseModel):
@@ -78,6 +87,11 @@ class ResultView(BaseModel):
     urls: dict[str, str] = Field(description="format -> presigned GET URL")
     log_url: str | None = None
     urls_expire_at: str
+    warnings: list[Notice] = Field(
+        default_factory=list,
+        description="notices about the transcript (code, message): low_confidence (much of it failed "
+        "Whisper's checks: e.g. speech in another language than an English-only model knows)",
+    )
 
 
 class QueueView(BaseModel):

@@ -224,20 +224,33 @@ class JobApi:
             details={"field": "options.model", "supported": offered},
         )
 
+    def _english_only(self, options: JobOptions) -> str | None:
+        """The English-only model (`*.en`) the job may run on, if any. Without options.model a
+        job runs on the deployment's model, or the CPU pool's for a small upload: both count."""
+        candidates = [options.model] if options.model else [self.settings.default_model, self.settings.small_job_model]
+        return next((m for m in candidates if m and languages.is_english_only(m)), None)
+
     def _check_language(self, options: JobOptions) -> None:
-        """An English-only model (`*.en`) transcribes English only: refuse another language
-        now rather than fail (or mis-transcribe) later. Without options.model a job runs on
-        the deployment's model, or the CPU pool's for a small upload: both must know it."""
+        """An English-only model transcribes English only: refuse another language, or a
+        translation (into English, from English: it would hand back the same text), now rather
+        than fail (or mis-transcribe) later."""
+        model = self._english_only(options)
+        if options.task == "translate" and model is not None:
+            raise errors.BadRequest(
+                f"task 'translate' needs a multilingual model, and {model!r} is English-only (it transcribes "
+                "English speech, and translating English to English gives the same text); send task 'transcribe', "
+                "or choose a multilingual model",
+                code=errors.UNSUPPORTED_TASK,
+                details={"field": "options.task", "model": model, "supported": ["transcribe"]},
+            )
         if options.language in (languages.AUTO, languages.ENGLISH):
             return
-        candidates = [options.model] if options.model else [self.settings.default_model, self.settings.small_job_model]
-        english_only = [m for m in candidates if m and languages.is_english_only(m)]
-        if english_only:
+        if model is not None:
             raise errors.BadRequest(
-                f"language {options.language!r} needs a multilingual model, and {english_only[0]!r} is English-only; "
+                f"language {options.language!r} needs a multilingual model, and {model!r} is English-only; "
                 "send language 'en' or 'auto', or choose a multilingual model",
                 code=errors.UNSUPPORTED_LANGUAGE,
-                details={"field": "options.language", "model": english_only[0], "supported": ["auto", "en"]},
+                details={"field": "options.language", "model": model, "supported": ["auto", "en"]},
             )
 
     def _check_priority(self, owner: str, request: CreateJobRequest) -> None:
@@ -436,5 +449,6 @@ class JobApi:
                 urls=urls,
                 log_url=log_url,
                 urls_expire_at=iso(self.clock() + expires),
+                warnings=job.result.warnings,
             )
         return JobView.of(job, result=result, log_url=log_url)

@@ -118,6 +118,14 @@ class Callback(BaseModel):
     delivered_at: str | None = None
 
 
+class Notice(BaseModel):
+    """Something the user should know about a result (a code of batchscribe.errors and a
+    sentence): the job succeeded, but the transcript may not be what they expect."""
+
+    code: str
+    message: str
+
+
 class ResultSummary(BaseModel):
     language: str
     duration_seconds: float
@@ -132,6 +140,7 @@ class ResultSummary(BaseModel):
         description="compute_seconds x the worker pool's hourly price / 3600: the job's share of the instance "
         "while it was decoded (idle time and cold starts are not in it); null where the pool has no price",
     )
+    warnings: list[Notice] = Field(default_factory=list, description="what the user should know about this result")
 
 
 class Job(BaseModel):

@@ -82,7 +82,11 @@ TASKS: tuple[str, ...] = get_args(Task)
 ENGINES: tuple[str, ...] = ENGINE_NAMES
 
 HINTS = {
-    "unsupported_media_type": "convert it to a common audio format first, e.g. `ffmpeg -i INPUT output.mp3`",
+    "unsupported_media_type": "if it is audio or video, name its type (--content-type audio/flac), else convert "
+    "it to a common audio format first, e.g. `ffmpeg -i INPUT output.mp3`",
+    "unsupported_task": "drop --task translate (it transcribes English), or choose a multilingual --model "
+    "(`batchscribe models`)",
+    "unsupported_language": "send --language en or auto, or choose a multilingual --model (`batchscribe models`)",
     "file_too_large": "split it (`ffmpeg -i INPUT -f segment -segment_time 3600 -c copy part%03d.mp3`) "
     "or raise max_upload_mb in cdk.json",
     "job_not_found": "check the id with `batchscribe list`; jobs of other identities are not visible",
@@ -179,9 +183,17 @@ def _require(extra: str, modules: tuple[str, ...], what: str) -> None:
 
 
 def _input_file(name: str) -> Path:
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", name)
+    if scheme and not _is_url(name):
+        raise UsageError(
+            f"{scheme[1]}:// URLs are not supported",
+            "give an https:// URL, an s3://BUCKET/KEY you can read, or a local file",
+        )
     path = Path(name)
     if not path.is_file():
         raise UsageError(f"{path} does not exist or is not a file", "check the path")
+    if path.stat().st_size == 0:
+        raise UsageError(f"the file {path} is empty (0 bytes): there is nothing to transcribe", "check the file")
     return path
 
 
@@ -431,6 +443,9 @@ def _finish(client: Client, job: JobView, fmt: str, output: str | None, quiet: b
     if job.status is not JobStatus.SUCCEEDED or job.result is None:
         raise _job_failed(job)
     _write_output(client.output_text(job.result.urls, fmt), output, quiet)
+    if not quiet:
+        for notice in job.result.warnings:
+            _info(f"warning: {notice.message} ({notice.code})")
     return EXIT_OK
 
 
@@ -479,6 +494,7 @@ def _submit_file(client: Client, path: Path, options: dict[str, Any], args: argp
                 priority=args.priority,
                 on_progress=_upload_progress(args.quiet),
                 on_created=lambda job: created.append(job["job_id"]),
+                content_type=args.content_type,
             )["job_id"]
         )
     except KeyboardInterrupt:
@@ -590,6 +606,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  result: {r.duration_seconds:.1f} s of audio, language {r.language}, {r.engine}/{r.model}")
         cost = f", ${r.cost_usd:.6f}" if r.cost_usd is not None else ""
         print(f"  compute: {r.compute_seconds:.1f} s (real-time factor {r.real_time_factor:.3f}){cost}")
+        for notice in r.warnings:
+            print(f"  warning: {notice.message} ({notice.code})")
     if job.log_url:
         print(f"  log: {job.log_url}")
     return EXIT_OK
@@ -1013,6 +1031,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--wait", action="store_true", help="wait (progress on stderr), then print or save the result")
     _add_output(s, "with --wait: the result's")
+    s.add_argument(
+        "--content-type",
+        help="the file's media type, e.g. audio/flac (default: from its extension, else from its first bytes)",
+    )
     s.add_argument("--language", default="auto")
     s.add_argument("--task", choices=TASKS, default="transcribe")
     s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")

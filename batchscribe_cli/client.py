@@ -449,6 +449,7 @@ class Client:
         content_type = (
             content_type
             or media_types.guess(path.name)
+            or sniff_file(path)
             or mimetypes.guess_type(path.name)[0]
             or "application/octet-stream"
         )
@@ -573,8 +574,9 @@ class Client:
         priority: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         on_created: Callable[[dict[str, Any]], None] | None = None,
+        content_type: str | None = None,
     ) -> dict[str, Any]:
-        job = self.create_job(path, options, callback_url=callback_url, priority=priority)
+        job = self.create_job(path, options, content_type, callback_url=callback_url, priority=priority)
         if on_created:
             on_created(job)
         self.upload_file(job, path, on_progress)
@@ -723,6 +725,15 @@ class Client:
             )
         resp.encoding = "utf-8"
         return resp.text
+
+
+def sniff_file(path: Path) -> str | None:
+    """The content type `path`'s first bytes show (a FLAC file without its extension...)."""
+    try:
+        with path.open("rb") as f:
+            return media_types.sniff(f.read(media_types.SNIFF_BYTES))
+    except OSError:
+        return None
 
 
 def check_held_parts(job_id: str, path: Path, ticket: Mapping[str, Any]) -> None:

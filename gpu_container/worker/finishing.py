@@ -24,6 +24,7 @@ from batchscribe.settings import MAX_ATTEMPTS
 from batchscribe.storage import MediaStore
 from gpu_container.worker.batched import assemble_stream
 from gpu_container.worker.errors import JobCancelled, LeaseLost, PermanentJobError
+from gpu_container.worker.notices import notices
 from gpu_container.worker.running import JobRun, Outcome, logger
 from gpu_container.worker.transcript import CONTENT_TYPES, Transcript, output_text
 
@@ -96,6 +97,7 @@ class Finisher:
             segments=len(transcript.segments),
             # the job's share of what its worker costs: its compute seconds at the pool's price
             cost_usd=None if self.hourly_usd is None else round(seconds * self.hourly_usd / 3600, 8),
+            warnings=notices(transcript, transcript.model or ""),
         )
 
     def write_outputs(self, run: JobRun, transcript: Transcript) -> dict[str, str]:

@@ -209,7 +209,7 @@ def test_submit_by_url_and_by_s3_uri(stack: LocalStack, mp3: Path) -> None:
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "s3://callers-media/calls/nope.mp3 does not exist" in missing.stderr
     refused = cli(stack, "submit", "ftp://example.com/a.mp3")
-    assert refused.returncode != 0 and "does not exist or is not a file" in refused.stderr
+    assert refused.returncode == 2 and "ftp:// URLs are not supported" in refused.stderr
 
 
 def _wav(path: Path, size: int) -> Path:
@@ -341,3 +341,12 @@ def test_resuming_with_the_wrong_file_is_refused_and_restart_unwedges_the_upload
         assert cli(stack, "cancel", job_id).returncode == 0
     finally:
         stack.set_max_workers(1)
+
+
+def test_a_flac_file_without_an_extension_is_transcribed(stack: LocalStack, mp3: Path, tmp_path: Path) -> None:
+    bare = convert(mp3, tmp_path / "x.flac").rename(tmp_path / "recording")  # its name says nothing
+
+    out = cli(stack, "submit", str(bare), "--wait", "--language", "en")
+
+    assert out.returncode == 0, out.stderr
+    assert "weather" in out.stdout.lower()

@@ -192,6 +192,8 @@ CASES: list[tuple[str, list[str], dict[str, str | None], int, str]] = [
     ("-o into a missing folder", ["result", SUCCEEDED, "-o", "{tmp}/missing/t.txt", "--api", "{api}"], {}, 2, "mkdir"),
     ("-o is a folder", ["wait", SUCCEEDED, "-o", "{tmp}", "--api", "{api}"], {}, 2, "is a folder"),
     ("input file missing", ["submit", "{tmp}/nope.mp3", "--api", "{api}"], {}, 2, "does not exist"),
+    ("input file empty", ["submit", "{empty}", "--api", "{api}"], {}, 2, "is empty (0 bytes)"),
+    ("unsupported scheme", ["submit", "ftp://example.com/a.mp3", "--api", "{api}"], {}, 2, "ftp:// URLs are not"),
     ("malformed job id", ["status", "xyz", "--api", "{api}"], {}, 2, "not a job id"),
     ("too short a prefix", ["status", "abcde", "--api", "{api}"], {}, 2, "at least 6"),
     ("ambiguous prefix", ["status", "abcdef", "--api", "{api}"], {}, 2, "more than one"),
@@ -218,7 +220,10 @@ def test_each_error_is_one_line_with_the_documented_exit_status(
     busy_port: int,
     tmp_path: Path,
 ) -> None:
-    filled = [a.format(api=api, closed=closed_port, busy=busy_port, tmp=tmp_path) for a in args]
+    (tmp_path / "empty.wav").touch()
+    filled = [
+        a.format(api=api, closed=closed_port, busy=busy_port, tmp=tmp_path, empty=tmp_path / "empty.wav") for a in args
+    ]
 
     out = run(*filled, env=env, cwd=tmp_path)  # a folder of the user's: no checkout's cdk.json here
 

@@ -112,7 +112,7 @@ def test_worker_transcribes_speech(
     assert job["progress"] == 100 and job["attempt"] == 1
     result = job["result"]
     assert result["engine"] == engine_name and result["model"] == "tiny.en"
-    assert result["language"] == "en"
+    assert result["language"] == "en" and result["warnings"] == []  # English speech: nothing to warn of
     assert result["real_time_factor"] > 0 and result["compute_seconds"] > 0
     record = JobRepository(aws_stack.table).get(job_id)
     assert record.result is not None
@@ -143,6 +143,33 @@ def test_word_timestamps_and_selected_formats(
 
 
 # ---- permanent faults: failed at once, no retry -----------------------------------------
+
+
+def test_non_english_speech_on_an_english_only_model_succeeds_with_a_warning(
+    aws_stack: Stack, engines: dict[str, Engine], tmp_path: Path
+) -> None:
+    german = speak_in(
+        "de",
+        "Das Wetter ist heute sonnig und warm. Wir treffen uns nach dem Mittagessen im Büro. "
+        "Bitte schicken Sie mir den Bericht bis Freitag.",
+        tmp_path / "de.wav",
+    )
+    job_id = submit(aws_stack, german, "audio/wav")
+
+    assert make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run() == 0
+
+    _status, job = call("GET", f"/jobs/{job_id}")
+    assert job["status"] == "succeeded", job
+    [warning] = job["result"]["warnings"]
+    assert warning["code"] == "low_confidence"
+    assert "tiny.en is an English-only model" in warning["message"] and "multilingual" in warning["message"]
+
+
+def speak_in(voice: str, text: str, out: Path) -> Path:
+    import subprocess
+
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True)
+    return out
 
 
 @pytest.mark.parametrize(("kind", "code"), [("corrupt", "invalid_media"), ("empty", "no_audio"), ("video", "no_audio")])
