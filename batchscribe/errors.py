@@ -108,4 +108,5 @@ INPUT_TOO_LARGE_FOR_WORKER = "input_too_large_for_worker"  # the input needs mor
 
 # Notices a succeeded job's result may carry (result.warnings): the job did what was asked, but
 # the transcript may not be what the user expects. Stable, like the failure codes.
+NO_SPEECH = "no_speech"  # no speech was found: the transcript is empty
 LOW_CONFIDENCE = "low_confidence"  # much of it failed Whisper's own checks (loops, unlikely text)

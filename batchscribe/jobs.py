@@ -44,6 +44,7 @@ from batchscribe.models import (
     JobStatus,
     MessageReason,
     Priority,
+    from_iso,
     iso,
 )
 from batchscribe.queue import JobDispatcher, JobQueue
@@ -451,4 +452,12 @@ class JobApi:
                 urls_expire_at=iso(self.clock() + expires),
                 warnings=job.result.warnings,
             )
-        return JobView.of(job, result=result, log_url=log_url)
+        return JobView.of(job, result=result, log_url=log_url, estimated_finish_at=self._finish_estimate(job))
+
+    def _finish_estimate(self, job: Job) -> str | None:
+        """When a running job should end, at the rate its progress moved since its claim."""
+        if job.status is not JobStatus.RUNNING or not job.started_at or not 0 < job.progress < 100:
+            return None
+        now = self.clock()
+        elapsed = max(0.0, now - from_iso(job.started_at))
+        return iso(now + elapsed * (100 - job.progress) / job.progress)

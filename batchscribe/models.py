@@ -100,6 +100,7 @@ class InputInfo(BaseModel):
     )
     version_id: str | None = Field(default=None, description="the object's VersionId, when the bucket versions")
     multipart_upload_id: str | None = Field(default=None, description="the S3 multipart upload under way, if any")
+    duration_seconds: float | None = Field(default=None, description="the audio's length, once a worker opened it")
     source_url: str | None = Field(
         default=None, description="input by URL: the worker fetches it (no upload); `declared_size` is its cap"
     )
@@ -248,3 +249,8 @@ class JobMessage(BaseModel):
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_iso(stamp: str) -> float:
+    """The Unix time of a stamp `iso` wrote."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -406,7 +406,7 @@ def _follow(client: Client, job_id: str, quiet: bool) -> JobView:
 
         def plain(data: dict[str, Any]) -> None:
             job = _view(data)
-            text = f"{job.status.value} {job.progress}%"
+            text = f"{job.status.value} {job.progress}%{_running_note(job)}"
             if text != last[0] and not quiet:
                 _info(f"  {short}: {text}")
                 last[0] = text
@@ -426,9 +426,22 @@ def _follow(client: Client, job_id: str, quiet: bool) -> JobView:
 
         def update(data: dict[str, Any]) -> None:
             job = _view(data)
-            bar.update(task, completed=job.progress, description=f"{short} {job.status.value}")
+            bar.update(task, completed=job.progress, description=f"{short} {job.status.value}{_running_note(job)}")
 
         return _view(client.wait(job_id, update))
+
+
+def _running_note(job: JobView) -> str:
+    """` (20:00 of audio, done ~12:41)` while a job runs: what the worker knows so far."""
+    parts = []
+    if job.input.duration_seconds is not None:
+        minutes, seconds = divmod(round(job.input.duration_seconds), 60)
+        parts.append(f"{minutes}:{seconds:02d} of audio")
+    if job.estimated_finish_at and job.status is JobStatus.RUNNING:
+        from batchscribe_cli.client import parse_time
+
+        parts.append(f"done ~{parse_time(job.estimated_finish_at).astimezone():%H:%M:%S}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _job_failed(job: JobView) -> CliError:
@@ -542,14 +555,23 @@ def _upload_progress(quiet: bool) -> Callable[[int, int], None] | None:
     """Upload progress on stderr (a terminal, or BATCHSCRIBE_PROGRESS=true)."""
     if not _show_progress(quiet):
         return None
-    mib = 1024 * 1024
 
     def show(sent: int, total: int) -> None:
         end = "\n" if sent >= total else ""
-        sys.stderr.write(f"\ruploading {100 * sent // max(total, 1):3d}% ({sent // mib}/{total // mib} MiB){end}")
+        sys.stderr.write(f"\ruploading {100 * sent // max(total, 1):3d}% ({_amount(sent, total)}){end}")
         sys.stderr.flush()
 
     return show
+
+
+def _amount(sent: int, total: int) -> str:
+    """`16/40 MiB`, `1.5/3.2 MiB` or `300/600 KiB`: in the unit of the total, never `0/0`."""
+    kib, mib = 1024, 1024 * 1024
+    if total >= 10 * mib:
+        return f"{sent // mib}/{total // mib} MiB"
+    if total >= mib:
+        return f"{sent / mib:.1f}/{total / mib:.1f} MiB"
+    return f"{-(-sent // kib)}/{-(-total // kib)} KiB"
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -601,6 +623,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     ):
         if stamp:
             print(f"  {name}: {_local_time(stamp)}")
+    if job.status is JobStatus.RUNNING and (note := _running_note(job)):
+        print(f"  running: {note.strip()[1:-1]}")
     r = job.result
     if r is not None:
         print(f"  result: {r.duration_seconds:.1f} s of audio, language {r.language}, {r.engine}/{r.model}")

@@ -1,5 +1,7 @@
 """What a succeeded job's result tells the user beside its transcript (`result.warnings`):
 
+- `no_speech`: nothing was said (silence, music, a fraction of a second): the transcript is
+  empty, and the job still succeeded;
 - `low_confidence`: over a third of the speech is in segments that fail Whisper's own checks
   for a failed decode even after its temperature fallback: a compression ratio over 2.4 (the
   text loops, "I'm sorry, I'm sorry, …") or an average log-probability under -1.0. Those are
@@ -22,6 +24,13 @@ DOUBTFUL_SHARE = 1 / 3  # of the speech time, in segments that fail those checks
 
 
 def notices(transcript: Transcript, model: str) -> list[Notice]:
+    if not transcript.text.strip():
+        return [
+            Notice(
+                code=errors.NO_SPEECH,
+                message=f"no speech was found in the {transcript.duration:.1f} s of audio: the transcript is empty",
+            )
+        ]
     share = doubtful_share(transcript)
     if share <= DOUBTFUL_SHARE:
         return []
