@@ -194,7 +194,7 @@ class JobApi:
             offered.append(
                 ModelInfo(
                     name=s.default_model,
-                    pool="gpu",
+                    pool=s.default_pool,
                     english_only=languages.is_english_only(s.default_model),
                     default_for="every job without options.model"
                     + (f" over {s.small_job_max_bytes} bytes" if s.small_job_model and s.small_job_max_bytes else ""),

@@ -255,6 +255,9 @@ class ApiSettings(StoreSettings):
     default_model: str | None = Field(
         default=None, description="the model a job without options.model runs on (the GPU pool's)"
     )
+    default_pool: str = Field(
+        default="gpu", description="the pool jobs without options.model run on, as GET /models names it"
+    )
     small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
     small_job_max_bytes: int = Field(default=0, ge=0, description="uploads up to this size run on the CPU pool")
     allow_private: bool = Field(

@@ -113,6 +113,10 @@ HINTS = {
     "internal_error": "the API failed; try again, and look at the API function's logs if it persists",
 }
 
+LANGUAGE_HELP = "the spoken language's code (en, de, ...), or auto to detect it (default: auto)"
+TASK_HELP = "transcribe, or translate the speech into English (needs a multilingual model)"
+WORDS_HELP = "a start and end time for every word (in the JSON)"
+PROMPT_HELP = "text that primes the decoder: names, jargon, spelling (max 1000 chars)"
 DATA_DIR_HELP = (
     "the local stack's data folder: its saved jobs and files, worker logs, caches; one stack at a time "
     "(default: $XDG_DATA_HOME/batchscribe, else ~/.local/share/batchscribe)"
@@ -467,6 +471,14 @@ def _is_url(name: str) -> bool:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if (args.format or args.output) and not args.wait:
+        flag = "--format" if args.format else "-o"
+        raise UsageError(
+            f"{flag} is about the result, and without --wait submit prints only the job id",
+            "add --wait, or get the result later with `batchscribe result ID "
+            + (f"--format {args.format}" if args.format else f"-o {args.output}")
+            + "`",
+        )
     source = args.file if _is_url(args.file) else None
     path = None if source else _input_file(args.file)
     _check_output(args.output)
@@ -1044,7 +1056,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, command_parser=p)
         return p
 
     s = command("submit", "create a job, upload the file, optionally wait for the result", cmd_submit)
@@ -1059,11 +1071,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--content-type",
         help="the file's media type, e.g. audio/flac (default: from its extension, else from its first bytes)",
     )
-    s.add_argument("--language", default="auto")
-    s.add_argument("--task", choices=TASKS, default="transcribe")
+    s.add_argument("--language", default="auto", help=LANGUAGE_HELP)
+    s.add_argument("--task", choices=TASKS, default="transcribe", help=TASK_HELP)
     s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")
-    s.add_argument("--word-timestamps", action="store_true")
-    s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
+    s.add_argument("--word-timestamps", action="store_true", help=WORDS_HELP)
+    s.add_argument("--initial-prompt", help=PROMPT_HELP)
     _add_split_channels(s)
     s.add_argument(
         "--callback-url", help="an https:// URL that gets one signed POST when the job ends (README: Webhooks)"
@@ -1084,10 +1096,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("result", "print or save a finished job's transcript", cmd_result)
     r.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
     _add_output(r, "the transcript's")
-    r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true", help="no message when writing to a file with -o")
 
     li = command("list", "your jobs, newest first", cmd_list)
-    li.add_argument("--status", choices=STATUSES)
+    li.add_argument("--status", choices=STATUSES, help="only jobs in this status")
     li.add_argument("--priority", choices=PRIORITIES, help="only jobs of this priority class")
     li.add_argument("--since", help="created since: 30m, 2h, 3d, 1w, or a date/time (2025-05-01, 2025-05-01T13:00)")
     li.add_argument("--limit", type=_positive, default=20, help="at most this many jobs (default 20)")
@@ -1097,10 +1109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = command("cancel", "cancel a job that has not finished", cmd_cancel)
     c.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="the cancelled job's record as JSON")
 
     mo = command("models", "the models the deployment serves (for --model)", cmd_models)
-    mo.add_argument("--json", action="store_true")
+    mo.add_argument("--json", action="store_true", help='{"models": [...], "default": ...} as JSON')
 
     up = command(
         "upload",
@@ -1120,7 +1132,7 @@ def build_parser() -> argparse.ArgumentParser:
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     up = local_sub.add_parser("up", help="start the whole pipeline on this machine (foreground; Ctrl-C stops it)")
     up.add_argument("--port", type=_port, default=8000, help="the API's port on 127.0.0.1 (0: any free one)")
-    up.add_argument("--max-workers", type=int, default=2)
+    up.add_argument("--max-workers", type=int, default=2, help="at most this many worker processes at once (default 2)")
     up.add_argument("--data-dir", help=DATA_DIR_HELP)
     up.add_argument("--idle-seconds", type=float, default=5, help="a worker exits after this long without work")
     up.add_argument(
@@ -1134,15 +1146,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-image",
         help="run workers from this image with podman (e.g. localhost/batchscribe-worker:cpu from `make image`)",
     )
-    up.set_defaults(func=cmd_local_up)
+    up.set_defaults(func=cmd_local_up, command_parser=up)
     ls = local_sub.add_parser("status", help="is a local stack running on the data folder, and where is its API")
     ls.add_argument("--data-dir", help=DATA_DIR_HELP)
     ls.add_argument("--json", action="store_true", help="{api, moto, pid, data_dir} as JSON")
-    ls.set_defaults(func=cmd_local_status)
+    ls.set_defaults(func=cmd_local_status, command_parser=ls)
     ld = local_sub.add_parser("down", help="stop the local stack running on the data folder (as Ctrl-C does)")
     ld.add_argument("--data-dir", help=DATA_DIR_HELP)
     ld.add_argument("--timeout", type=float, default=120, help="seconds to wait for it to stop (default 120)")
-    ld.set_defaults(func=cmd_local_down)
+    ld.set_defaults(func=cmd_local_down, command_parser=ld)
 
     d = command("demo", "start the local stack, transcribe a sample end to end, stop", cmd_demo)
     d.add_argument("file", nargs="?", help="an audio file instead of the bundled sample")
@@ -1151,16 +1163,20 @@ def build_parser() -> argparse.ArgumentParser:
     t = command(
         "transcribe", "transcribe one local file the way the service's worker does (no AWS involved)", cmd_transcribe
     )
-    t.add_argument("file")
-    t.add_argument("--engine", choices=ENGINES, default="faster-whisper")
+    t.add_argument("file", help="an audio or video file")
+    t.add_argument(
+        "--engine", choices=ENGINES, default="faster-whisper", help="the Whisper engine (default: %(default)s)"
+    )
     t.add_argument("--model", default="tiny.en", help="model name (default: tiny.en, bundled)")
     t.add_argument("--model-path", help="a CTranslate2 model folder to use instead of resolving --model")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--beam-size", type=int, default=5)
-    t.add_argument("--language", default="auto")
-    t.add_argument("--task", choices=TASKS, default="transcribe")
-    t.add_argument("--word-timestamps", action="store_true")
-    t.add_argument("--initial-prompt")
+    t.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run it (auto: the GPU if usable)"
+    )
+    t.add_argument("--beam-size", type=int, default=5, help="beam search width (default 5; 1: greedy)")
+    t.add_argument("--language", default="auto", help=LANGUAGE_HELP)
+    t.add_argument("--task", choices=TASKS, default="transcribe", help=TASK_HELP)
+    t.add_argument("--word-timestamps", action="store_true", help=WORDS_HELP)
+    t.add_argument("--initial-prompt", help=PROMPT_HELP)
     _add_split_channels(t)
     _add_output(t, "the transcript's")
     t.add_argument("--max-duration", type=float, default=4 * 3600, help="refuse longer media (seconds)")
@@ -1168,8 +1184,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments; an unknown option is shown with its command's usage (argparse alone
+    shows the top-level one)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         code = int(args.func(args))
         sys.stdout.flush()

@@ -84,6 +84,7 @@ def process_settings(cfg: LocalConfig, r: Provisioned) -> dict[str, EnvSettings]
             upload_window_seconds=cfg.timings.upload_window_seconds,
             result_url_seconds=cfg.timings.result_url_seconds,
             default_model=cfg.model,
+            default_pool=_pool(cfg, r).name,  # the local stack's one pool: workers on this machine
             allow_private=True,  # callbacks to http:// and this machine's receivers
             high_priority_owners=cfg.high_priority_owners,
             create_rate_limit=cfg.create_rate_limit,

@@ -192,6 +192,7 @@ CASES: list[tuple[str, list[str], dict[str, str | None], int, str]] = [
     ("-o into a missing folder", ["result", SUCCEEDED, "-o", "{tmp}/missing/t.txt", "--api", "{api}"], {}, 2, "mkdir"),
     ("-o is a folder", ["wait", SUCCEEDED, "-o", "{tmp}", "--api", "{api}"], {}, 2, "is a folder"),
     ("input file missing", ["submit", "{tmp}/nope.mp3", "--api", "{api}"], {}, 2, "does not exist"),
+    ("--format without --wait", ["submit", "{empty}", "--format", "json", "--api", "{api}"], {}, 2, "without --wait"),
     ("input file empty", ["submit", "{empty}", "--api", "{api}"], {}, 2, "is empty (0 bytes)"),
     ("unsupported scheme", ["submit", "ftp://example.com/a.mp3", "--api", "{api}"], {}, 2, "ftp:// URLs are not"),
     ("malformed job id", ["status", "xyz", "--api", "{api}"], {}, 2, "not a job id"),
