@@ -260,6 +260,7 @@ def test_a_source_url_job_is_queued_at_once_without_an_upload(aws_stack: Stack) 
         "content_type": "audio/mpeg",
         "size_bytes": 50 * 1024 * 1024,  # not fetched yet: the cap (the deployment's limit)
         "source_url": "https://media.example.com/calls/monday%20call.mp3",  # never the signature
+        "duration_seconds": None,  # known once a worker has opened the file
     }
     assert queue_counts(aws_stack) == (1, 0)  # its message went out with the create
     record = JobRepository(aws_stack.table).get(job["job_id"])
