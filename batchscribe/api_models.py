@@ -7,7 +7,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from batchscribe import sources
-from batchscribe.models import DEFAULT_PRIORITY, Callback, ErrorInfo, Job, JobOptions, JobStatus, Priority
+from batchscribe.models import (
+    DEFAULT_PRIORITY,
+    Callback,
+    ErrorInfo,
+    Job,
+    JobOptions,
+    JobStatus,
+    Notice,
+    Priority,
+)
 
 
 class CreateJobRequest(BaseModel):
@@ -63,6 +72,9 @@ class InputView(BaseModel):
     content_type: str
     size_bytes: int = Field(description="the file's size; for a source_url not fetched yet, the most to fetch")
     source_url: str | None = Field(default=None, description="input by URL: the URL without its query string")
+    duration_seconds: float | None = Field(
+        default=None, description="the audio's length in seconds, once a worker has opened the file"
+    )
 
 
 class ResultView(BaseModel):
@@ -78,6 +90,11 @@ class ResultView(BaseModel):
     urls: dict[str, str] = Field(description="format -> presigned GET URL")
     log_url: str | None = None
     urls_expire_at: str
+    warnings: list[Notice] = Field(
+        default_factory=list,
+        description="notices about the transcript (code, message): no_speech (it is empty), low_confidence "
+        "(much of it failed Whisper's checks: e.g. speech in another language than an English-only model knows)",
+    )
 
 
 class QueueView(BaseModel):
@@ -111,6 +128,11 @@ class JobView(BaseModel):
     log_url: str | None = None
     callback: Callback | None = Field(default=None, description="the job's webhook and its delivery so far")
     queue: QueueView | None = Field(default=None, description="GET /jobs/{id} of a queued job: where it stands")
+    estimated_finish_at: str | None = Field(
+        default=None,
+        description="a running job: when it should end at the rate its progress has moved since it started "
+        "(null until it has moved)",
+    )
 
     @classmethod
     def of(cls, job: Job, **extra: Any) -> JobView:
@@ -130,6 +152,7 @@ class JobView(BaseModel):
                 content_type=job.input.content_type,
                 size_bytes=job.input.size if job.input.size is not None else job.input.declared_size,
                 source_url=sources.redacted(job.input.source_url) if job.input.source_url else None,
+                duration_seconds=job.input.duration_seconds,
             ),
             options=job.options,
             error=job.error,

@@ -101,6 +101,7 @@ INPUT_CHANGED = "input_changed"  # the upload was replaced after intake (ETag di
 UNSUPPORTED_MODEL = "unsupported_model"  # the job asked for a model no pool of this deployment serves
 INPUT_MISSING = "input_missing"  # the upload is gone from storage (deleted after intake)
 UNSUPPORTED_LANGUAGE = "unsupported_language"  # the model does not know the job's language
+UNSUPPORTED_TASK = "unsupported_task"  # translate asked of an English-only model (it only transcribes English)
 SOURCE_UNREACHABLE = "source_unreachable"  # a job's source_url answered 4xx, redirected too often, or was refused
 SOURCE_TOO_LARGE = "source_too_large"  # a job's source_url is larger than its size cap
 INPUT_TOO_LARGE_FOR_WORKER = "input_too_large_for_worker"  # the input needs more disk than a worker has
@@ -129,3 +130,8 @@ JOB_FAILURE_CODES: frozenset[str] = frozenset(
         PERMANENT_ERROR,
     }
 )
+
+# Notices a succeeded job's result may carry (result.warnings): the job did what was asked, but
+# the transcript may not be what the user expects. Stable, like the failure codes.
+NO_SPEECH = "no_speech"  # no speech was found: the transcript is empty
+LOW_CONFIDENCE = "low_confidence"  # much of it failed Whisper's own checks (loops, unlikely text)

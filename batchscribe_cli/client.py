@@ -16,6 +16,7 @@ It needs requests (with urllib3) and botocore, and from the core only `media_typ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 import os
@@ -77,6 +78,17 @@ class SetupError(Exception):
 
 class BadApiUrl(SetupError):
     """The API URL itself is malformed (no scheme, no host)."""
+
+
+class WrongFile(Exception):
+    """The file given to resume an upload is not the one the job's upload was started with:
+    another size than the job declared, or parts S3 holds that differ from it. `hint` says
+    what to do."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
 
 
 class JobRefError(Exception):
@@ -437,6 +449,7 @@ class Client:
         content_type = (
             content_type
             or media_types.guess(path.name)
+            or sniff_file(path)
             or mimetypes.guess_type(path.name)[0]
             or "application/octet-stream"
         )
@@ -485,11 +498,37 @@ class Client:
         if resp.status_code not in (200, 201, 204):
             raise ApiError(resp.status_code, "upload_failed", f"the upload was refused: {resp.text[:300]}")
 
+    def resume_upload(
+        self,
+        job_id: str,
+        path: Path,
+        on_progress: Callable[[int, int], None] | None = None,
+        restart: bool = False,
+    ) -> dict[str, Any]:
+        """Finish the upload of a pending job's file after an interruption (only the parts S3
+        lacks go up), once the file is known to be the job's: its size is the one the job
+        declared and each part S3 holds is the same bytes (WrongFile otherwise). `restart`:
+        drop the parts S3 holds and send the whole file again. Returns the job as it was."""
+        job = self.get(job_id)
+        declared, size = int(job["input"]["size_bytes"]), path.stat().st_size
+        if size != declared:
+            raise WrongFile(
+                f"wrong file: job {job_id[:8]} was created for {job['input']['filename']!r} ({declared:,} bytes); "
+                f"{path.name!r} is {size:,} bytes",
+                f"give the job's own file (batchscribe upload {job_id[:8]} FILE), or submit {path.name} as a new job",
+            )
+        if restart:
+            self.request("POST", f"/jobs/{job_id}/multipart/abort")
+        self.upload_parts(job_id, path, on_progress)
+        return job
+
     def upload_parts(self, job_id: str, path: Path, on_progress: Callable[[int, int], None] | None = None) -> None:
         """Upload a pending job's file in parts, one part in memory at a time. Run again
-        after an interruption, it sends only the parts S3 does not hold yet."""
+        after an interruption, it sends only the parts S3 does not hold yet (WrongFile if
+        those it holds are not this file's)."""
         size = path.stat().st_size
         ticket = self.request("POST", f"/jobs/{job_id}/multipart")
+        check_held_parts(job_id, path, ticket)
         etags = {p["part_number"]: p["etag"] for p in ticket["uploaded"]}
         sent = sum(int(p.get("size") or 0) for p in ticket["uploaded"])
         if on_progress:
@@ -535,8 +574,9 @@ class Client:
         priority: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         on_created: Callable[[dict[str, Any]], None] | None = None,
+        content_type: str | None = None,
     ) -> dict[str, Any]:
-        job = self.create_job(path, options, callback_url=callback_url, priority=priority)
+        job = self.create_job(path, options, content_type, callback_url=callback_url, priority=priority)
         if on_created:
             on_created(job)
         self.upload_file(job, path, on_progress)
@@ -685,6 +725,36 @@ class Client:
             )
         resp.encoding = "utf-8"
         return resp.text
+
+
+def sniff_file(path: Path) -> str | None:
+    """The content type `path`'s first bytes show (a FLAC file without its extension...)."""
+    try:
+        with path.open("rb") as f:
+            return media_types.sniff(f.read(media_types.SNIFF_BYTES))
+    except OSError:
+        return None
+
+
+def check_held_parts(job_id: str, path: Path, ticket: Mapping[str, Any]) -> None:
+    """WrongFile unless each part S3 holds for the upload is this file's: the size of that
+    slice of it and, where the ETag is a part's MD5 (S3-managed encryption), the same bytes."""
+    size, part_size = path.stat().st_size, int(ticket["part_size"])
+    with path.open("rb") as f:
+        for part in ticket["uploaded"]:
+            number, etag = int(part["part_number"]), str(part["etag"]).strip('"')
+            f.seek((number - 1) * part_size)
+            data = f.read(part_size)
+            same_size = part.get("size") is None or int(part["size"]) == len(data)
+            same_bytes = (
+                not re.fullmatch(r"[0-9a-f]{32}", etag) or hashlib.md5(data, usedforsecurity=False).hexdigest() == etag
+            )
+            if not (same_size and same_bytes) or (number - 1) * part_size >= size:
+                raise WrongFile(
+                    f"wrong file: part {number} of job {job_id[:8]}'s upload, which S3 holds already, "
+                    f"is not the same as that part of {path.name}: the upload was begun with another file",
+                    f"start the upload over with the right file: batchscribe upload {job_id[:8]} FILE --restart",
+                )
 
 
 def _api_error(resp: requests.Response, payload: Any) -> ApiError:

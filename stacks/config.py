@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from batchscribe.models import EngineName
 from batchscribe.resources import JOBS_MAX_RECEIVE_COUNT
-from batchscribe.settings import Timings
+from batchscribe.settings import MAX_ATTEMPTS, Timings
 from stacks.instances import spec
 
 
@@ -42,7 +42,11 @@ class DeploymentConfig(BaseModel):
     max_cpu_workers: int = Field(default=4, ge=0)
     jobs_per_worker: int = Field(default=4, ge=1, description="backlog a worker is expected to drain")
     small_job_max_mb: int = Field(default=5, ge=0, description="uploads up to this size run on CPU; 0: all on GPU")
-    max_attempts: int = Field(default=3, ge=1, description="attempts before a job whose workers keep dying fails")
+    max_attempts: int = Field(
+        default=MAX_ATTEMPTS,
+        ge=1,
+        description="attempts before a job whose workers keep dying, or whose attempts fail, fails",
+    )
     gpu_held_jobs: int | None = Field(
         default=None, ge=1, description="K: jobs a GPU worker holds at once; None: the worker's default for the model"
     )

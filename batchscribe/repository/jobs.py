@@ -438,6 +438,11 @@ class JobRepository(Table):
         update = self._update(Transition.HEARTBEAT, sets={"input.size": size}, attempt=attempt)
         return self._transition(job_id, Transition.HEARTBEAT, update, attempt)
 
+    def record_duration(self, job_id: str, attempt: int, seconds: float) -> Job:
+        """A worker opened the job's audio: its length, for the views while the job runs."""
+        update = self._update(Transition.HEARTBEAT, sets={"input.duration_seconds": seconds}, attempt=attempt)
+        return self._transition(job_id, Transition.HEARTBEAT, update, attempt)
+
     def succeed(self, job_id: str, attempt: int, result: ResultSummary, log_key: str | None) -> Job:
         sets = {
             "finished_at": iso(self.clock()),

@@ -19,6 +19,8 @@ part replaced by one stand-in module, composed by `stack.LocalStack`:
   calls (each handler's, each worker's, each presigned URL) checked against the policy the CDK
   stack synthesizes for its role (policies.json, written by `make policies`);
 - `snapshot`: the emulated state kept in the data folder, so stopping the stack loses no job;
+- `datadir`: the data folder (one per user by default), its lock (one stack per folder) and
+  `endpoint.json`, where the running stack says where its API is;
 - `lambda_events`: the events and context Lambda hands a handler (the tests build theirs here);
 - `transitions`: the terminal's "job …: queued → running" lines, read from the stream.
 """

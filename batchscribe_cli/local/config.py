@@ -23,6 +23,7 @@ from batchscribe.settings import (
     WebhookSettings,
     WorkerSettings,
 )
+from batchscribe_cli.local.datadir import default_data_dir
 from batchscribe_cli.provision import Provisioned
 from stacks.sizing import held_jobs
 
@@ -31,7 +32,7 @@ from stacks.sizing import held_jobs
 class LocalConfig:
     port: int = 8000
     max_workers: int = 2
-    data_dir: Path = field(default_factory=lambda: Path(".local-data"))
+    data_dir: Path = field(default_factory=default_data_dir)  # one per user, not the current folder
     engine: EngineName = "faster-whisper"
     model: str = "tiny.en"
     # the workers' device: cuda proves the GPU before the first claim (and exits if it fails),
@@ -61,7 +62,7 @@ class LocalConfig:
 
 def webhook_secret(data_dir: Path) -> str:
     """The secret that signs a stack's callbacks: made once, kept in the data folder
-    (`<data folder>/webhook-secret`), so that a receiver keeps verifying across restarts."""
+    (`DATA_DIR/webhook-secret`), so that a receiver keeps verifying across restarts."""
     path = data_dir / "webhook-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,7 @@ def process_settings(cfg: LocalConfig, r: Provisioned) -> dict[str, EnvSettings]
             upload_window_seconds=cfg.timings.upload_window_seconds,
             result_url_seconds=cfg.timings.result_url_seconds,
             default_model=cfg.model,
+            default_pool=_pool(cfg, r).name,  # the local stack's one pool: workers on this machine
             allow_private=True,  # callbacks to http:// and this machine's receivers
             high_priority_owners=cfg.high_priority_owners,
             create_rate_limit=cfg.create_rate_limit,

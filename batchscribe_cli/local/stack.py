@@ -27,6 +27,7 @@ from batchscribe_cli.local import handlers, iam, policies
 from batchscribe_cli.local.batch import LocalCompute, report_exits, scaler_tick
 from batchscribe_cli.local.callers import Callers
 from batchscribe_cli.local.config import LocalConfig, process_settings, webhook_secret
+from batchscribe_cli.local.datadir import DataDirLock
 from batchscribe_cli.local.event_sources import Loops, SqsEventSource, StreamEventSource, scheduled
 from batchscribe_cli.local.gateway import ApiGateway
 from batchscribe_cli.local.lambda_events import LOCAL_REGION
@@ -58,6 +59,7 @@ class LocalStack:
         self.compute: LocalCompute | None = None
         self.snapshot: Snapshot | None = None
         self.iam: iam.Enforcer | None = None
+        self.data_lock: DataDirLock | None = None
         self.settings: dict[str, EnvSettings] = {}
         self.handlers: dict[str, handlers.Handler] = {}
         self.url = ""
@@ -77,6 +79,7 @@ class LocalStack:
         import boto3
 
         cfg = self.config
+        self.data_lock = DataDirLock(cfg.data_dir).acquire()  # one stack per data folder
         (cfg.data_dir / "workers").mkdir(parents=True, exist_ok=True)
         self.moto = MotoServer(cfg.data_dir / "state")
         aws_env = self.moto.start()
@@ -96,11 +99,12 @@ class LocalStack:
             recover(self._lifecycle)
         self.http = ApiGateway(cfg.port, self.handlers["api"], self._api.cors_origins, self._callers(r))
         self.url = self.http.url
+        self.data_lock.publish(self.url, self.moto.endpoint)
         self._start_loops(r, stream)
         where = f"from image {cfg.worker_image}" if cfg.worker_image else DEVICE_WORDS[cfg.device]
         self.say(
             f"local stack up: API {self.url} (moto {self.moto.endpoint}); up to {cfg.max_workers} worker(s), "
-            f"{cfg.engine}/{cfg.model} {where}; worker logs in {cfg.data_dir / 'workers'}"
+            f"{cfg.engine}/{cfg.model} {where}; data folder {cfg.data_dir.resolve()} (worker logs in workers/)"
         )
         return self
 
@@ -204,6 +208,8 @@ class LocalStack:
         if self.moto is not None:
             self.moto.stop()
         self.env.restore()
+        if self.data_lock is not None:
+            self.data_lock.release()
         self.say("local stack stopped")
 
     def __enter__(self) -> LocalStack:

@@ -1,9 +1,9 @@
 """What becomes of a job the worker stops holding, on the finishing pool (never on the model
 loop): its transcript written and committed; or its failure classified once — permanent
 (`PermanentJobError`: failed with its code, message deleted) or transient (anything else:
-given back, message visible again after a short backoff, so SQS retries it and the DLQ
-ends it); or it is released because it was cancelled or taken over; or, when the worker
-stops, given back with its message visible at once.
+given back, message visible again after a short backoff, so SQS retries it; on the job's last
+attempt failed `retries_exhausted` with the cause); or it is released because it was
+cancelled or taken over; or, when the worker stops, given back with its message visible at once.
 
 Each give-back stops the job's heartbeat first (a beat in progress waited for): a late
 extension would otherwise hide the message again for the whole visibility timeout.
@@ -14,14 +14,17 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from batchscribe import errors as codes
 from batchscribe import keys
 from batchscribe.errors import InvalidTransition, StaleAttempt
 from batchscribe.models import ErrorInfo, JobStatus, ResultSummary
 from batchscribe.queue import ClassQueues
 from batchscribe.repository import JobRepository
+from batchscribe.settings import MAX_ATTEMPTS
 from batchscribe.storage import MediaStore
 from gpu_container.worker.batched import assemble_stream
 from gpu_container.worker.errors import JobCancelled, LeaseLost, PermanentJobError
+from gpu_container.worker.notices import notices
 from gpu_container.worker.running import JobRun, Outcome, logger
 from gpu_container.worker.transcript import CONTENT_TYPES, Transcript, output_text
 
@@ -30,10 +33,16 @@ RETRY_AFTER_SECONDS = 5  # a transient failure's message comes back after 5 s x 
 
 class Finisher:
     def __init__(
-        self, repo: JobRepository, queue: ClassQueues, store: MediaStore, hourly_usd: float | None = None
+        self,
+        repo: JobRepository,
+        queue: ClassQueues,
+        store: MediaStore,
+        hourly_usd: float | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.repo, self.queue, self.store = repo, queue, store
         self.hourly_usd = hourly_usd
+        self.max_attempts = max_attempts
 
     # ---- a transcribed job ------------------------------------------------------------------
 
@@ -88,6 +97,7 @@ class Finisher:
             segments=len(transcript.segments),
             # the job's share of what its worker costs: its compute seconds at the pool's price
             cost_usd=None if self.hourly_usd is None else round(seconds * self.hourly_usd / 3600, 8),
+            warnings=notices(transcript, transcript.model or ""),
         )
 
     def write_outputs(self, run: JobRun, transcript: Transcript) -> dict[str, str]:
@@ -117,7 +127,14 @@ class Finisher:
     # ---- a job that goes no further ---------------------------------------------------------
 
     def failed(self, run: JobRun, error: BaseException) -> Outcome:
-        """Classify one job's failure: permanent -> failed with its code; else give it back."""
+        """Classify one job's failure: permanent -> failed with its code; transient -> given
+        back for another attempt, unless this was its last (`max_attempts`): then failed
+        `retries_exhausted`, saying what failed."""
+        if not isinstance(error, PermanentJobError) and run.job.attempt >= self.max_attempts:
+            error = PermanentJobError(
+                f"attempt {run.job.attempt} of {self.max_attempts} failed: {type(error).__name__}: {error}"[:1000],
+                codes.RETRIES_EXHAUSTED,
+            )
         if isinstance(error, PermanentJobError):
             run.log.add("failed", code=error.code, reason=str(error))
             with contextlib.suppress(InvalidTransition):  # cancelled or taken over: that state stands

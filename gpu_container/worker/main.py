@@ -64,6 +64,7 @@ from gpu_container.worker.finishing import Finisher
 from gpu_container.worker.handoff import Gate
 from gpu_container.worker.preflight import CudaProbe, Probe, choose_device
 from gpu_container.worker.preparing import Preparer
+from gpu_container.worker.progress import Speed
 from gpu_container.worker.running import JobRun, Outcome, logger, start_run
 from gpu_container.worker.scheduler import JobFailed
 from gpu_container.worker.starting import CannotStart, log_device
@@ -124,7 +125,8 @@ class Worker:
             max_input_bytes=s.max_input_bytes,
             disk_usage=disk_usage,
         )
-        self.finisher = Finisher(self.repo, self.queue, self.store, s.instance_hourly_usd)
+        self.speed = Speed()  # this worker's pace, for its jobs' progress between batches
+        self.finisher = Finisher(self.repo, self.queue, self.store, s.instance_hourly_usd, s.max_attempts)
         self._finishing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="finishing")
         self.admission = self._admission(resolver)
 
@@ -165,6 +167,7 @@ class Worker:
             repo=self.repo,
             queue=self.queue,
             timings=self.settings.timings,
+            speed=self.speed,
         )
 
     # ---- what tests and callers look at ---------------------------------------------------
@@ -280,7 +283,7 @@ class Worker:
                 self._let_go(run, partial(self.finisher.finish, results=event.results))
         for run in self._held.values():
             if run.work_seconds > 0:
-                run.beat.progress = int(min(99, self.batches.progress(run.job_id) / run.work_seconds * 100))
+                run.beat.pace.advance(self.batches.progress(run.job_id), run.work_seconds)
 
     def _let_go(self, run: JobRun, how: Callable[[JobRun], Outcome]) -> None:
         """The job leaves the loop for the finishing pool."""

@@ -54,6 +54,9 @@ class Preparer:
             codec=run.stream.codec,
             seconds=round(run.stream.duration, 2) if run.stream.duration is not None else "unknown",
         )
+        if run.stream.duration is not None:  # shown while the job runs
+            with contextlib.suppress(InvalidTransition):  # cancelled or taken over: seen at the next step
+                self.repo.record_duration(run.job_id, run.job.attempt, round(run.stream.duration, 3))
         return run
 
     def download(self, run: JobRun) -> Path:

@@ -24,6 +24,7 @@ from batchscribe.storage import MediaStore
 from gpu_container.worker.disk import JobFiles
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.log import logger
+from gpu_container.worker.progress import Pace, Speed
 from gpu_container.worker.windows import MediaStream, SplitStream
 
 EngineKey = tuple[str, str]  # (engine, model)
@@ -102,12 +103,20 @@ class Heartbeat(threading.Thread):
     its log, and learns when the job was cancelled or taken over."""
 
     def __init__(
-        self, job: Job, receipt: str, log: JobLog, *, repo: JobRepository, queue: ClassQueues, timings: Timings
+        self,
+        job: Job,
+        receipt: str,
+        log: JobLog,
+        *,
+        repo: JobRepository,
+        queue: ClassQueues,
+        timings: Timings,
+        speed: Speed | None = None,
     ) -> None:
         super().__init__(name=f"heartbeat-{job.job_id[:8]}", daemon=True)
         self.job, self.receipt, self.log = job, receipt, log
         self.repo, self.queue, self.timings = repo, queue, timings
-        self.progress = 0
+        self.pace = Pace(speed or Speed())  # the loop advances it at each batch; each beat writes it
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._halt = threading.Event()
@@ -126,7 +135,7 @@ class Heartbeat(threading.Thread):
         except Exception as exc:
             logger.warning("could not extend message visibility", extra={"error": str(exc)})
         try:
-            self.repo.heartbeat(self.job.job_id, self.job.attempt, t.lease_seconds, self.progress)
+            self.repo.heartbeat(self.job.job_id, self.job.attempt, t.lease_seconds, self.pace.percent())
         except StaleAttempt:
             self.lost.set()
         except InvalidTransition as exc:
@@ -195,10 +204,11 @@ def start_run(
     repo: JobRepository,
     queue: ClassQueues,
     timings: Timings,
+    speed: Speed | None = None,
 ) -> JobRun:
     """Hold a job just claimed: its log (first lines written) and its heartbeat begin."""
     log = JobLog(job, worker, store)
-    beat = Heartbeat(job, received.receipt_handle, log, repo=repo, queue=queue, timings=timings)
+    beat = Heartbeat(job, received.receipt_handle, log, repo=repo, queue=queue, timings=timings, speed=speed)
     run = JobRun(job=job, received=received, log=log, beat=beat, files=files, key=key)
     beat.start()
     return run

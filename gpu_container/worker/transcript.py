@@ -47,7 +47,8 @@ class Segment(BaseModel):
 
     @property
     def speaker(self) -> str | None:
-        return None if self.channel is None else f"Channel {self.channel + 1}"
+        # the same number as `channel` in the JSON (0-based), in every format
+        return None if self.channel is None else f"Channel {self.channel}"
 
 
 class Transcript(BaseModel):
@@ -299,8 +300,9 @@ class _Timed:
 def subtitle_cues(t: Transcript, rules: CueRules = READABLE_CUES) -> list[Cue]:
     """Each segment cut into cues that obey `rules`: at word timestamps when the segment
     has them, else at word boundaries with times interpolated by character count;
-    preferring a cut after punctuation, and balancing a two-cue split. Cues are monotonic
-    and non-overlapping."""
+    preferring a cut after punctuation, and balancing a two-cue split. Cues are in time order,
+    and non-overlapping within a channel (channels transcribed apart may overlap: people talk
+    at once)."""
     cues: list[Cue] = []
     prev_end: dict[int | None, float] = {}  # per channel: two speakers' cues may overlap
     for seg in t.segments:
@@ -311,7 +313,8 @@ def subtitle_cues(t: Transcript, rules: CueRules = READABLE_CUES) -> list[Cue]:
             end = min(max(round(run[-1].end, 3), start + 0.001), start + rules.max_seconds)
             cues.append(Cue(start=start, end=round(end, 3), lines=tuple(lines), speaker=seg.speaker))
             prev_end[seg.channel] = cues[-1].end
-    return cues
+    # a long segment's later cues may start after another channel's next segment: in time order
+    return sorted(cues, key=lambda c: (c.start, c.speaker or ""))
 
 
 def _timed_words(seg: Segment) -> list[_Timed]:

@@ -405,6 +405,7 @@ class Compute(Construct):
             max_duration_seconds=config.max_duration_minutes * 60,
             max_held_jobs=spec.needs.held_jobs,  # the K the volume and the memory are sized for
             max_running_per_owner=config.max_running_per_owner,
+            max_attempts=config.max_attempts,
             timings=config.timings,
             instance_hourly_usd=hourly,
         )

@@ -105,7 +105,8 @@ def test_models_and_a_primed_submit(stack: LocalStack, mp3: Path) -> None:
     """`models` names what `--model` may take; `--initial-prompt` reaches the job's options,
     and a model the stack does not serve is refused with the command that lists them."""
     listed = cli(stack, "models")
-    assert listed.returncode == 0 and listed.stdout.startswith("tiny.en  (gpu pool, English only)"), listed
+    # the pool the stack has: its workers on this machine's CPU, no GPU pool
+    assert listed.returncode == 0 and listed.stdout.startswith("tiny.en  (cpu pool, English only)"), listed
     offered = json.loads(cli(stack, "models", "--json").stdout)
     assert [m["name"] for m in offered["models"]] == ["tiny.en"]
 
@@ -209,7 +210,7 @@ def test_submit_by_url_and_by_s3_uri(stack: LocalStack, mp3: Path) -> None:
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "s3://callers-media/calls/nope.mp3 does not exist" in missing.stderr
     refused = cli(stack, "submit", "ftp://example.com/a.mp3")
-    assert refused.returncode != 0 and "does not exist or is not a file" in refused.stderr
+    assert refused.returncode == 2 and "ftp:// URLs are not supported" in refused.stderr
 
 
 def _wav(path: Path, size: int) -> Path:
@@ -301,3 +302,52 @@ def test_an_interrupted_upload_resumes_with_the_missing_parts(stack: LocalStack,
         assert cli(stack, "cancel", job["job_id"]).returncode == 0
     finally:
         stack.set_max_workers(1)
+
+
+def test_resuming_with_the_wrong_file_is_refused_and_restart_unwedges_the_upload(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    from batchscribe_cli.client import Client
+
+    right = _wav(tmp_path / "right.wav", 40 * 1024 * 1024)  # three parts of 16 MiB
+    smaller = _wav(tmp_path / "other.wav", 20 * 1024 * 1024)
+    same_size = _wav(tmp_path / "take2.wav", 40 * 1024 * 1024)
+    with same_size.open("r+b") as f:  # other bytes in every part
+        for offset in range(1024, same_size.stat().st_size, 8 * 1024 * 1024):
+            f.seek(offset)
+            f.write(b"\x01\x02" * 512)
+    try:
+        hold_workers_back(stack)
+        client = Client(stack.url, owner="dave")
+        job_id = client.create_job(right)["job_id"]
+        # Given an upload begun with another file of the same size (its first part is in S3)
+        ticket = client.request("POST", f"/jobs/{job_id}/multipart")
+        with same_size.open("rb") as f:
+            part = f.read(ticket["part_size"])
+        assert client.session.put(ticket["parts"][0]["url"], data=part, timeout=60).status_code == 200
+
+        # When the user resumes with a file of another size: refused at once, said plainly
+        other = cli(stack, "upload", job_id[:8], str(smaller))
+        assert other.returncode == 2 and "wrong file" in other.stderr and "right.wav" in other.stderr, other.stderr
+        # with the right file: the part S3 holds is not this file's, and the way out is named
+        wedged = cli(stack, "upload", job_id[:8], str(right))
+        assert wedged.returncode == 2 and "wrong file: part 1" in wedged.stderr, wedged.stderr
+        assert f"batchscribe upload {job_id[:8]} FILE --restart" in wedged.stderr
+
+        # Then --restart drops the held parts and sends the whole file: the job is queued
+        restarted = cli(stack, "upload", job_id[:8], str(right), "--restart")
+        assert restarted.returncode == 0, restarted.stderr
+        job = _once_uploaded(stack, job_id)
+        assert job["status"] == "queued" and job["input"]["size_bytes"] == right.stat().st_size
+        assert cli(stack, "cancel", job_id).returncode == 0
+    finally:
+        stack.set_max_workers(1)
+
+
+def test_a_flac_file_without_an_extension_is_transcribed(stack: LocalStack, mp3: Path, tmp_path: Path) -> None:
+    bare = convert(mp3, tmp_path / "x.flac").rename(tmp_path / "recording")  # its name says nothing
+
+    out = cli(stack, "submit", str(bare), "--wait", "--language", "en")
+
+    assert out.returncode == 0, out.stderr
+    assert "weather" in out.stdout.lower()

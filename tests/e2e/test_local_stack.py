@@ -251,7 +251,8 @@ def test_cli_job_commands_against_the_local_stack(stack: LocalStack, audio: dict
     notes.write_text("not audio")
     bad = cli("submit", str(notes))
     assert bad.returncode == 1
-    assert "unsupported_media_type" in bad.stderr and "hint: convert it" in bad.stderr
+    assert "unsupported_media_type" in bad.stderr and "hint: " in bad.stderr
+    assert "--content-type" in bad.stderr and "convert it" in bad.stderr  # name its type, or convert it
     missing = cli("status", "0" * 32)
     assert missing.returncode == 1 and "job_not_found" in missing.stderr and "hint:" in missing.stderr
     again = cli("cancel", job_id)

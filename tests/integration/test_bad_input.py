@@ -170,6 +170,21 @@ def test_an_english_only_model_chosen_for_the_job_refuses_other_languages() -> N
     assert call("POST", "/jobs", body(options={"language": "fr"}))[0] == 201  # default model: multilingual
 
 
+def test_an_english_only_model_refuses_to_translate(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Translation is into English: an English-only model would hand back the English text."""
+    monkeypatch.setenv(ApiSettings.env_name("default_model"), "tiny.en")
+    monkeypatch.setenv(ApiSettings.env_name("small_job_model"), "large-v3")  # served, for small uploads
+    monkeypatch.setenv(ApiSettings.env_name("small_job_max_bytes"), "5000")
+    reset_caches()
+
+    status, resp = call("POST", "/jobs", body(options={"task": "translate"}))
+    assert (status, resp["error"]["code"]) == (400, "unsupported_task")
+    assert resp["error"]["details"] == {"field": "options.task", "model": "tiny.en", "supported": ["transcribe"]}
+    assert "English-only" in resp["error"]["message"]
+    assert call("POST", "/jobs", body(options={"task": "transcribe"}))[0] == 201
+    assert call("POST", "/jobs", body(options={"task": "translate", "model": "large-v3"}))[0] == 201
+
+
 def test_the_small_job_pools_model_counts_too(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ApiSettings.env_name("default_model"), "large-v3")
     monkeypatch.setenv(ApiSettings.env_name("small_job_model"), "small.en")

@@ -5,6 +5,7 @@ every format. Without the option the same file is one mono mix, untagged."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -66,9 +67,12 @@ def test_each_channel_is_transcribed_apart_and_tagged(
     assert starts == sorted(starts) and data["segments"][0]["channel"] == 0  # merged by time: the caller first
     assert min(s["start"] for s in data["segments"] if s["channel"] == 1) >= 4.0
     srt, vtt, txt = (s3_text(aws_stack, outputs[f]) for f in ("srt", "vtt", "txt"))
-    assert "[Channel 1] " in srt and "[Channel 2] " in srt
-    assert "<v Channel 1>" in vtt and "<v Channel 2>" in vtt
-    assert txt.splitlines()[0].startswith("[Channel 1] ")
+    # one numbering in every format: the JSON's channel 0 is "Channel 0" in txt, srt and vtt
+    assert "[Channel 0] " in srt and "[Channel 1] " in srt and "[Channel 2]" not in srt
+    assert "<v Channel 0>" in vtt and "<v Channel 1>" in vtt
+    assert txt.splitlines()[0].startswith("[Channel 0] ")
+    cue_starts = re.findall(r"^(\d\d:\d\d:\d\d,\d\d\d) -->", srt, flags=re.MULTILINE)
+    assert cue_starts == sorted(cue_starts)  # cues in time order across channels
 
 
 def test_without_the_option_the_channels_are_mixed(

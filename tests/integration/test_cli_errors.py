@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ import pytest
 from batchscribe.api_models import InputView, JobView, ResultView
 from batchscribe.models import JobOptions, JobStatus, iso
 from batchscribe_cli.cli import EXIT_CODES, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_UNAVAILABLE, EXIT_USAGE
+from batchscribe_cli.local.datadir import DataDirLock
 
 PENDING = "abcdef01" + "0" * 24
 SUCCEEDED = "abcdef02" + "0" * 24
@@ -148,8 +150,12 @@ NO_AWS = {
 EXECUTE_API = "https://abc123.execute-api.eu-west-1.amazonaws.com/v1"
 
 
+NO_STACK_HOME = str(Path(tempfile.gettempdir()) / "batchscribe-cli-errors-no-stack")
+
+
 def cli_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSCRIBE_")}
+    env["XDG_DATA_HOME"] = NO_STACK_HOME  # no local stack runs on its default data folder
     for k, v in (extra or {}).items():
         if v is None:
             env.pop(k, None)
@@ -186,6 +192,9 @@ CASES: list[tuple[str, list[str], dict[str, str | None], int, str]] = [
     ("-o into a missing folder", ["result", SUCCEEDED, "-o", "{tmp}/missing/t.txt", "--api", "{api}"], {}, 2, "mkdir"),
     ("-o is a folder", ["wait", SUCCEEDED, "-o", "{tmp}", "--api", "{api}"], {}, 2, "is a folder"),
     ("input file missing", ["submit", "{tmp}/nope.mp3", "--api", "{api}"], {}, 2, "does not exist"),
+    ("--format without --wait", ["submit", "{empty}", "--format", "json", "--api", "{api}"], {}, 2, "without --wait"),
+    ("input file empty", ["submit", "{empty}", "--api", "{api}"], {}, 2, "is empty (0 bytes)"),
+    ("unsupported scheme", ["submit", "ftp://example.com/a.mp3", "--api", "{api}"], {}, 2, "ftp:// URLs are not"),
     ("malformed job id", ["status", "xyz", "--api", "{api}"], {}, 2, "not a job id"),
     ("too short a prefix", ["status", "abcde", "--api", "{api}"], {}, 2, "at least 6"),
     ("ambiguous prefix", ["status", "abcdef", "--api", "{api}"], {}, 2, "more than one"),
@@ -197,6 +206,7 @@ CASES: list[tuple[str, list[str], dict[str, str | None], int, str]] = [
     ("bad --since", ["list", "--since", "yesterday", "--api", "{api}"], {}, 2, "--since"),
     ("invalid BATCHSCRIBE_ setting", ["list", "--api", "{api}"], {"BATCHSCRIBE_PROGRESS": "maybe"}, 2, "PROGRESS"),
     ("busy port for local up", ["local", "up", "--port", "{busy}"], {}, 3, "already in use"),
+    ("local status, none running", ["local", "status", "--data-dir", "{tmp}"], {}, 3, "no local stack is running"),
 ]
 
 
@@ -211,11 +221,26 @@ def test_each_error_is_one_line_with_the_documented_exit_status(
     busy_port: int,
     tmp_path: Path,
 ) -> None:
-    filled = [a.format(api=api, closed=closed_port, busy=busy_port, tmp=tmp_path) for a in args]
+    (tmp_path / "empty.wav").touch()
+    filled = [
+        a.format(api=api, closed=closed_port, busy=busy_port, tmp=tmp_path, empty=tmp_path / "empty.wav") for a in args
+    ]
 
     out = run(*filled, env=env, cwd=tmp_path)  # a folder of the user's: no checkout's cdk.json here
 
     assert_one_error(out, code, says)
+
+
+def test_local_up_on_a_data_folder_in_use_names_the_folder_and_the_running_stack(tmp_path: Path) -> None:
+    held = DataDirLock(tmp_path).acquire()  # as a running stack holds it
+    held.publish("http://127.0.0.1:8123", "http://127.0.0.1:9000")
+    try:
+        out = run("local", "up", "--port", "0", "--data-dir", str(tmp_path))
+    finally:
+        held.release()
+
+    assert_one_error(out, EXIT_UNAVAILABLE, f"another local stack is running on the data folder {tmp_path.resolve()}")
+    assert "http://127.0.0.1:8123" in out.stderr and "batchscribe local down --data-dir" in out.stderr
 
 
 def test_stack_from_a_checkout_takes_its_deploy_region_before_saying_what_is_missing() -> None:

@@ -139,15 +139,33 @@ def test_answers_are_classified(files: FileServer, tmp_path: Path, status: int, 
     assert str(status) in str(caught.value) and "abc" not in str(caught.value)  # no signature in messages
 
 
-def test_network_failures_are_transient(files: FileServer, tmp_path: Path) -> None:
+def test_a_connection_cut_off_is_transient(files: FileServer, tmp_path: Path) -> None:
     truncated = files.add("/cut.wav", Route(body=b"y" * 500_000, short_by=100_000))
     with pytest.raises(FetchFailed) as caught:
         fetch_local(truncated, tmp_path / "a")
     assert not caught.value.permanent
-    closed = files.base.rsplit(":", 1)[0] + ":1/x.wav"  # nothing listens on port 1
+
+
+def closed_port(files: FileServer) -> str:
+    return files.base.rsplit(":", 1)[0] + ":1/x.wav"  # nothing listens on port 1
+
+
+def https_to_plain_http(files: FileServer) -> str:
+    return files.add("/x.wav", Route(body=b"RIFF")).replace("http://", "https://")
+
+
+@pytest.mark.parametrize(
+    ("make_url", "cause"),
+    [(closed_port, "connection refused"), (https_to_plain_http, "TLS error")],
+    ids=["connection-refused", "tls-error"],
+)
+def test_a_source_that_cannot_answer_is_permanent_with_its_cause(
+    files: FileServer, tmp_path: Path, make_url: Any, cause: str
+) -> None:
     with pytest.raises(FetchFailed) as caught:
-        fetch_local(closed, tmp_path / "b")
-    assert not caught.value.permanent
+        fetch_local(make_url(files), tmp_path / "b")
+    assert (caught.value.code, caught.value.permanent) == (errors.SOURCE_UNREACHABLE, True)
+    assert cause in str(caught.value)
 
 
 def test_a_transfer_over_its_time_limit_is_transient(files: FileServer, tmp_path: Path) -> None:
@@ -242,6 +260,7 @@ def test_a_source_url_job_is_queued_at_once_without_an_upload(aws_stack: Stack) 
         "content_type": "audio/mpeg",
         "size_bytes": 50 * 1024 * 1024,  # not fetched yet: the cap (the deployment's limit)
         "source_url": "https://media.example.com/calls/monday%20call.mp3",  # never the signature
+        "duration_seconds": None,  # known once a worker has opened the file
     }
     assert queue_counts(aws_stack) == (1, 0)  # its message went out with the create
     record = JobRepository(aws_stack.table).get(job["job_id"])
@@ -363,6 +382,37 @@ def test_a_bad_source_fails_the_job_at_once_with_its_code(
     assert (job["status"], job["error"]["code"], job["attempt"]) == ("failed", code, 1), job
     assert Outcome.FAILED in worker.outcomes
     assert queue_counts(local_sources) == (0, 0)  # deleted: retrying cannot help
+
+
+@pytest.mark.parametrize(
+    ("make_url", "cause"),
+    [(closed_port, "connection refused"), (https_to_plain_http, "TLS error")],
+    ids=["connection-refused", "tls-error"],
+)
+def test_a_source_that_cannot_answer_fails_the_job_at_once_saying_why(
+    local_sources: Stack, files: FileServer, engines: dict[str, Engine], make_url: Any, cause: str
+) -> None:
+    job_id = _source_job(make_url(files))
+
+    make_worker(local_sources, engines["faster-whisper"], allow_private=True).run()
+
+    _, job = call("GET", f"/jobs/{job_id}")
+    assert (job["status"], job["error"]["code"], job["attempt"]) == ("failed", errors.SOURCE_UNREACHABLE, 1), job
+    assert cause in job["error"]["message"]
+    assert queue_counts(local_sources) == (0, 0)  # not tried again
+
+
+def test_a_transient_failure_of_the_last_attempt_fails_the_job_with_its_cause(
+    local_sources: Stack, files: FileServer, engines: dict[str, Engine]
+) -> None:
+    job_id = _source_job(files.add("/busy.wav", Route(status=503, body=b"busy")))
+
+    make_worker(local_sources, engines["faster-whisper"], allow_private=True, max_attempts=1).run()
+
+    _, job = call("GET", f"/jobs/{job_id}")
+    assert (job["status"], job["error"]["code"], job["attempt"]) == ("failed", errors.RETRIES_EXHAUSTED, 1), job
+    assert "attempt 1 of 1 failed" in job["error"]["message"] and "HTTP 503" in job["error"]["message"]
+    assert queue_counts(local_sources) == (0, 0)
 
 
 @pytest.mark.slow

@@ -112,7 +112,7 @@ def test_worker_transcribes_speech(
     assert job["progress"] == 100 and job["attempt"] == 1
     result = job["result"]
     assert result["engine"] == engine_name and result["model"] == "tiny.en"
-    assert result["language"] == "en"
+    assert result["language"] == "en" and result["warnings"] == []  # English speech: nothing to warn of
     assert result["real_time_factor"] > 0 and result["compute_seconds"] > 0
     record = JobRepository(aws_stack.table).get(job_id)
     assert record.result is not None
@@ -143,6 +143,80 @@ def test_word_timestamps_and_selected_formats(
 
 
 # ---- permanent faults: failed at once, no retry -----------------------------------------
+
+
+def test_non_english_speech_on_an_english_only_model_succeeds_with_a_warning(
+    aws_stack: Stack, engines: dict[str, Engine], tmp_path: Path
+) -> None:
+    german = speak_in(
+        "de",
+        "Das Wetter ist heute sonnig und warm. Wir treffen uns nach dem Mittagessen im Büro. "
+        "Bitte schicken Sie mir den Bericht bis Freitag.",
+        tmp_path / "de.wav",
+    )
+    job_id = submit(aws_stack, german, "audio/wav")
+
+    assert make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run() == 0
+
+    _status, job = call("GET", f"/jobs/{job_id}")
+    assert job["status"] == "succeeded", job
+    [warning] = job["result"]["warnings"]
+    assert warning["code"] == "low_confidence"
+    assert "tiny.en is an English-only model" in warning["message"] and "multilingual" in warning["message"]
+
+
+@pytest.mark.parametrize("seconds", [10.0, 0.2])
+def test_a_job_with_no_speech_succeeds_with_a_notice(
+    aws_stack: Stack, engines: dict[str, Engine], tmp_path: Path, seconds: float
+) -> None:
+    import subprocess
+
+    silence = tmp_path / "silence.wav"
+    source = ["-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", str(seconds)]
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", *source, str(silence)], check=True)
+    job_id = submit(aws_stack, silence, "audio/wav")
+
+    assert make_worker(aws_stack, engines["faster-whisper"], max_jobs=1).run() == 0
+
+    _status, job = call("GET", f"/jobs/{job_id}")
+    assert job["status"] == "succeeded", job
+    assert [w["code"] for w in job["result"]["warnings"]] == ["no_speech"]
+    assert "no speech was found" in job["result"]["warnings"][0]["message"]
+
+
+def test_a_running_job_shows_its_audio_length_and_a_finish_estimate(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    path, _ = speech["long"]  # 60 s: three windows, one a batch
+    job_id = submit(aws_stack, path, "audio/wav")
+    repo = JobRepository(aws_stack.table)
+    seen: list[dict[str, Any]] = []
+
+    def look(_batch: Sequence[Any]) -> None:
+        if hook.calls < 2:
+            return
+        deadline = time.monotonic() + 10  # the heartbeat writes what the first batch did
+        while repo.get(job_id).progress == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(call("GET", f"/jobs/{job_id}")[1])
+
+    hook = Scripted(engines["faster-whisper"], look)
+    make_worker(aws_stack, hook, max_jobs=1, heartbeat_seconds=0.1, batch_size=1).run()
+
+    assert seen, "the job was seen while it ran"
+    running = seen[0]
+    assert running["status"] == "running" and 0 < running["progress"] < 100
+    assert running["input"]["duration_seconds"] == pytest.approx(60, abs=8)
+    assert running["estimated_finish_at"] > running["started_at"]
+    done = call("GET", f"/jobs/{job_id}")[1]
+    assert done["status"] == "succeeded" and done["estimated_finish_at"] is None
+
+
+def speak_in(voice: str, text: str, out: Path) -> Path:
+    import subprocess
+
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True)
+    return out
 
 
 @pytest.mark.parametrize(("kind", "code"), [("corrupt", "invalid_media"), ("empty", "no_audio"), ("video", "no_audio")])

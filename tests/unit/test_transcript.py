@@ -78,8 +78,30 @@ def test_channel_segments_are_labelled_and_may_overlap_in_readable_cues() -> Non
         ],
     )
     srt = render(t, "srt", cues=READABLE_CUES)
-    assert "00:00:02,000 --> 00:00:05,000\n[Channel 2] Certainly, at eight." in srt  # not pushed past 4.0
-    assert "[Channel 1] I would like a table." in srt
-    assert "<v Channel 2>Certainly, at eight." in render(t, "vtt")
-    assert render(t, "txt") == "[Channel 1] I would like a table.\n[Channel 2] Certainly, at eight.\n"
-    assert '"channel": 1' in render(t, "json")
+    assert "00:00:02,000 --> 00:00:05,000\n[Channel 1] Certainly, at eight." in srt  # not pushed past 4.0
+    assert "[Channel 0] I would like a table." in srt
+    assert "<v Channel 1>Certainly, at eight." in render(t, "vtt")
+    # one numbering in every format: JSON's channel N is "Channel N" in txt, srt and vtt
+    assert render(t, "txt") == "[Channel 0] I would like a table.\n[Channel 1] Certainly, at eight.\n"
+    assert '"channel": 1' in render(t, "json") and '"channel": 0' in render(t, "json")
+
+
+def test_split_channel_cues_are_numbered_in_time_order() -> None:
+    """A long segment of one channel is cut into several cues; the other channel's segment
+    that starts meanwhile comes between them, not after."""
+    from gpu_container.worker.transcript import READABLE_CUES, Segment, Transcript, render
+
+    long_turn = "Good evening, I would like to book a table for four people on Friday at eight, by the window please."
+    t = Transcript(
+        language="en",
+        duration=20.0,
+        segments=[
+            Segment(id=0, start=0.0, end=14.0, text=long_turn, channel=0),
+            Segment(id=1, start=2.0, end=3.5, text="Certainly.", channel=1),
+        ],
+    )
+    blocks = render(t, "srt", cues=READABLE_CUES).strip().split("\n\n")
+    starts = [b.split("\n")[1].split(" --> ")[0] for b in blocks]
+    assert len(blocks) >= 3 and starts == sorted(starts)
+    assert [b.split("\n")[0] for b in blocks] == [str(i) for i in range(1, len(blocks) + 1)]
+    assert blocks[1].endswith("[Channel 1] Certainly.")
