@@ -80,9 +80,11 @@ class Jobs(Construct):
             ],
             cors=[
                 s3.CorsRule(
-                    allowed_methods=[s3.HttpMethods.POST, s3.HttpMethods.GET],
+                    # a browser uploads with POST (or PUTs parts, reading each part's ETag) and reads results
+                    allowed_methods=[s3.HttpMethods.POST, s3.HttpMethods.PUT, s3.HttpMethods.GET],
                     allowed_origins=config.cors_origins,
                     allowed_headers=["*"],
+                    exposed_headers=["ETag"],
                     max_age=3000,
                 )
             ],
@@ -110,10 +112,12 @@ class Jobs(Construct):
 
     def grant_api(self, grantee: iam.IGrantable) -> None:
         """Create, read, list and cancel jobs (and read the per-minute claim counters of the
-        queue estimates in one batch); sign upload POSTs and result GETs."""
+        queue estimates in one batch); sign upload POSTs, result GETs and the owner's GET of
+        their own upload (the web console plays it back)."""
         self.grant_table(grantee, (*CREATE, "dynamodb:BatchGetItem"))
         self.bucket.grant_put(grantee, f"{UPLOADS_PREFIX}*")  # with multipart: create, sign parts, complete, abort
         self.bucket.grant_read(grantee, f"{OUTPUTS_PREFIX}*")
+        self.bucket.grant_read(grantee, f"{UPLOADS_PREFIX}*")
         grantee.grant_principal.add_to_principal_policy(  # resume: which parts S3 already holds
             iam.PolicyStatement(
                 actions=["s3:ListMultipartUploadParts"], resources=[self.bucket.arn_for_objects(f"{UPLOADS_PREFIX}*")]
