@@ -175,6 +175,10 @@ CORS_ALLOW_HEADERS = (
     "Idempotency-Key",
 )
 CORS_EXPOSE_HEADERS = ("Idempotent-Replayed",)
+# ... and the media bucket's, for a browser (the web console): it uploads with the presigned
+# POST or PUTs parts (reading each part's ETag to complete them) and reads results and its input
+BUCKET_CORS_METHODS = ("POST", "PUT", "GET")
+BUCKET_CORS_EXPOSE_HEADERS = ("ETag",)
 
 
 def cors_headers(request_origin: str | None, allowed_origins: list[str] | tuple[str, ...]) -> dict[str, str]:

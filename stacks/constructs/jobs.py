@@ -14,7 +14,13 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from batchscribe.keys import OUTPUTS_PREFIX, UPLOADS_PREFIX
-from batchscribe.resources import TABLE_INDEXES, TABLE_KEY, TTL_ATTRIBUTE
+from batchscribe.resources import (
+    BUCKET_CORS_EXPOSE_HEADERS,
+    BUCKET_CORS_METHODS,
+    TABLE_INDEXES,
+    TABLE_KEY,
+    TTL_ATTRIBUTE,
+)
 from stacks.config import DeploymentConfig
 
 _TYPES = {"S": ddb.AttributeType.STRING, "N": ddb.AttributeType.NUMBER}
@@ -80,11 +86,10 @@ class Jobs(Construct):
             ],
             cors=[
                 s3.CorsRule(
-                    # a browser uploads with POST (or PUTs parts, reading each part's ETag) and reads results
-                    allowed_methods=[s3.HttpMethods.POST, s3.HttpMethods.PUT, s3.HttpMethods.GET],
+                    allowed_methods=[s3.HttpMethods(m) for m in BUCKET_CORS_METHODS],
                     allowed_origins=config.cors_origins,
                     allowed_headers=["*"],
-                    exposed_headers=["ETag"],
+                    exposed_headers=list(BUCKET_CORS_EXPOSE_HEADERS),
                     max_age=3000,
                 )
             ],
