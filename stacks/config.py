@@ -77,6 +77,16 @@ class DeploymentConfig(BaseModel):
     api_rate_limit: int = Field(default=50, ge=1)
     api_burst_limit: int = Field(default=100, ge=1)
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    console: bool = Field(
+        default=False,
+        description="the web console: CloudFront + S3, Cognito sign-in (off by default until checkov's findings "
+        "on it are acknowledged: see tests/infrastructure/test_console.py)",
+    )
+    console_domain_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+        description="the Cognito sign-in page's domain prefix (unique in the region); default: stack name-account",
+    )
     high_priority_owners: list[str] | None = Field(
         default=None, description="IAM principal ARNs that may create `high` jobs; None: everyone"
     )

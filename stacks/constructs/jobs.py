@@ -29,6 +29,17 @@ READ_TRANSITION_QUERY = (*READ_TRANSITION, "dynamodb:Query")  # ... and find job
 CREATE = (*READ_TRANSITION_QUERY, "dynamodb:PutItem")
 
 
+def _cors(*origins: str) -> dict[str, Any]:
+    """The media bucket's CORS rule for browser origins (the core's methods and exposed headers)."""
+    return {
+        "allowed_methods": [s3.HttpMethods(m) for m in BUCKET_CORS_METHODS],
+        "allowed_origins": list(origins),
+        "allowed_headers": ["*"],
+        "exposed_headers": list(BUCKET_CORS_EXPOSE_HEADERS),
+        "max_age": 3000,
+    }
+
+
 class Jobs(Construct):
     def __init__(self, scope: Construct, id: str, *, config: DeploymentConfig) -> None:
         super().__init__(scope, id)
@@ -84,16 +95,12 @@ class Jobs(Construct):
                     id="outputs", prefix=OUTPUTS_PREFIX, expiration=Duration.days(config.output_retention_days)
                 ),
             ],
-            cors=[
-                s3.CorsRule(
-                    allowed_methods=[s3.HttpMethods(m) for m in BUCKET_CORS_METHODS],
-                    allowed_origins=config.cors_origins,
-                    allowed_headers=["*"],
-                    exposed_headers=list(BUCKET_CORS_EXPOSE_HEADERS),
-                    max_age=3000,
-                )
-            ],
+            cors=[s3.CorsRule(**_cors(*config.cors_origins))],
         )
+
+    def allow_origin(self, origin: str) -> None:
+        """One more browser origin (the web console's) that may upload to and read from the bucket."""
+        self.bucket.add_cors_rule(**_cors(origin))
 
     def _bucket(self, id: str, **props: Any) -> s3.Bucket:
         """A private bucket: public access blocked, encrypted at rest, TLS only, kept on stack deletion."""
