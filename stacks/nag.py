@@ -53,7 +53,7 @@ def _console(stack: BatchscribeStack) -> dict[str, str]:
     assert stack.console is not None
     site = _logical_id(stack, stack.console.bucket)
     assets = f"arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.config.region}/*"
-    return {
+    details = {
         f"IAM5[Resource::<{site}.Arn>/*]": "CDK's BucketDeployment copies the console's built files into "
         "this one site bucket (any of its keys: it replaces the whole site on each deploy).",
         f"IAM5[Resource::{assets}]": "CDK's BucketDeployment reads the console's files from the CDK "
@@ -62,13 +62,15 @@ def _console(stack: BatchscribeStack) -> dict[str, str]:
         "in it is restricted by country. Add a geo restriction to the distribution where a deployment must.",
         "CFR2": "The distribution serves only static files (no origin logic to attack); every API call is "
         "SigV4-signed and throttled at API Gateway. A WAF web ACL can be attached where a deployment wants one.",
-        "CFR3": "The distribution serves static files only; what people do is in the API's access logs "
-        "(every call, with its caller). CloudFront's standard logs need an ACL-enabled bucket, kept out.",
-        "CFR4": "The distribution uses CloudFront's default *.cloudfront.net certificate, whose policy "
-        "CloudFront fixes at TLSv1; TLS_V1_2_2021 is set and applies as soon as a custom domain is added.",
         "COG8": "The Plus feature plan (threat protection) is billed per monthly active user; sign-up is "
         "closed (an operator adds people), passwords are strong and a TOTP second factor is required.",
     }
+    if stack.config.console_certificate_arn is None:
+        details["CFR4"] = (
+            "The distribution uses CloudFront's default *.cloudfront.net certificate, whose policy CloudFront "
+            "fixes at TLSv1; console_domain_name with console_certificate_arn serves it with TLSv1.2_2021."
+        )
+    return details
 
 
 ACKNOWLEDGED: dict[str, str] = {

@@ -12,10 +12,11 @@ policy's API and media hosts, and the files with the config.json that points the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_cognito as cognito
@@ -44,8 +45,9 @@ class Console(Construct):
             server_access_logs_prefix="console/",
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.distribution = self._distribution()
-        self.url = f"https://{self.distribution.distribution_domain_name}"
+        self.certificate: acm.ICertificate | None = None  # CloudFront's own, unless the config names a domain
+        self.distribution = self._distribution(config, access_logs)
+        self.url = f"https://{config.console_domain_name or self.distribution.distribution_domain_name}"
         self.user_pool, self.client, self.domain = self._sign_in(config)
         self.identity_pool = identitypool.IdentityPool(
             self,
@@ -63,16 +65,22 @@ class Console(Construct):
         """The console's origin, for the API's and the bucket's CORS."""
         return self.url
 
-    def _distribution(self) -> cloudfront.Distribution:
-        """HTTPS only (TLS 1.2+ where a custom domain is set), the bucket read through origin
-        access control, no caching (a deploy shows at once; the files are small). Its response
-        headers policy is attached by `connect`, once the hosts its CSP names exist."""
+    def _distribution(self, config: DeploymentConfig, access_logs: s3.IBucket) -> cloudfront.Distribution:
+        """HTTPS only (TLS 1.2+ on a domain of its own; on CloudFront's *.cloudfront.net certificate
+        the policy is CloudFront's fixed TLSv1), the bucket read through origin access control, no
+        caching (a deploy shows at once without an invalidation; the files are small), each request
+        logged into the stack's access-log bucket (ACLs enabled there, which CloudFront's standard
+        logs need). Its response headers policy is attached by `connect`, once the hosts its CSP
+        names exist."""
         return cloudfront.Distribution(
             self,
             "Distribution",
             comment="Batchscribe web console",
             default_root_object="index.html",
-            minimum_protocol_version=cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021,
+            **self._domain(config),
+            enable_logging=True,
+            log_bucket=access_logs,
+            log_file_prefix="console-viewers/",
             price_class=cloudfront.PriceClass.PRICE_CLASS_100,
             default_behavior=cloudfront.BehaviorOptions(
                 origin=origins.S3BucketOrigin.with_origin_access_control(self.bucket),
@@ -80,6 +88,17 @@ class Console(Construct):
                 cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
             ),
         )
+
+    def _domain(self, config: DeploymentConfig) -> dict[str, Any]:
+        """The distribution's own name and its ACM certificate (us-east-1), where the config names them."""
+        if config.console_domain_name is None or config.console_certificate_arn is None:
+            return {}
+        self.certificate = acm.Certificate.from_certificate_arn(self, "Certificate", config.console_certificate_arn)
+        return {
+            "domain_names": [config.console_domain_name],
+            "certificate": self.certificate,
+            "minimum_protocol_version": cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021,
+        }
 
     def _headers(self, csp: str) -> cloudfront.ResponseHeadersPolicy:
         return cloudfront.ResponseHeadersPolicy(
@@ -190,8 +209,6 @@ class Console(Construct):
             self,
             "Files",
             sources=[s3deploy.Source.asset(str(DIST)), s3deploy.Source.json_data("config.json", config)],
-            destination_bucket=self.bucket,
-            distribution=self.distribution,
-            distribution_paths=["/*"],
+            destination_bucket=self.bucket,  # no invalidation: the distribution caches nothing
             memory_limit=256,
         )

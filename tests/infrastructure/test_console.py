@@ -2,7 +2,9 @@
 reads a private bucket through origin access control over HTTPS with a strict CSP; Cognito
 sign-in is closed to strangers and needs a second factor; the signed-in role may only invoke
 this API; the files are deployed with the config that points the page at the API; the console
-can be left out; restricted CORS origins get the console's origin added."""
+is on by default and can be left out; restricted CORS origins get the console's origin added; on
+a domain of its own it is served with TLS 1.2+. (`template_json`, the default deployment, is
+conftest's; cdk-nag runs in every synth: an unacknowledged finding raises.)"""
 
 from __future__ import annotations
 
@@ -11,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from stacks.config import DeploymentConfig
 from tests.infrastructure.templates import by_prefix, resolve, resources, synth
 
-
-@pytest.fixture(scope="module")
-def template_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The deployment with the console (cdk-nag runs in the synth: unacknowledged findings raise)."""
-    return synth(tmp_path_factory.mktemp("console"), console=True)
+CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0f0e0d0c-1111-2222-3333-444455556666"
 
 
 def _one(t: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -50,6 +50,45 @@ def test_cloudfront_serves_a_private_bucket_over_https_with_a_strict_csp(templat
     assert security["FrameOptions"]["FrameOption"] == "DENY"
     site = by_prefix(template_json, "AWS::S3::Bucket", "ConsoleSite")["Properties"]
     assert all(site["PublicAccessBlockConfiguration"].values())
+
+
+def test_every_viewer_request_is_logged_and_the_deploy_needs_no_cloudfront_grant(template_json: dict[str, Any]) -> None:
+    """Standard logs go to the stack's access-log bucket (ACLs enabled, which CloudFront's logs need);
+    nothing is cached, so a deploy invalidates nothing and its function gets no CloudFront action."""
+    dist = _one(template_json, "AWS::CloudFront::Distribution")["DistributionConfig"]
+    [logs] = [k for k in resources(template_json, "AWS::S3::Bucket") if k.startswith("JobsAccessLogs")]
+    assert dist["Logging"]["Bucket"] == {"Fn::GetAtt": [logs, "RegionalDomainName"]}
+    bucket = template_json["Resources"][logs]["Properties"]
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerPreferred"}]
+    assert dist["DefaultCacheBehavior"]["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # CachingDisabled
+    deploy = _one(template_json, "Custom::CDKBucketDeployment")
+    assert "DistributionId" not in deploy
+    actions = [
+        a
+        for name, p in resources(template_json, "AWS::IAM::Policy").items()
+        if name.startswith("CustomCDKBucketDeployment")
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    ]
+    assert actions and not [a for a in actions if a.startswith("cloudfront:")]
+
+
+def test_its_own_domain_is_served_with_tls_1_2(tmp_path: Path) -> None:
+    t = synth(tmp_path, console_domain_name="console.example.com", console_certificate_arn=CERTIFICATE)
+    dist = _one(t, "AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert dist["Aliases"] == ["console.example.com"]
+    assert dist["ViewerCertificate"] == {
+        "AcmCertificateArn": CERTIFICATE,
+        "MinimumProtocolVersion": "TLSv1.2_2021",
+        "SslSupportMethod": "sni-only",
+    }
+    assert _one(t, "AWS::Cognito::UserPoolClient")["CallbackURLs"] == ["https://console.example.com/"]
+    assert t["Outputs"]["ConsoleUrl"]["Value"] == "https://console.example.com"
+
+
+def test_a_domain_needs_its_certificate() -> None:
+    with pytest.raises(ValidationError, match="go together"):
+        DeploymentConfig(console_domain_name="console.example.com")
 
 
 def test_sign_in_is_closed_to_strangers_and_needs_a_second_factor(template_json: dict[str, Any]) -> None:
@@ -95,7 +134,7 @@ def test_the_files_go_up_with_a_config_naming_the_api_and_sign_in(template_json:
 
 @pytest.fixture(scope="module")
 def restricted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return synth(tmp_path_factory.mktemp("restricted"), cors_origins=["https://app.example.com"], console=True)
+    return synth(tmp_path_factory.mktemp("restricted"), cors_origins=["https://app.example.com"])
 
 
 def test_restricted_cors_origins_get_the_consoles_origin(restricted: dict[str, Any]) -> None:
@@ -105,9 +144,13 @@ def test_restricted_cors_origins_get_the_consoles_origin(restricted: dict[str, A
     assert all(r["ExposedHeaders"] == ["ETag"] and "PUT" in r["AllowedMethods"] for r in media)
     api = by_prefix(restricted, "AWS::Lambda::Function", "ApiCD")["Properties"]["Environment"]["Variables"]
     assert console in "".join(resolve(v) for v in api.values())
+    for r in resources(restricted, "AWS::ApiGateway::GatewayResponse").values():  # two origins: echoed, checked
+        allow = r["Properties"]["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
+        assert allow == "method.request.header.Origin"
 
 
-def test_the_console_can_be_left_out(tmp_path: Path) -> None:
+def test_the_console_is_on_by_default_and_can_be_left_out(tmp_path: Path) -> None:
+    assert DeploymentConfig().console is True
     t = synth(tmp_path, console=False)
     for kind in ("AWS::CloudFront::Distribution", "AWS::Cognito::UserPool", "AWS::Cognito::IdentityPool"):
         assert resources(t, kind) == {}
