@@ -3,9 +3,10 @@
 nothing is downloaded) against one local stack for the module, served at its root URL.
 
 Proves: a file uploads with a progress bar and its transcript opens by itself when the job
-succeeds; a click (and Enter) on a line seeks the audio; a download is the format it says; an
-upload and a queued job can be cancelled; a bad file shows its error code; the page fits 375 px;
-the page's SigV4 signer signs as botocore does. Saves docs/console.png for the README."""
+succeeds; a larger one goes up in three parts and its job succeeds; a click (and Enter) on a
+line seeks the audio; a download is the format it says; an upload and a queued job can be
+cancelled; a bad file shows its error code; the page fits 375 px; the page's SigV4 signer signs
+as botocore does. Saves docs/console.png for the README."""
 
 from __future__ import annotations
 
@@ -16,18 +17,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalStack
-from harness.audio import SHORT_TEXT, long_text, speak
+from harness.audio import SHORT_TEXT, convert, long_text, speak
 from tests.e2e.waits import hold_workers_back, running_stack, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
+PART_BYTES = 5 * 1024 * 1024  # S3's (and moto's) smallest part: the module's stack cuts parts this size
 
 pytestmark = [
     pytest.mark.slow,
@@ -48,7 +51,7 @@ if CHROMIUM.is_file():  # selenium is imported only where it can run
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    yield from running_stack(tmp_path_factory, idle_exit_seconds=60, name="console")
+    yield from running_stack(tmp_path_factory, idle_exit_seconds=60, name="console", multipart_part_bytes=PART_BYTES)
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +176,39 @@ def test_a_file_uploads_with_progress_and_its_transcript_follows_the_audio(
     assert "weather" in requests.get(str(links["txt"]), timeout=10).text.lower()
     log = find(browser, "#log")
     wait_until(lambda: "succeeded rtf=" in (log.get_attribute("textContent") or ""), 10, 0.1)  # the job's log
+
+
+def test_a_file_over_two_parts_goes_up_in_three_and_its_job_succeeds(
+    browser: WebDriver, stack: LocalStack, speech: Path, tmp_path: Path
+) -> None:
+    """The page sends a file in parts as the CLI does: each part PUT to its presigned URL, the
+    ETags S3 answered collected, the upload completed through the API. The module's stack cuts
+    parts at S3's smallest size (5 MiB); the speech, padded with silence and stored as 48 kHz
+    stereo 32-bit, is just over two parts."""
+    big = convert(
+        speech, tmp_path / "padded.wav", "-af", "apad=whole_dur=29", "-ar", "48000", "-ac", "2", "-c:a", "pcm_s32le"
+    )
+    size = big.stat().st_size
+    assert 2 * PART_BYTES < size < 3 * PART_BYTES
+    open_console(browser, stack, "?multipart_bytes=1")
+    browser.execute_script("performance.clearResourceTimings(); performance.setResourceTimingBufferSize(10000)")
+    submit(browser, big)
+
+    row = upload_row(browser, big.name)
+    wait_until(lambda: row.get_attribute("data-done") == "true", 120, 0.1)
+    bar = row.find_element(By.TAG_NAME, "progress")
+    assert int(bar.get_attribute("value") or 0) == size
+    sent = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('partNumber='))"
+    )
+    assert sorted({parse_qs(urlsplit(url).query)["partNumber"][0] for url in sent}) == ["1", "2", "3"]
+
+    job_id = str(row.get_attribute("data-job"))
+    lines = find(browser, "#transcript li", timeout=120).find_elements(By.XPATH, "../li")  # opened on success
+    assert browser.current_url.endswith(f"#/jobs/{job_id}")
+    assert "weather" in " ".join(li.text for li in lines).lower()
+    job = Client(stack.url).get(job_id)
+    assert job["status"] == "succeeded" and job["input"]["size_bytes"] == size
 
 
 def test_the_page_fits_a_phone_screen(browser: WebDriver, stack: LocalStack) -> None:
