@@ -1,5 +1,6 @@
-"""The web console on the local API's port: the built page (console/dist, committed) at `/`,
-and its config.json saying the API answers on the same origin with the local identity, so
+"""The web console on the local API's port: the built page at `/` (console/dist, committed, which
+this package carries as `console_dist`: a link to it in a checkout, its files in a wheel), and
+its config.json saying the API answers on the same origin with the local identity, so
 nobody signs in. The page gets the Content-Security-Policy the deployed site sends (CloudFront:
 stacks/constructs/console.py), with the local S3 (moto, another port of 127.0.0.1) in place of
 AWS's endpoints."""
@@ -10,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-DIST = Path(__file__).resolve().parents[2] / "console" / "dist"
+DIST = Path(__file__).parent / "console_dist"  # package data (pyproject.toml): installed or checked out
 LOCAL_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' http://127.0.0.1:*; media-src http://127.0.0.1:*; "
