@@ -98,9 +98,9 @@ def bucket_cors_rule() -> dict[str, Any]:
     return {
         "AllowedOrigins": ["*"],
         "AllowedMethods": list(r.BUCKET_CORS_METHODS),
-        "AllowedHeaders": ["*"],
+        "AllowedHeaders": list(r.BUCKET_CORS_ALLOW_HEADERS),
         "ExposeHeaders": list(r.BUCKET_CORS_EXPOSE_HEADERS),
-        "MaxAgeSeconds": 3000,
+        "MaxAgeSeconds": r.BUCKET_CORS_MAX_AGE_SECONDS,
     }
 
 

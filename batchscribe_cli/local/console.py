@@ -11,12 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchscribe.resources import console_csp
+
 DIST = Path(__file__).parent / "console_dist"  # package data (pyproject.toml): installed or checked out
-LOCAL_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' http://127.0.0.1:*; media-src http://127.0.0.1:*; "
-    "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-)
+LOCAL_CSP = console_csp(connect="http://127.0.0.1:*", media="http://127.0.0.1:*")  # moto's S3: another port
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

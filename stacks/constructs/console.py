@@ -26,6 +26,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
 
+from batchscribe.resources import console_csp
 from stacks.config import DeploymentConfig
 
 DIST = Path(__file__).resolve().parents[2] / "console" / "dist"
@@ -123,15 +124,10 @@ class Console(Construct):
         )
 
     def _csp(self, api_host: str, media_hosts: list[str]) -> str:
-        """Only this site's own script and style; calls to the API, Cognito and the media bucket;
-        audio from the media bucket; no framing, no forms, no plugins."""
+        """Calls to the API, Cognito and the media bucket; audio from the media bucket."""
         cognito_hosts = f"https://cognito-identity.{Aws.REGION}.{Aws.URL_SUFFIX} {self.domain.base_url()}"
         media = " ".join(media_hosts)
-        return (
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            f"connect-src 'self' {api_host} {cognito_hosts} {media}; media-src {media}; "
-            "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-        )
+        return console_csp(connect=f"{api_host} {cognito_hosts} {media}", media=media)
 
     def _sign_in(
         self, config: DeploymentConfig

@@ -15,7 +15,9 @@ from constructs import Construct
 
 from batchscribe.keys import OUTPUTS_PREFIX, UPLOADS_PREFIX
 from batchscribe.resources import (
+    BUCKET_CORS_ALLOW_HEADERS,
     BUCKET_CORS_EXPOSE_HEADERS,
+    BUCKET_CORS_MAX_AGE_SECONDS,
     BUCKET_CORS_METHODS,
     TABLE_INDEXES,
     TABLE_KEY,
@@ -34,9 +36,9 @@ def _cors(*origins: str) -> dict[str, Any]:
     return {
         "allowed_methods": [s3.HttpMethods(m) for m in BUCKET_CORS_METHODS],
         "allowed_origins": list(origins),
-        "allowed_headers": ["*"],
+        "allowed_headers": list(BUCKET_CORS_ALLOW_HEADERS),
         "exposed_headers": list(BUCKET_CORS_EXPOSE_HEADERS),
-        "max_age": 3000,
+        "max_age": BUCKET_CORS_MAX_AGE_SECONDS,
     }
 
 
