@@ -4,6 +4,7 @@ carries the same files, so an installed `batchscribe local up` serves the page t
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,11 +12,11 @@ import zipfile
 from pathlib import Path
 
 from batchscribe_cli.local.console import DIST, console_page
+from tests.packaging import PRODUCT
 
 REPO = Path(__file__).resolve().parents[2]
 BUILT = REPO / "console" / "dist"
 FILES = ("index.html", "app.js", "app.css")
-PRODUCT = ("batchscribe", "batchscribe_cli", "gpu_container", "lambdas", "stacks")
 
 
 def test_in_a_checkout_the_page_is_console_dist() -> None:
@@ -43,3 +44,13 @@ def test_a_wheel_built_from_the_checkout_carries_the_built_page(tmp_path: Path) 
     with zipfile.ZipFile(wheel) as archive:
         for name in FILES:
             assert archive.read(f"batchscribe_cli/local/console_dist/{name}") == (BUILT / name).read_bytes(), name
+
+
+def test_the_page_sends_files_in_parts_past_the_clis_threshold() -> None:
+    """The page's constant (TypeScript, console/src/config.ts) is held to the CLI's, so a file
+    goes up the same way from either."""
+    from batchscribe_cli.client import MULTIPART_BYTES
+
+    source = (REPO / "console" / "src" / "config.ts").read_text()
+    found = re.search(r"export const MULTIPART_BYTES = (\d+) \* 1024 \* 1024;", source)
+    assert found and int(found.group(1)) * 1024 * 1024 == MULTIPART_BYTES
