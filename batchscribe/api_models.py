@@ -165,6 +165,14 @@ class CreateJobResponse(JobView):
     upload: UploadTicket | None = Field(description="where to POST the file; null once the upload is done")
 
 
+class InputUrl(BaseModel):
+    """Where the owner can read back the job's own file (the web console's audio player)."""
+
+    url: str = Field(description="a presigned GET of the uploaded file")
+    content_type: str
+    expires_at: str
+
+
 class JobList(BaseModel):
     jobs: list[JobView]
     next_token: str | None = None

@@ -22,6 +22,7 @@ from batchscribe.api_models import (
     CompleteMultipartRequest,
     CreateJobRequest,
     CreateJobResponse,
+    InputUrl,
     JobList,
     JobView,
     ModelInfo,
@@ -376,6 +377,21 @@ class JobApi:
             except (ClientError, BotoCoreError):  # approximate and optional: never fail the GET for it
                 view.queue = None
         return view
+
+    def input_url(self, owner: str, job_id: str) -> InputUrl:
+        """A presigned GET of the caller's own uploaded file: 404 for anyone else's job, and
+        while (or once) S3 holds no file for it (not uploaded yet, or expired by its lifecycle)."""
+        job = self.repo.get_for_owner(job_id, owner)
+        if self.store.head(job.input.key) is None:
+            raise errors.JobNotFound(
+                f"job {job_id} has no uploaded file (not uploaded yet, or expired)", code="input_not_found"
+            )
+        expires = self.settings.result_url_seconds
+        return InputUrl(
+            url=self.store.presign_get(job.input.key, expires),
+            content_type=job.input.content_type,
+            expires_at=iso(self.clock() + expires),
+        )
 
     def queue_position(self, job: Job, routing: RoutingSettings) -> QueueView:
         """Where a queued job stands, approximately and cheaply: the higher classes' visible

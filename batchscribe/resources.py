@@ -186,6 +186,23 @@ CORS_ALLOW_HEADERS = (
     "Idempotency-Key",
 )
 CORS_EXPOSE_HEADERS = ("Idempotent-Replayed",)
+# ... and the media bucket's, for a browser (the web console): it uploads with the presigned
+# POST or PUTs parts (reading each part's ETag to complete them) and reads results and its input
+BUCKET_CORS_METHODS = ("POST", "PUT", "GET")
+BUCKET_CORS_ALLOW_HEADERS = ("*",)
+BUCKET_CORS_EXPOSE_HEADERS = ("ETag",)
+BUCKET_CORS_MAX_AGE_SECONDS = 3000
+
+
+def console_csp(connect: str, media: str) -> str:
+    """The web console's Content-Security-Policy, deployed (CloudFront) and local alike: the
+    site's own script and style only; calls to its own origin and `connect`; audio from `media`;
+    no framing, no forms, no plugins."""
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' {connect}; media-src {media}; "
+        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    )
 
 
 def cors_headers(request_origin: str | None, allowed_origins: list[str] | tuple[str, ...]) -> dict[str, str]:

@@ -92,6 +92,18 @@ def create_queue_pair(
     return url, dlq_url
 
 
+def bucket_cors_rule() -> dict[str, Any]:
+    """The bucket's CORS rule as the stack sets it (stacks/constructs/jobs.py): the web console
+    uploads from its own origin and reads each part's ETag."""
+    return {
+        "AllowedOrigins": ["*"],
+        "AllowedMethods": list(r.BUCKET_CORS_METHODS),
+        "AllowedHeaders": list(r.BUCKET_CORS_ALLOW_HEADERS),
+        "ExposeHeaders": list(r.BUCKET_CORS_EXPOSE_HEADERS),
+        "MaxAgeSeconds": r.BUCKET_CORS_MAX_AGE_SECONDS,
+    }
+
+
 def provision(session: Any, names: r.Names, timings: Timings | None = None, region: str = "us-east-1") -> Provisioned:
     """Create the table, the bucket, the queue pairs (uploads, and jobs per priority class)
     and the upload notification."""
@@ -102,6 +114,7 @@ def provision(session: Any, names: r.Names, timings: Timings | None = None, regi
         s3.create_bucket(Bucket=names.bucket)
     else:
         s3.create_bucket(Bucket=names.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_bucket_cors(Bucket=names.bucket, CORSConfiguration={"CORSRules": [bucket_cors_rule()]})
     jobs_url, jobs_dlq = create_queue_pair(
         sqs, names.jobs_queue, names.jobs_dlq, t.visibility_seconds, r.JOBS_MAX_RECEIVE_COUNT, t.dlq_visibility_seconds
     )

@@ -17,6 +17,7 @@ from stacks.checkov import CheckovAcknowledgements
 from stacks.config import DeploymentConfig
 from stacks.constructs.api import Api
 from stacks.constructs.compute import Compute
+from stacks.constructs.console import Console
 from stacks.constructs.functions import Functions
 from stacks.constructs.intake import Intake
 from stacks.constructs.jobs import Jobs
@@ -32,10 +33,16 @@ class BatchscribeStack(Stack):
         super().__init__(scope, id, **kwargs)
         Tags.of(self).add("app", "batchscribe")
         Aspects.of(self).add(CheckovAcknowledgements())  # each kept checkov finding, with why (stacks/checkov.py)
-        self.config = config
         functions = Functions(self, "Functions", config=config)
 
         self.jobs = Jobs(self, "Jobs", config=config)
+        self.console = (
+            Console(self, "Console", config=config, access_logs=self.jobs.access_logs) if config.console else None
+        )
+        if self.console and "*" not in config.cors_origins:  # the console calls the API and the bucket
+            config = config.model_copy(update={"cors_origins": [*config.cors_origins, self.console.origin]})
+            self.jobs.allow_origin(self.console.origin)
+        self.config = config
         self.compute = Compute(self, "Compute", config=config, jobs=self.jobs)
         wiring = Wiring(config=config, functions=functions, jobs=self.jobs, compute=self.compute)
         self.scaling = Scaling(self, "Scaling", wiring)
@@ -46,6 +53,8 @@ class BatchscribeStack(Stack):
         self.notify = Notify(
             self, "Notify", functions=functions, jobs=self.jobs, routing=routing, default_model=config.model
         )
+        if self.console:
+            self.console.connect(self.api.api)
         self.functions = functions.functions
         self._monitor(config)
         self._outputs()
@@ -91,6 +100,14 @@ class BatchscribeStack(Stack):
             value=self.api.stats_policy.managed_policy_arn,
             description="attach to an operator's role, user or group: GET /admin/stats (batchscribe stats)",
         )
+        if self.console:
+            CfnOutput(self, "ConsoleUrl", value=self.console.url, description="the web console")
+            CfnOutput(
+                self,
+                "ConsoleUserPoolId",
+                value=self.console.user_pool.user_pool_id,
+                description="add people: aws cognito-idp admin-create-user --user-pool-id … --username EMAIL",
+            )
         CfnOutput(self, "BucketName", value=self.jobs.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.jobs.table.table_name)
         CfnOutput(

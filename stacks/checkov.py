@@ -6,7 +6,9 @@ encryption only if SQS-managed SSE is on; a function for a dead-letter queue onl
 is invoked is one the reason names). Nothing is skipped for the whole template.
 
 What checkov found and was fixed instead of acknowledged: every log group is encrypted with a
-customer-managed key (stacks/constructs/logs.py)."""
+customer-managed key (stacks/constructs/logs.py); the console's distribution logs every viewer
+request, serves TLS 1.2+ on a domain of its own, and caches nothing, so its file deployment needs
+no CloudFront invalidation (no write action on `*`)."""
 
 from __future__ import annotations
 
@@ -21,16 +23,26 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import IConstruct
 
+from stacks.constructs.console import Console
+
 NOTIFICATIONS_HANDLER = "BucketNotificationsHandler"  # CDK's own function behind S3 event notifications
+DEPLOYMENT_HANDLER = "Custom::CDKBucketDeployment"  # CDK's own function that copies the console's files
 
 
 def _handler(resource: CfnResource) -> str | None:
     """The process a function runs (`api`, `scaler`, ...), or CDK's notifications handler."""
     if isinstance(resource, lambda_.CfnFunction) and (resource.handler or "").startswith("lambdas."):
         return str(resource.handler).split(".")[1]
-    if NOTIFICATIONS_HANDLER in resource.node.path:
-        return NOTIFICATIONS_HANDLER
+    for cdk_handler in (NOTIFICATIONS_HANDLER, DEPLOYMENT_HANDLER):
+        if cdk_handler in resource.node.path:
+            return cdk_handler
     return None
+
+
+def _default_certificate(resource: CfnResource) -> bool:
+    """The console's distribution, served on CloudFront's own *.cloudfront.net certificate."""
+    console = resource.node.scope.node.scope if resource.node.scope else None  # Console/Distribution/Resource
+    return isinstance(console, Console) and console.certificate is None
 
 
 def _bucket(resource: CfnResource) -> str:
@@ -48,6 +60,8 @@ NO_DLQ = {
     "sweeper": "runs every minute: what a failed run missed is the next run's work, nothing to replay",
     "reconciler": "EventBridge retries it; jobs of a worker it still missed are requeued by the sweeper (lease)",
     NOTIFICATIONS_HANDLER: "CDK's bucket-notifications handler, called synchronously by CloudFormation at deploy",
+    DEPLOYMENT_HANDLER: "CDK's bucket-deployment handler (the console's files), called synchronously by "
+    "CloudFormation at deploy: a failure fails the deploy",
 }
 VERSIONING = {
     "Media": "uploads/ and outputs/ expire by lifecycle rule and are deleted on purpose (a rejected upload, "
@@ -143,8 +157,29 @@ ACKNOWLEDGED: tuple[Acknowledged, ...] = (
         "CKV_AWS_18",
         "AWS::S3::Bucket",
         lambda b: (
-            "This is the access-log bucket: the media bucket logs into it; logging it into itself would loop."
+            "This is the access-log bucket: the media and console buckets and the console's distribution log "
+            "into it; logging it into itself would loop."
             if _bucket(b) == "AccessLogs"
+            else None
+        ),
+    ),
+    Acknowledged(
+        "CKV_AWS_68",
+        "AWS::CloudFront::Distribution",
+        _always(
+            "The console's distribution serves only static files (no origin logic to attack) and every API call "
+            "is SigV4-signed and throttled at API Gateway; a WAF web ACL bills per month, rule and request. "
+            "Attach one where a deployment wants it."
+        ),
+    ),
+    Acknowledged(
+        "CKV_AWS_174",
+        "AWS::CloudFront::Distribution",
+        lambda d: (
+            "Served on CloudFront's own *.cloudfront.net certificate, whose security policy CloudFront fixes at "
+            "TLSv1 (checkov fails the default certificate whatever the policy). Set console_domain_name and "
+            "console_certificate_arn to serve the console on its own name with TLSv1.2_2021."
+            if _default_certificate(d)
             else None
         ),
     ),

@@ -85,6 +85,23 @@ class DeploymentConfig(BaseModel):
     api_rate_limit: int = Field(default=50, ge=1)
     api_burst_limit: int = Field(default=100, ge=1)
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    console: bool = Field(default=True, description="the web console: CloudFront + S3, Cognito sign-in")
+    console_domain_name: str | None = Field(
+        default=None,
+        pattern=r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        description="the console's own domain (with console_certificate_arn: served with TLS 1.2+); "
+        "default: CloudFront's *.cloudfront.net name",
+    )
+    console_certificate_arn: str | None = Field(
+        default=None,
+        pattern=r"^arn:aws[a-z-]*:acm:us-east-1:\d{12}:certificate/[0-9a-f-]+$",
+        description="an ACM certificate in us-east-1 (CloudFront's region) for console_domain_name",
+    )
+    console_domain_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+        description="the Cognito sign-in page's domain prefix (unique in the region); default: stack name-account",
+    )
     high_priority_owners: list[str] | None = Field(
         default=None, description="IAM principal ARNs that may create `high` jobs; None: everyone"
     )
@@ -137,6 +154,8 @@ class DeploymentConfig(BaseModel):
             raise ValueError("uploads must be kept longer than the upload window")
         if self.spot_fallback_minutes >= self.runnable_timeout_minutes:
             raise ValueError("spot_fallback_minutes must be below runnable_timeout_minutes (the queue cancels then)")
+        if (self.console_domain_name is None) != (self.console_certificate_arn is None):
+            raise ValueError("console_domain_name and console_certificate_arn go together")
         return self
 
     @property

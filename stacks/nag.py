@@ -48,8 +48,35 @@ def acknowledge(stack: BatchscribeStack) -> None:
             for path in INVOKE_PATHS
         },
     }
+    if stack.console is not None:
+        details.update(_console(stack))
     for rule, reason in details.items():
         Validations.of(stack).acknowledge(Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason))
+
+
+def _console(stack: BatchscribeStack) -> dict[str, str]:
+    """The web console's findings (stacks/constructs/console.py), each with why."""
+    assert stack.console is not None
+    site = _logical_id(stack, stack.console.bucket)
+    assets = f"arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-{stack.config.region}/*"
+    details = {
+        f"IAM5[Resource::<{site}.Arn>/*]": "CDK's BucketDeployment copies the console's built files into "
+        "this one site bucket (any of its keys: it replaces the whole site on each deploy).",
+        f"IAM5[Resource::{assets}]": "CDK's BucketDeployment reads the console's files from the CDK "
+        "bootstrap's asset bucket, where `cdk deploy` uploaded them; asset keys are content hashes.",
+        "CFR1": "The console is a sign-in page and static files for the people an operator added; nothing "
+        "in it is restricted by country. Add a geo restriction to the distribution where a deployment must.",
+        "CFR2": "The distribution serves only static files (no origin logic to attack); every API call is "
+        "SigV4-signed and throttled at API Gateway. A WAF web ACL can be attached where a deployment wants one.",
+        "COG8": "The Plus feature plan (threat protection) is billed per monthly active user; sign-up is "
+        "closed (an operator adds people), passwords are strong and a TOTP second factor is required.",
+    }
+    if stack.config.console_certificate_arn is None:
+        details["CFR4"] = (
+            "The distribution uses CloudFront's default *.cloudfront.net certificate, whose policy CloudFront "
+            "fixes at TLSv1; console_domain_name with console_certificate_arn serves it with TLSv1.2_2021."
+        )
+    return details
 
 
 ACKNOWLEDGED: dict[str, str] = {

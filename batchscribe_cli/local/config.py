@@ -41,6 +41,7 @@ class LocalConfig:
     jobs_per_worker: int = 1
     timings: Timings = field(default_factory=Timings.local)
     max_upload_bytes: int = 200 * 1024 * 1024
+    multipart_part_bytes: int = ApiSettings.model_fields["multipart_part_bytes"].default  # S3: >= 5 MiB
     quiet: bool = False
     worker_image: str | None = None  # run workers from this image (podman) instead of this checkout
     save_every_seconds: float = 30  # the state is also saved at stop (data_dir/state)
@@ -86,6 +87,7 @@ def process_settings(cfg: LocalConfig, r: Provisioned) -> dict[str, EnvSettings]
         "api": ApiSettings(
             **store,
             max_upload_bytes=cfg.max_upload_bytes,
+            multipart_part_bytes=cfg.multipart_part_bytes,
             upload_window_seconds=cfg.timings.upload_window_seconds,
             result_url_seconds=cfg.timings.result_url_seconds,
             default_model=cfg.model,

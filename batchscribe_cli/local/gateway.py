@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 from batchscribe.resources import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, cors_headers
 from batchscribe_cli.client import OWNER_HEADER
 from batchscribe_cli.local.callers import Callers
+from batchscribe_cli.local.console import console_page
 from batchscribe_cli.local.handlers import Handler
 from batchscribe_cli.local.lambda_events import LocalContext, owner_arn, proxy_event
 
@@ -98,6 +99,14 @@ class _Request(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_GET(self) -> None:
+        """The web console's files at `/` (batchscribe_cli/local/console.py); the API otherwise."""
+        page = console_page(urlsplit(self.path).path)
+        if page is None:
+            self._handle()
+        else:
+            self._send(page.status, page.body.decode(), page.headers())
+
     def do_OPTIONS(self) -> None:
         """A CORS preflight: what API Gateway's mock integration answers when deployed."""
         headers = cors_headers(self.headers.get("Origin"), self.server.cors_origins)
@@ -106,4 +115,4 @@ class _Request(BaseHTTPRequestHandler):
             headers["Access-Control-Allow-Headers"] = ",".join(CORS_ALLOW_HEADERS)
         self._send(204, "", headers)
 
-    do_GET = do_POST = do_DELETE = do_PUT = _handle
+    do_POST = do_DELETE = do_PUT = _handle

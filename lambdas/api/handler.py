@@ -24,6 +24,7 @@ from batchscribe.api_models import (
     CreateJobResponse,
     ErrorBody,
     ErrorResponse,
+    InputUrl,
     JobList,
     JobView,
     ModelList,
@@ -100,7 +101,8 @@ def jobs() -> JobApi:
 def caller() -> str:
     """The owner: from the IAM principal API Gateway authenticated (the local stack fills in
     the same field); never made up (batchscribe.identity)."""
-    return owner_of(app.current_event.request_context.identity.user_arn)
+    identity = app.current_event.request_context.identity
+    return owner_of(identity.user_arn, identity.cognito_identity_id)
 
 
 def _error(
@@ -197,6 +199,15 @@ def list_jobs(
     return jobs().list_jobs(caller(), status, limit, next_token, priority)
 
 
+@app.get(
+    "/jobs/<job_id>/input",
+    responses=responses((HTTPStatus.OK, InputUrl), HTTPStatus.NOT_FOUND),
+    summary="A presigned GET of the job's uploaded file (the console's audio player)",
+)
+def get_input(job_id: Annotated[str, Path(max_length=64)]) -> InputUrl:
+    return jobs().input_url(caller(), job_id)
+
+
 @app.post(
     "/jobs/<job_id>/cancel",
     responses=responses((HTTPStatus.OK, JobView), HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT),
@@ -270,7 +281,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     identity = (event.get("requestContext") or {}).get("identity") or {}
     response: dict[str, Any]
     try:
-        owner_of(identity.get("userArn"))  # before routing and validation: no identity, no answer
+        owner_of(
+            identity.get("userArn"), identity.get("cognitoIdentityId")
+        )  # before routing and validation: no identity, no answer
     except errors.Unauthenticated as exc:
         response = {
             "statusCode": int(HTTPStatus.UNAUTHORIZED),

@@ -20,6 +20,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/jobs", "GET"),
     ("/jobs", "POST"),
     ("/jobs/{job_id}", "GET"),
+    ("/jobs/{job_id}/input", "GET"),
     ("/jobs/{job_id}/cancel", "POST"),
     ("/jobs/{job_id}/multipart", "POST"),
     ("/jobs/{job_id}/multipart/complete", "POST"),

@@ -14,13 +14,33 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from batchscribe.keys import OUTPUTS_PREFIX, UPLOADS_PREFIX
-from batchscribe.resources import STATS_ITEM_PREFIX, TABLE_INDEXES, TABLE_KEY, TTL_ATTRIBUTE
+from batchscribe.resources import (
+    BUCKET_CORS_ALLOW_HEADERS,
+    BUCKET_CORS_EXPOSE_HEADERS,
+    BUCKET_CORS_MAX_AGE_SECONDS,
+    BUCKET_CORS_METHODS,
+    STATS_ITEM_PREFIX,
+    TABLE_INDEXES,
+    TABLE_KEY,
+    TTL_ATTRIBUTE,
+)
 from stacks.config import DeploymentConfig
 
 _TYPES = {"S": ddb.AttributeType.STRING, "N": ddb.AttributeType.NUMBER}
 READ_TRANSITION = ("dynamodb:GetItem", "dynamodb:UpdateItem")  # one job: read it, move it
 READ_TRANSITION_QUERY = (*READ_TRANSITION, "dynamodb:Query")  # ... and find jobs by index
 CREATE = (*READ_TRANSITION_QUERY, "dynamodb:PutItem")
+
+
+def _cors(*origins: str) -> dict[str, Any]:
+    """The media bucket's CORS rule for browser origins (the core's methods and exposed headers)."""
+    return {
+        "allowed_methods": [s3.HttpMethods(m) for m in BUCKET_CORS_METHODS],
+        "allowed_origins": list(origins),
+        "allowed_headers": list(BUCKET_CORS_ALLOW_HEADERS),
+        "exposed_headers": list(BUCKET_CORS_EXPOSE_HEADERS),
+        "max_age": BUCKET_CORS_MAX_AGE_SECONDS,
+    }
 
 
 class Jobs(Construct):
@@ -78,15 +98,12 @@ class Jobs(Construct):
                     id="outputs", prefix=OUTPUTS_PREFIX, expiration=Duration.days(config.output_retention_days)
                 ),
             ],
-            cors=[
-                s3.CorsRule(
-                    allowed_methods=[s3.HttpMethods.POST, s3.HttpMethods.GET],
-                    allowed_origins=config.cors_origins,
-                    allowed_headers=["*"],
-                    max_age=3000,
-                )
-            ],
+            cors=[s3.CorsRule(**_cors(*config.cors_origins))],
         )
+
+    def allow_origin(self, origin: str) -> None:
+        """One more browser origin (the web console's) that may upload to and read from the bucket."""
+        self.bucket.add_cors_rule(**_cors(origin))
 
     def _bucket(self, id: str, **props: Any) -> s3.Bucket:
         """A private bucket: public access blocked, encrypted at rest, TLS only, kept on stack deletion."""
@@ -110,10 +127,12 @@ class Jobs(Construct):
 
     def grant_api(self, grantee: iam.IGrantable) -> None:
         """Create, read, list and cancel jobs (and read the per-minute claim counters of the
-        queue estimates in one batch); sign upload POSTs and result GETs."""
+        queue estimates in one batch); sign upload POSTs, result GETs and the owner's GET of
+        their own upload (the web console plays it back)."""
         self.grant_table(grantee, (*CREATE, "dynamodb:BatchGetItem"))
         self.bucket.grant_put(grantee, f"{UPLOADS_PREFIX}*")  # with multipart: create, sign parts, complete, abort
         self.bucket.grant_read(grantee, f"{OUTPUTS_PREFIX}*")
+        self.bucket.grant_read(grantee, f"{UPLOADS_PREFIX}*")
         grantee.grant_principal.add_to_principal_policy(  # resume: which parts S3 already holds
             iam.PolicyStatement(
                 actions=["s3:ListMultipartUploadParts"], resources=[self.bucket.arn_for_objects(f"{UPLOADS_PREFIX}*")]

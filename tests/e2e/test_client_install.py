@@ -24,9 +24,9 @@ from packaging.requirements import Requirement
 
 from batchscribe_cli.local import LocalStack
 from tests.e2e.waits import running_stack
+from tests.packaging import PRODUCT
 
 REPO = Path(__file__).resolve().parents[2]
-PRODUCT = ("batchscribe", "batchscribe_cli", "gpu_container", "lambdas", "stacks")
 DEV_ONLY = ("harness", "bench", "scripts", "tests")  # in the repository, in no wheel
 HEAVY = ("torch", "aws_cdk", "moto", "faster_whisper", "ctranslate2", "boto3", "numpy", "whisper")
 

@@ -98,6 +98,7 @@ def test_fuzzed_requests_get_no_5xx_and_only_documented_answers(stack: LocalStac
         "POST /jobs",
         "GET /jobs",
         "GET /jobs/{job_id}",
+        "GET /jobs/{job_id}/input",
         "POST /jobs/{job_id}/cancel",
         "POST /jobs/{job_id}/multipart",
         "POST /jobs/{job_id}/multipart/complete",
@@ -134,6 +135,7 @@ def test_successful_answers_conform_to_the_document(stack: LocalStack) -> None:
     job = call("POST", "/jobs", 201, body=body)
     job_id = {"job_id": job["job_id"]}
     call("GET", "/jobs/{job_id}", 200, path_parameters=job_id)
+    assert call("GET", "/jobs/{job_id}/input", 404, path_parameters=job_id)["error"]["code"] == "input_not_found"
     call("GET", "/jobs", 200, query={"limit": 2})
     call("GET", "/models", 200)
     ticket = call("POST", "/jobs/{job_id}/multipart", 200, path_parameters=job_id)

@@ -190,21 +190,24 @@ def test_presigned_urls_are_checked_when_they_are_made(
     aws_stack: Provisioned, enforced: tuple[iam.Enforcer, list[str]]
 ) -> None:
     """A presigned request is made with the signer's permissions: the API may sign an upload
-    to uploads/ and a download of outputs/, not the other way round."""
+    to uploads/ (not to outputs/) and a download of outputs/ and of uploads/ (the console plays
+    an owner's own upload back), of nothing else in the bucket."""
     enforcer, _ = enforced
     store = MediaStore(aws_stack.bucket)
     with iam.acting_as("api"):
         store.presign_upload("uploads/o/j/input", "audio/wav", 100, 60)
         store.presign_get("outputs/o/j/transcript.txt", 60)
+        store.presign_get("uploads/o/j/input", 60)
         with pytest.raises(ClientError, match=r"s3:PutObject on resource: arn:aws:s3:::.*/outputs/o/j/x"):
             store.presign_upload("outputs/o/j/x", "audio/wav", 100, 60)
-        with pytest.raises(ClientError, match=r"s3:GetObject on resource: arn:aws:s3:::.*/uploads/o/j/input"):
-            store.presign_get("uploads/o/j/input", 60)
+        with pytest.raises(ClientError, match=r"s3:GetObject on resource: arn:aws:s3:::.*/elsewhere/o/j/input"):
+            store.presign_get("elsewhere/o/j/input", 60)
         with pytest.raises(ClientError, match="s3:PutObject"):
             store.presign_part("outputs/o/j/x", "upload-id", 1, 60)
     bucket = f"arn:aws:s3:::{aws_stack.bucket}"
     assert enforcer.counts[("api", "s3:PutObject", f"{bucket}/uploads/o/j/input")] == 1
     assert enforcer.counts[("api", "s3:GetObject", f"{bucket}/outputs/o/j/transcript.txt")] == 1
+    assert enforcer.counts[("api", "s3:GetObject", f"{bucket}/uploads/o/j/input")] == 1
 
 
 def test_each_pools_worker_may_send_to_its_own_class_queues_and_no_others() -> None:
@@ -223,21 +226,29 @@ def test_each_pools_worker_may_send_to_its_own_class_queues_and_no_others() -> N
 # ---- what the local check does not evaluate, checked on the template ------------------
 
 
-def test_the_resource_policies_deny_only_requests_without_tls_and_allow_only_s3s_notifications() -> None:
+def test_the_resource_policies_deny_only_requests_without_tls_and_allow_only_two_services() -> None:
     """Resource policies (bucket, queues, secret) are not evaluated locally. Deployed, theirs
     deny only requests made without TLS (the SDKs always use it; the local endpoint is plain
     http, so they could not apply here), and allow only S3 to send the upload notifications to
-    the uploads queue: none of them can deny a component a call its role allows."""
+    the uploads queue and the console's CloudFront distribution to read the console's files
+    (origin access control): none of them can deny a component a call its role allows."""
     groups = read()["resource_policies"]
     assert groups, "the stack's bucket and queue policies are recorded (scripts/gen_policies.py)"
+    allowed = {}
     for group in groups:
         for statement in group["statements"]:
             if statement["Effect"] == "Deny":
                 assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, group
             else:
-                assert statement["Principal"] == {"Service": "s3.amazonaws.com"}, group
-                assert group["resources"] == ["Intake/Uploads/Queue"], group
-                assert statement["Condition"] == {"ArnLike": {"aws:SourceArn": "${Jobs/Media.Arn}"}}
+                allowed[tuple(group["resources"])] = (statement["Principal"], statement["Condition"])
+    distribution = "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${Console/Distribution}"
+    assert allowed == {
+        ("Intake/Uploads/Queue",): (
+            {"Service": "s3.amazonaws.com"},
+            {"ArnLike": {"aws:SourceArn": "${Jobs/Media.Arn}"}},
+        ),
+        ("Console/Site",): ({"Service": "cloudfront.amazonaws.com"}, {"StringEquals": {"AWS:SourceArn": distribution}}),
+    }
 
 
 def test_no_resource_a_component_touches_is_encrypted_with_a_key_whose_policy_goes_unchecked() -> None:

@@ -30,6 +30,14 @@ def resources(t: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in t["Resources"].items() if v["Type"] == kind}
 
 
+def gateway_allow_origins(t: dict[str, Any]) -> set[str]:
+    """What the API's gateway responses (its own errors) answer as Access-Control-Allow-Origin."""
+    return {
+        r["Properties"]["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
+        for r in resources(t, "AWS::ApiGateway::GatewayResponse").values()
+    }
+
+
 def by_prefix(t: dict[str, Any], kind: str, prefix: str) -> dict[str, Any]:
     found = [v for k, v in resources(t, kind).items() if k.startswith(prefix)]
     assert len(found) == 1, (prefix, [k for k in resources(t, kind)])

@@ -17,6 +17,7 @@ def test_openapi_lists_every_route_and_error_shape() -> None:
         "/jobs/{job_id}/multipart",
         "/jobs/{job_id}/multipart/complete",
         "/jobs/{job_id}/multipart/abort",
+        "/jobs/{job_id}/input",
         "/models",
         "/admin/stats",
     }
@@ -36,6 +37,7 @@ def test_openapi_documents_what_each_route_answers_and_nothing_else() -> None:
         ("/jobs", "get"): {"200", "400", "401"} | gateway,
         ("/jobs/{job_id}", "get"): {"200", "400", "401", "404"} | gateway,
         ("/jobs/{job_id}/cancel", "post"): {"200", "400", "401", "404", "409"} | gateway,
+        ("/jobs/{job_id}/input", "get"): {"200", "400", "401", "404"} | gateway,
         ("/models", "get"): {"200", "400", "401"} | gateway,
         ("/jobs/{job_id}/multipart", "post"): {"200", "400", "401", "404", "409"} | gateway,
         ("/jobs/{job_id}/multipart/complete", "post"): {"200", "400", "401", "404", "409"} | gateway,
