@@ -96,7 +96,8 @@ export class CognitoSession {
     if (t && t.expires - MARGIN_MS > Date.now()) return t.id;
     if (t?.refresh) {
       await this.token({ grant_type: "refresh_token", refresh_token: t.refresh });
-      return this.tokens()!.id;
+      const fresh = this.tokens();
+      if (fresh) return fresh.id;
     }
     await this.signIn();
     throw new Error("signing in");

@@ -107,7 +107,7 @@ export function statusCell(job: JobView): (Node | string)[] {
   if (job.status === "running") {
     const eta = finishEstimate(job.started_at, job.progress);
     const bar = h("progress", { max: 100, value: job.progress, "aria-label": "progress" });
-    return [badge, " ", bar, h("span", { class: "muted" }, ` ${job.progress}%` + (eta ? `, done ${fromNow(eta)}` : ""))];
+    return [badge, " ", bar, h("span", { class: "muted" }, ` ${job.progress}%${eta ? `, done ${fromNow(eta)}` : ""}`)];
   }
   if (job.status === "queued" && job.queue) {
     const start = job.queue.estimated_start_at ? `, starts ${fromNow(job.queue.estimated_start_at)}` : "";

@@ -78,19 +78,22 @@ export class JobPage {
   private async render(job: JobView): Promise<void> {
     const audio = h("audio", { controls: true, preload: "metadata", id: "player" });
     const list = h("ol", { class: "transcript", id: "transcript", "aria-label": "Transcript" });
+    const result = job.result;
+    const urls = FORMATS.flatMap((f) => {
+      const href = result?.urls[f];
+      return href ? [[f, href] as const] : [];
+    });
     const downloads = h(
       "p",
       { class: "downloads" },
       "Download: ",
-      ...FORMATS.filter((f) => job.result?.urls[f]).map((f) =>
-        h("a", { href: job.result!.urls[f]!, download: "", class: "button", "data-format": f }, f),
-      ),
+      ...urls.map(([f, href]) => h("a", { href, download: "", class: "button", "data-format": f }, f)),
     );
     replace(
       byId("job"),
       back(),
       h("h2", {}, job.input.filename),
-      h("p", { class: "muted" }, `${job.result!.language} · ${clock(job.result!.duration_seconds)}`),
+      h("p", { class: "muted" }, result ? `${result.language} · ${clock(result.duration_seconds)}` : ""),
       h("div", { class: "player" }, h("div", { class: "listen" }, audio, downloads), list),
       logBlock(job),
     );

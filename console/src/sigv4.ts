@@ -24,7 +24,7 @@ async function hmac(key: ArrayBuffer | Uint8Array<ArrayBuffer>, data: string): P
 }
 
 export function rfc3986(s: string): string {
-  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
 function canonicalQuery(url: URL): string {
@@ -63,7 +63,7 @@ export async function sign(
   ].join("\n");
   const scope = `${day}/${region}/${service}/aws4_request`;
   const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, await sha256(canonical)].join("\n");
-  let key = await hmac(utf8.encode("AWS4" + creds.secretAccessKey), day);
+  let key = await hmac(utf8.encode(`AWS4${creds.secretAccessKey}`), day);
   for (const part of [region, service, "aws4_request"]) key = await hmac(key, part);
   const signature = hex(await hmac(key, toSign));
   const out: Record<string, string> = { ...signed };
