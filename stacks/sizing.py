@@ -28,18 +28,18 @@ from batchscribe.models import EngineName
 from batchscribe.settings import WorkerSettings
 from batchscribe.whisper_models import LARGEST, WHISPER_DIMS, WhisperDims, whisper_dims
 
-# bench/results/engines-cpu.json (2026-11-25, `python -m bench.bench_engines`, 3 rounds, AMD EPYC,
+# bench/results/engines-cpu.json (2026-12-07, `python -m bench.bench_engines --repeats 3`, AMD EPYC,
 # tiny.en, beam 5, a 5 min file): the highest peak RSS (VmHWM) of each engine's process while it
-# transcribed: the worker's batched path (worker-batched, batch 8) for faster-whisper, the
-# openai-whisper variant for openai-whisper (its process carries torch).
-MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 535.8, "openai-whisper": 726.2}
-# In the same runs the worker's RSS rose from 90.0 MiB (before the load) to 271.1 MiB (the load's
-# peak) to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.51 x the file; rounded up.
+# transcribed: the worker's batched path (worker-batched, at the CPU worker's batch of 2) for
+# faster-whisper, the openai-whisper variant for openai-whisper (its process carries torch).
+MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 539.2, "openai-whisper": 741.7}
+# In the same runs the worker's RSS rose by at most 183.3 MiB (before the load to the load's peak)
+# to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.55 x the file; rounded up.
 LOAD_FACTOR = 2.6
-# ... and once loaded, transcribing on CPU took the process from 168.4 to 535.8 MiB: the encoder's
-# working set at batch 8. Attention scores (batch x heads x 1500^2 floats) dominate it, so it is
-# scaled by the model's heads over tiny.en's 6.
-MEASURED_WORKING_SET_MIB = 535.8 - 168.4
+# ... and once loaded, transcribing on CPU took the process from 167.3 to 539.2 MiB: the encoder's
+# working set. Attention scores (batch x heads x 1500^2 floats) dominate it, so it is scaled by
+# the model's heads over tiny.en's 6.
+MEASURED_WORKING_SET_MIB = 539.2 - 167.3
 TINY_HEADS = 6
 CUDA_HOST_MIB = 1536  # CUDA context and cuBLAS's host allocations: an estimate, no GPU host RSS measured
 MARGIN = 1.25
