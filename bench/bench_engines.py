@@ -33,11 +33,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.provenance import load_average, record
+from bench.provenance import load_average, record, stat
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,18 +56,6 @@ WARMUP_TEXT = "The weather today is sunny and warm. We will meet at the office a
 
 def _words(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
-
-
-def stat(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
-    """A figure as recorded: median, min, max, the number of runs and the runs themselves."""
-    vals = [float(v) for v in values]
-    return {
-        "median": round(statistics.median(vals), digits),
-        "min": round(min(vals), digits),
-        "max": round(max(vals), digits),
-        "runs": len(vals),
-        "values": [round(v, digits) for v in vals],
-    }
 
 
 # ---- the child: one variant, measured alone ---------------------------------------------

@@ -33,28 +33,15 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.provenance import ROOT, load_average, record
+from bench.provenance import ROOT, load_average, record, stat
 from harness.audio import SHORT_TEXT, convert, long_text, speak
 
 OUT = ROOT / "bench" / "results" / "host-ceiling.json"
-
-
-def stat(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
-    """A figure as recorded: median, min, max, the number of runs and the runs themselves."""
-    vals = [float(v) for v in values]
-    return {
-        "median": round(statistics.median(vals), digits),
-        "min": round(min(vals), digits),
-        "max": round(max(vals), digits),
-        "runs": len(vals),
-        "values": [round(v, digits) for v in vals],
-    }
 
 
 # ---- the zero-cost model ----------------------------------------------------------------------

@@ -66,8 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from batchscribe_cli.client import parse_time
-from bench.bench_engines import stat
-from bench.provenance import load_average, record
+from bench.provenance import load_average, record, stat
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"upload_to_claim_s": 1.0, "api_p99_ms": 20.0}

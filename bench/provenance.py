@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -86,4 +87,16 @@ def record(started: float, load_start: list[float], argv: Sequence[str] | None =
         "machine": hardware(),
         "load_average": {"start": load_start, "end": load_average()},
         "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def stat(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
+    """A figure as recorded: median, min, max, the number of runs and the runs themselves."""
+    vals = [float(v) for v in values]
+    return {
+        "median": round(statistics.median(vals), digits),
+        "min": round(min(vals), digits),
+        "max": round(max(vals), digits),
+        "runs": len(vals),
+        "values": [round(v, digits) for v in vals],
     }
