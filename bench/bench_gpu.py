@@ -146,9 +146,12 @@ def runner_point(runner: Any, counter: Counter, items: list[Item], batch: int, p
 def worker_point(
     runner: Any, counter: Counter, key: tuple[str, str], mix: Mix, batch: int, plan: Plan
 ) -> dict[str, Any]:
-    """Every job of `mix` held by the worker's `Batches` at once, stepped until all are done."""
+    """Every job of `mix` held by the worker's `Batches` at once, stepped until all are done.
+    Window packing is off here: the mixes are made to fill every batch with B windows, one a row,
+    so that a point is the model's throughput at B (packing's saving in encoder rows is measured
+    by bench_throughput's `packing()`)."""
     read_ahead = WorkerSettings.model_fields["read_ahead"].default
-    batches = Batches(lambda _key: runner, batch_size=batch, read_ahead=read_ahead)
+    batches = Batches(lambda _key: runner, batch_size=batch, read_ahead=read_ahead, pack=False)
     streams = [Replay(mix.windows, mix.seconds) for _ in range(mix.jobs)]
     for i, stream in enumerate(streams):  # a Replay is what Batches reads of a MediaStream
         batches.add(f"job{i}", key, cast(MediaStream, stream), DecodeOptions(language="en"))
