@@ -53,7 +53,9 @@ def punctuated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service(stack: Stack, engine: Engine, path: Path, **options: object) -> dict[str, str]:
     """The file through the worker against moto: each output format's text."""
     job_id = submit(stack, path, **options)  # type: ignore[arg-type]
-    assert make_worker(stack, engine, max_jobs=1).run() == 0
+    # it exits after its one job; the idle exit only ends a run that never got it, so it is long
+    # enough for a busy machine's first receive (1 s, the helpers' default, was not on CI)
+    assert make_worker(stack, engine, max_jobs=1, idle_exit_seconds=30).run() == 0
     job = JobRepository(stack.table).get(job_id)
     assert job.result is not None, job
     return {fmt: s3_text(stack, key) for fmt, key in job.result.outputs.items()}
