@@ -32,6 +32,13 @@ ROUTES: tuple[tuple[str, str], ...] = (
 INVOKE_PATHS: tuple[str, ...] = ("/jobs", "/jobs/*", "/models")
 
 
+def invoke_arns(api: apigw.RestApi) -> list[str]:
+    """The execute-api ARNs of INVOKE_PATHS on `api`'s stage, any method: what a caller of the
+    job API is granted (the invoke policy, the console's signed-in people)."""
+    stage = api.deployment_stage.stage_name
+    return [api.arn_for_execute_api(method="*", path=p, stage=stage) for p in INVOKE_PATHS]
+
+
 # Errors API Gateway itself answers (auth, throttling), each with the service's error code; the
 # two defaults cover every other type (a 401, 413, 415 or 429 of its own), so that a browser can
 # read each of them too
@@ -150,17 +157,11 @@ class Api(Construct):
         """What a caller other than the deployer needs to call the API: attach it to their role,
         user or group (docs/deploy.md). The job and model routes of this API's stage, not the
         operator's statistics (its own policy, `_stats_policy`)."""
-        stage = self.api.deployment_stage.stage_name
         return iam.ManagedPolicy(
             self,
             "InvokePolicy",
             description="Call the Batchscribe job API (the job and model routes of its stage)",
-            statements=[
-                iam.PolicyStatement(
-                    actions=["execute-api:Invoke"],
-                    resources=[self.api.arn_for_execute_api(method="*", path=p, stage=stage) for p in INVOKE_PATHS],
-                )
-            ],
+            statements=[iam.PolicyStatement(actions=["execute-api:Invoke"], resources=invoke_arns(self.api))],
         )
 
     def _stats_policy(self) -> iam.ManagedPolicy:

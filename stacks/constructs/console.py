@@ -28,7 +28,7 @@ from constructs import Construct
 
 from batchscribe.resources import console_csp
 from stacks.config import DeploymentConfig
-from stacks.constructs.api import INVOKE_PATHS
+from stacks.constructs.api import invoke_arns
 
 DIST = Path(__file__).resolve().parents[2] / "console" / "dist"
 
@@ -178,12 +178,8 @@ class Console(Construct):
         policy does (never the operator's statistics: their own policy), and nothing else; the
         page's policy lets it reach the API and the media bucket; the files go up with a
         config.json naming them."""
-        stage = api.deployment_stage.stage_name
         self.identity_pool.authenticated_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["execute-api:Invoke"],
-                resources=[api.arn_for_execute_api(method="*", path=p, stage=stage) for p in INVOKE_PATHS],
-            )
+            iam.PolicyStatement(actions=["execute-api:Invoke"], resources=invoke_arns(api))
         )
         api_host = f"https://{api.rest_api_id}.execute-api.{Aws.REGION}.{Aws.URL_SUFFIX}"
         # S3's hosts by pattern, not the bucket's name: the bucket's CORS names this distribution

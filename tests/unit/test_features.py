@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +29,7 @@ from gpu_container.worker import features
 from gpu_container.worker.batches import Batches
 from gpu_container.worker.scheduler import JobFinished, Work
 from gpu_container.worker.whisper_lib import OpenAIWhisperSteps
+from tests.fakes import Win
 
 SR = 16_000
 LENGTHS = [30 * SR, 7 * SR + 37, 29 * SR, SR // 3, 30 * SR, 12 * SR + 159]
@@ -128,16 +128,6 @@ def test_a_batch_not_prepared_is_computed_on_the_spot() -> None:
 
 
 # ---- the worker's batches prepare the next batch ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Win:
-    job: str
-    index: int
-
-    @property
-    def end(self) -> float:
-        return (self.index + 1) * 30.0
 
 
 class Stream:
