@@ -2,7 +2,7 @@
 table that says whether every job ended in one consistent terminal state and nothing was lost.
 
     make chaos                                   # python -m harness.chaos --jobs 50 --seed 1
-    python -m harness.chaos --jobs 8 --minutes 3 --seed 2   # the reduced run the tests use
+    python -m harness.chaos --jobs 8 --minutes 2 --seed 2   # about the reduced run the tests use
 
 Faults (seeded; each kind on its own schedule while jobs are in flight):
 - AWS calls from the handlers and the workers fail, stall, or succeed while the caller is told

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
+from batchscribe.settings import SERVICE_NAME
 from batchscribe_cli.local import LocalContext, json_request
 from batchscribe_cli.provision import Provisioned
 
@@ -31,6 +33,24 @@ os.environ.update(
 )
 for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(var, None)
+
+
+@pytest.fixture(autouse=True)
+def _service_logs_at_info() -> Iterator[None]:
+    """Each test runs with the service's loggers at INFO (their levels put back after it).
+    Powertools sets a logger's level once, when a handler is first imported, from the
+    environment of that moment; the in-process local stack imports them at WARNING (quiet), which
+    hid the INFO lines a later test in the same process reads from caplog."""
+    manager = logging.root.manager
+    loggers = [logging.getLogger(SERVICE_NAME)] + [
+        v for k, v in manager.loggerDict.items() if k.startswith(SERVICE_NAME + ".") and isinstance(v, logging.Logger)
+    ]
+    saved = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.INFO)
+    yield
+    for lg, level in saved:
+        lg.setLevel(level)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from harness.faults import PLAN_ENV, FaultPlan, worker_env
 @pytest.mark.slow
 def test_the_reduced_chaos_run_ends_consistent(tmp_path: Path) -> None:
     args = build_parser().parse_args(
-        ["--jobs", "7", "--minutes", "3", "--seed", "7", "--workers", "2", "--restarts", "1", "--fault-every", "3"]
+        ["--jobs", "7", "--minutes", "2", "--seed", "7", "--workers", "2", "--restarts", "1", "--fault-every", "3"]
     )
     report = Chaos(args, tmp_path).run()
     print(report.table())

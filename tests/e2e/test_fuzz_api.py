@@ -35,7 +35,7 @@ from batchscribe_cli.local import LocalConfig, LocalStack
 pytestmark = pytest.mark.slow
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
-EXAMPLES = 50  # per route and mode: 4 routes x 2 modes x 50 = 400 requests
+EXAMPLES = 30  # per route and mode: 4 routes x 2 modes x 30 = 240 requests
 
 
 @pytest.fixture(scope="module")

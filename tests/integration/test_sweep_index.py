@@ -88,7 +88,7 @@ def sent(stack: Stack) -> list[str]:
 def test_a_beat_moves_the_index_entry_only_when_the_lease_crosses_into_a_new_bucket(
     svc: Lifecycle, clock: Clock, projections: str
 ) -> None:
-    """Ten minutes of beats every 5 s (120 beats): the entry's key changes about once per
+    """Five minutes of beats every 5 s (60 beats): the entry's key changes about once per
     bucket (45 s), never on the other beats; on the declared table those beats write no index
     entry at all; and the entry is never due while the worker beats."""
     [job_id] = queued(svc)
@@ -97,7 +97,7 @@ def test_a_beat_moves_the_index_entry_only_when_the_lease_crosses_into_a_new_buc
         aws.client("dynamodb"), boto3.client("dynamodb"), svc.repo.table_name, table_indexes(projections)
     )
     keys_seen, moves = [raw(svc, job_id)["sweep_at"]["N"]], 0
-    for n in range(120):
+    for n in range(60):
         clock.now += BEAT
         with meter.step(f"beat{n}"):
             svc.repo.heartbeat(job_id, job.attempt, LEASE, n)
@@ -113,7 +113,7 @@ def test_a_beat_moves_the_index_entry_only_when_the_lease_crosses_into_a_new_buc
             assert on_index == 2  # delete + put: once a bucket
         else:
             assert on_index == (0 if projections == "declared" else 1)  # no move: the key is kept
-    assert 600 / (LEASE / 2) - 1 <= moves <= 600 / (LEASE / 2) + 1
+    assert 300 / (LEASE / 2) - 1 <= moves <= 300 / (LEASE / 2) + 1
     assert svc.sweep() == SweepCounts()
 
 
