@@ -12,6 +12,7 @@ from datetime import datetime
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from batchscribe.models import Job
 from batchscribe.outcomes import (
@@ -37,6 +38,11 @@ logger = Logger(service="batchscribe", child=True)
 
 
 def _emit(name: str, unit: MetricUnit, value: float, dimensions: Mapping[str, str], service: str) -> None:
+    # single_metric prints whatever POWERTOOLS_METRICS_DISABLED says (the Metrics class heeds
+    # it): the local stack, which runs these handlers in its own process, sets it to keep the
+    # EMF lines off its terminal
+    if is_metrics_disabled():
+        return
     with single_metric(
         name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE, default_dimensions={"service": service}
     ) as metric:

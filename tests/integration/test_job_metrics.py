@@ -30,6 +30,7 @@ from batchscribe.outcomes import (
     JOBS_ENDED_METRIC,
     TIME_QUEUED_METRIC,
     TIME_RUNNING_METRIC,
+    JobEnd,
 )
 from batchscribe.repository import JobRepository
 from batchscribe.repository.stats import StatsCounters, hour_of
@@ -311,3 +312,21 @@ def test_a_record_the_ttl_deleted_is_one_expired_line(notify: Notify, caplog: py
     assert notify.drain() == 1
     [line] = _log_lines(caplog, JOB_EXPIRED_EVENT)
     assert (line["job_id"], line["status"]) == (job_id, "pending")
+
+
+def test_no_metric_line_is_printed_where_metrics_are_disabled(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local stack runs the stream handler in its own process with POWERTOOLS_METRICS_DISABLED
+    set: its terminal (and a benchmark's output) gets no EMF lines, as on AWS they go to the logs."""
+    from batchscribe.job_metrics import emit_end
+
+    end = JobEnd(
+        job_id="j", status="succeeded", pool="cpu", model="tiny.en", error_code="none", priority="normal",
+        attempts=1, running_seconds=3.0, ttl=0,
+    )  # fmt: skip
+    emit_end(end)
+    assert emf_points(capsys.readouterr().out, JOBS_ENDED_METRIC)  # printed by default
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    emit_end(end)
+    assert capsys.readouterr().out == ""
