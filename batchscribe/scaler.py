@@ -7,6 +7,13 @@ stack's Batch stand-in answers that same API with worker processes, so the count
 is the one both run. Workers exit on their own when idle, so scaling down is theirs; the scaler
 only ever adds, and moves work Spot cannot start to the on-demand queue.
 
+Workers that cannot start (the GPU preflight failed, the model would not load, the settings are
+wrong: `WorkerExit`, recorded by Batch as the container's exit code) hold the pool back: after
+one, the pool starts no worker for `start_backoff_seconds`, doubled for each further one within
+the look-back, at most `start_backoff_max_seconds` (`start_hold`); the jobs wait queued and the
+alarm on the workers' one line says why. Starting one every minute on a host that fails the same
+way each time only paid for instance starts.
+
 Batch's array jobs: a submit of N > 1 workers is one array job whose N children (ids
 `parent:index`) are the workers. The parent stays SUBMITTED or PENDING until every child has
 ended, whatever they are doing, so a worker is counted as a child, never as its parent's size.
@@ -29,7 +36,7 @@ from aws_lambda_powertools import Logger
 from batchscribe import aws
 from batchscribe.queue import ClassQueues
 from batchscribe.repository.locks import LeaseState, RunLease
-from batchscribe.resources import SCALER_LEASE, WORKER_NAME_PREFIX
+from batchscribe.resources import SCALER_LEASE, WORKER_CANNOT_START, WORKER_NAME_PREFIX
 from batchscribe.settings import Pool, ScalerSettings
 
 ACTIVE_BATCH_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
@@ -48,6 +55,8 @@ class Workers:
     active: int  # submitted and not ended (array children counted one by one)
     on_demand: int = 0  # of those, on the pool's on-demand queue
     stuck: tuple[str, ...] = ()  # job ids RUNNABLE on the Spot path past the fallback time
+    held_seconds: float = 0.0  # start none for this long yet: its last workers could not start
+    failed_starts: int = 0  # workers that could not start within the look-back (see `start_hold`)
 
 
 class Compute(Protocol):
@@ -85,6 +94,17 @@ def plan(visible: int, in_flight: int, active: int, pool: Pool) -> int:
     return max(0, wanted - active)
 
 
+def start_hold(stopped: Sequence[float], now: float, base: float, most: float) -> float:
+    """Seconds a pool starts no worker yet, from when its workers that could not start ended
+    (`stopped`, epoch seconds): `base` after the last one, doubled for each other one within the
+    look-back (twice `most`), at most `most`; 0 once that has passed, or with none."""
+    recent = [t for t in stopped if now - t <= 2 * most]
+    if not recent or base <= 0:
+        return 0.0
+    wait = min(most, base * 2 ** (len(recent) - 1))
+    return max(0.0, max(recent) + wait - now)
+
+
 QueueDepth = Callable[[Pool], tuple[int, int]]
 
 
@@ -95,6 +115,7 @@ class Decision:
     active: int
     submitted: int
     moved: int = 0  # workers cancelled on the Spot path: `submitted` went to the on-demand queue
+    held_seconds: float = 0.0  # the backlog wanted workers, but the pool's last ones could not start
 
 
 def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decision]:
@@ -117,6 +138,8 @@ def scale_pool(pool: Pool, depth: QueueDepth, compute: Compute) -> Decision:
         active -= len(workers.stuck)
         logger.warning("workers stuck RUNNABLE on Spot cancelled", extra={"pool": pool.name, "stuck": workers.stuck})
     n = plan(visible, in_flight, active, pool)
+    if n and workers.held_seconds > 0:  # the scaler function's `scaled` line and metric say so
+        return Decision(pool.name, backlog, active, 0, len(workers.stuck), round(workers.held_seconds, 1))
     if n:
         compute.submit(pool, n, on_demand=bool(workers.on_demand or workers.stuck))
     return Decision(pool.name, backlog, active, n, len(workers.stuck))
@@ -145,6 +168,15 @@ def _is_child(job: dict[str, Any]) -> bool:
     return ":" in job["jobId"] or "index" in (job.get("arrayProperties") or {})
 
 
+def _could_not_start(job: dict[str, Any]) -> bool:
+    """A worker that ended with the exit code of one that could not start (its container's)."""
+    return (job.get("container") or {}).get("exitCode") in {int(c) for c in WORKER_CANNOT_START}
+
+
+def _stopped(job: dict[str, Any]) -> float:
+    return int(job.get("stoppedAt") or job.get("createdAt") or 0) / 1000
+
+
 @dataclass
 class QueueLook:
     """One pool's jobs in one job queue that have not ended (array children left out) and,
@@ -166,7 +198,11 @@ class BatchCompute:
     and one DescribeJobs per 100 array parents whose listing carried no status summary (the
     cheaper way to count children: ListJobs by `arrayJobId` costs a call per parent and status).
     With `fallback_after` seconds, array parents older than that with RUNNABLE children cost
-    one ListJobs (`arrayJobId`, RUNNABLE) each, to find which children waited that long."""
+    one ListJobs (`arrayJobId`, RUNNABLE) each, to find which children waited that long.
+    With `backoff` (base, most seconds: `start_hold`), a pool whose backlog wants workers also
+    costs one ListJobs per job queue for its workers created within the look-back (newest first,
+    any status), and one per failed array parent among them for its FAILED children, whose exit
+    codes say whether they could not start."""
 
     def __init__(
         self,
@@ -174,10 +210,12 @@ class BatchCompute:
         clock: Callable[[], float] = time.time,
         fallback_after: float = 0,
         client: Callable[[], Any] | None = None,
+        backoff: tuple[float, float] | None = None,
     ) -> None:
         self.prefix = name_prefix
         self.clock = clock
         self.fallback_after = fallback_after
+        self.backoff = backoff
         self._client = client
 
     @property
@@ -213,7 +251,37 @@ class BatchCompute:
         main = self.look(pool, pool.job_queue)
         on_demand = self.look(pool, pool.on_demand_job_queue).active if pool.on_demand_job_queue else 0
         stuck = self.stuck(main) if pool.on_demand_job_queue and self.fallback_after > 0 else ()
-        return Workers(main.active + on_demand, on_demand, stuck)
+        held, failed = 0.0, 0
+        if self.backoff is not None:
+            base, most = self.backoff
+            now = self.clock()
+            queues = [pool.job_queue, *([pool.on_demand_job_queue] if pool.on_demand_job_queue else [])]
+            stopped = [t for q in queues for t in self.failed_starts(pool, q, since=now - 2 * most)]
+            held, failed = start_hold(stopped, now, base, most), len(stopped)
+        return Workers(main.active + on_demand, on_demand, stuck, held, failed)
+
+    def failed_starts(self, pool: Pool, queue: str, since: float) -> list[float]:
+        """When (epoch seconds) this pool's workers created since `since` on `queue` ended
+        having not started (a `WorkerExit` code of a worker that could not start)."""
+        name = f"{self.prefix}-{pool.name}-"
+        since_ms = int(since * 1000)
+        after = {"name": "AFTER_CREATED_AT", "values": [str(since_ms)]}
+        out: list[float] = []
+        for page in self._pages(jobQueue=queue, filters=[after]):
+            for job in page.get("jobSummaryList", []):
+                if not job.get("jobName", "").startswith(name) or _is_child(job):
+                    continue
+                array = job.get("arrayProperties") or {}
+                if "size" not in array:
+                    if job.get("status") == "FAILED" and _could_not_start(job):
+                        out.append(_stopped(job))
+                    continue
+                # a parent is FAILED only once every child has ended: its children say how they did
+                summary = array.get("statusSummary")
+                if job.get("status") == "FAILED" or summary is None or int(summary.get("FAILED", 0)):
+                    for child_page in self._pages(arrayJobId=job["jobId"], jobStatus="FAILED"):
+                        out += [_stopped(c) for c in child_page.get("jobSummaryList", []) if _could_not_start(c)]
+        return out
 
     def stuck(self, look: QueueLook) -> tuple[str, ...]:
         """Workers RUNNABLE for `fallback_after` seconds or more (counted from their creation:

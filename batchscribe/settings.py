@@ -325,6 +325,22 @@ class ScalerSettings(EnvSettings):
         ge=0,
         description="workers RUNNABLE this long on a pool's Spot path move to its on-demand queue; 0: never",
     )
+    start_backoff_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="after a worker that could not start (WorkerExit), the pool starts none for this long, doubled "
+        "for each further one; 0: never held back",
+    )
+    start_backoff_max_seconds: int = Field(
+        default=1800, ge=1, description="the longest a pool whose workers cannot start is held back at once"
+    )
+
+    @property
+    def start_backoff(self) -> tuple[float, float] | None:
+        """(base, most) for BatchCompute, None when off."""
+        if not self.start_backoff_seconds:
+            return None
+        return float(self.start_backoff_seconds), float(max(self.start_backoff_seconds, self.start_backoff_max_seconds))
 
     @model_validator(mode="after")
     def _lease_outlasts_a_window(self) -> Self:

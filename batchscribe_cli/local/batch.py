@@ -10,7 +10,9 @@ AWS_BATCH_JOB_ID is on Batch); a child is RUNNING while its process runs (a loca
 starts at once: no RUNNABLE wait), then SUCCEEDED (exit 0) or FAILED; the parent is PENDING
 until every child has ended, then SUCCEEDED, or FAILED if any child failed; ListJobs lists a
 queue's parents and single jobs by status, an array's children by `arrayJobId`; DescribeJobs
-gives a parent's `arrayProperties.statusSummary`. A worker that exits with one of the codes of a
+gives a parent's `arrayProperties.statusSummary`, an ended worker its `container.exitCode`;
+ListJobs' AFTER_CREATED_AT filter lists a queue's jobs of any status created since then, newest
+first (what the scaler's start back-off reads). A worker that exits with one of the codes of a
 worker that could not start (batchscribe.resources.WorkerExit) is said so, with the cause its
 one line gave (once per cause: the scaler starts the next worker, which would say the same)."""
 
@@ -51,6 +53,7 @@ class LocalJob:
     children: list[str] = field(default_factory=list)  # an array parent's child ids, by index
     proc: subprocess.Popen[bytes] | None = None
     stopped_ms: int | None = None
+    exit_code: int | None = None  # its process's, once ended (Batch: the container's)
     log: Path | None = None  # what the worker printed
 
     @property
@@ -77,6 +80,7 @@ class LocalCompute:
         say: Callable[[str], None],
         on_exit: Callable[[str, int], None] | None = None,
         image: str | None = None,
+        backoff: tuple[float, float] | None = None,
     ) -> None:
         self.settings = settings
         self.base_env = base_env
@@ -85,7 +89,8 @@ class LocalCompute:
         self.say = say
         self.on_exit = on_exit
         self.jobs: dict[str, LocalJob] = {}  # every job submitted, by id (Batch's memory of them)
-        self.batch = BatchCompute(client=lambda: self)  # the scaler's view: Batch's API, answered here
+        # the scaler's view: Batch's API, answered here
+        self.batch = BatchCompute(client=lambda: self, backoff=backoff)
         self.started = 0
         self.peak = 0
         self.closed = False  # stopping: a scaler tick still under way starts nothing more
@@ -114,6 +119,16 @@ class LocalCompute:
 
     def workers(self, pool: Pool) -> Workers:
         return self.batch.workers(pool)
+
+    def workers_that_could_not_start(self, pool: str) -> int:
+        """Workers of this pool that ended with a could-not-start code (for the terminal)."""
+        codes = {int(c) for c in WORKER_CANNOT_START}
+        with self._lock:
+            return sum(
+                1
+                for j in self.jobs.values()
+                if j.exit_code in codes and j.name.startswith(f"{self.batch.prefix}-{pool}-")
+            )
 
     def active(self, pool: Pool) -> int:
         return self.batch.workers(pool).active
@@ -152,10 +167,15 @@ class LocalCompute:
         return _Pages(self.list_jobs)
 
     def list_jobs(
-        self, jobQueue: str | None = None, arrayJobId: str | None = None, jobStatus: str = "RUNNING"
+        self,
+        jobQueue: str | None = None,
+        arrayJobId: str | None = None,
+        jobStatus: str = "RUNNING",
+        filters: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """One page (a local stack holds a few jobs): a queue's parents and single jobs, or an
-        array's children, in `jobStatus`."""
+        array's children, in `jobStatus`; with an AFTER_CREATED_AT filter (the only one the
+        scaler uses), a queue's jobs created since then in any status, newest first."""
         self.reap()
         with self._lock:
             if arrayJobId is not None:
@@ -163,6 +183,13 @@ class LocalCompute:
                 jobs = [self.jobs[c] for c in parent.children] if parent else []
             else:
                 jobs = [j for j in self.jobs.values() if j.queue == jobQueue and j.index is None]
+            if filters:
+                [after] = filters
+                if after["name"] != "AFTER_CREATED_AT" or arrayJobId is not None:
+                    raise NotImplementedError(f"the Batch stand-in has no {after['name']} filter here")
+                since = int(after["values"][0])
+                found = sorted((j for j in jobs if j.created_ms > since), key=lambda j: -j.created_ms)
+                return {"jobSummaryList": [self._summary(j) for j in found]}
             return {"jobSummaryList": [self._summary(j) for j in jobs if self.status(j) == jobStatus]}
 
     def describe_jobs(self, jobs: list[str]) -> dict[str, Any]:
@@ -206,6 +233,8 @@ class LocalCompute:
             summary["arrayProperties"] = {"index": job.index}
         if job.stopped_ms is not None:
             summary["stoppedAt"] = job.stopped_ms
+        if job.exit_code is not None:
+            summary["container"] = {"exitCode": job.exit_code}
         return summary
 
     @staticmethod
@@ -234,6 +263,7 @@ class LocalCompute:
                 code = job.proc.poll() if job.proc is not None and job.status == "RUNNING" else None
                 if code is not None and job.proc is not None:
                     job.status, job.stopped_ms = ("SUCCEEDED" if code == 0 else "FAILED"), _ms()
+                    job.exit_code = code
                     how = "idle, exited" if code == 0 else self._exited(job, code)
                     self.say(f"worker {job.proc.pid} {how}; {self._running()} running")
                     ended.append((job.job_id, code))
@@ -303,9 +333,22 @@ def scaler_tick(compute: LocalCompute, pools: Callable[[], list[Pool]]) -> Calla
     """The scaler's logic with local processes for compute (Batch when deployed); `pools` is
     read at each tick (a test may change the worker cap while the stack runs)."""
 
+    said: dict[str, int] = {}  # per pool, the failed starts its last hold was said for
+
     def tick() -> None:
         compute.reap()
-        scale(pools(), sqs_depth, compute)
+        for d in scale(pools(), sqs_depth, compute):
+            if not d.held_seconds:
+                said.pop(d.pool, None)
+                continue
+            failed = compute.workers_that_could_not_start(d.pool)
+            if said.get(d.pool) != failed:
+                said[d.pool] = failed
+                compute.say(
+                    f"scaler: the {d.pool} pool's last worker(s) could not start ({failed} lately); starting "
+                    f"none for {d.held_seconds:.0f} s, the jobs stay queued (fix the cause the worker said, or "
+                    "`local down` and up again)"
+                )
 
     return tick
 

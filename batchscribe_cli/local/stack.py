@@ -150,6 +150,7 @@ class LocalStack:
             self.say,
             on_exit=report_exits(self.handlers["reconciler"], self.say),
             image=cfg.worker_image,
+            backoff=self._scaler.start_backoff,
         )
 
     def _stream(self, table: str) -> StreamEventSource:

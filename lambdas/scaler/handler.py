@@ -24,7 +24,9 @@ MARGIN_SECONDS = 5  # a last round starts only if it can end this long before th
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> list[dict[str, Any]]:
     settings = ScalerSettings.from_env()
-    compute = BatchCompute(settings.worker_name_prefix, fallback_after=settings.spot_fallback_seconds)
+    compute = BatchCompute(
+        settings.worker_name_prefix, fallback_after=settings.spot_fallback_seconds, backoff=settings.start_backoff
+    )
     until = time.time() + context.get_remaining_time_in_millis() / 1000 - MARGIN_SECONDS
     runs = run_scaler(settings, lambda: scale(settings.pools, sqs_depth, compute), until)
     metrics.add_metric(name="ScalerRounds", unit="Count", value=len(runs.results))
@@ -47,3 +49,6 @@ def _count(rounds: tuple[Decision, ...]) -> None:
     metrics.add_metric(name=f"ActiveWorkers_{last.pool}", unit="Count", value=last.active)
     metrics.add_metric(name=f"WorkersStarted_{last.pool}", unit="Count", value=sum(d.submitted for d in rounds))
     metrics.add_metric(name=f"WorkersMovedToOnDemand_{last.pool}", unit="Count", value=sum(d.moved for d in rounds))
+    metrics.add_metric(
+        name=f"WorkerStartsHeld_{last.pool}", unit="Count", value=sum(d.held_seconds > 0 for d in rounds)
+    )

@@ -1,7 +1,8 @@
 """`batchscribe local up --device cuda` on this GPU-less machine (issue 21's show): a file is
 submitted; each worker the scaler starts proves its GPU before its first claim, fails at the
 driver, logs one line naming the cause and what to do, and exits 69; the stack's terminal says
-so; the job stays queued with no attempt spent."""
+so; the scaler then holds the pool back rather than start one a second; the job stays queued
+with no attempt spent."""
 
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def test_local_up_with_device_cuda_stops_each_worker_before_it_claims(tmp_path: 
             fields = json.loads(line)
             assert (fields["level"], fields["event"], fields["exit_code"]) == ("ERROR", WORKER_NOT_STARTED, 69)
             assert "What to do: run GPU workers on an AMI with a current NVIDIA driver" in fields["message"]
+
+        # the scaler (every second here) starts no other worker for the back-off, and says so
+        held = "pool's last worker(s) could not start (1 lately); starting none for"
+        wait_until(lambda: bool(terminal.find(held)), 30)
+        assert len(terminal.find("scaler: started")) == 1 and len(terminal.find(exited)) == 1
 
         record = client.get(job["job_id"])
         assert (record["status"], record["attempt"]) == ("queued", 0)  # no attempt spent

@@ -4,6 +4,7 @@ moto does not model: pages, listings that carry a status summary)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from batchscribe.scaler import (
     active_children,
     plan,
     scale,
+    start_hold,
 )
 from batchscribe.settings import WorkerSettings
 from batchscribe_cli.local import LocalCompute
@@ -437,3 +439,97 @@ def test_local_compute_starts_nothing_once_stopping(tmp_path: Path) -> None:
     compute.stop_all()
     compute.submit(pool, 2)
     assert compute.jobs == {} and compute.started == 0 and compute.active(pool) == 0
+
+
+# ---- workers that cannot start hold their pool back -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stopped", "now", "expected"),
+    [
+        ([], 1000, 0),  # none failed
+        ([1000], 1000, 60),  # one just now: the base
+        ([1000], 1030, 30),
+        ([1000], 1061, 0),  # its wait has passed
+        ([900, 1000], 1000, 120),  # two: doubled, from the last
+        ([700, 800, 900, 1000], 1000, 480),
+        ([100 * i for i in range(20)], 1900, 1800),  # many: at most the cap
+        ([1000 - 3601, 1000], 1000, 60),  # one older than the look-back (twice the cap) is forgotten
+    ],
+)
+def test_start_hold(stopped: list[float], now: float, expected: float) -> None:
+    assert start_hold(stopped, now, base=60, most=1800) == pytest.approx(expected)
+
+
+def test_a_held_pool_starts_no_worker_and_says_how_long() -> None:
+    pool = Pool(name="gpu", queue_url="q", max_workers=4, jobs_per_worker=1)
+    held = Recording(Workers(active=0, held_seconds=95.0, failed_starts=2))
+    (decision,) = scale([pool], lambda _pool: (3, 0), held)
+    assert held.calls == [] and (decision.submitted, decision.held_seconds) == (0, 95.0)
+    free = Recording(Workers(active=0))
+    (decision,) = scale([pool], lambda _pool: (3, 0), free)
+    assert free.calls == [("submit", (3, False))] and decision.held_seconds == 0
+
+
+def test_batch_compute_counts_the_workers_that_could_not_start_by_their_exit_codes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One filtered ListJobs per job queue (created within the look-back, any status): a single
+    worker that exited 69 counts, one that exited 1 (a crash) or 0 does not, nor another stack's;
+    an array parent with failed children has them listed (FAILED) and each one's exit code read.
+    Real request and response shapes: botocore's Stubber checks them against the service model."""
+    now = 1_800_000_000.0
+    ms = int(now * 1000)
+    batch = boto3.client("batch", region_name="us-east-1")
+    stub = Stubber(batch)
+    for status in ACTIVE_BATCH_STATUSES:
+        stub.add_response("list_jobs", {"jobSummaryList": []}, {"jobQueue": "jq", "jobStatus": status})
+    recent = [
+        _summary("a", "FAILED", stoppedAt=ms - 20_000, container={"exitCode": 69}),
+        _summary("b", "FAILED", stoppedAt=ms - 30_000, container={"exitCode": 1}),
+        _summary("c", "SUCCEEDED", stoppedAt=ms - 40_000, container={"exitCode": 0}),
+        {**_summary("d", "FAILED", stoppedAt=ms - 10_000, container={"exitCode": 69}), "jobName": "other-gpu-1"},
+        _summary("p", "PENDING", arrayProperties={"size": 3, "statusSummary": {"FAILED": 2, "RUNNING": 1}}),
+    ]
+    after = {"name": "AFTER_CREATED_AT", "values": [str(ms - 3600 * 1000)]}
+    stub.add_response("list_jobs", {"jobSummaryList": recent}, {"jobQueue": "jq", "filters": [after]})
+    children = [
+        _summary("p:0", "FAILED", stoppedAt=ms - 5_000, container={"exitCode": 70}, arrayProperties={"index": 0}),
+        _summary("p:1", "FAILED", stoppedAt=ms - 50_000, container={"exitCode": 137}, arrayProperties={"index": 1}),
+    ]
+    stub.add_response("list_jobs", {"jobSummaryList": children}, {"arrayJobId": "p", "jobStatus": "FAILED"})
+    monkeypatch.setattr(aws, "client", lambda _name: batch)
+    with stub:
+        compute = BatchCompute("bs-worker", clock=lambda: now, backoff=(60, 1800))
+        workers = compute.workers(Pool(name="gpu", queue_url="q", max_workers=1, job_queue="jq"))
+        stub.assert_no_pending_responses()
+    # two could not start (a at -20 s, p:0 at -5 s): 120 s from the last
+    assert (workers.failed_starts, workers.held_seconds) == (2, pytest.approx(115.0))
+
+
+def test_the_local_stand_in_holds_a_pool_whose_workers_exit_69(tmp_path: Path) -> None:
+    """The Batch stand-in records each worker's exit code as Batch does: after a worker exits 69
+    (its GPU failed the preflight), the scaler starts no other for the back-off; one that exits 0
+    holds nothing back."""
+    settings = WorkerSettings(table_name="t", bucket_name="b", jobs_queue_url="q")
+    lines: list[str] = []
+    compute = LocalCompute(settings, {}, tmp_path, say=lines.append, backoff=(60, 1800))
+    compute.command = lambda _worker_id: ([sys.executable, "-c", "raise SystemExit(69)"], None)  # type: ignore[method-assign]
+    pool = Pool(name="gpu", queue_url="q", max_workers=2, job_queue="jq")
+
+    scale([pool], lambda _pool: (1, 0), compute)
+    for job in list(compute.jobs.values()):
+        assert job.proc is not None
+        job.proc.wait(30)
+    (decision,) = scale([pool], lambda _pool: (1, 0), compute)
+    assert compute.started == 1 and decision.submitted == 0 and 55 < decision.held_seconds <= 60
+    assert any("exited with code 69" in line for line in lines)
+
+    ok = LocalCompute(settings, {}, tmp_path, say=lines.append, backoff=(60, 1800))
+    ok.command = lambda _worker_id: ([sys.executable, "-c", "pass"], None)  # type: ignore[method-assign]
+    scale([pool], lambda _pool: (1, 0), ok)
+    for job in list(ok.jobs.values()):
+        assert job.proc is not None
+        job.proc.wait(30)
+    (decision,) = scale([pool], lambda _pool: (1, 0), ok)
+    assert ok.started == 2 and decision.submitted == 1 and decision.held_seconds == 0
