@@ -123,21 +123,38 @@ def _through_batches(
     return texts, rows, speech
 
 
-def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int) -> dict[str, Any]:
-    """Encoder seconds per speech second and each job's WER, window packing off and on."""
+def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int, repeats: int = 1) -> dict[str, Any]:
+    """Encoder seconds per speech second and each job's WER, window packing off and on; each
+    variant's seconds the median of `repeats` rounds (the variants in turn within a round, so
+    the machine's own drift hits them alike), rows and WER from the first round."""
     from gpu_container.worker.batched import FasterWhisperBatchRunner
     from gpu_container.worker.engines import FasterWhisperEngine
 
     runner = FasterWhisperBatchRunner.from_engine(FasterWhisperEngine(device="cpu", cpu_threads=2))
     out: dict[str, Any] = {"held_jobs": held, "batch_size": batch}
-    # the third: every job held at once, as a GPU worker (K 32-64) holds a burst of short jobs
-    variants = (("unpacked", False, held), ("packed", True, held), ("packed_all_held", True, len(jobs)))
-    for name, pack, k in variants:
+    # first the one-at-a-time mode's model path (K = B = 1), the baseline of the in-process ratio;
+    # the last: every job held at once, as a GPU worker (K 32-64) holds a burst of short jobs
+    variants = (
+        ("one_at_a_time", False, 1, 1),
+        ("unpacked", False, held, batch),
+        ("packed", True, held, batch),
+        ("packed_all_held", True, len(jobs), batch),
+    )
+    times: dict[str, list[float]] = {name: [] for name, *_ in variants}
+    for round_, (name, pack, k, b) in ((r, v) for r in range(max(1, repeats)) for v in variants):
         started = time.perf_counter()
-        texts, rows, speech = _through_batches(runner, jobs, held=k, batch=batch, pack=pack)
+        texts, rows, speech = _through_batches(runner, jobs, held=k, batch=b, pack=pack)
+        times[name].append(round(time.perf_counter() - started, 2))
+        if round_:
+            out[name]["seconds"] = round(statistics.median(times[name]), 2)
+            out[name]["seconds_runs"] = times[name]
+            print(f"  {name:<15} round {round_ + 1}: {times[name][-1]:.1f} s", flush=True)
+            continue
         out[name] = {
             "held_jobs": k,
-            "seconds": round(time.perf_counter() - started, 2),
+            "batch_size": b,
+            "seconds": times[name][0],
+            "seconds_runs": times[name],
             "encoder_rows": rows,
             "encoder_seconds": rows * 30.0,
             "speech_seconds": round(speech, 2),
@@ -147,10 +164,16 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int) -> dict[st
         }
         r = out[name]
         print(
-            f"  {name:<15} K={k} B={batch}: {rows} encoder rows = {r['encoder_seconds']:.0f} s for "
+            f"  {name:<15} K={k} B={b}: {rows} encoder rows = {r['encoder_seconds']:.0f} s for "
             f"{speech:.1f} s of speech ({r['encoder_per_speech']:.2f}), WER {r['wer']:.3f}, {r['seconds']:.1f} s",
             flush=True,
         )
+    # the model path's own ratio: the same jobs and code as the stack's rounds without the stack,
+    # whose AWS stand-ins and handlers share the worker's two cores on this machine
+    out["model_path_ratio"] = {
+        name: round(out["one_at_a_time"]["seconds"] / out[name]["seconds"], 2) for name in ("packed", "packed_all_held")
+    }
+    print(f"  model path alone, in process (one at a time \u00f7 packed): {out['model_path_ratio']}", flush=True)
     worse = [j for j in jobs if out["packed"]["job_wer"][j] > out["unpacked"]["job_wer"][j]]
     out["jobs_worse_packed"] = worse
     print(f"  jobs whose WER is worse packed: {worse or 'none'}", flush=True)
@@ -169,7 +192,7 @@ def main() -> None:
         jobs = make_jobs(root, args.jobs)
         audio = sum(_duration(p) for _, p in jobs.values())
         print(f"{args.jobs} jobs, {audio:.0f} s of speech, tiny.en", flush=True)
-        packed = packing(jobs, *MODES["batched"])
+        packed = packing(jobs, *MODES["batched"], repeats=args.repeats)
         if args.packing_only:
             return
         print("one worker on the local stack", flush=True)

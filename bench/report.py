@@ -571,7 +571,7 @@ def throughput_section(result: dict[str, Any]) -> str:
                 + (
                     " Cross-job batching is meant for GPUs, where one window leaves most of the device idle; on a CPU "
                     "the cores are busy with one window already."
-                    if device == "CPU"
+                    if device == "CPU" and not (result.get("packing") or {}).get("model_path_ratio")
                     else ""
                 ),
                 *_packing_lines(result),
@@ -579,6 +579,9 @@ def throughput_section(result: dict[str, Any]) -> str:
         )
         + "\n"
     )
+
+
+PACKING_VARIANTS = ("one_at_a_time", "unpacked", "packed", "packed_all_held")
 
 
 def _packing_lines(result: dict[str, Any]) -> list[str]:
@@ -608,23 +611,53 @@ def _packing_lines(result: dict[str, Any]) -> list[str]:
             f"{p['speech_seconds']:.1f} s",
             f"**{p['encoder_per_speech']:.2f}**",
             f"{p['wer'] * 100:.1f} %",
+            f"{p['seconds']:.1f} s",
         ]
-        for name, p in ((n, packing[n]) for n in ("unpacked", "packed", "packed_all_held") if n in packing)
+        for name, p in ((n, packing[n]) for n in PACKING_VARIANTS if n in packing)
     ]
-    for row, name in zip(rows, ("unpacked", "packed", "packed_all_held"), strict=False):
-        row[0] = f"{name.split('_')[0]}, K = {packing[name].get('held_jobs', packing['held_jobs'])}"
+    for row, name in zip(rows, [n for n in PACKING_VARIANTS if n in packing], strict=True):
+        p = packing[name]
+        k, b = p.get("held_jobs", packing["held_jobs"]), p.get("batch_size", packing["batch_size"])
+        kind = "one at a time" if name == "one_at_a_time" else name.split("_")[0]
+        row[0] = f"{kind}, K = {k}, B = {b}"
     worse = packing.get("jobs_worse_packed") or []
+    ratio = packing.get("model_path_ratio") or {}
     return [
         *lines,
         "",
-        f"### Window packing (B = {packing['batch_size']} rows, in process)",
+        "### Window packing and the model path alone (in process)",
         "",
-        "The same jobs through the worker's `Batches`, window packing (gpu_container/worker/packing.py) off and on: "
-        "encoder seconds = 30 s per window row the encoder read (continuation passes and fallbacks included).",
+        "The same jobs through the worker's `Batches` in this process, without the stack: one at a time, then "
+        "window packing (gpu_container/worker/packing.py) off and on: encoder seconds = 30 s per window row the "
+        "encoder read (continuation passes and fallbacks included); seconds = wall time for all the jobs (the median "
+        "of the rounds, the variants in turn within each).",
         "",
-        table(["windows, jobs held", "encoder rows", "encoder s", "speech s", "encoder \u00f7 speech", "WER"], rows),
+        table(
+            [
+                "windows, jobs held, rows a batch",
+                "encoder rows",
+                "encoder s",
+                "speech s",
+                "encoder \u00f7 speech",
+                "WER",
+                "seconds",
+            ],
+            rows,
+        ),
         "",
         "Jobs whose WER is worse packed: " + (", ".join(worse) if worse else "none") + ".",
+        *(
+            [
+                "",
+                "**The model path's own ratio** (one at a time \u00f7 packed, the seconds above): "
+                + ", ".join(f"**{v:.2f}\u00d7** {k.replace('_', ' ')}" for k, v in ratio.items())
+                + ". On the local stack the same worker shares this machine's cores with the AWS stand-ins and the "
+                "handlers, whose work per job batching does not shrink; that is the gap between this ratio and the "
+                "one above.",
+            ]
+            if ratio
+            else []
+        ),
     ]
 
 

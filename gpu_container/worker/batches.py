@@ -9,6 +9,12 @@ therefore go media -> windows -> scheduler -> runner -> assemble the same way.
 Short jobs' windows are packed into shared 30 s rows (packing.py, on unless `pack=False`): a
 batch then holds as many windows as fit in B rows, and each job gets its own words back.
 
+A batch short of B waits up to FILL_WAIT_SECONDS for jobs just taken on whose first window is
+still being decoded (a burst of short jobs: run at once, the first batch held one job and the
+next ones what happened to be ready; the rest waited a whole batch for the next). It never waits
+on a job that has yielded a window, so a long file being transcribed holds nothing back, and a
+short job joining it gets into the next batch instead of the one after.
+
 B, the rows a batch holds, is sized from the GPU's free memory, the model and the beam when
 the worker starts (`worker_batching`, the model in gpu_memory.py); a batch that still runs out of
 GPU memory halves its engine's B for good, runs again at the new size, and says so once (a log
@@ -45,6 +51,7 @@ EngineKey = tuple[str, str]  # (engine, model)
 MemoryProbe = Callable[[], MemoryInfo | None]
 CPU_BATCH_SIZE = 2  # B on a CPU: see default_batching
 DECODING_POLL_SECONDS = 0.01  # nothing to batch while every held job's next window is decoding
+FILL_WAIT_SECONDS = 0.3  # the longest a batch short of B waits for the first windows of jobs just added
 
 
 def default_batching(
@@ -147,8 +154,14 @@ class Batches:
         read_ahead: int,
         memory_probe: MemoryProbe | None = None,
         pack: bool = True,
+        fill_wait: float = FILL_WAIT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._runner = runner
+        self.fill_wait = fill_wait
+        self._clock = clock
+        self._added: dict[str, float] = {}  # when each job was taken on (for the fill wait)
+        self._waiting: dict[EngineKey, float] = {}  # since when a short batch has waited, per engine
         self._packer = Packer() if pack else None  # short jobs' windows share rows (packing.py)
         self.batch_size = batch_size  # B at the start, for every engine
         self.read_ahead = read_ahead
@@ -169,10 +182,12 @@ class Batches:
             job, prefetch(stream.windows()), options=options, priority=priority, expected_seconds=stream.duration
         )
         self._key[job] = key
+        self._added[job] = self._clock()
 
     def remove(self, job: str) -> None:
         """Let go of a job (cancelled, taken over, the worker stops): its windows dropped."""
         key = self._key.pop(job, None)
+        self._added.pop(job, None)
         if key is not None:
             self._schedulers[key].remove(job)
 
@@ -199,7 +214,7 @@ class Batches:
             if not len(scheduler):
                 self._ahead.pop(key, None)
                 continue
-            batch = self._next_batch(key, scheduler)
+            batch = self._next_batch(key, scheduler) if self._ready_to_run(key, scheduler) else []
             if batch:
                 started = time.perf_counter()
                 run = partial(run_isolating, limit=self.size(key), on_oom=partial(self._out_of_memory, key))
@@ -213,8 +228,27 @@ class Batches:
                 step.ran = True
             for event in scheduler.events():
                 self._key.pop(event.job, None)
+                self._added.pop(event.job, None)
                 step.events.append(event)
         return step
+
+    def _ready_to_run(self, key: EngineKey, scheduler: Scheduler[Any, Any]) -> bool:
+        """False while a batch short of B waits for jobs added under `fill_wait` ago whose first
+        window is still decoding; never longer than `fill_wait` in all."""
+        if self.fill_wait <= 0:
+            return True
+        now, size = self._clock(), self.size(key)
+        scheduler.refill(size)
+        starting = [j for j in scheduler.starting() if now - self._added.get(j, now) < self.fill_wait]
+        ready = scheduler.buffered + len(self._ahead.get(key, []))
+        if not starting or not ready or ready >= size:
+            self._waiting.pop(key, None)
+            return True
+        since = self._waiting.setdefault(key, now)
+        if now - since >= self.fill_wait:
+            del self._waiting[key]
+            return True
+        return False
 
     def _next_batch(self, key: EngineKey, scheduler: Scheduler[Any, Any]) -> list[Any]:
         """The batch to run now (the one chosen a step ago, topped up to B, its windows of jobs

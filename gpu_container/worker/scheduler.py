@@ -28,8 +28,10 @@ Batch order (the choice, and why):
   order as claims.
 - With window packing (packing.py) a batch is bounded by the rows its windows pack into, not
   their count: `next_batch(size, fits)` adds windows in the same order while they still fit.
-- Work-conserving: a batch is never held back to wait for a fuller one; if only one job has
-  windows, it fills the batch alone (up to its read-ahead).
+- Work-conserving here: `next_batch` never holds a batch back to wait for a fuller one; if only
+  one job has windows, it fills the batch alone (up to its read-ahead). The worker's loop may
+  wait a moment for jobs it has just taken on (batches.Batches, FILL_WAIT_SECONDS), asking
+  `starting()` which of them have yielded nothing yet.
 """
 
 from __future__ import annotations
@@ -288,6 +290,15 @@ class Scheduler(Generic[W, R]):
     @property
     def buffered(self) -> int:
         return sum(len(j.pending) for j in self._jobs.values())
+
+    def starting(self) -> list[str]:
+        """Jobs whose stream has yielded no window yet and is still open: their first window is
+        being decoded (call `refill` first to take what is ready)."""
+        return [j.key for j in self._jobs.values() if j.next_seq == 0 and not j.exhausted]
+
+    def refill(self, size: int) -> None:
+        """Pull the windows that are ready now (as `next_batch` would), to look before choosing."""
+        self._refill(size)
 
     # ---- internals ----------------------------------------------------------------------
 

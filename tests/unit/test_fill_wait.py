@@ -1,0 +1,114 @@
+"""A batch short of B waits a moment (batches.FILL_WAIT_SECONDS) for the first windows of jobs
+just taken on, never for a job already under way, and never longer than the wait in all: a
+burst of short jobs shares its first batch instead of one job running alone while the others
+decode. A fake clock and streams that say NOT_READY until told, no threads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from gpu_container.worker import batches as batches_module
+from gpu_container.worker.batches import FILL_WAIT_SECONDS, Batches
+from gpu_container.worker.scheduler import NOT_READY, JobFinished, NotReady, Work
+from tests.fakes import Clock, Win
+
+KEY = ("fake", "tiny.en")
+
+
+class Gated:
+    """A job's windows: NOT_READY until `open` is set for the window it stands at."""
+
+    def __init__(self, job: str, n: int, ready_from: int = 0) -> None:
+        self.job, self.n, self.duration = job, n, n * 30.0
+        self.open = ready_from  # windows below this index are decoded
+        self.opened_all = False
+
+    def windows(self) -> Iterator[Win | NotReady]:
+        i = 0
+        while i < self.n:
+            if i < self.open or self.opened_all:
+                yield Win(self.job, i)
+                i += 1
+            else:
+                yield NOT_READY
+
+
+class Recording:
+    name, model_name, device = "fake", "tiny.en", "cuda"
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, int]]] = []
+
+    def run(self, batch: Sequence[Work[Win]]) -> list[tuple[str, int]]:
+        ids = [(w.job, w.window.index) for w in batch]
+        self.batches.append(ids)
+        return ids
+
+
+@pytest.fixture
+def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[Batches, Recording, Clock]:
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)  # no decoding thread
+    runner, clock = Recording(), Clock(1000.0)
+    batches = Batches(lambda _key: runner, batch_size=4, read_ahead=4, pack=False, clock=clock)  # type: ignore[arg-type,return-value]
+    return batches, runner, clock
+
+
+def test_a_burst_shares_its_first_batch(setup: tuple[Batches, Recording, Clock]) -> None:
+    batches, runner, clock = setup
+    a, b = Gated("a", 1, ready_from=1), Gated("b", 1)  # b's one window is still decoding
+    batches.add("a", KEY, a, None)  # type: ignore[arg-type]
+    batches.add("b", KEY, b, None)  # type: ignore[arg-type]
+
+    assert not batches.step().ran  # a alone would fill a quarter of the batch: wait for b
+    clock.now += FILL_WAIT_SECONDS / 3
+    b.open = 1
+    events: list[Any] = []
+    while len(events) < 2:
+        events += batches.step().events
+    assert runner.batches == [[("a", 0), ("b", 0)]]  # one batch for both
+    assert {e.job for e in events if isinstance(e, JobFinished)} == {"a", "b"}
+
+
+def test_the_wait_ends_after_fill_wait_whatever_is_still_decoding(setup: tuple[Batches, Recording, Clock]) -> None:
+    batches, runner, clock = setup
+    a, b = Gated("a", 1, ready_from=1), Gated("b", 1)
+    batches.add("a", KEY, a, None)  # type: ignore[arg-type]
+    batches.add("b", KEY, b, None)  # type: ignore[arg-type]
+    assert not batches.step().ran
+    clock.now += FILL_WAIT_SECONDS * 0.5
+    assert not batches.step().ran
+    clock.now += FILL_WAIT_SECONDS * 0.6  # past the whole wait: a runs without b
+    assert batches.step().ran
+    assert runner.batches == [[("a", 0)]]
+
+
+def test_a_job_under_way_is_never_waited_for(setup: tuple[Batches, Recording, Clock]) -> None:
+    """A long file whose next window is decoding holds back no batch: it has yielded windows."""
+    batches, runner, _clock = setup
+    long, short = Gated("long", 10, ready_from=1), Gated("short", 1, ready_from=1)
+    batches.add("long", KEY, long, None)  # type: ignore[arg-type]
+    assert batches.step().ran  # long's first window: no one else is starting
+    batches.add("short", KEY, short, None)  # type: ignore[arg-type]
+    assert batches.step().ran  # short's window is ready; long's next is decoding: no wait
+    assert runner.batches == [[("long", 0)], [("short", 0)]]
+
+
+def test_a_full_batch_runs_at_once(setup: tuple[Batches, Recording, Clock]) -> None:
+    batches, runner, _clock = setup
+    a, b = Gated("a", 4, ready_from=4), Gated("b", 1)
+    batches.add("a", KEY, a, None)  # type: ignore[arg-type]
+    batches.add("b", KEY, b, None)  # type: ignore[arg-type]
+    assert batches.step().ran  # B windows ready: nothing to wait for
+    assert runner.batches == [[("a", 0), ("a", 1), ("a", 2), ("a", 3)]]
+
+
+def test_no_wait_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)
+    runner = Recording()
+    batches = Batches(lambda _key: runner, batch_size=4, read_ahead=4, pack=False, fill_wait=0)  # type: ignore[arg-type,return-value]
+    batches.add("a", KEY, Gated("a", 1, ready_from=1), None)  # type: ignore[arg-type]
+    batches.add("b", KEY, Gated("b", 1), None)  # type: ignore[arg-type]
+    assert batches.step().ran and runner.batches == [[("a", 0)]]
