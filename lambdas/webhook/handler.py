@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -16,14 +16,12 @@ from pydantic import ValidationError
 from batchscribe import aws
 from batchscribe.job_metrics import webhook_tried
 from batchscribe.models import JobMessage
-from batchscribe.outcomes import WEBHOOK_SERVICE
 from batchscribe.repository import JobRepository
-from batchscribe.settings import METRICS_NAMESPACE, WebhookSettings
+from batchscribe.settings import WebhookSettings
 from batchscribe.webhooks import SendOutcome, WebhookSender
 
 logger = Logger(service="batchscribe")
 tracer = Tracer(service="batchscribe")
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=WEBHOOK_SERVICE)
 # a batch whose every callback must wait is not an error of the function (that would page)
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
@@ -56,8 +54,7 @@ def record_handler(record: SQSRecord) -> None:
         logger.error("webhook message is not a job message", extra={"body": record.body[:500]})
         return
     sent = sender().send(message.job_id)
-    metrics.add_metric(name=f"Webhook_{sent.outcome.value}", unit="Count", value=1)
-    webhook_tried(message.job_id, sent.outcome.value)
+    webhook_tried(message.job_id, sent.outcome.value)  # WebhookOutcomes, with the outcome its dimension
     if sent.outcome is SendOutcome.RETRY:
         assert sent.retry_after is not None
         queue_url = aws.client("sqs").get_queue_url(QueueName=record.event_source_arn.rsplit(":", 1)[1])["QueueUrl"]
@@ -69,6 +66,5 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
