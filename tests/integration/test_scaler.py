@@ -507,14 +507,24 @@ def test_batch_compute_counts_the_workers_that_could_not_start_by_their_exit_cod
     assert (workers.failed_starts, workers.held_seconds) == (2, pytest.approx(115.0))
 
 
+class Exiting(LocalCompute):
+    """The stand-in with workers that only exit with `code`."""
+
+    def __init__(self, code: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.code = code
+
+    def command(self, worker_id: str) -> tuple[list[str], dict[str, str] | None]:
+        return [sys.executable, "-c", f"raise SystemExit({self.code})"], None
+
+
 def test_the_local_stand_in_holds_a_pool_whose_workers_exit_69(tmp_path: Path) -> None:
     """The Batch stand-in records each worker's exit code as Batch does: after a worker exits 69
     (its GPU failed the preflight), the scaler starts no other for the back-off; one that exits 0
     holds nothing back."""
     settings = WorkerSettings(table_name="t", bucket_name="b", jobs_queue_url="q")
     lines: list[str] = []
-    compute = LocalCompute(settings, {}, tmp_path, say=lines.append, backoff=(60, 1800))
-    compute.command = lambda _worker_id: ([sys.executable, "-c", "raise SystemExit(69)"], None)  # type: ignore[method-assign]
+    compute = Exiting(69, settings, {}, tmp_path, say=lines.append, backoff=(60, 1800))
     pool = Pool(name="gpu", queue_url="q", max_workers=2, job_queue="jq")
 
     scale([pool], lambda _pool: (1, 0), compute)
@@ -525,8 +535,7 @@ def test_the_local_stand_in_holds_a_pool_whose_workers_exit_69(tmp_path: Path) -
     assert compute.started == 1 and decision.submitted == 0 and 55 < decision.held_seconds <= 60
     assert any("exited with code 69" in line for line in lines)
 
-    ok = LocalCompute(settings, {}, tmp_path, say=lines.append, backoff=(60, 1800))
-    ok.command = lambda _worker_id: ([sys.executable, "-c", "pass"], None)  # type: ignore[method-assign]
+    ok = Exiting(0, settings, {}, tmp_path, say=lines.append, backoff=(60, 1800))
     scale([pool], lambda _pool: (1, 0), ok)
     for job in list(ok.jobs.values()):
         assert job.proc is not None
