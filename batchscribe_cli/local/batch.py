@@ -95,6 +95,7 @@ class LocalCompute:
         self.peak = 0
         self.closed = False  # stopping: a scaler tick still under way starts nothing more
         self._lock = threading.Lock()
+        self.ticking = threading.Lock()  # held through a scaler tick (a cap changed waits for it)
         self._last_cause = ""  # the last cause a worker that could not start gave
 
     def env_for(self, worker_id: str) -> dict[str, str]:
@@ -336,6 +337,10 @@ def scaler_tick(compute: LocalCompute, pools: Callable[[], list[Pool]]) -> Calla
     said: dict[str, int] = {}  # per pool, the failed starts its last hold was said for
 
     def tick() -> None:
+        with compute.ticking:
+            _tick()
+
+    def _tick() -> None:
         compute.reap()
         for d in scale(pools(), sqs_depth, compute):
             if not d.held_seconds:

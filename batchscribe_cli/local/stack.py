@@ -3,6 +3,7 @@ here and nothing else (each stand-in is its own module of this package)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -251,9 +252,11 @@ class LocalStack:
         return self._scaler.pools[0]
 
     def set_max_workers(self, count: int) -> None:
-        """Change the worker cap while running (tests hold workers back with 0)."""
+        """Change the worker cap while running (tests hold workers back with 0). A scaler tick
+        under way finishes first: none started on the old cap after this returns."""
         pools = [self.pool.model_copy(update={"max_workers": count})]
-        self.settings["scaler"] = self._scaler.model_copy(update={"pools": pools})
+        with self.compute.ticking if self.compute is not None else contextlib.nullcontext():
+            self.settings["scaler"] = self._scaler.model_copy(update={"pools": pools})
 
     @property
     def _scaler(self) -> ScalerSettings:
