@@ -47,7 +47,8 @@ VARIANTS: dict[str, str] = {
     "openai-whisper": "openai-whisper (PyTorch, fp32 on CPU / fp16 on GPU), one window after another",
     "faster-whisper": "faster-whisper (CTranslate2, int8 on CPU / fp16 on GPU), sequential",
     "faster-whisper-batched": "faster-whisper's BatchedInferencePipeline (VAD chunks, batch 8), as the engine runs it",
-    "worker-batched": "the worker's batched path: windows.open_media -> scheduler -> FasterWhisperBatchRunner",
+    "worker-batched": "the worker's batched path, as `batchscribe transcribe` runs it (batches.transcribe_file: "
+    "streamed windows -> Batches, features prepared a batch ahead -> FasterWhisperBatchRunner)",
 }
 MODEL = "tiny.en"
 BEAM = 5
@@ -112,28 +113,16 @@ def _transcriber(variant: str, device: str, batch_size: int) -> tuple[Callable[[
             lambda _path, audio: library_transcribe(fw, audio.samples, language="en", batch_size=pipeline_batch)
         ), fw.device
     if variant == "worker-batched":
-        from gpu_container.worker.batched import DecodeOptions, FasterWhisperBatchRunner, assemble, run_isolating
-        from gpu_container.worker.scheduler import JobFinished, Scheduler
-        from gpu_container.worker.windows import open_media, prefetch
+        from batchscribe.models import JobOptions
+        from gpu_container.worker.batches import transcribe_file
 
         engine = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM)
-        runner = FasterWhisperBatchRunner.from_engine(engine)
 
         def worker_path(path: Path, _audio: Any) -> str:
-            """One job through the worker's own loop: prefetched windows, batches of B."""
-            scheduler: Scheduler[Any, Any] = Scheduler(read_ahead=8)  # WorkerSettings.read_ahead
-            with open_media(path, 4 * 3600) as stream:
-                scheduler.add("job", prefetch(stream.windows()), options=DecodeOptions(language="en"))
-                while len(scheduler):
-                    batch = scheduler.next_batch(batch_size)
-                    if batch:
-                        scheduler.complete(batch, run_isolating(runner, batch))
-                    else:
-                        time.sleep(0.002)  # the next window is still being decoded
-                    for event in scheduler.events():
-                        assert isinstance(event, JobFinished), event
-                        return assemble(event.results, stream.decoded_seconds).text
-            raise RuntimeError("the job did not finish")
+            """One job through the worker's own path (what `batchscribe transcribe` runs): the
+            file streamed into windows, batches of B, features prepared a batch ahead."""
+            options = JobOptions(language="en")
+            return transcribe_file(path, options, engine, max_duration_seconds=4 * 3600, batch_size=batch_size).text
 
         return worker_path, engine.device
     raise ValueError(f"unknown variant {variant!r}")
