@@ -134,7 +134,7 @@ def test_a_low_job_advances_under_a_continuous_stream_of_high_jobs(stack: LocalS
 
 def test_an_owner_at_its_cap_does_not_hold_back_another_owners_job(stack: LocalStack, clip: Path) -> None:
     flood = client(stack, "flood")
-    floods = [flood.submit(clip, {"language": "en"})["job_id"] for _ in range(12)]
+    floods = [flood.submit(clip, {"language": "en"})["job_id"] for _ in range(16)]
     wait_until(lambda: any(j["status"] == "succeeded" for j in jobs(stack, "flood", floods)), 120)
 
     single = client(stack, "single").submit(clip, {"language": "en"})["job_id"]
