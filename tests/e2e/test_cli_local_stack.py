@@ -272,9 +272,12 @@ def test_an_interrupted_upload_resumes_with_the_missing_parts(stack: LocalStack,
         hold_workers_back(stack)  # the job stays queued
         env = {**os.environ, "BATCHSCRIBE_API": stack.url, "BATCHSCRIBE_OWNER": "dave", "BATCHSCRIBE_PROGRESS": "true"}
         for _ in range(3):  # a busy machine may read the first part's line only once all are in
+            # Ctrl-C as at a terminal, even where this run was started in the background (whose
+            # children inherit SIGINT ignored, and Python then never raises KeyboardInterrupt)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "batchscribe_cli", "submit", str(big)], env=env, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=False,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )  # fmt: skip
             assert proc.stderr is not None
             seen = b""
