@@ -116,6 +116,7 @@ class Decision:
     submitted: int
     moved: int = 0  # workers cancelled on the Spot path: `submitted` went to the on-demand queue
     held_seconds: float = 0.0  # the backlog wanted workers, but the pool's last ones could not start
+    failed_starts: int = 0  # the pool's workers that could not start within the look-back
 
 
 def scale(pools: list[Pool], depth: QueueDepth, compute: Compute) -> list[Decision]:
@@ -139,7 +140,8 @@ def scale_pool(pool: Pool, depth: QueueDepth, compute: Compute) -> Decision:
         logger.warning("workers stuck RUNNABLE on Spot cancelled", extra={"pool": pool.name, "stuck": workers.stuck})
     n = plan(visible, in_flight, active, pool)
     if n and workers.held_seconds > 0:  # the scaler function's `scaled` line and metric say so
-        return Decision(pool.name, backlog, active, 0, len(workers.stuck), round(workers.held_seconds, 1))
+        held = round(workers.held_seconds, 1)
+        return Decision(pool.name, backlog, active, 0, len(workers.stuck), held, workers.failed_starts)
     if n:
         compute.submit(pool, n, on_demand=bool(workers.on_demand or workers.stuck))
     return Decision(pool.name, backlog, active, n, len(workers.stuck))
@@ -170,7 +172,7 @@ def _is_child(job: dict[str, Any]) -> bool:
 
 def _could_not_start(job: dict[str, Any]) -> bool:
     """A worker that ended with the exit code of one that could not start (its container's)."""
-    return (job.get("container") or {}).get("exitCode") in {int(c) for c in WORKER_CANNOT_START}
+    return (job.get("container") or {}).get("exitCode") in WORKER_CANNOT_START
 
 
 def _stopped(job: dict[str, Any]) -> float:

@@ -121,16 +121,6 @@ class LocalCompute:
     def workers(self, pool: Pool) -> Workers:
         return self.batch.workers(pool)
 
-    def workers_that_could_not_start(self, pool: str) -> int:
-        """Workers of this pool that ended with a could-not-start code (for the terminal)."""
-        codes = {int(c) for c in WORKER_CANNOT_START}
-        with self._lock:
-            return sum(
-                1
-                for j in self.jobs.values()
-                if j.exit_code in codes and j.name.startswith(f"{self.batch.prefix}-{pool}-")
-            )
-
     def active(self, pool: Pool) -> int:
         return self.batch.workers(pool).active
 
@@ -346,7 +336,7 @@ def scaler_tick(compute: LocalCompute, pools: Callable[[], list[Pool]]) -> Calla
             if not d.held_seconds:
                 said.pop(d.pool, None)
                 continue
-            failed = compute.workers_that_could_not_start(d.pool)
+            failed = d.failed_starts
             if said.get(d.pool) != failed:
                 said[d.pool] = failed
                 compute.say(

@@ -238,6 +238,9 @@ class Batches:
         if self.fill_wait <= 0:
             return True
         now, size = self._clock(), self.size(key)
+        if not any(now - t < self.fill_wait for t in self._added.values()):
+            self._waiting.pop(key, None)
+            return True  # no job just taken on: nothing to look for (the loop's usual step)
         scheduler.refill(size)
         starting = [j for j in scheduler.starting() if now - self._added.get(j, now) < self.fill_wait]
         ready = scheduler.buffered + len(self._ahead.get(key, []))

@@ -180,7 +180,7 @@ def test_the_handler_runs_under_the_lease_and_a_wake_that_finds_it_held_returns_
     lease = RunLease(aws_stack.table, SCALER_LEASE, 60)
 
     assert handler({}, LocalContext()) == [
-        {"pool": "gpu", "backlog": 0, "active": 0, "submitted": 0, "moved": 0, "held_seconds": 0.0}
+        {"pool": "gpu", "backlog": 0, "active": 0, "submitted": 0, "moved": 0, "held_seconds": 0.0, "failed_starts": 0}
     ]
     assert lease.state().holder is None and lease.state().last_start is not None
 
