@@ -226,12 +226,15 @@ def run(
 ) -> dict[str, Any]:
     import jiwer
 
+    from gpu_container.worker.batches import CPU_FILE_BATCH_SIZE
     from gpu_container.worker.main import default_batching
     from gpu_container.worker.media import decode
     from harness.audio import long_text, speak
 
     device = _device(device)
-    batch_size = default_batching(device, MODEL)[1]
+    # B as `batchscribe transcribe` runs one file (transcribe_file): CPU_FILE_BATCH_SIZE on a CPU;
+    # on a GPU it sizes B from the memory free after the load, here the default a T4 gets
+    batch_size = CPU_FILE_BATCH_SIZE if device != "cuda" else default_batching(device, MODEL)[1]
     if BASELINE in variants:  # the openai-whisper checkpoint is converted once, outside the timings
         from gpu_container.worker.engines import openai_checkpoint, resolve_model
 

@@ -8,7 +8,9 @@ Memory, per worker, in MiB (each figure's source beside it):
                      + the configured model's weights at load (LOAD_FACTOR x its fp16 size)
                      + on CPU: the encoder's working set, grown with the model's attention heads
                      + (K - 1) more held jobs' decoded audio (WorkerSettings.read_ahead windows
-                       and one decode block each, float32 at 16 kHz, twice over)
+                       and one decode block each, float32 at 16 kHz, twice over: the windows
+                       decoded ahead wait in the scheduler and in the job's prefetch queue,
+                       at most read_ahead in each)
                      + on GPU: the CUDA runtime's host memory (an estimate: not measured here))
 
 Disk, per host, in GiB: the AMI's root (the ECS AMIs' snapshot), the image twice (pulled

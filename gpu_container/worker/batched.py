@@ -7,20 +7,28 @@ asked, and the window's language. Which windows form a batch is the scheduler's 
 transcribe` run the same runners (batches.py); the libraries' steps come from whisper_lib.
 
 - faster-whisper (CTranslate2): batched log-mel (one vectorized call for all windows,
-  computed for the next batch while this one runs: `prepare`, features.py), one encoder call, one `generate` over the
-  batch with per-window prompts (timestamps on, so a window yields sentence-level segments,
-  not one 30 s segment), then word alignment on the same encoder output where asked — the
-  steps of faster-whisper's transcribe, with per-window options. CTranslate2 needs
-  <|startoftranscript|> at the same position in every prompt of a `generate` call, so
-  windows are grouped by the length of their initial prompt: a batch whose jobs all have no
-  prompt (the usual case) is one encoder call and one generate call; each distinct prompt
-  length costs one more. Language and task may differ within a group (fixed positions).
+  computed for the next batch while this one runs: `prepare`, features.py), one encoder call,
+  one `generate` over the batch with per-window prompts, timestamp tokens off
+  (`<|notimestamps|>`, as BatchedInferencePipeline decodes), then word alignment on the same
+  encoder output for every window: the words time the segments, cut after each sentence, at a
+  pause of more than MAX_WORD_GAP and where the window's speech chunks join (`_split_at_words`);
+  the words are kept only for jobs that asked for them. A window (at most 30 s of VAD speech,
+  windows.py) is thus decoded exactly once: with timestamp tokens the model often closes a
+  segment early (`...<|6.88|><|6.88|>`) and leaves the rest for a second pass, which on a 5 min
+  file re-encoded 5 windows of 11 and split each batch's decode in two (18-22 s against 14-16 s
+  here; the alignment costs ~12 % of the batch). CTranslate2 needs <|startoftranscript|> at the
+  same position in every prompt of a `generate` call, so windows are grouped by the length of
+  their initial prompt: a batch whose jobs all have no prompt (the usual case) is one encoder
+  call and one generate call; each distinct prompt length costs one more. Language and task
+  may differ within a group (fixed positions). `timestamp_tokens=True` decodes as sequential
+  whisper does instead (below), for comparison.
 - openai-whisper (PyTorch, the reference): batched log-mel, one `embed_audio` call (fp16 on
   CUDA), then whisper's DecodingTask on the encoder output, once per group of identical
-  (language, task, prompt), timestamps on. Word timestamps run whisper.timing per window
-  (it re-runs the model on that window's mel): correct, slower.
+  (language, task, prompt), timestamps on (its timestamp rules batched: whisper_lib). Word
+  timestamps run whisper.timing per window (it re-runs the model on that window's mel):
+  correct, slower, which is why this runner keeps timestamp tokens for segment times.
 
-Timestamps are on, as in sequential whisper, and so is its seek: when the model closes a
+With timestamp tokens on, as in sequential whisper, so is its seek: when the model closes a
 segment and opens another without text (`...<|6.88|><|6.88|>`), it leaves the rest of the
 audio for a next window; the windows of a batch that stopped early are decoded again from
 that point, together, as one more (smaller) batch, at most MAX_PASSES passes in all.
@@ -33,7 +41,9 @@ re-batched; a window judged silent yields no segments.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -47,7 +57,7 @@ from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import UnsupportedLanguage
 from gpu_container.worker.features import FeaturePrefetch
 from gpu_container.worker.gpu_memory import is_out_of_memory
-from gpu_container.worker.transcript import Segment, Transcript, Word, sentence_segments, tidy
+from gpu_container.worker.transcript import Segment, Transcript, Word, ends_sentence, sentence_segments, tidy
 from gpu_container.worker.windows import MediaStream, SplitStream, Window
 
 
@@ -343,6 +353,84 @@ def _pieces(d: _Decoded, tokenizer: Any, duration: float, defaults: whisper_lib.
     return _Pass(language="", pieces=pieces, resume_at=resume_at)
 
 
+def _whole(d: _Decoded, tokenizer: Any, duration: float, defaults: whisper_lib.DecodingDefaults) -> _Pass:
+    """A decode without timestamp tokens: the window's whole text as one piece (its times come
+    from word alignment, `_split_at_words`); it never stops early, so no window is decoded
+    twice."""
+    if defaults.is_silent(d.avg_logprob, d.no_speech_prob):
+        return _Pass(language="", pieces=[], resume_at=None)
+    tokens = [t for t in d.tokens if t < tokenizer.eot]
+    text = tokenizer.decode(tokens)
+    if not tokens or not text.strip():
+        return _Pass(language="", pieces=[], resume_at=None)
+    piece = {
+        "start": 0.0,
+        "end": duration,
+        "tokens": tokens,
+        "text": text,
+        "avg_logprob": d.avg_logprob,
+        "no_speech_prob": d.no_speech_prob,
+        "temperature": d.temperature,
+    }
+    return _Pass(language="", pieces=[piece], resume_at=None)
+
+
+UNPUNCTUATED_WORDS = 8  # a window's text of this many words with no punctuation at all: see unpunctuated
+_PUNCTUATION = re.compile(r"[.,!?;:\u2026\u3002\uff0c\uff01\uff1f\u3001\uff1b\uff1a]")
+
+
+def unpunctuated(text: str) -> bool:
+    """Whether a decode without timestamp tokens fell into whisper's unpunctuated mode: at
+    least UNPUNCTUATED_WORDS words and not one punctuation mark (tiny.en on espeak speech: 2 of
+    13 files, "yesterday after work I went to the market and I bought Apple's bread and tea",
+    where decoding with timestamp tokens gave "Yesterday, after work, I went to the market, and
+    I bought apples, bread, and tea."). Such a window is decoded again with timestamp tokens:
+    its sentences need their full stops to become segments. Scripts written without spaces
+    count few words and are never taken for it."""
+    return len(text.split()) >= UNPUNCTUATED_WORDS and not _PUNCTUATION.search(text)
+
+
+MAX_WORD_GAP = 1.5  # seconds between two words that end a segment (as sentence_segments joins)
+
+
+def _split_at_words(pieces: list[dict[str, Any]], window: Window, keep_words: bool) -> list[dict[str, Any]]:
+    """Word-aligned pieces cut into segments: after a word that ends a sentence, where the
+    words cross from one speech chunk of the window to the next (a dropped pause), and at a
+    pause of more than MAX_WORD_GAP. Each segment's times are its first word's start and last
+    word's end; its words stay only when the job asked for them. A piece alignment gave no
+    words keeps its own times."""
+    out: list[dict[str, Any]] = []
+    for piece in pieces:
+        words = [w for w in piece.get("words") or [] if str(w["word"]).strip()]
+        if not words:
+            out.append({**piece, "words": None})
+            continue
+        runs: list[list[dict[str, Any]]] = [[words[0]]]
+        for prev, word in itertools.pairwise(words):
+            if (
+                ends_sentence(str(prev["word"]))
+                or _chunk_of(window, prev) != _chunk_of(window, word)
+                or word["start"] - prev["end"] > MAX_WORD_GAP
+            ):
+                runs.append([])
+            runs[-1].append(word)
+        for run in runs:
+            out.append(
+                {
+                    **piece,
+                    "start": float(run[0]["start"]),
+                    "end": float(run[-1]["end"]),
+                    "text": "".join(str(w["word"]) for w in run),
+                    "words": run if keep_words else None,
+                }
+            )
+    return out
+
+
+def _chunk_of(window: Window, word: dict[str, Any]) -> int:
+    return window.chunk_at((word["start"] + word["end"]) / 2)
+
+
 class _WindowLoop:
     """The part both runners share: decode every window of the batch together; windows
     the model left unfinished are decoded again from where it stopped, together, until
@@ -477,7 +565,15 @@ class FasterWhisperBatchRunner(_WindowLoop):
 
     name = "faster-whisper"
 
-    def __init__(self, model: Any, *, model_name: str = "", device: str = "cpu", beam_size: int = 5) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        model_name: str = "",
+        device: str = "cpu",
+        beam_size: int = 5,
+        timestamp_tokens: bool = False,
+    ) -> None:
         self.steps = whisper_lib.FasterWhisperSteps(model)
         self.model_name = model_name
         self.device = device
@@ -485,6 +581,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
         self.defaults = whisper_lib.faster_whisper_defaults()
         self.temperatures = self.defaults.temperatures
         self.features = FeaturePrefetch(self.steps.features)
+        self.timestamp_tokens = timestamp_tokens
 
     def prepare(self, batch: Sequence[WindowRequest]) -> None:
         """Start the log-mel features of the next batch's windows beside the model (one slot):
@@ -502,7 +599,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
         # CTranslate2 wants <|startoftranscript|> at one position in a generate call
         groups: dict[int, list[int]] = defaultdict(list)
         for i, prev in enumerate(previous):
-            groups[len(st.prompt(plain, prev))].append(i)
+            groups[len(st.prompt(plain, prev, timestamps=self.timestamp_tokens))].append(i)
         out: list[_Pass | None] = [None] * len(items)
         for idx in groups.values():
             done = self._pass_group(
@@ -530,7 +627,9 @@ class FasterWhisperBatchRunner(_WindowLoop):
             detected = st.detect_languages(encoder_output)
             languages = [lang or detected[i] for i, lang in enumerate(languages)]
         tokenizers = [st.tokenizer(str(lang), item.options.task) for lang, item in zip(languages, items, strict=True)]
-        prompts = [st.prompt(tok, p) for tok, p in zip(tokenizers, previous, strict=True)]
+        prompts = [
+            st.prompt(tok, p, timestamps=self.timestamp_tokens) for tok, p in zip(tokenizers, previous, strict=True)
+        ]
 
         decoded = self._generate(encoder_output, prompts, tokenizers[0], temperature=0.0)
         self._fallbacks(
@@ -538,16 +637,33 @@ class FasterWhisperBatchRunner(_WindowLoop):
             lambda retry, t: self._generate(st.encode(features[retry]), [prompts[i] for i in retry], tokenizers[0], t),
         )
         durations = [len(a) / st.sampling_rate for a in audios]
+        split = _pieces if self.timestamp_tokens else _whole
         passes = [
-            _pieces(d, tok, min(dur, st.chunk_length), self.defaults)
+            split(d, tok, min(dur, st.chunk_length), self.defaults)
             for d, tok, dur in zip(decoded, tokenizers, durations, strict=True)
         ]
+        bare = [
+            i for i, d in enumerate(decoded) if not self.timestamp_tokens and passes[i].pieces and unpunctuated(d.text)
+        ]
+        if bare:  # whisper's unpunctuated mode: those windows decoded again, timestamp tokens on
+            timed = [st.prompt(tokenizers[i], previous[i]) for i in bare]
+            again = self._generate(st.encode(features[bare]), timed, tokenizers[bare[0]], temperature=0.0)
+            for i, d in zip(bare, again, strict=True):
+                if not self.defaults.needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob):
+                    passes[i] = _pieces(d, tokenizers[i], min(durations[i], st.chunk_length), self.defaults)
         for p, lang in zip(passes, languages, strict=True):
             p.language = str(lang)
-        wanted = [i for i, it in enumerate(items) if it.options.word_timestamps and passes[i].pieces]
+        wanted = [
+            i
+            for i, it in enumerate(items)
+            if (it.options.word_timestamps or not self.timestamp_tokens) and passes[i].pieces
+        ]
         if wanted:
             frames = [min(st.nb_max_frames, max(1, round(d * st.frames_per_second))) for d in durations]
             self._add_words(encoder_output, tokenizers, [p.pieces for p in passes], frames, wanted)
+        if not self.timestamp_tokens:
+            for p, item in zip(passes, items, strict=True):
+                p.pieces = _split_at_words(p.pieces, item.window, item.options.word_timestamps)
         return passes
 
     def _generate(

@@ -310,10 +310,10 @@ class FasterWhisperSteps:
         fe = self.model.feature_extractor
         return np.stack([pad_or_trim(fe(audio)[..., :-1]) for audio in audios])
 
-    def prompt(self, tokenizer: Any, previous: list[int]) -> list[int]:
+    def prompt(self, tokenizer: Any, previous: list[int], *, timestamps: bool = True) -> list[int]:
         """The decoder prompt: previous text (an initial prompt), then the start sequence,
-        timestamps on."""
-        return list(self.model.get_prompt(tokenizer, previous, without_timestamps=False))
+        with timestamp tokens on or off (`<|notimestamps|>`)."""
+        return list(self.model.get_prompt(tokenizer, previous, without_timestamps=not timestamps))
 
     def encode(self, features: np.ndarray) -> Any:
         return self.model.encode(features)

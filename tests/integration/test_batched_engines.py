@@ -213,3 +213,56 @@ def test_three_minutes_batched_give_readable_subtitles_as_accurate_as_sequential
         assert 1 <= len(lines) <= 2 and all(0 < len(line) <= 42 for line in lines), lines
         prev_end = end
     assert abs(cues[-1][1] - audio.duration) < 3.0
+
+
+def test_each_window_is_decoded_once_and_timed_by_its_words_whether_or_not_they_are_asked(
+    fw_engine: FasterWhisperEngine, three_minutes: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the three-minute file's windows and the batched faster-whisper runner, counting
+    # the rows each greedy/beam decode (temperature 0) is given
+    text, path = three_minutes
+    runner = FasterWhisperBatchRunner.from_engine(fw_engine)
+    rows: list[int] = []
+    generate = runner.steps.generate
+
+    def counted(encoder_output: Any, prompts: list[list[int]], *args: Any, **kwargs: Any) -> Any:
+        if kwargs["temperature"] == 0:
+            rows.append(len(prompts))
+        return generate(encoder_output, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(runner.steps, "generate", counted)
+    with open_media(path, 600) as stream:
+        windows = list(stream.windows())
+        duration = stream.decoded_seconds
+    transcripts = {}
+    for with_words in (False, True):
+        # When the windows run in batches of 8, with and without word timestamps
+        scheduler: Scheduler[Any, Any] = Scheduler()
+        scheduler.add("long", iter(windows), options=DecodeOptions(language="en", word_timestamps=with_words))
+        _, events = run_all(scheduler, runner, size=8)
+        event = events["long"]
+        assert isinstance(event, JobFinished)
+        transcripts[with_words] = assemble(event.results, duration)
+
+    # Then every window was decoded once (no second pass over a window's rest)...
+    assert sum(rows) == 2 * len(windows)
+    # ...the segments are the same either way: sentences timed by their words...
+    plain, worded = transcripts[False], transcripts[True]
+    assert [(s.text, s.start, s.end) for s in plain.segments] == [(s.text, s.start, s.end) for s in worded.segments]
+    assert all(s.words is None for s in plain.segments) and all(s.words for s in worded.segments)
+    for s in worded.segments:
+        assert s.words is not None and (s.start, s.end) == (s.words[0].start, s.words[-1].end)
+    # ...inside the audio, in order, one a sentence, as accurate as before
+    assert all(0 <= a.start <= a.end <= b.start for a, b in itertools.pairwise(plain.segments))
+    assert plain.segments[-1].end <= duration + 0.01
+    sentences = len(re.findall(r"[.!?]", text))
+    assert 0.8 * sentences <= len(plain.segments) <= 1.2 * sentences
+    assert wer(text, plain.text) <= 0.1
+    # ...and no less accurate than decoding with timestamp tokens (and second passes)
+    tokens = FasterWhisperBatchRunner.from_engine(fw_engine, timestamp_tokens=True)
+    scheduler = Scheduler()
+    scheduler.add("long", iter(windows), options=DecodeOptions(language="en"))
+    _, events = run_all(scheduler, tokens, size=8)
+    event = events["long"]
+    assert isinstance(event, JobFinished)
+    assert wer(text, plain.text) <= wer(text, assemble(event.results, duration).text) + 0.01

@@ -263,7 +263,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_and_the_job_completes(
     than 3 windows. The worker halves B (the first batch: the file's 6 windows), runs the same
     windows again at the new size and keeps it, logs it once; the job succeeds on its first
     attempt, with its words."""
-    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)  # every window ready for batch 1
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows, _depth=2: windows)  # every window ready for batch 1
     text = long_text(150)
     job_id = submit(aws_stack, speak(text, tmp_path / "long.wav"))
     sizes: list[int] = []

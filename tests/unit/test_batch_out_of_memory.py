@@ -95,7 +95,7 @@ def run_until_done(batches: Batches, jobs: int) -> list[Any]:
 
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)  # no decoding thread
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows, _depth=2: windows)  # no decoding thread
 
 
 def test_the_worker_halves_b_keeps_it_and_says_so_once_each_time(

@@ -72,4 +72,5 @@ def test_batchscribe_transcribe_sizes_b_with_its_engine_already_loaded(monkeypat
     assert batches._engine_batch_size(engine) == 24  # as sized before the load
     monkeypatch.setattr(batches, "free_memory", lambda: None)
     assert batches._engine_batch_size(engine) == 14
-    assert batches._engine_batch_size(SimpleNamespace(device="cpu", model_name="tiny.en")) == 2
+    cpu = SimpleNamespace(device="cpu", model_name="tiny.en")
+    assert batches._engine_batch_size(cpu) == batches.CPU_FILE_BATCH_SIZE

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 
+from gpu_container.worker import batched
 from gpu_container.worker.batched import WindowResult, WindowSegment, assemble, split_timestamped
 from gpu_container.worker.media import SAMPLE_RATE
 from gpu_container.worker.transcript import (
@@ -148,3 +149,74 @@ def test_two_lines_are_balanced_and_short_segments_keep_one_cue() -> None:
     assert wrap_lines("x " * 60, 42, 2) is None
     t = Transcript(language="en", duration=3.0, segments=[Segment(id=0, start=0.0, end=1.5, text="One.")])
     assert render(t, "srt", cues=READABLE_CUES) == render(t, "srt") == "1\n00:00:00,000 --> 00:00:01,500\nOne.\n"
+
+
+def _aligned(*words: tuple[str, float, float]) -> list[dict[str, object]]:
+    return [{"word": w, "start": s, "end": e, "probability": 0.9} for w, s, e in words]
+
+
+def test_a_window_decoded_without_timestamps_is_cut_into_segments_at_its_words() -> None:
+    # speech at 10-16 s and 30-34 s of the source, concatenated: window 0-6 s is chunk 0, 6-10 s chunk 1
+    chunks = ((10 * SAMPLE_RATE, 16 * SAMPLE_RATE), (30 * SAMPLE_RATE, 34 * SAMPLE_RATE))
+    window = Window(index=0, audio=np.zeros(10 * SAMPLE_RATE, np.float32), chunks=chunks)
+    piece = {"start": 0.0, "end": 10.0, "tokens": [1], "text": "…", "avg_logprob": -0.2, "no_speech_prob": 0.01,
+             "temperature": 0.0}  # fmt: skip
+    piece["words"] = _aligned(
+        (" Good", 0.1, 0.4), (" morning.", 0.4, 0.9),  # a sentence ends
+        (" We", 1.0, 1.2), (" met", 1.2, 1.5),  # a pause of 2 s within the chunk
+        (" at", 3.6, 3.8), (" noon", 3.8, 5.6),  # the chunk ends: a dropped pause follows
+        (" and", 6.1, 6.3), (" left", 6.3, 6.8),
+    )  # fmt: skip
+    cut = batched._split_at_words([piece], window, keep_words=False)
+    assert [(p["text"], p["start"], p["end"], p["words"]) for p in cut] == [
+        (" Good morning.", 0.1, 0.9, None),
+        (" We met", 1.0, 1.5, None),
+        (" at noon", 3.6, 5.6, None),
+        (" and left", 6.1, 6.8, None),
+    ]
+    assert all(p["avg_logprob"] == -0.2 for p in cut)  # the window's confidence on each
+    kept = batched._split_at_words([piece], window, keep_words=True)
+    assert [[w["word"] for w in p["words"]] for p in kept] == [
+        [" Good", " morning."],
+        [" We", " met"],
+        [" at", " noon"],
+        [" and", " left"],
+    ]
+
+    # in the source: the last segment is in the second chunk, 20 s after the cut
+    result = batched._to_result(window, "en", cut, with_words=False)
+    timed = [(s.text, s.start, s.end) for s in result.segments]
+    assert timed[-2:] == [(" at noon", 13.6, 15.6), (" and left", 30.1, 30.8)]
+
+    # alignment that gave no words: the piece keeps the window's span
+    bare = batched._split_at_words([{**piece, "words": []}], window, keep_words=False)
+    assert [(p["start"], p["end"], p["words"]) for p in bare] == [(0.0, 10.0, None)]
+
+
+def test_a_decode_without_timestamps_is_one_piece_and_silence_is_none() -> None:
+    defaults = batched.whisper_lib.DecodingDefaults(
+        temperatures=(0.0,), compression_ratio_threshold=2.4, log_prob_threshold=-1.0, no_speech_threshold=0.6,
+        best_of=5, max_initial_timestamp=1.0, prepend_punctuations="", append_punctuations="",
+    )  # fmt: skip
+
+    class Tok:
+        eot = EOT
+
+        @staticmethod
+        def decode(tokens: list[int]) -> str:
+            return "".join(f" w{t}" for t in tokens)
+
+    said = batched._whole(batched._Decoded([5, 6, EOT], -0.3, 0.1, 0.0), Tok(), 12.5, defaults)
+    assert said.resume_at is None  # never a second pass
+    assert [(p["start"], p["end"], p["tokens"], p["text"]) for p in said.pieces] == [(0.0, 12.5, [5, 6], " w5 w6")]
+    silent = batched._whole(batched._Decoded([5, EOT], -1.5, 0.9, 0.0), Tok(), 12.5, defaults)
+    assert silent.pieces == [] and silent.resume_at is None
+    assert batched._whole(batched._Decoded([EOT], -0.1, 0.1, 0.0), Tok(), 12.5, defaults).pieces == []
+
+
+def test_whisper_unpunctuated_mode_is_recognised_and_short_or_spaceless_text_is_not() -> None:
+    assert batched.unpunctuated(" yesterday after work I went to the market and I bought Apple's bread and tea")
+    assert not batched.unpunctuated(" Yesterday, after work, I went to the market, and I bought apples.")
+    assert not batched.unpunctuated(" Please send me the report")  # too few words to tell
+    assert not batched.unpunctuated(" 我们明天在办公室见面然后一起吃午饭")  # no spaces: one "word"
+    assert not batched.unpunctuated(" 昨天下班后 我去了市场， 买了苹果 面包 和茶")

@@ -156,7 +156,7 @@ class Preparing:
 
 
 def test_batch_n_plus_one_is_prepared_before_batch_n_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)  # no decoding thread
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows, _depth=2: windows)  # no decoding thread
     runner = Preparing()
     batches = Batches(lambda _key: runner, batch_size=4, read_ahead=8)  # type: ignore[arg-type,return-value]
     batches.add("a", ("fake", "tiny.en"), Stream("a", 10), None)  # type: ignore[arg-type]
@@ -174,7 +174,7 @@ def test_batch_n_plus_one_is_prepared_before_batch_n_runs(monkeypatch: pytest.Mo
 def test_a_job_let_go_while_its_windows_wait_prepared_is_dropped_and_the_rest_finish(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows, _depth=2: windows)
     runner = Preparing()
     batches = Batches(lambda _key: runner, batch_size=4, read_ahead=8)  # type: ignore[arg-type,return-value]
     batches.add("a", ("fake", "tiny.en"), Stream("a", 6), None)  # type: ignore[arg-type]

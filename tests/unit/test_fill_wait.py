@@ -5,6 +5,7 @@ decode. A fake clock and streams that say NOT_READY until told, no threads."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -50,7 +51,7 @@ class Recording:
 
 @pytest.fixture
 def setup(monkeypatch: pytest.MonkeyPatch) -> tuple[Batches, Recording, Clock]:
-    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)  # no decoding thread
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows, _depth=2: windows)  # no decoding thread
     runner, clock = Recording(), Clock(1000.0)
     batches = Batches(lambda _key: runner, batch_size=4, read_ahead=4, pack=False, clock=clock)  # type: ignore[arg-type,return-value]
     return batches, runner, clock
@@ -106,9 +107,35 @@ def test_a_full_batch_runs_at_once(setup: tuple[Batches, Recording, Clock]) -> N
 
 
 def test_no_wait_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batches_module, "prefetch", lambda windows: windows)
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows, _depth=2: windows)
     runner = Recording()
     batches = Batches(lambda _key: runner, batch_size=4, read_ahead=4, pack=False, fill_wait=0)  # type: ignore[arg-type,return-value]
     batches.add("a", KEY, Gated("a", 1, ready_from=1), None)  # type: ignore[arg-type]
     batches.add("b", KEY, Gated("b", 1), None)  # type: ignore[arg-type]
     assert batches.step().ran and runner.batches == [[("a", 0)]]
+
+
+def test_a_job_alone_has_a_whole_batch_decoded_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a job alone, its windows decoded on the real prefetch thread, and B 6
+    from gpu_container.worker import windows as windows_module
+
+    queues: list[Any] = []
+
+    def spy(source: Any, depth: int = 2) -> Any:
+        queues.append(windows_module.prefetch(source, depth))
+        return queues[-1]
+
+    monkeypatch.setattr(batches_module, "prefetch", spy)
+    runner = Recording()
+    batches = Batches(lambda _key: runner, batch_size=6, read_ahead=8, pack=False, fill_wait=0)  # type: ignore[arg-type,return-value]
+    batches.add("long", KEY, Gated("long", 20, ready_from=20), None)  # type: ignore[arg-type]
+
+    # When the thread has decoded what its queue holds
+    deadline = time.monotonic() + 10
+    while queues[0]._queue.qsize() < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    # Then the first batch is a whole batch of its windows, not the two a queue of 2 held
+    assert batches.step().ran
+    assert runner.batches == [[("long", i) for i in range(6)]]
+    batches.remove("long")
