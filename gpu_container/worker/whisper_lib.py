@@ -262,6 +262,9 @@ class Generated:
     no_speech_prob: float
 
 
+CPU_ENCODE_ROWS = 2  # windows the encoder reads at once on a CPU (FasterWhisperSteps.encode)
+
+
 class FasterWhisperSteps:
     """The steps of faster-whisper's transcribe over a loaded WhisperModel, taken apart so
     that a batch of windows of different jobs (with their own prompts, languages and
@@ -277,8 +280,9 @@ class FasterWhisperSteps:
         self.time_precision: float = model.time_precision
         self.max_length: int = model.max_length
         self.multilingual: bool = model.model.is_multilingual
+        self.device: str = str(getattr(model.model, "device", "cpu"))
         self._tokenizers: dict[tuple[str, str], Any] = {}
-        self._mel = features.MelSpec(np.asarray(fe.mel_filters, np.float32), str(getattr(model.model, "device", "cpu")))
+        self._mel = features.MelSpec(np.asarray(fe.mel_filters, np.float32), self.device)
 
     @property
     def language_codes(self) -> frozenset[str]:
@@ -316,7 +320,19 @@ class FasterWhisperSteps:
         return list(self.model.get_prompt(tokenizer, previous, without_timestamps=not timestamps))
 
     def encode(self, features: np.ndarray) -> Any:
-        return self.model.encode(features)
+        """The encoder's output for a batch of features. On a CPU, CPU_ENCODE_ROWS windows at a
+        time, joined into one output: the encoder's self-attention holds every row's scores at
+        once (tiny: 6 heads x 1500 x 1500 float32, ~54 MB a row), so a batch of 8 encoded
+        together peaked ~440 MB over one encoded by 2, with no gain in time per row."""
+        if self.device != "cpu" or len(features) <= CPU_ENCODE_ROWS:
+            return self.model.encode(features)
+        import ctranslate2
+
+        parts = [
+            np.asarray(self.model.encode(features[i : i + CPU_ENCODE_ROWS]))
+            for i in range(0, len(features), CPU_ENCODE_ROWS)
+        ]
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(parts)))
 
     def detect_languages(self, encoder_output: Any) -> list[str]:
         return [str(found[0][0][2:-2]) for found in self.model.model.detect_language(encoder_output)]

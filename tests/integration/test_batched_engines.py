@@ -266,3 +266,19 @@ def test_each_window_is_decoded_once_and_timed_by_its_words_whether_or_not_they_
     event = events["long"]
     assert isinstance(event, JobFinished)
     assert wer(text, plain.text) <= wer(text, assemble(event.results, duration).text) + 0.01
+
+
+def test_the_encoder_reads_a_cpu_batch_a_few_rows_at_a_time_with_the_same_output(
+    fw_engine: FasterWhisperEngine, three_minutes: tuple[str, Path]
+) -> None:
+    from gpu_container.worker.whisper_lib import CPU_ENCODE_ROWS, FasterWhisperSteps
+
+    _, path = three_minutes
+    with open_media(path, 600) as stream:
+        audios = [w.audio for w in itertools.islice(stream.windows(), 2 * CPU_ENCODE_ROWS + 1)]
+    steps = FasterWhisperSteps(fw_engine.model)
+    features = steps.features(audios)
+    joined = np.asarray(steps.encode(features))  # in row groups of CPU_ENCODE_ROWS
+    whole = np.asarray(fw_engine.model.encode(features))  # all rows in one call
+    assert joined.shape == whole.shape == (len(audios), 1500, 384)
+    np.testing.assert_allclose(joined, whole, rtol=1e-3, atol=1e-3)

@@ -219,4 +219,6 @@ def test_whisper_unpunctuated_mode_is_recognised_and_short_or_spaceless_text_is_
     assert not batched.unpunctuated(" Yesterday, after work, I went to the market, and I bought apples.")
     assert not batched.unpunctuated(" Please send me the report")  # too few words to tell
     assert not batched.unpunctuated(" 我们明天在办公室见面然后一起吃午饭")  # no spaces: one "word"
-    assert not batched.unpunctuated(" 昨天下班后 我去了市场， 买了苹果 面包 和茶")
+    spaced = " \u6628\u5929 \u4e0b\u73ed \u540e \u6211 \u53bb\u4e86 \u5e02\u573a\uff0c \u4e70\u4e86"
+    spaced += " \u82f9\u679c \u548c\u8336"
+    assert not batched.unpunctuated(spaced)  # 9 "words" and a full-width comma
