@@ -47,6 +47,8 @@ VARIANTS: dict[str, str] = {
     "openai-whisper": "openai-whisper (PyTorch, fp32 on CPU / fp16 on GPU), one window after another",
     "faster-whisper": "faster-whisper (CTranslate2, int8 on CPU / fp16 on GPU), sequential",
     "faster-whisper-batched": "faster-whisper's BatchedInferencePipeline (VAD chunks, batch 8), as the engine runs it",
+    "faster-whisper-batched-words": "the same with word_timestamps=True: the word alignment the worker's path runs "
+    "for every window to time its sentence segments (the pipeline's own segments are its ~30 s VAD chunks)",
     "worker-batched": "the worker's batched path, as `batchscribe transcribe` runs it (batches.transcribe_file: "
     "streamed windows -> Batches, features prepared a batch ahead -> FasterWhisperBatchRunner)",
 }
@@ -106,11 +108,14 @@ def _transcriber(variant: str, device: str, batch_size: int) -> tuple[Callable[[
         return (lambda _path, audio: library_transcribe(ow, audio.samples, language="en")), ow.device
     from gpu_container.worker.engines import FasterWhisperEngine
 
-    if variant in ("faster-whisper", "faster-whisper-batched"):
+    if variant.startswith("faster-whisper"):
         fw = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM)
-        pipeline_batch = 8 if variant.endswith("batched") else 0  # BatchedInferencePipeline's batch, as before
+        pipeline_batch = 8 if "batched" in variant else 0  # BatchedInferencePipeline's batch, as before
+        words = variant.endswith("-words")
         return (
-            lambda _path, audio: library_transcribe(fw, audio.samples, language="en", batch_size=pipeline_batch)
+            lambda _path, audio: library_transcribe(
+                fw, audio.samples, language="en", batch_size=pipeline_batch, word_timestamps=words
+            )
         ), fw.device
     if variant == "worker-batched":
         from batchscribe.models import JobOptions

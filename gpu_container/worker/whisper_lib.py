@@ -646,17 +646,25 @@ class OpenAIWhisperSteps:
 # ---- the libraries' own transcribe: a reference for benchmarks and tests, never the worker's path
 
 
-def library_transcribe(engine: Any, audio: np.ndarray, *, language: str | None = None, batch_size: int = 0) -> str:
+def library_transcribe(
+    engine: Any, audio: np.ndarray, *, language: str | None = None, batch_size: int = 0, word_timestamps: bool = False
+) -> str:
     """The text a library's own `transcribe` gives for `audio` with the engine's model and
     beam size: faster-whisper's WhisperModel.transcribe with its VAD filter (`batch_size` >
     0: its BatchedInferencePipeline), or openai-whisper's whisper.transcribe; conditioned on
     the previous text within one 30 s window only (past it, on repetitive speech, that made
-    them skip sentences: NOTES.md). Benchmarks and tests compare the worker's path with it."""
+    them skip sentences: NOTES.md). Benchmarks and tests compare the worker's path with it.
+    `word_timestamps`: the library's word alignment too (faster-whisper only)."""
     one_window = len(audio) <= 30 * 16_000
     if engine.name == "faster-whisper":
         from faster_whisper import BatchedInferencePipeline
 
-        kwargs: dict[str, Any] = {"language": language, "beam_size": engine.beam_size, "vad_filter": True}
+        kwargs: dict[str, Any] = {
+            "language": language,
+            "beam_size": engine.beam_size,
+            "vad_filter": True,
+            "word_timestamps": word_timestamps,
+        }
         if batch_size:
             segments, _ = BatchedInferencePipeline(engine.model).transcribe(audio, batch_size=batch_size, **kwargs)
         else:

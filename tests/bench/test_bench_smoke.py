@@ -69,7 +69,13 @@ def test_bench_engines_quick(tmp_path: Path) -> None:
     assert_provenance(result, "bench_engines")
     assert result["benchmark"] == "engines" and result["device"] == "cpu" and result["repeats"] == 1
     assert result["baseline"] == "openai-whisper"
-    assert set(result["variants"]) == {"openai-whisper", "faster-whisper", "faster-whisper-batched", "worker-batched"}
+    assert set(result["variants"]) == {
+        "openai-whisper",
+        "faster-whisper",
+        "faster-whisper-batched",
+        "faster-whisper-batched-words",
+        "worker-batched",
+    }
     (name,) = result["files"]
     assert positive(result["files"][name]["audio_seconds"])
     for variant, row in result["variants"].items():

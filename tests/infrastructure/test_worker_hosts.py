@@ -255,11 +255,10 @@ def test_no_way_from_a_worker_to_the_instance_role(template_json: dict[str, Any]
 
 def test_each_pool_runs_the_engine_configured_for_it(tmp_path: Path) -> None:
     """`engine` is the GPU pool's, `cpu_engine` the CPU pool's: each job definition runs its own, and
-    each worker's memory is sized for its engine (openai-whisper's PyTorch weights and working set
-    are larger than CTranslate2's)."""
+    each worker's memory is sized for its engine's own measured figures (stacks/sizing.py)."""
     t = synth(tmp_path, engine="openai-whisper", cpu_engine="faster-whisper")
     gpu, cpu = (WorkerSettings.from_env(job_env(t, pool)) for pool in ("Gpu", "Cpu"))
     assert (gpu.engine, cpu.engine) == ("openai-whisper", "faster-whisper")
     assert _needs(t, "Gpu").engine == "openai-whisper" and _needs(t, "Cpu").engine == "faster-whisper"
     default = WorkerNeeds(engine="faster-whisper", model=gpu.model, device="gpu", held_jobs=gpu.max_held_jobs)
-    assert job_resources(t, "Gpu")["MEMORY"] >= _needs(t, "Gpu").memory_mib > default.memory_mib
+    assert job_resources(t, "Gpu")["MEMORY"] >= _needs(t, "Gpu").memory_mib != default.memory_mib
