@@ -444,6 +444,7 @@ class _WindowLoop:
     temperatures: tuple[float, ...]
     max_passes: int = MAX_PASSES
     max_tokens: int | None = None
+    segments_by_words: bool = False  # the pieces are whole windows' words: cut them (_split_at_words)
     steps: Any  # the library's steps (whisper_lib): features, encode, decode, tokenizers
 
     def __init__(self, model: Any, *, model_name: str = "", device: str = "cpu", beam_size: int | None = 5) -> None:
@@ -518,6 +519,8 @@ class _WindowLoop:
                     cursor[i] += p.resume_at
                     resume.append(i)
             todo = resume
+        if self.segments_by_words:  # in window time now, every pass's offset added
+            pieces = [_split_at_words(pieces[i], batch[i].window, batch[i].options.word_timestamps) for i in range(n)]
         return [
             _to_result(batch[i].window, languages[i] or "en", pieces[i], batch[i].options.word_timestamps)
             for i in range(n)
@@ -582,6 +585,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
         self.temperatures = self.defaults.temperatures
         self.features = FeaturePrefetch(self.steps.features)
         self.timestamp_tokens = timestamp_tokens
+        self.segments_by_words = not timestamp_tokens
 
     def prepare(self, batch: Sequence[WindowRequest]) -> None:
         """Start the log-mel features of the next batch's windows beside the model (one slot):
@@ -661,9 +665,6 @@ class FasterWhisperBatchRunner(_WindowLoop):
         if wanted:
             frames = [min(st.nb_max_frames, max(1, round(d * st.frames_per_second))) for d in durations]
             self._add_words(encoder_output, tokenizers, [p.pieces for p in passes], frames, wanted)
-        if not self.timestamp_tokens:
-            for p, item in zip(passes, items, strict=True):
-                p.pieces = _split_at_words(p.pieces, item.window, item.options.word_timestamps)
         return passes
 
     def _generate(

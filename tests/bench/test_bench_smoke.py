@@ -89,7 +89,7 @@ def test_bench_engines_quick(tmp_path: Path) -> None:
             assert_figure(f["vs_openai_whisper"][key], runs=1)
         assert_figure(row["vs_openai_whisper"]["load_s"], runs=1)
     assert result["variants"]["openai-whisper"]["files"][name]["vs_openai_whisper"]["wall_s"]["median"] == 1.0
-    assert len(result["rounds"]) == 4
+    assert len(result["rounds"]) == len(result["variants"])
     assert "recorded in" in stdout
     assert "## Engines, measured (cpu)" in report.engines_section(result)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -222,3 +224,39 @@ def test_whisper_unpunctuated_mode_is_recognised_and_short_or_spaceless_text_is_
     spaced = " \u6628\u5929 \u4e0b\u73ed \u540e \u6211 \u53bb\u4e86 \u5e02\u573a\uff0c \u4e70\u4e86"
     spaced += " \u82f9\u679c \u548c\u8336"
     assert not batched.unpunctuated(spaced)  # 9 "words" and a full-width comma
+
+
+def test_a_second_pass_over_a_window_is_cut_at_its_words_in_window_time() -> None:
+    # speech at 10-16 s and 30-34 s of the source: window 0-6 s is chunk 0, 6-10 s chunk 1
+    chunks = ((10 * SAMPLE_RATE, 16 * SAMPLE_RATE), (30 * SAMPLE_RATE, 34 * SAMPLE_RATE))
+    window = Window(index=0, audio=np.zeros(10 * SAMPLE_RATE, np.float32), chunks=chunks)
+
+    def piece(*words: tuple[str, float, float]) -> dict[str, object]:
+        return {"start": words[0][1], "end": words[-1][2], "tokens": [1], "text": "".join(w for w, _, _ in words),
+                "avg_logprob": -0.2, "no_speech_prob": 0.01, "temperature": 0.0, "words": _aligned(*words)}  # fmt: skip
+
+    class Loop(batched._WindowLoop):
+        """The shared loop with a scripted model: the first pass stops at 3 s (a window decoded
+        again with timestamp tokens), the second gives the rest, in times from where it began."""
+
+        def __init__(self) -> None:
+            self.steps = SimpleNamespace(multilingual=False, language_codes=frozenset())
+            self.segments_by_words = True
+            self.passes: list[float] = []
+
+        def _pass(self, items: Any, audios: list[np.ndarray], languages: Any) -> list[Any]:
+            self.passes.append(len(audios[0]) / SAMPLE_RATE)
+            if len(self.passes) == 1:
+                return [batched._Pass("en", [piece((" Good", 0.1, 0.4), (" morning.", 0.4, 0.9))], resume_at=3.0)]
+            rest = piece((" at", 0.6, 0.8), (" noon", 0.8, 2.6), (" and", 3.1, 3.3), (" left", 3.3, 3.8))
+            return [batched._Pass("en", [rest], resume_at=None)]
+
+    item = SimpleNamespace(window=window, options=SimpleNamespace(language="en", word_timestamps=False))
+    (result,) = Loop().run([item])
+
+    # the rest began 3 s in: " noon" ends in chunk 0 and " and" starts in chunk 1 (20 s later)
+    assert [(s.text, s.start, s.end) for s in result.segments] == [
+        (" Good morning.", 10.1, 10.9),
+        (" at noon", 13.6, 15.6),
+        (" and left", 30.1, 30.8),
+    ]
