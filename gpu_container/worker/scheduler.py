@@ -37,6 +37,7 @@ Batch order (the choice, and why):
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import math
 from collections import deque
@@ -304,24 +305,30 @@ class Scheduler(Generic[W, R]):
 
     def _refill(self, size: int) -> None:
         """Pull windows until every job has one ready and a full batch is buffered, one
-        window at a time from the job with the fewest ready, within the read-ahead caps."""
+        window at a time from the job with the fewest ready (then the batch order), within
+        the read-ahead caps. A heap keeps the choice O(log jobs) a window: with 64 short jobs
+        held, rescanning every job for every window pulled cost ~7 ms a step, 3 CPU-s a minute
+        of audio (bench_host_ceiling)."""
         cap_total = self.max_buffered if self.max_buffered is not None else size + len(self._jobs)
-        blocked: set[str] = set()  # NOT_READY, exhausted or failed this round
-        while True:
-            total = self.buffered
-            candidates = [
-                j
-                for j in self._jobs.values()
-                if j.key not in blocked and not j.exhausted and len(j.pending) < self.read_ahead
-            ]
-            if not candidates:
-                break
-            empty = [j for j in candidates if not j.pending]
-            if not empty and total >= min(size, cap_total):
-                break
-            state = min(empty or candidates, key=lambda j: (len(j.pending), j.order(self.age_after)))
-            if not self._pull(state):
-                blocked.add(state.key)
+        total = self.buffered
+        heap = [
+            (len(j.pending), j.order(self.age_after), n, j)
+            for n, j in enumerate(self._jobs.values())
+            if not j.exhausted and len(j.pending) < self.read_ahead
+        ]
+        heapq.heapify(heap)
+        while heap:
+            pending, order, n, state = heap[0]
+            if pending and total >= min(size, cap_total):
+                break  # every job has a window ready and a batch is buffered
+            heapq.heappop(heap)
+            if not self._pull(state):  # NOT_READY, exhausted or failed: not asked again this round
+                if state.key not in self._jobs:
+                    total = self.buffered  # it failed: its windows went with it
+                continue
+            total += 1
+            if not state.exhausted and len(state.pending) < self.read_ahead:
+                heapq.heappush(heap, (len(state.pending), order, n, state))
 
     def _pull(self, state: _Job[W, R]) -> bool:
         """One window from the job's stream; False when it has none to give now."""
