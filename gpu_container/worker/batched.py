@@ -356,18 +356,17 @@ def _pieces(d: _Decoded, tokenizer: Any, duration: float, defaults: whisper_lib.
 def _whole(d: _Decoded, tokenizer: Any, duration: float, defaults: whisper_lib.DecodingDefaults) -> _Pass:
     """A decode without timestamp tokens: the window's whole text as one piece (its times come
     from word alignment, `_split_at_words`); it never stops early, so no window is decoded
-    twice."""
+    twice. Its text is the decode's own (`_Decoded.text`, decoded once in `_generate`)."""
     if defaults.is_silent(d.avg_logprob, d.no_speech_prob):
         return _Pass(language="", pieces=[], resume_at=None)
     tokens = [t for t in d.tokens if t < tokenizer.eot]
-    text = tokenizer.decode(tokens)
-    if not tokens or not text.strip():
+    if not tokens or not d.text.strip():
         return _Pass(language="", pieces=[], resume_at=None)
     piece = {
         "start": 0.0,
         "end": duration,
         "tokens": tokens,
-        "text": text,
+        "text": d.text,
         "avg_logprob": d.avg_logprob,
         "no_speech_prob": d.no_speech_prob,
         "temperature": d.temperature,

@@ -332,7 +332,7 @@ class FasterWhisperSteps:
             np.asarray(self.model.encode(features[i : i + CPU_ENCODE_ROWS]))
             for i in range(0, len(features), CPU_ENCODE_ROWS)
         ]
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate(parts)))
+        return ctranslate2.StorageView.from_array(np.concatenate(parts))
 
     def detect_languages(self, encoder_output: Any) -> list[str]:
         return [str(found[0][0][2:-2]) for found in self.model.model.detect_language(encoder_output)]

@@ -204,14 +204,10 @@ def test_a_decode_without_timestamps_is_one_piece_and_silence_is_none() -> None:
     class Tok:
         eot = EOT
 
-        @staticmethod
-        def decode(tokens: list[int]) -> str:
-            return "".join(f" w{t}" for t in tokens)
-
-    said = batched._whole(batched._Decoded([5, 6, EOT], -0.3, 0.1, 0.0), Tok(), 12.5, defaults)
+    said = batched._whole(batched._Decoded([5, 6, EOT], -0.3, 0.1, 0.0, " w5 w6"), Tok(), 12.5, defaults)
     assert said.resume_at is None  # never a second pass
     assert [(p["start"], p["end"], p["tokens"], p["text"]) for p in said.pieces] == [(0.0, 12.5, [5, 6], " w5 w6")]
-    silent = batched._whole(batched._Decoded([5, EOT], -1.5, 0.9, 0.0), Tok(), 12.5, defaults)
+    silent = batched._whole(batched._Decoded([5, EOT], -1.5, 0.9, 0.0, " w5"), Tok(), 12.5, defaults)
     assert silent.pieces == [] and silent.resume_at is None
     assert batched._whole(batched._Decoded([EOT], -0.1, 0.1, 0.0), Tok(), 12.5, defaults).pieces == []
 
