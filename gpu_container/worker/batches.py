@@ -9,11 +9,14 @@ therefore go media -> windows -> scheduler -> runner -> assemble the same way.
 Short jobs' windows are packed into shared 30 s rows (packing.py, on unless `pack=False`): a
 batch then holds as many windows as fit in B rows, and each job gets its own words back.
 
-A batch short of B waits up to FILL_WAIT_SECONDS for jobs just taken on whose first window is
-still being decoded (a burst of short jobs: run at once, the first batch held one job and the
-next ones what happened to be ready; the rest waited a whole batch for the next). It never waits
-on a job that has yielded a window, so a long file being transcribed holds nothing back, and a
-short job joining it gets into the next batch instead of the one after.
+A batch short of B rows (its ready windows, packed, fill fewer) waits up to FILL_WAIT_SECONDS
+for jobs just taken on whose first window is still being decoded (a burst of short jobs: run at
+once, the first batch held one job and the next ones what happened to be ready; the rest waited
+a whole batch for the next; and counted in windows, not rows, 9 ready short windows were a
+"full" batch of B = 8 that packs into 4 rows: four 16-job mixes with every job held ran 8, 8, 6
+and 9 encoder rows, now 7, 6, 6 and 7). It never waits on a job that has yielded a window, so a
+long file being transcribed holds nothing back, and a short job joining it gets into the next
+batch instead of the one after.
 
 B, the rows a batch holds, is sized from the GPU's free memory, the model and the beam when
 the worker starts (`worker_batching`, the model in gpu_memory.py); a batch that still runs out of
@@ -42,7 +45,7 @@ from gpu_container.worker.engines import Engine, resolve_model
 from gpu_container.worker.errors import UnsupportedModel
 from gpu_container.worker.gpu_memory import T4_BYTES, MemoryInfo, fit_batch, free_memory, row_bytes
 from gpu_container.worker.log import logger
-from gpu_container.worker.packing import Packer, run_packed
+from gpu_container.worker.packing import Packer, plan, run_packed
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch
@@ -248,8 +251,8 @@ class Batches:
             return True  # no job just taken on: nothing to look for (the loop's usual step)
         scheduler.refill(size)
         starting = [j for j in scheduler.starting() if now - self._added.get(j, now) < self.fill_wait]
-        ready = scheduler.buffered + len(self._ahead.get(key, []))
-        if not starting or not ready or ready >= size:
+        ready = [*self._ahead.get(key, []), *scheduler.ready_work()]
+        if not starting or not ready or self._rows(ready) >= size:
             self._waiting.pop(key, None)
             return True
         since = self._waiting.setdefault(key, now)
@@ -273,6 +276,11 @@ class Batches:
                 self._ahead[key] = upcoming
                 prepare(self._packer.ahead(upcoming) if self._packer else upcoming)
         return batch
+
+    def _rows(self, windows: Sequence[Any]) -> int:
+        """The rows `windows` run in: packed when packing (first fit decreasing, as the
+        scheduler counts a batch), else one each."""
+        return len(plan(windows, search=False)) if self._packer else len(windows)
 
     def _room(self, size: int) -> Callable[[Sequence[Any]], bool]:
         """The scheduler's test that a batch still fits: `size` rows once packed, else `size` windows."""

@@ -5,31 +5,37 @@ speech. Here the windows of one batch that are short (at most MAX_PIECE_SECONDS,
 expected to last at most SHORT_JOB_SECONDS, with an explicit language) are laid end to end in
 rows of at most 30 s, GAP_SECONDS of silence between them, and each row is decoded once with
 word timestamps; each job's words come back by their own time span, shifted to the job's own
-audio. Long jobs keep their own windows (theirs are full already), and a short job's window
-is never split over two rows.
+audio. Long jobs keep their own windows (theirs are full already).
 
 - The gap: 1 s of silence. Whisper closes a segment at a pause of that length, and word
   alignment drifts by a few tenths of a second at most, so a word's midpoint still lands on
   its own side of the middle of the gap. (Silero's VAD pads each chunk with 0.4 s of its own
-  quiet, so the voices are usually further apart; the gap does not count on it.) A larger
-  gap fits fewer pieces: on the 16-job bench mix 0.5-1 s packs the same rows, 1.5 s one more.
+  quiet, so the voices are usually further apart; the gap does not count on it.) A smaller gap
+  fits more: 0.5 s packed the 16-job bench mix (seed 7, every job held) in 6 rows instead of 7,
+  but over 96 jobs (6 mixes) the word error rate was 2.35-2.62 % against 2.22-2.27 % with 1 s.
 - The guard: each word goes to the piece whose span (in the row) holds its midpoint; a word
   whose midpoint falls in a gap goes to the nearer piece (a word of the job before, aligned a
   little late, or of the job after, a little early), and its times are clamped into that
   piece, so no job ever gets a time outside its own audio. A word spanning two pieces goes by
   its midpoint too: the piece holding most of it. A row whose decode has a segment without
   words spanning two pieces cannot be split safely: its pieces are decoded again, each alone.
-- Rows: the fewest that hold the pieces (exact branch and bound over the batch's pieces, the
-  largest first, keeping the best found after SEARCH_NODES steps, first-fit decreasing to start
-  from); at most `size` rows per batch, which the scheduler checks as it fills a batch
+- Rows: the fewest that hold the pieces whole (exact branch and bound over the batch's pieces,
+  the largest first, keeping the best found after SEARCH_NODES steps, first-fit decreasing to
+  start from); at most `size` rows per batch, which the scheduler checks as it fills a batch
   (`Packer.fits`: first fit as windows are offered, first-fit decreasing when that is full;
   fast, and the exact plan never needs more rows than it counted).
+- Cuts: where whole pieces need more rows than their length does, pieces are cut at pauses
+  (`cut_points`: a quiet stretch of MIN_PAUSE_SECONDS or more, or where the window's VAD chunks
+  join) and laid over rows by next fit (`_cut_rows`), a part of a piece in each of two rows, its
+  results joined in order. Jobs of 15-29 s never pair whole (two need over 30 s) and ran a row
+  each; cut at their sentence pauses they share rows. Only a cut that saves a row is made.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +51,17 @@ GAP_SECONDS = 1.0
 MAX_PIECE_SECONDS = MAX_WINDOW_SECONDS - 2 * GAP_SECONDS  # a piece with room for another beside it
 SHORT_JOB_SECONDS = 60.0  # a job expected to last longer keeps its own windows
 SEARCH_NODES = 5_000  # branch-and-bound steps per batch before first-fit decreasing answers
+MIN_PAUSE_SECONDS = 0.25  # a quiet stretch this long inside a piece is a place to cut it
+CUT_MARGIN_SECONDS = 0.1  # quiet kept on each side of a cut
+MIN_PART_SECONDS = 1.0  # no part of a cut piece is shorter
+QUIET_RATIO = 0.05  # a frame is quiet under 5 % (-26 dB) of the piece's loud frames (its 90th percentile)...
+QUIET_FLOOR = 1e-4  # ...or under this RMS whatever the piece's level
+_FRAME = SAMPLE_RATE // 50  # 20 ms frames for finding pauses
+CUT_ORDERS = 2_000  # orders next fit tries when cutting pieces saves a row...
+CUT_STEPS = 40_000  # ...and pieces it places in all (a large batch tries fewer orders)
 
 RunBatch = Callable[[BatchRunner, Sequence[Any]], list[WindowResult | BaseException]]
+Part = tuple[int, float, float]  # a batch item and the stretch of its window (window seconds) a row holds
 
 
 @dataclass(frozen=True)
@@ -59,14 +74,21 @@ class PackedRequest:
 
 @dataclass(frozen=True)
 class Row:
-    """The batch's items (indices) that run as one window; `offsets` their starts in it."""
+    """The batch's items (indices) that run as one window; `offsets` their starts in it;
+    `parts` the stretch of each item's window the row holds (window seconds), None when every
+    item is whole. An item cut at a pause has its parts in two or more rows."""
 
     items: tuple[int, ...]
     offsets: tuple[float, ...] = (0.0,)
+    parts: tuple[tuple[float, float], ...] | None = None
 
     @property
     def packed(self) -> bool:
-        return len(self.items) > 1
+        return len(self.items) > 1 or self.parts is not None
+
+    def part(self, k: int, batch: Sequence[Any]) -> tuple[float, float]:
+        """Entry `k`'s stretch of its window (window seconds)."""
+        return self.parts[k] if self.parts is not None else (0.0, batch[self.items[k]].window.duration)
 
 
 def _key(work: Any) -> tuple[Any, ...] | None:
@@ -140,30 +162,119 @@ def _bins(durations: Sequence[float], exact: bool = True) -> list[list[int]]:
     return best
 
 
+def cut_points(window: Window) -> list[tuple[float, float]]:
+    """Where a piece may be cut (window seconds, ascending): (end of the part before, start of
+    the part after) at each pause of MIN_PAUSE_SECONDS or more inside it, CUT_MARGIN_SECONDS of
+    its quiet kept on each side, and at each join of its VAD chunks (a long pause dropped there)."""
+    audio = np.asarray(window.audio, np.float32)
+    n = len(audio) // _FRAME
+    cuts: list[tuple[float, float]] = []
+    at = 0
+    for a, b in window.chunks[:-1]:
+        at += b - a
+        cuts.append((at / SAMPLE_RATE, at / SAMPLE_RATE))
+    if n >= 3:
+        rms = np.sqrt(np.mean(np.square(audio[: n * _FRAME].reshape(n, _FRAME), dtype=np.float64), axis=1))
+        quiet = rms <= max(QUIET_RATIO * float(np.percentile(rms, 90)), QUIET_FLOOR)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+        for s, e in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+            a, b = s * _FRAME / SAMPLE_RATE, e * _FRAME / SAMPLE_RATE
+            if s > 0 and e < n and b - a >= MIN_PAUSE_SECONDS:  # inside the piece, not its edges
+                cuts.append((a + CUT_MARGIN_SECONDS, b - CUT_MARGIN_SECONDS))
+    return sorted(cuts)
+
+
+def _next_fit(
+    order: Sequence[int], durations: Sequence[float], cuts: Sequence[Sequence[tuple[float, float]]]
+) -> list[list[Part]]:
+    """The pieces in `order`, each row filled in turn: a piece that does not fit the row whole
+    is cut at the latest pause that fits (parts of at least MIN_PART_SECONDS), the rest of it
+    starting the next row."""
+    rows: list[list[Part]] = []
+    used = 0.0
+    for i in order:
+        a, b = 0.0, durations[i]
+        if rows:
+            room = MAX_WINDOW_SECONDS - used - GAP_SECONDS
+            if b <= room + 1e-9:
+                rows[-1].append((i, a, b))
+                used += GAP_SECONDS + b
+                continue
+            fit = [x for x, y in cuts[i] if x >= MIN_PART_SECONDS and b - y >= MIN_PART_SECONDS and x <= room + 1e-9]
+            if fit:
+                x = fit[-1]
+                rows[-1].append((i, a, x))
+                a = next(y for x2, y in cuts[i] if x2 == x)
+        rows.append([(i, a, b)])
+        used = b - a
+    return rows
+
+
+def _cut_rows(
+    durations: Sequence[float], cuts: Sequence[Sequence[tuple[float, float]]], fewer_than: int
+) -> list[list[Part]] | None:
+    """Rows for the pieces, cut at pauses, fewer than `fewer_than` (the whole pieces' count),
+    or None. Next fit over the pieces longest first, then over CUT_ORDERS seeded shuffles (at
+    most CUT_STEPS pieces placed in all), keeping the fewest rows; it stops at the floor (their
+    total length and gaps in 30 s rows), and does not start where that is no fewer. Cutting
+    pieces over rows is bin packing with splittable items: next fit leaves under one sentence
+    unused in a row, and the order decides where the cuts fall (on the 16-job bench mix with
+    0.5 s gaps about 1 order in 14 reaches the floor)."""
+    # the floor: r rows hold the pieces and a gap between each two in a row, so
+    # r x 30 >= total + GAP x (pieces - r) (the quiet a cut drops is not counted)
+    floor = math.ceil((sum(durations) + GAP_SECONDS * len(durations)) / (MAX_WINDOW_SECONDS + GAP_SECONDS) - 1e-9)
+    if floor >= fewer_than:
+        return None
+    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+    rng = random.Random(len(durations))  # noqa: S311 - not security: the same batch always packs the same way
+    best: list[list[Part]] | None = None
+    for _ in range(max(1, min(CUT_ORDERS, CUT_STEPS // max(1, len(order))))):
+        rows = _next_fit(order, durations, cuts)
+        if len(rows) < (len(best) if best is not None else fewer_than):
+            best = rows
+            if len(rows) <= floor:
+                break
+        rng.shuffle(order)
+    return best
+
+
 def plan(batch: Sequence[Any], search: bool = True) -> list[Row]:
     """The rows a batch runs as: packable pieces grouped by what they must share, each group
-    in the fewest rows; every other window a row of its own. Rows keep the batch's order of
-    their first item."""
+    in the fewest rows (with `search`, pieces cut at pauses where whole ones need more rows
+    than their length does); every other window a row of its own. Rows keep the batch's order
+    of their first item."""
     groups: dict[tuple[Any, ...], list[int]] = {}
-    rows: list[list[int]] = []
+    rows: list[list[Part]] = []
     for i, work in enumerate(batch):
         key = _key(work)
         if key is None:
-            rows.append([i])
+            rows.append([(i, 0.0, _length(work))])
         else:
             groups.setdefault(key, []).append(i)
     for members in groups.values():
         durations = [batch[i].window.duration for i in members]
-        rows += [sorted(members[j] for j in b) for b in _bins(durations, search)]
+        whole = [[(members[j], 0.0, durations[j]) for j in b] for b in _bins(durations, search)]
+        if search and len(whole) > 1:
+            found = _cut_rows(durations, [cut_points(batch[i].window) for i in members], len(whole))
+            if found is not None:
+                whole = [[(members[j], a, b) for j, a, b in row] for row in found]
+        rows += [sorted(row) for row in whole]
     rows.sort(key=lambda r: r[0])
     out = []
-    for items in rows:
+    for row in rows:
         offsets, at = [], 0.0
-        for i in items[:-1]:
+        for _, a, b in row:
             offsets.append(at)
-            at += batch[i].window.duration + GAP_SECONDS
-        out.append(Row(tuple(items), (*offsets, at)))
+            at += b - a + GAP_SECONDS
+        cut = any(a > 0.0 or b < _length(batch[i]) for i, a, b in row)
+        parts = tuple((a, b) for _, a, b in row) if cut else None
+        out.append(Row(tuple(i for i, _, _ in row), tuple(offsets), parts))
     return out
+
+
+def _length(work: Any) -> float:
+    """A window's seconds (a row of its own whatever its length when it has none to tell)."""
+    return float(getattr(work.window, "duration", MAX_WINDOW_SECONDS))
 
 
 class Packer:
@@ -237,10 +348,12 @@ def request(batch: Sequence[Any], row: Row) -> Any:
         return batch[row.items[0]]
     gap = np.zeros(round(GAP_SECONDS * SAMPLE_RATE), np.float32)
     parts: list[np.ndarray] = []
-    for n, i in enumerate(row.items):
-        if n:
+    for k, i in enumerate(row.items):
+        if k:
             parts.append(gap)
-        parts.append(np.asarray(batch[i].window.audio, np.float32))
+        a, b = row.part(k, batch)
+        audio = np.asarray(batch[i].window.audio, np.float32)
+        parts.append(audio if row.parts is None else audio[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)])
     audio = np.concatenate(parts)
     window = Window(index=-1, audio=audio, chunks=((0, len(audio)),))
     options = dataclasses.replace(batch[row.items[0]].options, word_timestamps=True)
@@ -255,17 +368,22 @@ def _piece_of(t: float, spans: Sequence[tuple[float, float]]) -> int:
     return min(range(len(spans)), key=lambda k: min(abs(t - spans[k][0]), abs(t - spans[k][1])))
 
 
-def split(batch: Sequence[Any], row: Row, result: WindowResult) -> list[WindowResult] | None:
-    """A packed row's result as one result per piece, in its own window's source time (None:
+def split(batch: Sequence[Any], row: Row, result: WindowResult) -> list[list[WindowSegment]] | None:
+    """A packed row's result as each entry's segments, in its own window's source time (None:
     a segment without words spans two pieces, so the row cannot be split safely)."""
-    spans = [(row.offsets[k], row.offsets[k] + batch[i].window.duration) for k, i in enumerate(row.items)]
+    parts = [row.part(k, batch) for k in range(len(row.items))]
+    spans = [(row.offsets[k], row.offsets[k] + b - a) for k, (a, b) in enumerate(parts)]
     own: list[list[WindowSegment]] = [[] for _ in row.items]
+
+    def moved(k: int, segment: WindowSegment, words: list[Word]) -> WindowSegment:
+        return _shifted(segment, words, batch[row.items[k]], spans[k], parts[k][0])
+
     for segment in result.segments:
         if not segment.words:
             k = _piece_of(segment.start, spans)
             if _piece_of(segment.end, spans) != k:
                 return None
-            own[k].append(_shifted(segment, [], batch[row.items[k]], spans[k]))
+            own[k].append(moved(k, segment, []))
             continue
         runs: list[tuple[int, list[Word]]] = []
         for word in segment.words:
@@ -275,26 +393,26 @@ def split(batch: Sequence[Any], row: Row, result: WindowResult) -> list[WindowRe
             else:
                 runs.append((k, [word]))
         for k, words in runs:
-            own[k].append(_shifted(segment, words, batch[row.items[k]], spans[k]))
-    return [
-        WindowResult(language=result.language, segments=segs, speech_seconds=batch[i].window.duration)
-        for i, segs in zip(row.items, own, strict=True)
-    ]
+            own[k].append(moved(k, segment, words))
+    return own
 
 
-def _shifted(segment: WindowSegment, words: list[Word], work: Any, span: tuple[float, float]) -> WindowSegment:
+def _shifted(
+    segment: WindowSegment, words: list[Word], work: Any, span: tuple[float, float], start: float
+) -> WindowSegment:
     """Part of a row's segment (its `words`, or all of it when it has none) in the piece's own
-    source time, clamped inside the piece."""
+    source time, clamped inside the piece; the piece is the stretch of its window from window
+    second `start` that the row holds over `span`."""
     window: Window = work.window
     a, b = span
 
     def local(t: float) -> float:
-        return min(max(t - a, 0.0), b - a)
+        return start + min(max(t - a, 0.0), b - a)
 
     if not words:
-        start = window.to_source(local(segment.start))
+        first = window.to_source(local(segment.start))
         return dataclasses.replace(
-            segment, start=start, end=max(start, window.to_source(local(segment.end), is_end=True)), words=None
+            segment, start=first, end=max(first, window.to_source(local(segment.end), is_end=True)), words=None
         )
     moved = []
     for w in words:
@@ -316,25 +434,35 @@ def run_packed(
 ) -> list[WindowResult | BaseException]:
     """One result (or exception) per item of `batch`, its short windows run packed: `run`
     (batched.run_isolating with the caller's limit) over the rows (`laid_out`: the rows and
-    their requests made already, Packer.rows); a packed row that failed, or cannot be split,
-    runs again as its pieces, each alone, so one bad piece fails only its own job."""
+    their requests made already, Packer.rows); an item whose packed row failed, or cannot be
+    split, runs again alone (all of it, where it was cut over rows), so one bad piece fails
+    only its own job. A cut item's parts are joined in window order."""
     if laid_out is None:
         rows = plan(batch)
         laid_out = rows, [request(batch, row) for row in rows]
     rows, requests = laid_out
     results = run(runner, requests)
     out: list[WindowResult | BaseException | None] = [None] * len(batch)
-    again: list[int] = []
+    got: dict[int, list[tuple[float, list[WindowSegment]]]] = {}
+    language: dict[int, str] = {}
+    again: set[int] = set()
     for row, result in zip(rows, results, strict=True):
         pieces = split(batch, row, result) if row.packed and isinstance(result, WindowResult) else None
         if not row.packed:
             out[row.items[0]] = result
         elif pieces is None:
-            again += row.items
+            again.update(row.items)
         else:
-            for i, piece in zip(row.items, pieces, strict=True):
-                out[i] = piece
+            assert isinstance(result, WindowResult)
+            for k, (i, segments) in enumerate(zip(row.items, pieces, strict=True)):
+                got.setdefault(i, []).append((row.part(k, batch)[0], segments))
+                language[i] = result.language
+    for i, parts in got.items():
+        if i not in again:
+            segments = [s for _, own in sorted(parts, key=lambda p: p[0]) for s in own]
+            out[i] = WindowResult(language=language[i], segments=segments, speech_seconds=batch[i].window.duration)
     if again:
-        for i, result in zip(again, run(runner, [batch[i] for i in again]), strict=True):
+        alone = sorted(again)
+        for i, result in zip(alone, run(runner, [batch[i] for i in alone]), strict=True):
             out[i] = result
     return [r for r in out if r is not None]

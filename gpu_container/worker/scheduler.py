@@ -292,6 +292,10 @@ class Scheduler(Generic[W, R]):
     def buffered(self) -> int:
         return sum(len(j.pending) for j in self._jobs.values())
 
+    def ready_work(self) -> list[Work[W]]:
+        """The windows ready now, every held job's (to look at, not to take)."""
+        return [w for j in self._jobs.values() for w in j.pending]
+
     def starting(self) -> list[str]:
         """Jobs whose stream has yielded no window yet and is still open: their first window is
         being decoded (call `refill` first to take what is ready)."""

@@ -1,11 +1,13 @@
 """Window packing on the real tiny.en model and espeak speech: four short jobs, each of
 different sentences, share one 30 s window through the worker's Batches; each job gets its own
 transcript back (as good as unpacked), with timestamps inside its own audio, and no word of
-one job appears in another's."""
+one job appears in another's. Three jobs of 16-19 s, too long to pair whole, share two rows
+with one of them cut at a sentence pause, and each still gets all of its own transcript."""
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +62,10 @@ class Spy:
         return self.inner.run(batch)
 
 
-def transcribe(runner: Any, speech: dict[str, Path], pack: bool) -> dict[str, Transcript]:
-    batches = Batches(lambda _key: runner, batch_size=4, read_ahead=2, pack=pack)
+def transcribe(
+    runner: Any, speech: dict[str, Path], pack: bool, batch_size: int = 4, fill_wait: float = 0.3
+) -> dict[str, Transcript]:
+    batches = Batches(lambda _key: runner, batch_size=batch_size, read_ahead=2, pack=pack, fill_wait=fill_wait)
     streams = {}
     for job, path in speech.items():
         streams[job] = stream = open_media(path, 600)
@@ -69,9 +73,12 @@ def transcribe(runner: Any, speech: dict[str, Path], pack: bool) -> dict[str, Tr
         batches.add(job, ("faster-whisper", "tiny.en"), stream, options)
     out: dict[str, Transcript] = {}
     while len(batches):
-        for event in batches.step().events:
+        step = batches.step()
+        for event in step.events:
             assert isinstance(event, JobFinished), event
             out[event.job] = assemble_stream(event.results, streams[event.job])
+        if not step.ran:
+            time.sleep(0.01)  # as the worker's loop: the decoding threads get the interpreter
     return out
 
 
@@ -102,3 +109,31 @@ def test_packed_jobs_each_get_their_own_transcript(runner: FasterWhisperBatchRun
     assert len(b_words) >= len(words(TEXTS["b"])) - 2
     assert all(0.0 <= w.start <= w.end <= packed["b"].duration + 1e-3 for w in b_words)
     assert all(s.words is None for job in "acd" for s in packed[job].segments)
+
+
+LONGER = {"a": " ".join(SENTENCES[0:5]), "b": " ".join(SENTENCES[5:10]), "c": " ".join(SENTENCES[10:16])}
+
+
+def test_jobs_too_long_to_pair_share_rows_cut_at_a_pause(runner: FasterWhisperBatchRunner, tmp_path: Path) -> None:
+    import jiwer
+
+    # Given three jobs of 16-19 s (two of them never fit one 30 s row whole)
+    speech = {job: speak(text, tmp_path / f"{job}.wav") for job, text in LONGER.items()}
+    spy = Spy(runner)
+    # When they run packed through the worker's Batches with B = 3 rows, and again unpacked
+    # (the first batch waits for all three to be decoded however busy the machine is)
+    packed = transcribe(spy, speech, pack=True, batch_size=3, fill_wait=30)
+    alone = transcribe(runner, speech, pack=False, batch_size=3)
+    # Then they ran in one batch of two rows (a job cut at a pause between them), not three...
+    assert [len(call) for call in spy.calls[:1]] == [2] and all(isinstance(x, PackedRequest) for x in spy.calls[0])
+    for job, text in LONGER.items():
+        got = packed[job]
+        # ...and each job's transcript is all of its own sentences, in order, as good as unpacked,
+        error = jiwer.wer(" ".join(words(text)), " ".join(words(got.text)))
+        error_alone = jiwer.wer(" ".join(words(text)), " ".join(words(alone[job].text)))
+        assert error <= max(0.1, error_alone), (job, got.text)
+        # with no word only another job has, every time inside its own audio and in order
+        others = {w for j, t in LONGER.items() if j != job for w in words(t)} - set(words(text))
+        assert not others & set(words(got.text)), (job, got.text)
+        starts = [s.start for s in got.segments]
+        assert starts == sorted(starts) and all(0.0 <= s.start <= s.end <= got.duration + 1e-3 for s in got.segments)

@@ -139,3 +139,36 @@ def test_a_job_alone_has_a_whole_batch_decoded_ahead(monkeypatch: pytest.MonkeyP
     assert batches.step().ran
     assert runner.batches == [[("long", i) for i in range(6)]]
     batches.remove("long")
+
+
+def test_with_packing_a_batch_is_short_until_its_windows_fill_b_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packed, three ready 5 s windows are one row of B = 2, not a full batch of 3 windows: the
+    batch waits for a fourth short job still decoding, and all four share the batch."""
+    from gpu_container.worker.batched import DecodeOptions
+    from tests.unit.test_packing import Ear, runs, window
+
+    class Short:
+        def __init__(self, level: int, ready: bool) -> None:
+            self.level, self.ready, self.duration = level, ready, 5.0
+
+        def windows(self) -> Iterator[Any]:
+            while not self.ready:
+                yield NOT_READY
+            yield window(self.level, 5.0)
+
+    monkeypatch.setattr(batches_module, "prefetch", lambda windows, _depth=2: windows)
+    ear, clock = Ear(), Clock(1000.0)
+    batches = Batches(lambda _key: ear, batch_size=2, read_ahead=2, clock=clock)
+    streams = {f"j{n}": Short(n, ready=n < 4) for n in range(1, 5)}
+    for job, stream in streams.items():
+        batches.add(job, KEY, stream, DecodeOptions(language="en"))  # type: ignore[arg-type]
+
+    assert not batches.step().ran  # three windows ready, but they fill one row of two
+    clock.now += FILL_WAIT_SECONDS / 3
+    streams["j4"].ready = True
+    events: list[Any] = []
+    while len(events) < 4:
+        events += batches.step().events
+    (rows,) = ear.batches  # one batch: all four in one row
+    assert [sorted(lvl for lvl, _, _ in runs(r.window.audio)) for r in rows] == [[1, 2, 3, 4]]
+    assert {e.job for e in events if isinstance(e, JobFinished)} == set(streams)

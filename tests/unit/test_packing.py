@@ -9,6 +9,7 @@ first, within B rows."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,12 +19,22 @@ import pytest
 from gpu_container.worker.batched import DecodeOptions, WindowResult, WindowSegment, run_isolating
 from gpu_container.worker.batches import Batches
 from gpu_container.worker.media import SAMPLE_RATE
-from gpu_container.worker.packing import GAP_SECONDS, PackedRequest, Packer, plan, run_packed
+from gpu_container.worker.packing import (
+    CUT_MARGIN_SECONDS,
+    GAP_SECONDS,
+    MIN_PAUSE_SECONDS,
+    PackedRequest,
+    Packer,
+    cut_points,
+    plan,
+    run_packed,
+)
 from gpu_container.worker.scheduler import JobFinished, Scheduler, Work
 from gpu_container.worker.transcript import Word
 from gpu_container.worker.windows import Window
 
 EN = DecodeOptions(language="en")
+WORDS = DecodeOptions(language="en", word_timestamps=True)
 KEY = ("faster-whisper", "tiny.en")
 
 
@@ -75,7 +86,7 @@ class Ear:
         w: Window = item.window
         words = []
         for level, a, b in runs(w.audio):
-            for k in range(int(b - a)):
+            for k in range(int(b - a + 1e-6)):  # a run's length in samples, rounded
                 s = a + k + 0.1 + self.drift
                 words.append(Word(start=w.to_source(s), end=w.to_source(s + 0.8), word=f" w{level}.{k}", probability=1))
         words += [Word(start=s, end=e, word=f" {t}", probability=1) for t, s, e in self.extra]
@@ -89,6 +100,28 @@ class Ear:
 
 def run(ear: Ear, batch: Sequence[Any]) -> list[Any]:
     return run_packed(ear, batch, lambda r, b: run_isolating(r, b))
+
+
+def row_seconds(row: Any, batch: Sequence[Any]) -> float:
+    """A row's length: its pieces (or parts of them) and a gap between each two."""
+    spans = [row.part(k, batch) for k in range(len(row.items))]
+    return sum(b - a for a, b in spans) + GAP_SECONDS * (len(spans) - 1)
+
+
+def spoken(level: int, *stretches: float, at: float = 0.0) -> Window:
+    """A window of alternating speech and pauses (`stretches` seconds: speech, pause, speech,
+    ...), the speech a constant signal of `level`."""
+    parts = [
+        np.full(round(s * SAMPLE_RATE), level / 100 if k % 2 == 0 else 0.0, np.float32) for k, s in enumerate(stretches)
+    ]
+    audio = np.concatenate(parts)
+    start = round(at * SAMPLE_RATE)
+    return Window(index=0, audio=audio, chunks=((start, start + len(audio)),))
+
+
+def said(result: WindowResult) -> list[tuple[str, float, float]]:
+    """Every word of a result's segments, with its source times."""
+    return [(w.word, round(w.start, 3), round(w.end, 3)) for s in result.segments for w in s.words or []]
 
 
 def test_short_jobs_share_rows_in_the_fewest_and_a_long_job_keeps_its_own() -> None:
@@ -309,7 +342,7 @@ def test_a_batch_the_packer_admits_always_runs_in_b_rows(seed: int) -> None:
     assert 0 < len(rows) <= size
     assert sorted(i for r in rows for i in r.items) == list(range(len(batch)))
     for r in rows:
-        assert sum(batch[i].window.duration for i in r.items) + GAP_SECONDS * (len(r.items) - 1) <= 30 + 1e-6
+        assert row_seconds(r, batch) <= 30 + 1e-6
 
 
 def test_packed_rows_prepared_ahead_are_the_rows_that_run() -> None:
@@ -335,3 +368,87 @@ def test_packed_rows_prepared_ahead_are_the_rows_that_run() -> None:
     assert later and all(isinstance(r, PackedRequest) for r in later)
     assert {id(r.window.audio) for r in later} <= set(ear.prepared)
     assert all(isinstance(events[f"j{i}"], JobFinished) for i in range(8))
+
+
+def test_a_piece_is_cut_at_its_pauses_and_only_there() -> None:
+    # Given a piece: 3 s of speech, a 0.5 s pause, 3 s, a 0.1 s pause (too short), 2 s, then
+    # 0.6 s of quiet at its end; its second VAD chunk joined on after the first
+    w = spoken(10, 3.0, 0.5, 3.0, 0.1, 2.0, 0.6)
+    n = len(w.audio)
+    m = CUT_MARGIN_SECONDS
+    # Then the one pause long enough is a cut (a little of its quiet kept each side), the short
+    # one and the quiet at the edge are not
+    assert cut_points(w) == [pytest.approx((3.0 + m, 3.5 - m), abs=0.02)]
+    assert MIN_PAUSE_SECONDS > 0.1
+    # Where two VAD chunks join (a long pause dropped) is a cut too
+    half = spoken(1, 3.0, 0.5, 3.0)
+    k = len(half.audio)
+    joined = Window(index=0, audio=np.concatenate([half.audio, half.audio]), chunks=((0, k), (5 * k, 6 * k)))
+    assert [round(a, 2) for a, _ in cut_points(joined)] == [round(3.0 + m, 2), 6.5, round(6.5 + 3.0 + m, 2)]
+    # A pause under noise is a pause; speech a little quieter is not
+    noisy = w.audio.copy()
+    noisy[noisy == 0] = 0.001
+    quieter = np.full(len(w.audio), 0.01, np.float32)
+    quieter[: 3 * SAMPLE_RATE] = 0.04
+    assert len(cut_points(Window(0, noisy, ((0, n),)))) == 1
+    assert cut_points(Window(0, quieter, ((0, n),))) == []
+
+
+def test_jobs_too_long_to_pair_are_cut_at_pauses_to_share_rows() -> None:
+    # Given four 18 s jobs (a pause of 0.5 s after every 3 s of speech): two never fit a row
+    # whole (36 s), so unpacked or packed whole they take four rows
+    batch = [
+        work(f"j{i}", spoken(i + 1, 3, 0.5, 3, 0.5, 3, 0.5, 3, 0.5, 4, at=10.0 * i), options=WORDS) for i in range(4)
+    ]
+    assert {round(x.window.duration, 2) for x in batch} == {18.0}
+    # When planned and run packed
+    rows = plan(batch)
+    ear = Ear()
+    packed = run(ear, batch)
+    alone = run_isolating(Ear(), batch)
+    # Then they run in three rows, each within 30 s, cut only at the pauses...
+    assert len(rows) == 3 and all(row_seconds(r, batch) <= 30 + 1e-6 for r in rows)
+    assert len(ear.batches[0]) == 3
+    for i, x in enumerate(batch):
+        parts = sorted(r.part(k, batch) for r in rows for k, j in enumerate(r.items) if j == i)
+        assert parts[0][0] == 0.0 and parts[-1][1] == pytest.approx(18.0), i
+        cuts = cut_points(x.window)
+        for (_, end), (start, _) in itertools.pairwise(parts):
+            assert (end, start) in cuts, i
+    assert sum(1 for r in rows for k in range(len(r.items)) if r.part(k, batch) != (0.0, 18.0)) >= 2
+    # ...and each job gets exactly the words, at the same source times, that it gets alone
+    for i, (got, own) in enumerate(zip(packed, alone, strict=True)):
+        assert isinstance(got, WindowResult) and isinstance(own, WindowResult)
+        assert said(got) == said(own) and len(said(own)) == 16, i
+        assert got.speech_seconds == 18.0
+        assert [s.start for s in got.segments] == sorted(s.start for s in got.segments)
+
+
+def test_pieces_are_not_cut_where_they_fit_whole() -> None:
+    # Two 12 s jobs with pauses share one row whole: nothing is cut
+    batch = [work("a", spoken(1, 6, 0.5, 5.5)), work("b", spoken(2, 6, 0.5, 5.5))]
+    (row,) = plan(batch)
+    assert row.items == (0, 1) and row.parts is None
+
+
+def test_a_cut_job_whose_row_fails_runs_again_whole() -> None:
+    # Given the four 18 s jobs cut over three rows, and a runner that cannot decode the row
+    # holding a part of a cut job
+    batch = [work(f"j{i}", spoken(i + 1, 3, 0.5, 3, 0.5, 3, 0.5, 3, 0.5, 4), options=WORDS) for i in range(4)]
+    bad = next(r for r in plan(batch) if r.parts is not None)
+    levels = {i + 1 for i in bad.items}
+
+    class Failing(Ear):
+        def _hear(self, item: Any) -> WindowResult:
+            if isinstance(item, PackedRequest) and {lvl for lvl, _, _ in runs(item.window.audio)} == levels:
+                raise RuntimeError("cannot decode")
+            return super()._hear(item)
+
+    ear = Failing()
+    # When run packed
+    results = run(ear, batch)
+    # Then every job still gets its own words: the failed row's jobs ran again, each whole
+    # (its other part's row was good, but a job's result is all of it or none)
+    for got, own in zip(results, run_isolating(Ear(), batch), strict=True):
+        assert isinstance(got, WindowResult) and isinstance(own, WindowResult) and said(got) == said(own)
+    assert [(x.job, x.window.duration) for x in ear.batches[-1]] == [(batch[i].job, 18.0) for i in bad.items]
