@@ -637,7 +637,9 @@ class FasterWhisperBatchRunner(_WindowLoop):
         decoded = self._generate(encoder_output, prompts, tokenizers[0], temperature=0.0)
         self._fallbacks(
             decoded,
-            lambda retry, t: self._generate(st.encode(features[retry]), [prompts[i] for i in retry], tokenizers[0], t),
+            lambda retry, t: self._generate(
+                st.encoded_rows(encoder_output, features, retry), [prompts[i] for i in retry], tokenizers[0], t
+            ),
         )
         durations = [len(a) / st.sampling_rate for a in audios]
         split = _pieces if self.timestamp_tokens else _whole
@@ -650,7 +652,9 @@ class FasterWhisperBatchRunner(_WindowLoop):
         ]
         if bare:  # whisper's unpunctuated mode: those windows decoded again, timestamp tokens on
             timed = [st.prompt(tokenizers[i], previous[i]) for i in bare]
-            again = self._generate(st.encode(features[bare]), timed, tokenizers[bare[0]], temperature=0.0)
+            again = self._generate(
+                st.encoded_rows(encoder_output, features, bare), timed, tokenizers[bare[0]], temperature=0.0
+            )
             for i, d in zip(bare, again, strict=True):
                 if not self.defaults.needs_fallback(d.avg_logprob, d.ratio, d.no_speech_prob):
                     passes[i] = _pieces(d, tokenizers[i], min(durations[i], st.chunk_length), self.defaults)

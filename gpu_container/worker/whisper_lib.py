@@ -334,6 +334,16 @@ class FasterWhisperSteps:
         ]
         return ctranslate2.StorageView.from_array(np.concatenate(parts))
 
+    def encoded_rows(self, encoder_output: Any, features: np.ndarray, rows: list[int]) -> Any:
+        """The encoder's output for some rows of a batch decoded again (a fallback): on a CPU
+        those rows of `encoder_output` (a copy in host memory, ~2 MB a row for tiny, no encoder
+        work), elsewhere `features[rows]` encoded again (the output lives on the device)."""
+        if self.device != "cpu":
+            return self.encode(features[rows])
+        import ctranslate2
+
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[rows]))
+
     def detect_languages(self, encoder_output: Any) -> list[str]:
         return [str(found[0][0][2:-2]) for found in self.model.model.detect_language(encoder_output)]
 

@@ -282,3 +282,36 @@ def test_the_encoder_reads_a_cpu_batch_a_few_rows_at_a_time_with_the_same_output
     whole = np.asarray(fw_engine.model.encode(features))  # all rows in one call
     assert joined.shape == whole.shape == (len(audios), 1500, 384)
     np.testing.assert_allclose(joined, whole, rtol=1e-3, atol=1e-3)
+    # A fallback's rows on a CPU come from that output, not the encoder again
+    rows = [3, 0]
+    again = np.asarray(steps.encoded_rows(steps.encode(features), features, rows))
+    np.testing.assert_allclose(again, np.asarray(fw_engine.model.encode(features[rows])), rtol=1e-3, atol=1e-3)
+
+
+def test_a_fallback_on_a_cpu_runs_no_encoder_again(
+    fw_engine: FasterWhisperEngine, speech: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from gpu_container.worker.scheduler import Work
+
+    # Given a runner for which every decode looks unlikely (so every window falls back to the
+    # next temperature), counting the rows the encoder reads
+    runner = FasterWhisperBatchRunner.from_engine(fw_engine).tune(temperatures=(0.0, 0.4))
+    monkeypatch.setattr(runner, "defaults", dataclasses.replace(runner.defaults, log_prob_threshold=0.0))
+    encoded: list[int] = []
+    encode = runner.steps.encode
+
+    def counted(features: Any) -> Any:
+        encoded.append(len(features))
+        return encode(features)
+
+    monkeypatch.setattr(runner.steps, "encode", counted)
+    batch = []
+    for job in sorted(speech)[:2]:
+        with open_media(speech[job], 600) as stream:
+            batch.append(Work(job, 0, next(iter(stream.windows())), DecodeOptions(language="en"), None, 10.0))
+    # When two windows run in one batch
+    results = runner.run(batch)
+    # Then the encoder read them once: the fallback decoded again from its output
+    assert encoded == [2] and all(r.segments for r in results)
