@@ -38,6 +38,18 @@ from bench.provenance import ROOT, command, hardware, load_average
 
 RESULTS = ROOT / "bench" / "results"
 MODES = {"one-at-a-time": (1, 1), "batched": (8, 8)}
+_DEPLOYED = Timings()
+# The local stack's schedules (the scaler starts the worker within a second of being let go),
+# with a deployment's lease timings: the local stack's 1 s heartbeat (there so that a lost lease
+# shows within seconds) wrote each held job's lease and its message's visibility every second,
+# ~5x the AWS calls a job needs otherwise, each served by moto on the worker's own two cores.
+TIMINGS = Timings.local().replace(
+    idle_exit_seconds=30,
+    heartbeat_seconds=_DEPLOYED.heartbeat_seconds,
+    lease_seconds=_DEPLOYED.lease_seconds,
+    visibility_seconds=_DEPLOYED.visibility_seconds,
+    queued_redrive_seconds=_DEPLOYED.queued_redrive_seconds,
+)
 
 
 def _seconds(stamp: str) -> float:
@@ -50,7 +62,7 @@ def one_round(mode: str, jobs: dict[str, tuple[str, Path]], data_dir: Path) -> d
         port=0,
         max_workers=1,
         data_dir=data_dir,
-        timings=Timings.local().replace(idle_exit_seconds=30),
+        timings=TIMINGS,
         worker_held_jobs=held,
         worker_batch_size=batch,
         quiet=True,

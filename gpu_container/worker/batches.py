@@ -9,14 +9,14 @@ therefore go media -> windows -> scheduler -> runner -> assemble the same way.
 Short jobs' windows are packed into shared 30 s rows (packing.py, on unless `pack=False`): a
 batch then holds as many windows as fit in B rows, and each job gets its own words back.
 
-A batch short of B rows (its ready windows, packed, fill fewer) waits up to FILL_WAIT_SECONDS
-for jobs just taken on whose first window is still being decoded (a burst of short jobs: run at
-once, the first batch held one job and the next ones what happened to be ready; the rest waited
-a whole batch for the next; and counted in windows, not rows, 9 ready short windows were a
-"full" batch of B = 8 that packs into 4 rows: four 16-job mixes with every job held ran 8, 8, 6
-and 9 encoder rows, now 7, 6, 6 and 7). It never waits on a job that has yielded a window, so a
-long file being transcribed holds nothing back, and a short job joining it gets into the next
-batch instead of the one after.
+A batch short of B rows (its ready windows, packed, leave room in them) waits up to FILL_WAIT_SECONDS
+for jobs just taken on whose first window is still being decoded, or just claimed and still
+being prepared (a burst of short jobs: run at once, the first batch held one job and the next
+ones what happened to be ready; the rest waited a whole batch for the next; and counted in
+windows, not rows, 9 ready short windows were a "full" batch of B = 8 that packs into 4 rows:
+four 16-job mixes with every job held ran 8, 8, 6 and 9 encoder rows, now 7, 6, 6 and 7). It
+never waits on a job that has yielded a window, so a long file being transcribed holds nothing
+back, and a short job joining it gets into the next batch instead of the one after.
 
 B, the rows a batch holds, is sized from the GPU's free memory, the model and the beam when
 the worker starts (`worker_batching`, the model in gpu_memory.py); a batch that still runs out of
@@ -45,7 +45,7 @@ from gpu_container.worker.engines import Engine, resolve_model
 from gpu_container.worker.errors import UnsupportedModel
 from gpu_container.worker.gpu_memory import T4_BYTES, MemoryInfo, fit_batch, free_memory, row_bytes
 from gpu_container.worker.log import logger
-from gpu_container.worker.packing import Packer, plan, run_packed
+from gpu_container.worker.packing import Packer, packable, plan, run_packed
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch
@@ -163,9 +163,11 @@ class Batches:
         pack: bool = True,
         fill_wait: float = FILL_WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        arriving: Callable[[float], bool] = lambda _within: False,
     ) -> None:
         self._runner = runner
         self.fill_wait = fill_wait
+        self.arriving = arriving  # jobs claimed under that long ago still being prepared (the worker's admission)
         self._clock = clock
         self._added: dict[str, float] = {}  # when each job was taken on (for the fill wait)
         self._waiting: dict[EngineKey, float] = {}  # since when a short batch has waited, per engine
@@ -242,17 +244,20 @@ class Batches:
 
     def _ready_to_run(self, key: EngineKey, scheduler: Scheduler[Any, Any]) -> bool:
         """False while a batch short of B waits for jobs added under `fill_wait` ago whose first
-        window is still decoding; never longer than `fill_wait` in all."""
+        window is still decoding, or jobs claimed that recently still being prepared (`arriving`:
+        a burst's jobs reach the loop one by one as their downloads end); never longer than
+        `fill_wait` in all."""
         if self.fill_wait <= 0:
             return True
         now, size = self._clock(), self.size(key)
-        if not any(now - t < self.fill_wait for t in self._added.values()):
+        coming = self.arriving(self.fill_wait)
+        if not coming and not any(now - t < self.fill_wait for t in self._added.values()):
             self._waiting.pop(key, None)
             return True  # no job just taken on: nothing to look for (the loop's usual step)
         scheduler.refill(size)
         starting = [j for j in scheduler.starting() if now - self._added.get(j, now) < self.fill_wait]
         ready = [*self._ahead.get(key, []), *scheduler.ready_work()]
-        if not starting or not ready or self._rows(ready) >= size:
+        if not (starting or coming) or not ready or self._full(ready, size):
             self._waiting.pop(key, None)
             return True
         since = self._waiting.setdefault(key, now)
@@ -277,10 +282,15 @@ class Batches:
                 prepare(self._packer.ahead(upcoming) if self._packer else upcoming)
         return batch
 
-    def _rows(self, windows: Sequence[Any]) -> int:
-        """The rows `windows` run in: packed when packing (first fit decreasing, as the
-        scheduler counts a batch), else one each."""
-        return len(plan(windows, search=False)) if self._packer else len(windows)
+    def _full(self, ready: Sequence[Any], size: int) -> bool:
+        """Whether the ready windows fill a batch of `size`: `size` windows; packed, no room left
+        in `size` rows (first fit decreasing, as the scheduler counts a batch) for one more
+        window as short as the shortest packable one ready (a burst's jobs are alike)."""
+        if self._packer is None:
+            return len(ready) >= size
+        shortest = min((w for w in ready if packable(w)), key=lambda w: w.window.duration, default=None)
+        more = [*ready, shortest] if shortest is not None else list(ready)
+        return len(plan(more, search=False)) > size or (shortest is None and len(more) >= size)
 
     def _room(self, size: int) -> Callable[[Sequence[Any]], bool]:
         """The scheduler's test that a batch still fits: `size` rows once packed, else `size` windows."""

@@ -129,11 +129,12 @@ class Gate(Generic[T]):
         with self._cond:
             self.idle_since = self.clock()
 
-    def to_finishing(self) -> None:
-        """A held job goes to the finishing pool: it frees its slot, the worker stays busy."""
+    def to_finishing(self, jobs: int = 1) -> None:
+        """Held jobs go to the finishing pool: they free their slots (all at once, so the
+        claiming side sees the room of a whole batch's jobs together), the worker stays busy."""
         with self._cond:
-            self.held -= 1
-            self.finishing += 1
+            self.held -= jobs
+            self.finishing += jobs
             self.idle_since = self.clock()
             self._cond.notify_all()
 

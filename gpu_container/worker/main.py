@@ -76,6 +76,9 @@ RunnerFactory = Callable[[Engine], BatchRunner]
 IDLE_WAIT_SECONDS = 0.05  # the loop looks for ready jobs, the stop signal and the idle exit this often
 
 
+FINISHING_THREADS = 8  # jobs committed at once (each a few uploads and AWS calls; a batch's jobs end together)
+
+
 class Worker:
     def __init__(
         self,
@@ -117,7 +120,12 @@ class Worker:
             clock=clock,
             stop=self.stopping,
         )
-        self.batches = Batches(self._runner, batch_size=self.batch_size, read_ahead=s.read_ahead)
+        self.batches = Batches(
+            self._runner,
+            batch_size=self.batch_size,
+            read_ahead=s.read_ahead,
+            arriving=lambda within: self.admission.arriving(within),
+        )
         self._held: dict[str, JobRun] = {}  # in the loop: the loop thread's own
         self.disk = DiskBudget(
             s.work_dir or tempfile.gettempdir(),
@@ -127,7 +135,7 @@ class Worker:
         )
         self.speed = Speed()  # this worker's pace, for its jobs' progress between batches
         self.finisher = Finisher(self.repo, self.queue, self.store, s.instance_hourly_usd, s.max_attempts)
-        self._finishing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="finishing")
+        self._finishing = ThreadPoolExecutor(max_workers=FINISHING_THREADS, thread_name_prefix="finishing")
         self.admission = self._admission(resolver)
 
     def _admission(self, resolver: Resolver) -> Admission:
@@ -263,33 +271,41 @@ class Worker:
         """Jobs cancelled or taken over since the last batch leave the batches at once."""
         for run in [r for r in self._held.values() if r.beat.interrupted]:
             self.batches.remove(run.job_id)
-            self._let_go(run, self.finisher.interrupted)
+            self._let_go((run, self.finisher.interrupted))
 
     def _route(self, step: Step) -> None:
         for job_id, seconds in step.compute.items():
             if job_id in self._held:
                 self._held[job_id].compute_seconds += seconds
+        going: list[tuple[JobRun, Callable[[JobRun], Outcome]]] = []
         for event in step.events:
             run = self._held.get(event.job)
             if run is None:
                 continue
             if isinstance(event, JobFailed):
-                self._let_go(run, partial(self.finisher.failed, error=event.error))
+                going.append((run, partial(self.finisher.failed, error=event.error)))
             elif run.beat.interrupted:
-                self._let_go(run, self.finisher.interrupted)
+                going.append((run, self.finisher.interrupted))
             else:
                 # from here the commit's condition decides (a cancel that lands now loses
                 # the race or wins it, and then the outputs are removed)
-                self._let_go(run, partial(self.finisher.finish, results=event.results))
+                going.append((run, partial(self.finisher.finish, results=event.results)))
+        # a batch's jobs free their slots together: one receive then claims them all (let go
+        # one at a time, the first freed slot was claimed alone, prepared, and ran a batch alone)
+        self._let_go(*going)
         for run in self._held.values():
             if run.work_seconds > 0:
                 run.beat.pace.advance(self.batches.progress(run.job_id), run.work_seconds)
 
-    def _let_go(self, run: JobRun, how: Callable[[JobRun], Outcome]) -> None:
-        """The job leaves the loop for the finishing pool."""
-        del self._held[run.job_id]
-        self.gate.to_finishing()
-        self._finishing.submit(self._finish, run, how)
+    def _let_go(self, *going: tuple[JobRun, Callable[[JobRun], Outcome]]) -> None:
+        """Jobs leave the loop for the finishing pool (each `how` it is finished)."""
+        if not going:
+            return
+        for run, _ in going:
+            del self._held[run.job_id]
+        self.gate.to_finishing(len(going))
+        for run, how in going:
+            self._finishing.submit(self._finish, run, how)
 
     def _finish(self, run: JobRun, how: Callable[[JobRun], Outcome]) -> None:
         try:

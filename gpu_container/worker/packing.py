@@ -104,6 +104,11 @@ def _key(work: Any) -> tuple[Any, ...] | None:
     return (language, options.task, options.initial_prompt)
 
 
+def packable(work: Any) -> bool:
+    """Whether a window may share a row with others."""
+    return _key(work) is not None
+
+
 def _first_fit(order: list[int], durations: Sequence[float]) -> list[list[int]]:
     bins: list[list[int]] = []
     used: list[float] = []  # each bin's pieces and a gap after each

@@ -184,3 +184,28 @@ def test_the_model_loop_makes_no_aws_call(
     assert {"ReceiveMessage", "UpdateItem", "PutObject", "DeleteMessage"} <= operations  # the work was done...
     loop = threading.current_thread().name
     assert [c for c in during if c[0] == loop] == []  # ...never on the loop's thread
+
+
+def test_a_burst_is_claimed_side_by_side_and_runs_as_one_batch(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    """Four short jobs queued together: their claims (each made slow here) run side by side,
+    not one after another, and the loop waits for the jobs still being prepared, so all four
+    share the first batch instead of the first one running alone."""
+    ids = [submit(aws_stack, speech["wav"][0], language="en") for _ in range(4)]  # packable: 2 rows
+    scripted = Scripted(engines["faster-whisper"], lambda _batch: None)
+    worker = make_worker(aws_stack, scripted, max_held_jobs=4, max_jobs=4)
+    claim = worker.repo.claim
+    started: list[float] = []
+
+    def slow_claim(*args: Any, **kwargs: Any) -> Job:
+        started.append(time.monotonic())
+        time.sleep(0.25)  # a slow round trip
+        return claim(*args, **kwargs)
+
+    worker.repo.claim = slow_claim  # type: ignore[method-assign]
+    assert worker.run() == 0
+    repo = JobRepository(aws_stack.table)
+    assert [repo.get(i).status for i in ids] == [JobStatus.SUCCEEDED] * 4
+    assert len(started) == 4 and max(started) - min(started) < 0.25  # all four under way at once
+    assert scripted.calls == 1  # one batch ran them all

@@ -90,3 +90,15 @@ def test_ready_jobs_wake_the_loop_and_are_refused_once_closed() -> None:
     assert g.take() == ["a"] and g.take() == []
     g.close()
     assert not g.hand_over("b") and g.take() == []
+
+
+def test_a_batchs_jobs_free_their_slots_together() -> None:
+    # Given a full gate of four held jobs
+    g = gate(Clock(), max_held=4)
+    for _ in range(4):
+        assert g.reserve() and g.claimed()
+    assert g.room() == 0
+    # When three jobs of one batch go to finishing together
+    g.to_finishing(3)
+    # Then the claiming side sees room for all three at once, and the worker stays busy
+    assert g.room() == 3 and g.busy and (g.held, g.finishing) == (1, 3)
