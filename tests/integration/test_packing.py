@@ -82,8 +82,26 @@ def transcribe(
     return out
 
 
-def test_packed_jobs_each_get_their_own_transcript(runner: FasterWhisperBatchRunner, speech: dict[str, Path]) -> None:
+def each_its_own(
+    texts: dict[str, str], packed: dict[str, Transcript], alone: dict[str, Transcript], wer: float
+) -> None:
+    """Each job's packed transcript: its own text (WER at most `wer`, or no worse than unpacked),
+    no word that only another job's text has, its segments in order and inside its own audio."""
     import jiwer
+
+    for job, text in texts.items():
+        got = packed[job]
+        error = jiwer.wer(" ".join(words(text)), " ".join(words(got.text)))
+        error_alone = jiwer.wer(" ".join(words(text)), " ".join(words(alone[job].text)))
+        assert error <= max(wer, error_alone), (job, got.text)
+        others = {w for j, t in texts.items() if j != job for w in words(t)} - set(words(text))
+        assert not others & set(words(got.text)), (job, got.text)
+        starts = [s.start for s in got.segments]
+        assert got.segments and starts == sorted(starts), job
+        assert all(0.0 <= s.start <= s.end <= got.duration + 1e-3 for s in got.segments), job
+
+
+def test_packed_jobs_each_get_their_own_transcript(runner: FasterWhisperBatchRunner, speech: dict[str, Path]) -> None:
 
     # Given four short jobs of different sentences, one asking for word timestamps
     spy = Spy(runner)
@@ -93,17 +111,8 @@ def test_packed_jobs_each_get_their_own_transcript(runner: FasterWhisperBatchRun
     # Then their windows shared packed rows (fewer rows than jobs)...
     rows = [x for call in spy.calls for x in call]
     assert any(isinstance(x, PackedRequest) for x in rows) and len(rows) < len(TEXTS)
-    for job, text in TEXTS.items():
-        got = packed[job]
-        # ...each job's transcript is its own sentences, as good as unpacked...
-        error = jiwer.wer(" ".join(words(text)), " ".join(words(got.text)))
-        error_alone = jiwer.wer(" ".join(words(text)), " ".join(words(alone[job].text)))
-        assert error <= max(0.15, error_alone), (job, got.text)
-        # ...with no word that only another job's text has...
-        others = {w for j, t in TEXTS.items() if j != job for w in words(t)} - set(words(text))
-        assert not others & set(words(got.text)), (job, got.text)
-        # ...and every time inside its own audio
-        assert got.segments and all(0.0 <= s.start <= s.end <= got.duration + 1e-3 for s in got.segments), job
+    # ...and each job's transcript is its own, as good as unpacked, inside its own audio
+    each_its_own(TEXTS, packed, alone, 0.15)
     # The job that asked for words has them, inside its segments; the others have none
     b_words = [w for s in packed["b"].segments for w in s.words or []]
     assert len(b_words) >= len(words(TEXTS["b"])) - 2
@@ -115,7 +124,6 @@ LONGER = {"a": " ".join(SENTENCES[0:5]), "b": " ".join(SENTENCES[5:10]), "c": " 
 
 
 def test_jobs_too_long_to_pair_share_rows_cut_at_a_pause(runner: FasterWhisperBatchRunner, tmp_path: Path) -> None:
-    import jiwer
 
     # Given three jobs of 16-19 s (two of them never fit one 30 s row whole)
     speech = {job: speak(text, tmp_path / f"{job}.wav") for job, text in LONGER.items()}
@@ -126,14 +134,5 @@ def test_jobs_too_long_to_pair_share_rows_cut_at_a_pause(runner: FasterWhisperBa
     alone = transcribe(runner, speech, pack=False, batch_size=3)
     # Then they ran in one batch of two rows (a job cut at a pause between them), not three...
     assert [len(call) for call in spy.calls[:1]] == [2] and all(isinstance(x, PackedRequest) for x in spy.calls[0])
-    for job, text in LONGER.items():
-        got = packed[job]
-        # ...and each job's transcript is all of its own sentences, in order, as good as unpacked,
-        error = jiwer.wer(" ".join(words(text)), " ".join(words(got.text)))
-        error_alone = jiwer.wer(" ".join(words(text)), " ".join(words(alone[job].text)))
-        assert error <= max(0.1, error_alone), (job, got.text)
-        # with no word only another job has, every time inside its own audio and in order
-        others = {w for j, t in LONGER.items() if j != job for w in words(t)} - set(words(text))
-        assert not others & set(words(got.text)), (job, got.text)
-        starts = [s.start for s in got.segments]
-        assert starts == sorted(starts) and all(0.0 <= s.start <= s.end <= got.duration + 1e-3 for s in got.segments)
+    # ...and each job's transcript is all of its own sentences, in order, as good as unpacked
+    each_its_own(LONGER, packed, alone, 0.1)
