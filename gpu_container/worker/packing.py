@@ -57,8 +57,9 @@ MIN_PART_SECONDS = 1.0  # no part of a cut piece is shorter
 QUIET_RATIO = 0.05  # a frame is quiet under 5 % (-26 dB) of the piece's loud frames (its 90th percentile)...
 QUIET_FLOOR = 1e-4  # ...or under this RMS whatever the piece's level
 _FRAME = SAMPLE_RATE // 50  # 20 ms frames for finding pauses
-CUT_ORDERS = 2_000  # orders next fit tries when cutting pieces saves a row...
-CUT_STEPS = 40_000  # ...and pieces it places in all (a large batch tries fewer orders)
+CUT_ORDERS = 2_000  # orders next fit tries when cutting pieces may save a row...
+CUT_STEPS = 20_000  # ...pieces it places in all (a large batch tries fewer orders)...
+CUT_PATIENCE = 32  # ...and orders in a row it tries without finding fewer rows
 
 RunBatch = Callable[[BatchRunner, Sequence[Any]], list[WindowResult | BaseException]]
 Part = tuple[int, float, float]  # a batch item and the stretch of its window (window seconds) a row holds
@@ -221,7 +222,9 @@ def _cut_rows(
     """Rows for the pieces, cut at pauses, fewer than `fewer_than` (the whole pieces' count),
     or None. Next fit over the pieces longest first, then over CUT_ORDERS seeded shuffles (at
     most CUT_STEPS pieces placed in all), keeping the fewest rows; it stops at the floor (their
-    total length and gaps in 30 s rows), and does not start where that is no fewer. Cutting
+    total length and gaps in 30 s rows), or after CUT_PATIENCE orders in a row found no fewer,
+    and does not start where the floor is no fewer (64 pieces of 5-15 s: ~90 ms a plan
+    with no patience, all on the loop's thread). Cutting
     pieces over rows is bin packing with splittable items: next fit leaves under one sentence
     unused in a row, and the order decides where the cuts fall (on the 16-job bench mix with
     0.5 s gaps about 1 order in 14 reaches the floor)."""
@@ -233,12 +236,15 @@ def _cut_rows(
     order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
     rng = random.Random(len(durations))  # noqa: S311 - not security: the same batch always packs the same way
     best: list[list[Part]] | None = None
+    since = 0  # orders tried since the best
     for _ in range(max(1, min(CUT_ORDERS, CUT_STEPS // max(1, len(order))))):
         rows = _next_fit(order, durations, cuts)
         if len(rows) < (len(best) if best is not None else fewer_than):
-            best = rows
+            best, since = rows, 0
             if len(rows) <= floor:
                 break
+        elif (since := since + 1) > CUT_PATIENCE:
+            break
         rng.shuffle(order)
     return best
 
