@@ -112,10 +112,7 @@ class Admission(threading.Thread):
             logger.warning("could not receive messages", extra={"error": f"{type(exc).__name__}: {exc}"})
             self.gate.wait_closed(RECEIVE_ERROR_PAUSE)
             return
-        if len(messages) > 1:  # side by side, all of them taken before the next receive
-            list(self.claims.map(self.take, messages))
-        elif messages:
-            self.take(messages[0])
+        list(self.claims.map(self.take, messages))  # side by side, all taken before the next receive
         if not messages and wait == 0:
             self.gate.wait_closed(EMPTY_POLL_PAUSE)
 

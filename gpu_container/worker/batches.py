@@ -45,7 +45,7 @@ from gpu_container.worker.engines import Engine, resolve_model
 from gpu_container.worker.errors import UnsupportedModel
 from gpu_container.worker.gpu_memory import T4_BYTES, MemoryInfo, fit_batch, free_memory, row_bytes
 from gpu_container.worker.log import logger
-from gpu_container.worker.packing import Packer, packable, plan, run_packed
+from gpu_container.worker.packing import Packer, packable, run_packed
 from gpu_container.worker.scheduler import JobEvent, JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, prefetch
@@ -283,14 +283,11 @@ class Batches:
         return batch
 
     def _full(self, ready: Sequence[Any], size: int) -> bool:
-        """Whether the ready windows fill a batch of `size`: `size` windows; packed, no room left
-        in `size` rows (first fit decreasing, as the scheduler counts a batch) for one more
-        window as short as the shortest packable one ready (a burst's jobs are alike)."""
-        if self._packer is None:
-            return len(ready) >= size
-        shortest = min((w for w in ready if packable(w)), key=lambda w: w.window.duration, default=None)
-        more = [*ready, shortest] if shortest is not None else list(ready)
-        return len(plan(more, search=False)) > size or (shortest is None and len(more) >= size)
+        """Whether the (non-empty) ready windows fill a batch of `size`: one more would not fit
+        it (the scheduler's own test, `_room`), that one as short as the shortest packable window
+        ready (a burst's jobs are alike), or any window where none packs."""
+        extra = min((w for w in ready if packable(w)), key=lambda w: w.window.duration, default=ready[0])
+        return not self._room(size)([*ready, extra])
 
     def _room(self, size: int) -> Callable[[Sequence[Any]], bool]:
         """The scheduler's test that a batch still fits: `size` rows once packed, else `size` windows."""

@@ -206,14 +206,22 @@ def _next_fit(
                 rows[-1].append((i, a, b))
                 used += GAP_SECONDS + b
                 continue
-            fit = [x for x, y in cuts[i] if x >= MIN_PART_SECONDS and b - y >= MIN_PART_SECONDS and x <= room + 1e-9]
+            fit = [(x, y) for x, y in cuts[i] if MIN_PART_SECONDS <= x <= room + 1e-9 and b - y >= MIN_PART_SECONDS]
             if fit:
-                x = fit[-1]
+                x, y = fit[-1]
                 rows[-1].append((i, a, x))
-                a = next(y for x2, y in cuts[i] if x2 == x)
+                a = y  # the rest of it starts the next row
         rows.append([(i, a, b)])
         used = b - a
     return rows
+
+
+def _cut_floor(durations: Sequence[float]) -> int:
+    """The fewest rows that could hold the pieces however they are cut: r rows hold the pieces
+    and a gap between each two in a row, so r x 30 >= total + GAP x (pieces - r) (the quiet a
+    cut drops is not counted)."""
+    total = sum(durations) + GAP_SECONDS * len(durations)
+    return math.ceil(total / (MAX_WINDOW_SECONDS + GAP_SECONDS) - 1e-9)
 
 
 def _cut_rows(
@@ -222,17 +230,14 @@ def _cut_rows(
     """Rows for the pieces, cut at pauses, fewer than `fewer_than` (the whole pieces' count),
     or None. Next fit over the pieces longest first, then over CUT_ORDERS seeded shuffles (at
     most CUT_STEPS pieces placed in all), keeping the fewest rows; it stops at the floor (their
-    total length and gaps in 30 s rows), or after CUT_PATIENCE orders in a row found no fewer,
-    and does not start where the floor is no fewer (64 pieces of 5-15 s: ~90 ms a plan
+    total length and gaps in 30 s rows, `_cut_floor`), or after CUT_PATIENCE orders in a row
+    found no fewer; `plan` does not call it (nor find the pieces' pauses) where the floor is no
+    fewer (64 pieces of 5-15 s: ~90 ms a plan
     with no patience, all on the loop's thread). Cutting
     pieces over rows is bin packing with splittable items: next fit leaves under one sentence
     unused in a row, and the order decides where the cuts fall (on the 16-job bench mix with
     0.5 s gaps about 1 order in 14 reaches the floor)."""
-    # the floor: r rows hold the pieces and a gap between each two in a row, so
-    # r x 30 >= total + GAP x (pieces - r) (the quiet a cut drops is not counted)
-    floor = math.ceil((sum(durations) + GAP_SECONDS * len(durations)) / (MAX_WINDOW_SECONDS + GAP_SECONDS) - 1e-9)
-    if floor >= fewer_than:
-        return None
+    floor = _cut_floor(durations)
     order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
     rng = random.Random(len(durations))  # noqa: S311 - not security: the same batch always packs the same way
     best: list[list[Part]] | None = None
@@ -265,7 +270,7 @@ def plan(batch: Sequence[Any], search: bool = True) -> list[Row]:
     for members in groups.values():
         durations = [batch[i].window.duration for i in members]
         whole = [[(members[j], 0.0, durations[j]) for j in b] for b in _bins(durations, search)]
-        if search and len(whole) > 1:
+        if search and _cut_floor(durations) < len(whole):
             found = _cut_rows(durations, [cut_points(batch[i].window) for i in members], len(whole))
             if found is not None:
                 whole = [[(members[j], a, b) for j, a, b in row] for row in found]
@@ -458,13 +463,11 @@ def run_packed(
     language: dict[int, str] = {}
     again: set[int] = set()
     for row, result in zip(rows, results, strict=True):
-        pieces = split(batch, row, result) if row.packed and isinstance(result, WindowResult) else None
         if not row.packed:
             out[row.items[0]] = result
-        elif pieces is None:
+        elif not isinstance(result, WindowResult) or (pieces := split(batch, row, result)) is None:
             again.update(row.items)
         else:
-            assert isinstance(result, WindowResult)
             for k, (i, segments) in enumerate(zip(row.items, pieces, strict=True)):
                 got.setdefault(i, []).append((row.part(k, batch)[0], segments))
                 language[i] = result.language

@@ -342,7 +342,7 @@ class FasterWhisperSteps:
             return self.encode(features[rows])
         import ctranslate2
 
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[rows]))
+        return ctranslate2.StorageView.from_array(np.asarray(encoder_output)[rows])  # a new C-contiguous array
 
     def detect_languages(self, encoder_output: Any) -> list[str]:
         return [str(found[0][0][2:-2]) for found in self.model.model.detect_language(encoder_output)]
