@@ -1,5 +1,6 @@
 """Jobs per minute through one worker on the local stack: one job at a time (K = 1, B = 1)
-against cross-job batching (K = B = 8), on the same 16 short jobs, in one run.
+against cross-job batching (K = 16 jobs held, B = 8 rows a batch; and K = B = 8), on the same 16
+short jobs, in one run.
 
 Each round starts the local stack with one worker allowed, holds the worker back until all
 16 jobs are queued, lets it go, and measures from the first claim to the last commit (the
@@ -9,7 +10,7 @@ both alike; medians are reported with both word error rates, and the last line i
 `throughput ratio: X.XX\u00d7` (batched jobs per minute / one-at-a-time jobs per minute).
 Before the rounds, in this process, `packing()` runs the same jobs through the worker's
 `Batches` (K and B of the batched mode) with window packing off and on (packing.py), and packed
-with every job held at once (as a GPU worker holds a burst of short jobs), and counts
+with K = B (and with every job held, where K holds fewer), and counts
 encoder seconds (30 s per window row the encoder read, continuation passes and fallbacks
 included) against speech seconds (the VAD windows' audio), with each job's WER both ways.
 Results go to bench/results/throughput-<device>.json with the hardware. A measurement, not a test.
@@ -37,7 +38,9 @@ from bench.bench_batching import make_jobs, wer
 from bench.provenance import ROOT, command, hardware, load_average
 
 RESULTS = ROOT / "bench" / "results"
-MODES = {"one-at-a-time": (1, 1), "batched": (8, 8)}
+# batched: K = 2B, as packing lays about two of these jobs in a row (K = B filled half a batch's
+# B rows: 8 held jobs packed into 4); batched-k-eq-b: the same rows with K = B, for comparison
+MODES = {"one-at-a-time": (1, 1), "batched": (16, 8), "batched-k-eq-b": (8, 8)}
 _DEPLOYED = Timings()
 # The local stack's schedules (the scaler starts the worker within a second of being let go),
 # with a deployment's lease timings: the local stack's 1 s heartbeat (there so that a lost lease
@@ -145,12 +148,13 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int, repeats: i
     runner = FasterWhisperBatchRunner.from_engine(FasterWhisperEngine(device="cpu", cpu_threads=2))
     out: dict[str, Any] = {"held_jobs": held, "batch_size": batch}
     # first the one-at-a-time mode's model path (K = B = 1), the baseline of the in-process ratio;
-    # the last: every job held at once, as a GPU worker (K 32-64) holds a burst of short jobs
+    # then packed with K = B, and with every job held (as a GPU worker, K 32-64, holds a burst of short jobs)
     variants = (
         ("one_at_a_time", False, 1, 1),
         ("unpacked", False, held, batch),
         ("packed", True, held, batch),
-        ("packed_all_held", True, len(jobs), batch),
+        *((("packed_k_eq_b", True, batch, batch),) if held != batch else ()),
+        *((("packed_all_held", True, len(jobs), batch),) if held < len(jobs) else ()),
     )
     times: dict[str, list[float]] = {name: [] for name, *_ in variants}
     for round_, (name, pack, k, b) in ((r, v) for r in range(max(1, repeats)) for v in variants):
@@ -183,7 +187,7 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int, repeats: i
     # the model path's own ratio: the same jobs and code as the stack's rounds without the stack,
     # whose AWS stand-ins and handlers share the worker's two cores on this machine
     out["model_path_ratio"] = {
-        name: round(out["one_at_a_time"]["seconds"] / out[name]["seconds"], 2) for name in ("packed", "packed_all_held")
+        name: round(out["one_at_a_time"]["seconds"] / out[name]["seconds"], 2) for name, pack, *_ in variants if pack
     }
     print(f"  model path alone, in process (one at a time \u00f7 packed): {out['model_path_ratio']}", flush=True)
     worse = [j for j in jobs if out["packed"]["job_wer"][j] > out["unpacked"]["job_wer"][j]]
@@ -230,7 +234,9 @@ def main() -> None:
             "runs": len(mine),
             "wer": statistics.median(r["wer"] for r in mine),
         }
-    ratio = summary["batched"]["jobs_per_minute_median"] / summary["one-at-a-time"]["jobs_per_minute_median"]
+    baseline = summary["one-at-a-time"]["jobs_per_minute_median"]
+    ratios = {m: round(s["jobs_per_minute_median"] / baseline, 3) for m, s in summary.items() if m != "one-at-a-time"}
+    ratio = summary["batched"]["jobs_per_minute_median"] / baseline
     record = {
         "benchmark": "throughput",
         "command": command(),
@@ -242,6 +248,7 @@ def main() -> None:
         "summary": summary,
         "packing": packed,
         "throughput_ratio": round(ratio, 3),
+        "ratios": ratios,
         "rounds": rounds,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -251,6 +258,8 @@ def main() -> None:
     for mode, s in summary.items():
         print(f"{mode}: {s['jobs_per_minute_median']:.1f} jobs/min (median of {s['runs']}), WER {s['wer']:.3f}")
     print(f"results: {out.relative_to(ROOT)}")
+    for mode, r in ratios.items():
+        print(f"{mode} \u00f7 one-at-a-time: {r:.2f}\u00d7")
     print(f"throughput ratio: {ratio:.2f}\u00d7")
 
 

@@ -569,6 +569,9 @@ def throughput_section(result: dict[str, Any]) -> str:
                 "**Throughput ratio** (batched \u00f7 one at a time, medians): "
                 f"**{result['throughput_ratio']:.2f}\u00d7**"
                 + (" (below 1: batching was slower here)." if result["throughput_ratio"] < 1 else ".")
+                + "".join(
+                    f" {mode}: {r:.2f}\u00d7." for mode, r in (result.get("ratios") or {}).items() if mode != "batched"
+                )
                 + (
                     " Cross-job batching is meant for GPUs, where one window leaves most of the device idle; on a CPU "
                     "the cores are busy with one window already."
@@ -582,7 +585,7 @@ def throughput_section(result: dict[str, Any]) -> str:
     )
 
 
-PACKING_VARIANTS = ("one_at_a_time", "unpacked", "packed", "packed_all_held")
+PACKING_VARIANTS = ("one_at_a_time", "unpacked", "packed", "packed_k_eq_b", "packed_all_held")
 
 
 def _packing_lines(result: dict[str, Any]) -> list[str]:

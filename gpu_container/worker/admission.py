@@ -2,9 +2,11 @@
 
 One thread receives messages while the gate has room and the disk budget fits another job of the
 pool's largest size (disk.py; no more messages than that many; a long poll: it never holds up a
-batch); the messages of one receive are claimed side by side on the claiming pool (each claim is
-a few AWS round trips: one at a time, 8 claims took 1.3 s on the local stack and the first batch
-ran with the two claimed by then), each reserving a place at the gate, claimed (claiming.py:
+batch); each message reserves a place at the gate and is claimed on the claiming pool, side by
+side with the others (each claim is a few AWS round trips: one at a time, 8 claims took 1.3 s on
+the local stack and the first batch ran with the two claimed by then), while the next receive
+asks for what room is left (SQS gives at most 10 a receive: a burst of 16 was claimed in two
+rounds 0.7 s apart, and the second missed the first batch); each job is claimed (claiming.py:
 with the job's disk reserved), its log and heartbeat started, and handed to the preparing pool;
 once prepared (preparing.py) the job goes to the loop through the gate. A job that cannot go on
 (its preparation failed, it was cancelled or taken over meanwhile, or the worker stops) is let
@@ -72,7 +74,8 @@ class Admission(threading.Thread):
         try:
             while not self.gate.closed:
                 room = self.gate.wait_for_room(timeout=0.5)
-                fit = self._disk_room() if room > 0 else 0
+                # claims under way have not reserved their disk yet
+                fit = self._disk_room() - self.gate.claiming if room > 0 else 0
                 if fit > 0:
                     self.receive(min(room, fit))
                 else:  # full: what a long poll still brought is another worker's to take
@@ -112,7 +115,13 @@ class Admission(threading.Thread):
             logger.warning("could not receive messages", extra={"error": f"{type(exc).__name__}: {exc}"})
             self.gate.wait_closed(RECEIVE_ERROR_PAUSE)
             return
-        list(self.claims.map(self.take, messages))  # side by side, all taken before the next receive
+        # each claimed side by side, its place at the gate reserved here, so the next receive
+        # (at once, while these claims are made) asks for no more than the room they leave
+        for received in messages:
+            if self.gate.reserve():
+                self.claims.submit(self._take, received)
+            else:
+                self._put_back(received)
         if not messages and wait == 0:
             self.gate.wait_closed(EMPTY_POLL_PAUSE)
 
@@ -121,6 +130,10 @@ class Admission(threading.Thread):
         if not self.gate.reserve():
             self._put_back(received)
             return Outcome.PUT_BACK
+        return self._take(received)
+
+    def _take(self, received: Received) -> Outcome:
+        """`take` with the job's place at the gate reserved."""
         try:
             claimed = self.claimer.claim(received)
         except Exception:

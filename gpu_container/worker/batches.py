@@ -9,12 +9,15 @@ therefore go media -> windows -> scheduler -> runner -> assemble the same way.
 Short jobs' windows are packed into shared 30 s rows (packing.py, on unless `pack=False`): a
 batch then holds as many windows as fit in B rows, and each job gets its own words back.
 
-A batch short of B rows (its ready windows, packed, leave room in them) waits up to FILL_WAIT_SECONDS
-for jobs just taken on whose first window is still being decoded, or just claimed and still
-being prepared (a burst of short jobs: run at once, the first batch held one job and the next
-ones what happened to be ready; the rest waited a whole batch for the next; and counted in
-windows, not rows, 9 ready short windows were a "full" batch of B = 8 that packs into 4 rows:
-four 16-job mixes with every job held ran 8, 8, 6 and 9 encoder rows, now 7, 6, 6 and 7). It
+A batch short of B rows (its ready windows, packed, leave room in them) waits for jobs taken on
+under FILL_WAIT_SECONDS ago whose first window is still being decoded, or claimed that recently
+and still being prepared, at most FILL_WAIT_MAX_SECONDS in all (a burst of short jobs: run at
+once, the first batch held one job and the next ones what happened to be ready; the rest waited
+a whole batch for the next; a burst of more than the 10 messages SQS gives a receive reaches the
+loop in waves, and with the wait capped at FILL_WAIT_SECONDS a burst of 16 ran as batches of 10
+and 6; and counted in windows, not rows, 9 ready short windows were a "full" batch of B = 8
+that packs into 4 rows: four 16-job mixes with every job held ran 8, 8, 6 and 9 encoder rows,
+now 7, 6, 6 and 7). It
 never waits on a job that has yielded a window, so a long file being transcribed holds nothing
 back, and a short job joining it gets into the next batch instead of the one after.
 
@@ -55,7 +58,8 @@ MemoryProbe = Callable[[], MemoryInfo | None]
 CPU_BATCH_SIZE = 2  # B on a CPU: see default_batching
 CPU_FILE_BATCH_SIZE = 8  # B on a CPU for one file alone (transcribe_file): no job waits behind its batch
 DECODING_POLL_SECONDS = 0.01  # nothing to batch while every held job's next window is decoding
-FILL_WAIT_SECONDS = 0.3  # the longest a batch short of B waits for the first windows of jobs just added
+FILL_WAIT_SECONDS = 0.3  # a batch short of B waits for jobs added (or claimed) under this long ago...
+FILL_WAIT_MAX_SECONDS = 1.0  # ...and while more keep coming, at most this long in all
 
 
 def default_batching(
@@ -246,7 +250,7 @@ class Batches:
         """False while a batch short of B waits for jobs added under `fill_wait` ago whose first
         window is still decoding, or jobs claimed that recently still being prepared (`arriving`:
         a burst's jobs reach the loop one by one as their downloads end); never longer than
-        `fill_wait` in all."""
+        FILL_WAIT_MAX_SECONDS in all (nor than `fill_wait` where that is longer)."""
         if self.fill_wait <= 0:
             return True
         now, size = self._clock(), self.size(key)
@@ -261,7 +265,7 @@ class Batches:
             self._waiting.pop(key, None)
             return True
         since = self._waiting.setdefault(key, now)
-        if now - since >= self.fill_wait:
+        if now - since >= max(self.fill_wait, FILL_WAIT_MAX_SECONDS):
             del self._waiting[key]
             return True
         return False

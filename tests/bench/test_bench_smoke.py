@@ -140,7 +140,8 @@ def test_bench_throughput_small(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["benchmark"] == "throughput" and result["jobs"] == 2
     assert result["command"] == "python -m bench.bench_throughput --jobs 2 --repeats 1"
-    assert set(result["summary"]) == {"one-at-a-time", "batched"}
+    assert set(result["summary"]) == {"one-at-a-time", "batched", "batched-k-eq-b"}
+    assert set(result["ratios"]) == {"batched", "batched-k-eq-b"} and all(map(positive, result["ratios"].values()))
     for s in result["summary"].values():
         assert positive(s["jobs_per_minute_median"]) and s["min"] <= s["jobs_per_minute_median"] <= s["max"]
         assert s["runs"] == 1 and 0 <= s["wer"] <= 1

@@ -209,3 +209,44 @@ def test_a_burst_is_claimed_side_by_side_and_runs_as_one_batch(
     assert [repo.get(i).status for i in ids] == [JobStatus.SUCCEEDED] * 4
     assert len(started) == 4 and max(started) - min(started) < 0.25  # all four under way at once
     assert scripted.calls == 1  # one batch ran them all
+
+
+def test_a_burst_larger_than_one_receive_is_claimed_at_once_and_shares_a_batch(
+    aws_stack: Stack, speech: dict[str, tuple[Path, str]], engines: dict[str, Engine]
+) -> None:
+    """Twelve short jobs: SQS gives at most ten a receive. The next receive is made while the
+    first one's claims are under way (they used to be awaited first: the last two jobs were
+    claimed a whole round of slow claims later and missed the first batch), each message
+    reserves its place at the gate (no more received than the worker holds), and the batch
+    waits while jobs keep arriving, so all twelve share it."""
+    ids = [submit(aws_stack, speech["wav"][0], language="en") for _ in range(12)]
+    scripted = Scripted(engines["faster-whisper"], lambda _batch: None)
+    worker = make_worker(aws_stack, scripted, max_held_jobs=12, max_jobs=12, batch_size=8)
+    claim, receive = worker.repo.claim, worker.queue.receive
+    claims: list[tuple[float, float]] = []  # (start, end) of each claim
+    receives: list[tuple[float, int]] = []  # (asked, messages) of each receive that brought some
+
+    def slow_claim(*args: Any, **kwargs: Any) -> Job:
+        start = time.monotonic()
+        time.sleep(0.25)  # a slow round trip
+        try:
+            return claim(*args, **kwargs)
+        finally:
+            claims.append((start, time.monotonic()))
+
+    def receiving(*args: Any, **kwargs: Any) -> Any:
+        asked = time.monotonic()
+        got = receive(*args, **kwargs)
+        if got:
+            receives.append((asked, len(got)))
+        return got
+
+    worker.repo.claim = slow_claim  # type: ignore[method-assign]
+    worker.queue.receive = receiving  # type: ignore[method-assign]
+    assert worker.run() == 0
+    repo = JobRepository(aws_stack.table)
+    assert [repo.get(i).status for i in ids] == [JobStatus.SUCCEEDED] * 12
+    assert [n for _, n in receives] == [10, 2]  # no more received than the worker holds
+    assert receives[1][0] < min(end for _, end in claims)  # asked for before any claim had ended
+    assert queue_counts(aws_stack) == (0, 0)  # every message taken and deleted
+    assert scripted.calls == 1  # one batch ran them all (12 jobs packed in 6 of its 8 rows)

@@ -1,5 +1,5 @@
 """A batch short of B waits a moment (batches.FILL_WAIT_SECONDS) for the first windows of jobs
-just taken on, never for a job already under way, and never longer than the wait in all: a
+just taken on, never for a job already under way, and never longer than FILL_WAIT_MAX_SECONDS in all: a
 burst of short jobs shares its first batch instead of one job running alone while the others
 decode. A fake clock and streams that say NOT_READY until told, no threads."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gpu_container.worker import batches as batches_module
-from gpu_container.worker.batches import FILL_WAIT_SECONDS, Batches
+from gpu_container.worker.batches import FILL_WAIT_MAX_SECONDS, FILL_WAIT_SECONDS, Batches
 from gpu_container.worker.scheduler import NOT_READY, JobFinished, NotReady, Work
 from tests.fakes import Clock, Win
 
@@ -83,6 +83,27 @@ def test_the_wait_ends_after_fill_wait_whatever_is_still_decoding(setup: tuple[B
     assert not batches.step().ran
     clock.now += FILL_WAIT_SECONDS * 0.6  # past the whole wait: a runs without b
     assert batches.step().ran
+    assert runner.batches == [[("a", 0)]]
+
+
+def test_the_wait_goes_on_while_jobs_keep_arriving_at_most_fill_wait_max(
+    setup: tuple[Batches, Recording, Clock],
+) -> None:
+    """A burst reaches the loop in waves (SQS gives ten messages a receive, each claimed on a
+    pool of threads): a job taken on less than FILL_WAIT_SECONDS ago keeps the short batch
+    waiting, past FILL_WAIT_SECONDS from the first, but never past FILL_WAIT_MAX_SECONDS."""
+    batches, runner, clock = setup
+    batches.add("a", KEY, Gated("a", 1, ready_from=1), None)  # type: ignore[arg-type]
+    batches.add("w0", KEY, Gated("w0", 1), None)  # type: ignore[arg-type]  # still decoding
+    start, step = clock.now, FILL_WAIT_SECONDS * 0.8
+    waves = 0
+    while not batches.step().ran:
+        waves += 1
+        clock.now += step
+        batches.add(f"w{waves}", KEY, Gated(f"w{waves}", 1), None)  # type: ignore[arg-type]  # still decoding
+    waited = clock.now - start
+    assert waited > 2 * FILL_WAIT_SECONDS  # long past one FILL_WAIT_SECONDS while jobs kept coming...
+    assert FILL_WAIT_MAX_SECONDS <= waited < FILL_WAIT_MAX_SECONDS + step  # ...and ended at the cap
     assert runner.batches == [[("a", 0)]]
 
 
