@@ -76,7 +76,9 @@ RunnerFactory = Callable[[Engine], BatchRunner]
 IDLE_WAIT_SECONDS = 0.05  # the loop looks for ready jobs, the stop signal and the idle exit this often
 
 
-FINISHING_THREADS = 8  # jobs committed at once (each a few uploads and AWS calls; a batch's jobs end together)
+# jobs committed at once (each a few uploads and AWS calls; a batch's jobs end together: 16 on 8
+# threads took two rounds)
+FINISHING_THREADS = 16
 
 
 class Worker:
