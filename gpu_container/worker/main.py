@@ -270,10 +270,12 @@ class Worker:
             self.batches.add(run.job_id, run.key, run.stream, DecodeOptions.from_job(run.job.options), priority)
 
     def _drop_interrupted(self) -> None:
-        """Jobs cancelled or taken over since the last batch leave the batches at once."""
-        for run in [r for r in self._held.values() if r.beat.interrupted]:
+        """Jobs cancelled or taken over since the last batch leave the batches at once (their
+        slots freed together, as a batch's finished jobs free theirs)."""
+        going = [r for r in self._held.values() if r.beat.interrupted]
+        for run in going:
             self.batches.remove(run.job_id)
-            self._let_go((run, self.finisher.interrupted))
+        self._let_go(*((run, self.finisher.interrupted) for run in going))
 
     def _route(self, step: Step) -> None:
         for job_id, seconds in step.compute.items():
