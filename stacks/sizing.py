@@ -30,20 +30,20 @@ from batchscribe.models import EngineName
 from batchscribe.settings import WorkerSettings
 from batchscribe.whisper_models import LARGEST, WHISPER_DIMS, WhisperDims, whisper_dims
 
-# bench/results/engines-cpu.json (2026-12-07, `python -m bench.bench_engines --repeats 3`, AMD EPYC,
+# bench/results/engines-cpu.json (2026-12-07, `python -m bench.bench_engines --repeats 3`, Intel Xeon,
 # tiny.en, beam 5, a 5 min file): the highest peak RSS (VmHWM) of each engine's process while it
 # transcribed: the worker's batched path (worker-batched, at the batch of 8 `batchscribe transcribe`
 # runs a file with on a CPU, more than the CPU worker's 2, so an upper bound for the worker) for
 # faster-whisper, the openai-whisper variant for openai-whisper (its process carries torch).
-MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 824.4, "openai-whisper": 723.5}
-# In the same runs the worker's RSS rose by at most 183.7 MiB (before the load to the load's peak)
-# to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.55 x the file; rounded up.
+MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 814.9, "openai-whisper": 752.8}
+# In the same runs the worker's RSS rose by at most 185.2 MiB (before the load to the load's peak)
+# to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.57 x the file; rounded up.
 LOAD_FACTOR = 2.6
-# ... and once loaded, transcribing on CPU took the process from 169.7 to 824.4 MiB: the model's
+# ... and once loaded, transcribing on CPU took the process from 193.7 to 814.9 MiB: the model's
 # working set (the encoder's attention scores, 2 windows at a time on a CPU, and the decoder's
 # caches for 8 windows x 5 beams), which grows with the model's width and heads; it is scaled by
 # the model's heads over tiny.en's 6.
-MEASURED_WORKING_SET_MIB = 824.4 - 169.7
+MEASURED_WORKING_SET_MIB = 814.9 - 193.7
 TINY_HEADS = 6
 CUDA_HOST_MIB = 1536  # CUDA context and cuBLAS's host allocations: an estimate, no GPU host RSS measured
 MARGIN = 1.25
