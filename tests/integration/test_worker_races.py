@@ -218,10 +218,12 @@ def test_a_burst_larger_than_one_receive_is_claimed_at_once_and_shares_a_batch(
     first one's claims are under way (they used to be awaited first: the last two jobs were
     claimed a whole round of slow claims later and missed the first batch), each message
     reserves its place at the gate (no more received than the worker holds), and the batch
-    waits while jobs keep arriving, so all twelve share it."""
+    waits while jobs keep arriving, so all twelve share it (the wait made 2 s here: on a loaded
+    machine the slow claims and their preparing spread over more than the default 1 s)."""
     ids = [submit(aws_stack, speech["wav"][0], language="en") for _ in range(12)]
     scripted = Scripted(engines["faster-whisper"], lambda _batch: None)
     worker = make_worker(aws_stack, scripted, max_held_jobs=12, max_jobs=12, batch_size=8)
+    worker.batches.fill_wait = 2.0
     claim, receive = worker.repo.claim, worker.queue.receive
     claims: list[tuple[float, float]] = []  # (start, end) of each claim
     receives: list[tuple[float, int]] = []  # (asked, messages) of each receive that brought some
