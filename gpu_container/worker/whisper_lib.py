@@ -248,6 +248,142 @@ def speech_chunks(audio: np.ndarray, options: Any) -> list[tuple[int, int]]:
     return [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(audio, options)]
 
 
+VAD_FRAME = 512  # samples a Silero probability covers (get_speech_timestamps' window_size_samples)
+VAD_CONTEXT = 64  # samples of the frame before that each frame is given (SileroVADModel.__call__)
+_VAD_BATCH = 10_000  # frames per model call, as SileroVADModel.__call__
+
+
+class SpeechProbabilities:
+    """Silero's speech probability for each 512-sample frame of a stream, every frame computed
+    once: the model's state (h, c) and each frame's 64 samples of context carried from one block
+    of audio to the next, as faster-whisper's SileroVADModel computes them over a whole file in
+    one call (in calls of 10,000 frames, the state carried). A stream's blocks overlap (windows.py
+    carries the speech still open into the next block); running get_speech_timestamps on each
+    block read that carried audio again, ~25 % more on a 5 min file (its VAD 0.6 s of 7 s).
+
+    `feed` adds audio (`final`: the stream's end, its last frame padded with zeros as
+    get_speech_timestamps pads); `probabilities(first, last)` the frames [first, last) computed so
+    far; `forget(before)` drops the frames before a frame index."""
+
+    def __init__(self) -> None:
+        from faster_whisper.vad import get_vad_model
+
+        self._session = get_vad_model().session
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+        self._context = np.zeros(VAD_CONTEXT, np.float32)
+        self._pending = np.zeros(0, np.float32)  # samples short of a whole frame
+        self._probs = np.zeros(0, np.float32)  # frames [self.first, self.frames)
+        self.first = 0
+        self.frames = 0
+
+    def feed(self, pcm: np.ndarray, final: bool = False) -> None:
+        audio = np.concatenate([self._pending, np.asarray(pcm, np.float32)])
+        if final:  # as get_speech_timestamps: zeros to the next whole frame (a whole one if none short)
+            audio = np.pad(audio, (0, VAD_FRAME - len(audio) % VAD_FRAME))
+        n = len(audio) // VAD_FRAME
+        self._pending = audio[n * VAD_FRAME :].copy()
+        if n == 0:
+            return
+        frames = audio[: n * VAD_FRAME].reshape(n, VAD_FRAME)
+        context = np.concatenate([self._context[None, :], frames[:-1, -VAD_CONTEXT:]])
+        batch = np.concatenate([context, frames], axis=1)
+        out = []
+        for i in range(0, n, _VAD_BATCH):
+            probs, self._h, self._c = self._session.run(
+                None, {"input": batch[i : i + _VAD_BATCH], "h": self._h, "c": self._c}
+            )
+            out.append(np.asarray(probs, np.float32).reshape(-1))
+        self._context = frames[-1, -VAD_CONTEXT:].copy()
+        self._probs = np.concatenate([self._probs, *out])
+        self.frames += n
+
+    def probabilities(self, first: int, last: int) -> np.ndarray:
+        return self._probs[max(0, first - self.first) : max(0, last - self.first)]
+
+    def forget(self, before: int) -> None:
+        if before > self.first:
+            self._probs = self._probs[before - self.first :].copy()
+            self.first = before
+
+
+def speech_from_probabilities(probs: np.ndarray, length: int, options: Any) -> list[tuple[int, int]]:
+    """Speech (start, end) sample ranges in `length` samples of audio whose frames' Silero
+    probabilities are `probs`: faster_whisper.vad.get_speech_timestamps (1.2.1) after its model
+    call, line for line (its thresholds, the split of speech longer than max_speech_duration_s at
+    its last pause, the padding)."""
+    rate, frame = 16000, VAD_FRAME
+    threshold = options.threshold
+    neg_threshold = options.neg_threshold if options.neg_threshold is not None else max(threshold - 0.15, 0.01)
+    min_speech_samples = rate * options.min_speech_duration_ms / 1000
+    speech_pad_samples = rate * options.speech_pad_ms / 1000
+    max_speech_samples = rate * options.max_speech_duration_s - frame - 2 * speech_pad_samples
+    min_silence_samples = rate * options.min_silence_duration_ms / 1000
+    min_silence_samples_at_max_speech = rate * 98 / 1000
+    triggered = False
+    speeches: list[dict[str, float]] = []
+    current: dict[str, float] = {}
+    temp_end = 0
+    prev_end = next_start = 0
+    for i, prob in enumerate(probs.tolist()):
+        at = frame * i
+        if prob >= threshold and temp_end:
+            temp_end = 0
+            if next_start < prev_end:
+                next_start = at
+        if prob >= threshold and not triggered:
+            triggered = True
+            current["start"] = at
+            continue
+        if triggered and at - current["start"] > max_speech_samples:
+            if prev_end:
+                current["end"] = prev_end
+                speeches.append(current)
+                current = {}
+                if next_start < prev_end:  # reached silence before and is still not speech
+                    triggered = False
+                else:
+                    current["start"] = next_start
+                prev_end = next_start = temp_end = 0
+            else:
+                current["end"] = at
+                speeches.append(current)
+                current = {}
+                prev_end = next_start = temp_end = 0
+                triggered = False
+                continue
+        if prob < neg_threshold and triggered:
+            if not temp_end:
+                temp_end = at
+            if at - temp_end > min_silence_samples_at_max_speech:
+                prev_end = temp_end
+            if at - temp_end < min_silence_samples:
+                continue
+            current["end"] = temp_end
+            if current["end"] - current["start"] > min_speech_samples:
+                speeches.append(current)
+            current = {}
+            prev_end = next_start = temp_end = 0
+            triggered = False
+    if current and length - current["start"] > min_speech_samples:
+        current["end"] = length
+        speeches.append(current)
+    for i, speech in enumerate(speeches):
+        if i == 0:
+            speech["start"] = int(max(0, speech["start"] - speech_pad_samples))
+        if i != len(speeches) - 1:
+            silence = speeches[i + 1]["start"] - speech["end"]
+            if silence < 2 * speech_pad_samples:
+                speech["end"] += int(silence // 2)
+                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - silence // 2))
+            else:
+                speech["end"] = int(min(length, speech["end"] + speech_pad_samples))
+                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - speech_pad_samples))
+        else:
+            speech["end"] = int(min(length, speech["end"] + speech_pad_samples))
+    return [(int(s["start"]), int(s["end"])) for s in speeches]
+
+
 # ---- faster-whisper's steps, for the batch runner ---------------------------------------------
 
 

@@ -12,9 +12,11 @@ BatchedInferencePipeline does, lost them). Each window keeps the source position
 chunks, so times inside a window map back to the original media (`Window.to_source`), as
 `SpeechTimestampsMap` does for a file.
 
-Memory stays bounded: audio is decoded in blocks of `block_seconds`; VAD runs on a block;
-windows whose chunks are settled (followed by enough decoded audio that more decoding cannot
-change them) are yielded and the block is dropped, except a short tail (the speech still open
+Memory stays bounded: audio is decoded in blocks of `block_seconds`; VAD runs on a block (each
+sample's speech probability computed once, the model's state carried from block to block:
+whisper_lib.SpeechProbabilities); windows whose chunks are settled (followed by enough decoded
+audio that more decoding cannot change them) are yielded and the block is dropped, except a
+short tail (the speech still open
 at the block's end, and the last window while it may still take more chunks, at most
 `max_carry_seconds`), which is carried into the next block. At most a block plus its carry
 is held as PCM at a time, whatever the file's length.
@@ -179,6 +181,12 @@ class MediaStream:
         return self.decoded_seconds if self.exhausted else self.duration
 
     @property
+    def vad_frames(self) -> int:
+        """Silero frames (512 samples) whose speech probability was computed so far."""
+        vad = getattr(self, "_vad", None)
+        return vad.frames if vad is not None else 0
+
+    @property
     def work_seconds(self) -> float:
         """Source seconds to transcribe, as far as known (for progress)."""
         return self.total_seconds or self.decoded_seconds
@@ -238,7 +246,10 @@ class MediaStream:
     def _windows(self) -> Iterator[Window]:
         pieces: list[np.ndarray] = []
         held = 0  # samples in pieces
-        buf_pos = 0  # source sample where pieces start
+        buf_pos = 0  # source sample where pieces start (on Silero's frame grid)
+        fed = 0  # source samples given to the VAD so far
+        self._vad = whisper_lib.SpeechProbabilities()
+        self._floor = 0  # where the buffer's speech may start: the carried tail's own start
         source = self._pcm_blocks()
         done = False
         while not done:
@@ -253,14 +264,21 @@ class MediaStream:
                 raise NoAudio("the audio stream is empty (less than 0.1 s of sound)")
             buf = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
             self.peak_buffer_samples = max(self.peak_buffer_samples, len(buf))
+            self._vad.feed(buf[fed - buf_pos :], final=done)  # each sample once, the carried tail not again
+            fed = buf_pos + len(buf)
+            self._buf_frame = buf_pos // whisper_lib.VAD_FRAME
             groups, keep_from = self._cut(buf, final=done)
             for group in groups:
                 audio = np.concatenate([buf[a:b] for a, b in group])
                 chunks = tuple((buf_pos + a, buf_pos + b) for a, b in group)
                 yield Window(index=self.windows_yielded, audio=audio, chunks=chunks, channel=self.channel)
                 self.windows_yielded += 1
-            tail = buf[keep_from:].copy() if not done else np.zeros(0, np.float32)
-            buf_pos += keep_from
+            # the tail from the frame it starts in: its probabilities are the frames' own
+            start = keep_from - keep_from % whisper_lib.VAD_FRAME
+            self._floor = keep_from - start
+            tail = buf[start:].copy() if not done else np.zeros(0, np.float32)
+            buf_pos += start
+            self._vad.forget(buf_pos // whisper_lib.VAD_FRAME)
             pieces, held = ([tail], len(tail)) if len(tail) else ([], 0)
             del buf
         self.exhausted = True
@@ -271,7 +289,10 @@ class MediaStream:
         n = len(buf)
         if n == 0:
             return [], 0
-        speech = whisper_lib.speech_chunks(buf, self.vad_options)
+        probs = self._vad.probabilities(self._buf_frame, self._vad.frames)
+        speech = whisper_lib.speech_from_probabilities(probs, n, self.vad_options)
+        floor = self._floor  # what came before it in the buffer went out in the last windows
+        speech = [(max(a, floor), b) for a, b in speech if b > floor]
         if final:
             return self._pack(speech), n
         settled = [c for c in speech if c[1] <= n - self.guard_samples]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gpu_container.worker import whisper_lib
 from gpu_container.worker.batched import (
     BatchRunner,
     DecodeOptions,
@@ -63,6 +64,43 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def three_minutes(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     text = long_text(180)
     return text, speak(text, tmp_path_factory.mktemp("long") / "three.wav")
+
+
+def test_the_vad_finds_what_faster_whisper_finds_reading_each_sample_once(three_minutes: tuple[str, Path]) -> None:
+    """whisper_lib's VAD is faster-whisper's: its probabilities fed in uneven pieces (the
+    model's state carried) are those of one call over the whole file, and its segment logic
+    gives get_speech_timestamps' own chunks, with the worker's options and the pipeline's."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
+
+    _, path = three_minutes
+    audio = decode(path, 600).samples
+    whole = np.asarray(get_vad_model()(np.pad(audio, (0, 512 - len(audio) % 512)))).reshape(-1)
+    probs = whisper_lib.SpeechProbabilities()
+    rng, at = np.random.default_rng(3), 0
+    while at < len(audio):
+        step = int(rng.integers(1, 50_000))
+        probs.feed(audio[at : at + step])
+        at += step
+    probs.feed(np.zeros(0, np.float32), final=True)
+    assert probs.frames == len(whole) and np.array_equal(probs.probabilities(0, probs.frames), whole)
+    for options in (whisper_lib.vad_options(30), VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)):
+        theirs = [(c["start"], c["end"]) for c in get_speech_timestamps(audio, options)]
+        assert whisper_lib.speech_from_probabilities(whole, len(audio), options) == theirs and len(theirs) > 1
+
+
+@pytest.mark.parametrize(("block", "carry"), [(64, 30), (120, 60)])
+def test_a_streamed_file_is_cut_as_one_vad_pass_over_it_cuts_it(
+    three_minutes: tuple[str, Path], block: int, carry: int
+) -> None:
+    """Blocks overlap (the speech still open at a block's end is carried into the next); the VAD
+    reads each sample once all the same (it read the carried audio again: ~25 % more on a 5 min
+    file), and the windows hold exactly the chunks one pass over the whole file finds."""
+    _, path = three_minutes
+    audio = decode(path, 600).samples
+    with open_media(path, 600, block_seconds=block, max_carry_seconds=carry) as stream:
+        windows = list(stream.windows())
+        assert stream.vad_frames == len(audio) // 512 + 1  # every frame once, the last padded
+    assert [c for w in windows for c in w.chunks] == whisper_lib.speech_chunks(audio, whisper_lib.vad_options(30))
 
 
 @pytest.fixture(scope="module")
