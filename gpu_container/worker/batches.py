@@ -17,9 +17,9 @@ a whole batch for the next; a burst of more than the 10 messages SQS gives a rec
 loop in waves, and with the wait capped at FILL_WAIT_SECONDS a burst of 16 ran as batches of 10
 and 6; and counted in windows, not rows, 9 ready short windows were a "full" batch of B = 8
 that packs into 4 rows: four 16-job mixes with every job held ran 8, 8, 6 and 9 encoder rows,
-now 7, 6, 6 and 7). It
-never waits on a job that has yielded a window, so a long file being transcribed holds nothing
-back, and a short job joining it gets into the next batch instead of the one after.
+now 7, 6, 6 and 7). It never waits on a job that has yielded a window, so a long file being
+transcribed holds nothing back, and a short job joining it gets into the next batch instead of
+the one after.
 
 B, the rows a batch holds, is sized from the GPU's free memory, the model and the beam when
 the worker starts (`worker_batching`, the model in gpu_memory.py); a batch that still runs out of

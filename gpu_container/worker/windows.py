@@ -16,10 +16,9 @@ Memory stays bounded: audio is decoded in blocks of `block_seconds`; VAD runs on
 sample's speech probability computed once, the model's state carried from block to block:
 whisper_lib.SpeechProbabilities); windows whose chunks are settled (followed by enough decoded
 audio that more decoding cannot change them) are yielded and the block is dropped, except a
-short tail (the speech still open
-at the block's end, and the last window while it may still take more chunks, at most
-`max_carry_seconds`), which is carried into the next block. At most a block plus its carry
-is held as PCM at a time, whatever the file's length.
+short tail (the speech still open at the block's end, and the last window while it may still
+take more chunks, at most `max_carry_seconds`), which is carried into the next block. At most a
+block plus its carry is held as PCM at a time, whatever the file's length.
 """
 
 from __future__ import annotations
