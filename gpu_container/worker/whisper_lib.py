@@ -241,13 +241,6 @@ def vad_options(max_speech_seconds: float) -> Any:
     return VadOptions(max_speech_duration_s=max_speech_seconds)
 
 
-def speech_chunks(audio: np.ndarray, options: Any) -> list[tuple[int, int]]:
-    """Silero VAD's speech (start, end) sample ranges in `audio`."""
-    from faster_whisper.vad import get_speech_timestamps
-
-    return [(int(c["start"]), int(c["end"])) for c in get_speech_timestamps(audio, options)]
-
-
 VAD_FRAME = 512  # samples a Silero probability covers (get_speech_timestamps' window_size_samples)
 VAD_CONTEXT = 64  # samples of the frame before that each frame is given (SileroVADModel.__call__)
 _VAD_BATCH = 10_000  # frames per model call, as SileroVADModel.__call__

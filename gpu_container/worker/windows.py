@@ -166,6 +166,9 @@ class MediaStream:
             self._container.close()
             raise
         self._iterating = False
+        self._vad: whisper_lib.SpeechProbabilities | None = None  # made when iteration starts
+        self._floor = 0  # where the buffer's speech may start: the carried tail's own start
+        self._buf_frame = 0  # the buffer's first Silero frame
 
     # ---- what the worker reads ------------------------------------------------------------
 
@@ -182,8 +185,7 @@ class MediaStream:
     @property
     def vad_frames(self) -> int:
         """Silero frames (512 samples) whose speech probability was computed so far."""
-        vad = getattr(self, "_vad", None)
-        return vad.frames if vad is not None else 0
+        return self._vad.frames if self._vad is not None else 0
 
     @property
     def work_seconds(self) -> float:
@@ -247,8 +249,7 @@ class MediaStream:
         held = 0  # samples in pieces
         buf_pos = 0  # source sample where pieces start (on Silero's frame grid)
         fed = 0  # source samples given to the VAD so far
-        self._vad = whisper_lib.SpeechProbabilities()
-        self._floor = 0  # where the buffer's speech may start: the carried tail's own start
+        vad = self._vad = whisper_lib.SpeechProbabilities()
         source = self._pcm_blocks()
         done = False
         while not done:
@@ -263,7 +264,7 @@ class MediaStream:
                 raise NoAudio("the audio stream is empty (less than 0.1 s of sound)")
             buf = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
             self.peak_buffer_samples = max(self.peak_buffer_samples, len(buf))
-            self._vad.feed(buf[fed - buf_pos :], final=done)  # each sample once, the carried tail not again
+            vad.feed(buf[fed - buf_pos :], final=done)  # each sample once, the carried tail not again
             fed = buf_pos + len(buf)
             self._buf_frame = buf_pos // whisper_lib.VAD_FRAME
             groups, keep_from = self._cut(buf, final=done)
@@ -277,7 +278,7 @@ class MediaStream:
             self._floor = keep_from - start
             tail = buf[start:].copy() if not done else np.zeros(0, np.float32)
             buf_pos += start
-            self._vad.forget(buf_pos // whisper_lib.VAD_FRAME)
+            vad.forget(buf_pos // whisper_lib.VAD_FRAME)
             pieces, held = ([tail], len(tail)) if len(tail) else ([], 0)
             del buf
         self.exhausted = True
@@ -288,6 +289,7 @@ class MediaStream:
         n = len(buf)
         if n == 0:
             return [], 0
+        assert self._vad is not None  # _windows made it
         probs = self._vad.probabilities(self._buf_frame, self._vad.frames)
         speech = whisper_lib.speech_from_probabilities(probs, n, self.vad_options)
         floor = self._floor  # what came before it in the buffer went out in the last windows
