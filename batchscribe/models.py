@@ -62,6 +62,15 @@ class JobOptions(BaseModel):
     word_timestamps: bool = False
     formats: list[OutputFormat] = Field(default_factory=lambda: list(ALL_FORMATS), min_length=1)
     initial_prompt: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    share_windows: bool = Field(
+        default=True,
+        description="a short job's speech may share a 30 s window with other short jobs' speech (packing: a 6 s "
+        "job then costs about a quarter of a window instead of a whole one; each job gets only its own words back). "
+        "The decoder reads the whole window, so beside other jobs the same file can come out with a word or a "
+        "punctuation mark different. `false`: the job's windows are its own, and the same file with the same "
+        "options gives the same transcript whatever runs beside it (short files cost more GPU time: 2.3x the encoder "
+        "work on the benchmark's 16 short jobs).",
+    )
     channels: Literal["mix", "split"] = Field(
         default="mix",
         description="`split`: channel identification. Each channel of a multi-channel file (a call recorded one "

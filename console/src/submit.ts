@@ -86,6 +86,7 @@ export class SubmitForm {
       word_timestamps: checked("opt-words"),
       channels: checked("opt-split") ? "split" : "mix",
     };
+    if (checked("opt-own")) options.share_windows = false;
     const model = byId<HTMLSelectElement>("opt-model").value;
     if (model) options.model = model;
     if (prompt) options.initial_prompt = prompt;

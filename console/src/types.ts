@@ -13,6 +13,7 @@ export interface JobOptions {
   formats?: Format[];
   initial_prompt?: string | null;
   channels?: "mix" | "split";
+  share_windows?: boolean;
 }
 
 export interface UploadTicket {

@@ -69,6 +69,7 @@ class DecodeOptions:
     task: str = "transcribe"
     initial_prompt: str | None = None
     word_timestamps: bool = False
+    share_windows: bool = True  # False: never packed with other jobs' speech (packing.py)
 
     @classmethod
     def from_job(cls, options: JobOptions) -> DecodeOptions:
@@ -77,6 +78,7 @@ class DecodeOptions:
             task=options.task,
             initial_prompt=options.initial_prompt or None,
             word_timestamps=options.word_timestamps,
+            share_windows=options.share_windows,
         )
 
 

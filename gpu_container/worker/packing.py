@@ -2,10 +2,13 @@
 
 Whisper's encoder always reads 30 s: a 6 s job padded to its own window costs five times its
 speech. Here the windows of one batch that are short (at most MAX_PIECE_SECONDS, from a job
-expected to last at most SHORT_JOB_SECONDS, with an explicit language) are laid end to end in
-rows of at most 30 s, GAP_SECONDS of silence between them, and each row is decoded once with
-word timestamps; each job's words come back by their own time span, shifted to the job's own
-audio. Long jobs keep their own windows (theirs are full already).
+expected to last at most SHORT_JOB_SECONDS, with an explicit language, and not asking for
+windows of its own: `share_windows` false) are laid end to end in rows of at most 30 s,
+GAP_SECONDS of silence between them, and each row is decoded once with word timestamps; each
+job's words come back by their own time span, shifted to the job's own audio. Long jobs keep
+their own windows (theirs are full already). The decoder reads the whole row, so a packed job's
+words can change with its neighbours (a job that must come out the same every time asks for
+its own windows); a window alone is decoded the same in any batch.
 
 - The gap: 1 s of silence. Whisper closes a segment at a pause of that length, and word
   alignment drifts by a few tenths of a second at most, so a word's midpoint still lands on
@@ -99,6 +102,8 @@ def _key(work: Any) -> tuple[Any, ...] | None:
     seconds = getattr(work, "job_seconds", None)
     if language is None or seconds is None or seconds > SHORT_JOB_SECONDS:
         return None  # detected per window, or a long (or unknown) job
+    if not getattr(options, "share_windows", True):
+        return None  # the job asked for windows of its own (a transcript that its neighbours cannot change)
     duration = getattr(work.window, "duration", None)
     if duration is None or duration > MAX_PIECE_SECONDS:
         return None

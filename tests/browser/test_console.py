@@ -115,6 +115,8 @@ def test_a_queued_job_is_cancelled_from_the_list(browser: WebDriver, stack: Loca
     try:
         hold_workers_back(stack)  # the job stays queued while the test cancels it
         open_console(browser, stack)
+        find(browser, "#options summary").click()  # the options, as a person opens them
+        find(browser, "#opt-own").click()  # the same transcript every time: windows of its own
         submit(browser, speech)
         row = upload_row(browser, speech.name)
         wait_until(lambda: row.get_attribute("data-done") == "true", 60, 0.1)
@@ -125,7 +127,8 @@ def test_a_queued_job_is_cancelled_from_the_list(browser: WebDriver, stack: Loca
         wait_until(lambda: job_row_status(browser, job_id) == "cancelled", 10, 0.1)
     finally:
         stack.set_max_workers(1)
-    assert Client(stack.url).get(job_id)["status"] == "cancelled"
+    job = Client(stack.url).get(job_id)
+    assert job["status"] == "cancelled" and job["options"]["share_windows"] is False
 
 
 def test_a_file_uploads_with_progress_and_its_transcript_follows_the_audio(

@@ -102,19 +102,21 @@ def test_list_pages_filters_by_time_and_shows_creation_times(stack: LocalStack, 
 
 
 def test_models_and_a_primed_submit(stack: LocalStack, mp3: Path) -> None:
-    """`models` names what `--model` may take; `--initial-prompt` reaches the job's options,
-    and a model the stack does not serve is refused with the command that lists them."""
+    """`models` names what `--model` may take; `--initial-prompt` and `--own-windows` reach the
+    job's options, and a model the stack does not serve is refused with the command that lists them."""
     listed = cli(stack, "models")
     # the pool the stack has: its workers on this machine's CPU, no GPU pool
     assert listed.returncode == 0 and listed.stdout.startswith("tiny.en  (cpu pool, English only)"), listed
     offered = json.loads(cli(stack, "models", "--json").stdout)
     assert [m["name"] for m in offered["models"]] == ["tiny.en"]
 
-    submitted = cli(stack, "submit", str(mp3), "--language", "en", "--initial-prompt", "Batchscribe, Whisper")
+    submitted = cli(
+        stack, "submit", str(mp3), "--language", "en", "--initial-prompt", "Batchscribe, Whisper", "--own-windows"
+    )
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     job = json.loads(cli(stack, "status", job_id, "--json").stdout)
-    assert job["options"]["initial_prompt"] == "Batchscribe, Whisper"
+    assert job["options"]["initial_prompt"] == "Batchscribe, Whisper" and job["options"]["share_windows"] is False
     assert cli(stack, "wait", job_id[:8], "-q").returncode == 0
 
     refused = cli(stack, "submit", str(mp3), "--model", "large-v2")

@@ -1,7 +1,8 @@
 """Window packing on the real tiny.en model and espeak speech: four short jobs, each of
 different sentences, share one 30 s window through the worker's Batches; each job gets its own
 transcript back (as good as unpacked), with timestamps inside its own audio, and no word of
-one job appears in another's. Three jobs of 16-19 s, too long to pair whole, share two rows
+one job appears in another's. A job asking for windows of its own is never packed, and comes out
+the same beside any neighbours. Three jobs of 16-19 s, too long to pair whole, share two rows
 with one of them cut at a sentence pause, and each still gets all of its own transcript."""
 
 from __future__ import annotations
@@ -63,13 +64,18 @@ class Spy:
 
 
 def transcribe(
-    runner: Any, speech: dict[str, Path], pack: bool, batch_size: int = 4, fill_wait: float = 0.3
+    runner: Any,
+    speech: dict[str, Path],
+    pack: bool,
+    batch_size: int = 4,
+    fill_wait: float = 0.3,
+    own: frozenset[str] = frozenset(),
 ) -> dict[str, Transcript]:
     batches = Batches(lambda _key: runner, batch_size=batch_size, read_ahead=2, pack=pack, fill_wait=fill_wait)
     streams = {}
     for job, path in speech.items():
         streams[job] = stream = open_media(path, 600)
-        options = DecodeOptions(language="en", word_timestamps=job == "b")
+        options = DecodeOptions(language="en", word_timestamps=job == "b", share_windows=job not in own)
         batches.add(job, ("faster-whisper", "tiny.en"), stream, options)
     out: dict[str, Transcript] = {}
     while len(batches):
@@ -118,6 +124,30 @@ def test_packed_jobs_each_get_their_own_transcript(runner: FasterWhisperBatchRun
     assert len(b_words) >= len(words(TEXTS["b"])) - 2
     assert all(0.0 <= w.start <= w.end <= packed["b"].duration + 1e-3 for w in b_words)
     assert all(s.words is None for job in "acd" for s in packed[job].segments)
+
+
+def test_a_job_with_windows_of_its_own_comes_out_the_same_beside_any_jobs(
+    runner: FasterWhisperBatchRunner, speech: dict[str, Path]
+) -> None:
+
+    # Given job c asking for windows of its own (share_windows false)
+    own = frozenset("c")
+    spy = Spy(runner)
+    # When it runs alone, beside the three other short jobs, and beside one of them
+    alone = transcribe(runner, {"c": speech["c"]}, pack=True, own=own)
+    beside = transcribe(spy, speech, pack=True, own=own)
+    beside_d = transcribe(runner, {"c": speech["c"], "d": speech["d"]}, pack=True, own=own, batch_size=2)
+    # Then the others shared a row while c's window ran as a row of its own...
+    rows = [x for call in spy.calls for x in call]
+    assert any(isinstance(x, PackedRequest) for x in rows)
+    assert [x for x in rows if not isinstance(x, PackedRequest) and x.job == "c"]
+
+    # ...and its transcript is the same each time: text and every segment's times
+    def timed(t: Transcript) -> list[tuple[float, float, str]]:
+        return [(s.start, s.end, s.text) for s in t.segments]
+
+    assert timed(beside["c"]) == timed(alone["c"]) == timed(beside_d["c"]) and words(alone["c"].text)
+    each_its_own(TEXTS, beside, beside, 0.15)
 
 
 LONGER = {"a": " ".join(SENTENCES[0:5]), "b": " ".join(SENTENCES[5:10]), "c": " ".join(SENTENCES[10:16])}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from batchscribe.models import JobOptions
 from gpu_container.worker.batched import DecodeOptions, WindowResult, WindowSegment, run_isolating
 from gpu_container.worker.batches import Batches
 from gpu_container.worker.media import SAMPLE_RATE
@@ -26,6 +27,7 @@ from gpu_container.worker.packing import (
     PackedRequest,
     Packer,
     cut_points,
+    packable,
     plan,
     run_packed,
 )
@@ -151,6 +153,23 @@ def test_what_is_never_packed() -> None:
         work("p2", window(5, 5), options=DecodeOptions(language="en", initial_prompt="Two.")),
     ]
     assert all(not r.packed for r in plan(batch))
+
+
+def test_a_job_asking_for_windows_of_its_own_keeps_them_and_the_others_still_share() -> None:
+    # Given three short jobs of one language, the middle one asking for windows of its own
+    own = DecodeOptions(language="en", share_windows=False)
+    batch = [work("a", window(1, 5)), work("own", window(2, 5), options=own), work("b", window(3, 5))]
+    # When planned
+    rows = plan(batch)
+    # Then the other two share a row and it runs alone, its row its own window
+    assert sorted(r.items for r in rows if r.packed) == [(0, 2)]
+    assert [r.items for r in rows if not r.packed] == [(1,)]
+    assert not packable(batch[1]) and packable(batch[0])
+
+
+def test_a_job_s_options_carry_its_choice_to_the_worker() -> None:
+    assert DecodeOptions.from_job(JobOptions(language="en")).share_windows is True
+    assert DecodeOptions.from_job(JobOptions(language="en", share_windows=False)).share_windows is False
 
 
 def test_each_job_gets_only_its_own_words_in_its_own_source_time() -> None:
