@@ -180,10 +180,11 @@ def test_each_job_gets_only_its_own_words_in_its_own_source_time() -> None:
     ear = Ear()
     # When they run packed (one row; the ear answers one segment over all three)
     results = run(ear, [a, b, c])
-    # Then the runner got one row, with word timestamps on, the pieces 1 s apart
+    # Then the runner got one row, with word timestamps on, the pieces GAP_SECONDS apart
     (row,) = ear.batches[0]
     assert isinstance(row, PackedRequest) and row.options.word_timestamps
-    assert [(lvl, round(s, 2)) for lvl, s, _ in runs(row.window.audio)] == [(1, 0.0), (2, 7.0), (3, 16.0)]
+    starts = [(1, 0.0), (2, 6.0 + GAP_SECONDS), (3, 14.0 + 2 * GAP_SECONDS)]
+    assert [(lvl, round(s, 2)) for lvl, s, _ in runs(row.window.audio)] == starts
     # ...and each job gets its own words only, inside its own audio, in its own source time
     expected = [("a", 1, 2.0, 6), ("b", 2, 0.5, 8), ("c", 3, 10.0, 7)]
     for (job, level, start, seconds), result in zip(expected, results, strict=True):
@@ -197,15 +198,16 @@ def test_each_job_gets_only_its_own_words_in_its_own_source_time() -> None:
 
 
 def test_a_word_in_the_gap_goes_to_the_nearer_job_clamped_into_its_audio() -> None:
-    # Given two jobs in a row (a: 0-6 s, gap 6-7 s, b: 7-13 s) and words the aligner put in
-    # the gap: one nearer a's end, one nearer b's start, and one over the two pieces
+    # Given two jobs in a row (a: 0-6 s, gap 6-6.5 s, b: 6.5-12.5 s) and words the aligner put
+    # in the gap: one nearer a's end, one nearer b's start, and one over the two pieces
+    assert GAP_SECONDS == 0.5
     a, b = work("a", window(1, 6.0, at=3.0)), work("b", window(2, 6.0, at=0.0))
-    ear = Ear(extra=[("late", 5.9, 6.3), ("early", 6.7, 7.1), ("across", 5.5, 7.9)])
+    ear = Ear(extra=[("late", 5.9, 6.2), ("early", 6.3, 6.6), ("across", 5.5, 7.9)])
     # When they run packed
     ra, rb = run(ear, [a, b])
     text_a, text_b = "".join(s.text for s in ra.segments), "".join(s.text for s in rb.segments)
-    # Then each word went to one job by its midpoint (late 6.1 -> a, early 6.9 -> b, across 6.7
-    # -> b's nearer edge), never to both, and every time is inside the job's own audio
+    # Then each word went to one job by its midpoint (late 6.05 -> a, early 6.45 -> b, across
+    # 6.7 -> b), never to both, and every time is inside the job's own audio
     assert "late" in text_a and "late" not in text_b
     assert "early" in text_b and "early" not in text_a
     assert ("across" in text_a) != ("across" in text_b) and "across" in text_b
@@ -256,14 +258,15 @@ def test_batches_fill_b_rows_shortest_first_and_round_robin_still_holds() -> Non
     # Given B = 2 rows, five short jobs and a long job of three full windows
     ear = Ear()
     batches = Batches(lambda _key: ear, batch_size=2, read_ahead=2)
-    short_jobs(batches, {"j12": 12.0, "j9": 9.0, "j14": 14.0, "j8": 8.0, "j13": 13.0})
+    short_jobs(batches, {"j12": 12.0, "j9": 9.0, "j14": 14.0, "j8": 8.5, "j13": 13.0})  # j8: 8.5 s
     long_windows = [window(50, 29.0, at=30.0 * i, index=i) for i in range(3)]
     batches._schedulers[KEY].add("long", iter(long_windows), options=EN, expected_seconds=90.0)
     batches._key["long"] = KEY
     # When one step runs
     step = batches.step()
     # Then the batch ran as 2 rows, filled shortest first while the jobs still fit 2 rows
-    # (8+9 and 12+13; 14 s would need a third), the rest (the long job too) wait
+    # (8.5+9 and 12+13; 8.5+9+12 is 30.5 s with its gaps; 14 s would need a third), the rest (the
+    # long job too) wait
     (rows,) = ear.batches
     assert len(rows) == 2 and all(isinstance(r, PackedRequest) for r in rows)
     assert sorted(lvl for r in rows for lvl, _, _ in runs(r.window.audio)) == [1, 2, 4, 5]
