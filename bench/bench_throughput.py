@@ -99,7 +99,7 @@ def one_round(mode: str, jobs: dict[str, tuple[str, Path]], data_dir: Path) -> d
     }
 
 
-def _through_batches(
+def through_batches(
     runner: Any, jobs: dict[str, tuple[str, Path]], *, held: int, batch: int, pack: bool
 ) -> tuple[dict[str, str], int, float]:
     """The jobs through the worker's Batches, `held` at a time (as claims refill the worker):
@@ -159,7 +159,7 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int, repeats: i
     times: dict[str, list[float]] = {name: [] for name, *_ in variants}
     for round_, (name, pack, k, b) in ((r, v) for r in range(max(1, repeats)) for v in variants):
         started = time.perf_counter()
-        texts, rows, speech = _through_batches(runner, jobs, held=k, batch=b, pack=pack)
+        texts, rows, speech = through_batches(runner, jobs, held=k, batch=b, pack=pack)
         times[name].append(round(time.perf_counter() - started, 2))
         if round_:
             out[name]["seconds"] = round(statistics.median(times[name]), 2)

@@ -983,6 +983,60 @@ def short_behind_long_section(result: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# the gap between packed pieces (bench/bench_packing_gap.py)
+
+
+def packing_gap_section(result: dict[str, Any]) -> str:
+    """bench/results/packing-gap-cpu.json: WER and encoder work for each gap, and unpacked."""
+    rows = []
+    for name, s in result["summary"].items():
+        diff = s.get("wer_minus_baseline")
+        lo, hi = diff["interval_95"] if diff else (0, 0)
+        rows.append(
+            [
+                name if name == "unpacked" else f"{float(name):g} s",
+                f"{s['encoder_per_speech']:.2f}",
+                f"{100 * s['wer']:.2f} %",
+                f"{diff['points']:+.2f} ({lo:+.2f} to {hi:+.2f})" if diff else "baseline",
+                s["foreign_words"],
+                f"{s['full_stop_ends']} of {s['jobs']}",
+            ]
+        )
+    mixes = len(result["seeds"])
+    baseline = result["baseline"] if result["baseline"] == "unpacked" else f"{float(result['baseline']):g} s"
+    return (
+        "\n".join(
+            [
+                "## The silence between packed pieces (CPU)",
+                "",
+                provenance(result),
+                "",
+                f"{mixes} mixes of {result['jobs_per_mix']} short espeak jobs (2-4 sentences each), every job held at "
+                f"once by the worker's `Batches` (B = {result['batch_size']} rows, tiny.en), run unpacked and packed "
+                "with each gap, the variants in turn within each mix. WER over all jobs; its difference to the "
+                "baseline in points, with a 95 % interval from resampling the mixes (paired). Foreign words: words "
+                "a job's transcript has that only another job of its mix says (a word leaking across a boundary "
+                "would count; misheard words such as 'and' count too, so the unpacked figure is the floor). "
+                f"The worker packs with {result['default_gap_s']:g} s.",
+                "",
+                table(
+                    [
+                        "between pieces",
+                        "encoder s ÷ speech s",
+                        "WER",
+                        f"WER minus {baseline} (points)",
+                        "foreign words",
+                        "transcripts ending with a full stop",
+                    ],
+                    rows,
+                ),
+            ]
+        )
+        + "\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # host ceiling (bench/bench_host_ceiling.py)
 
 
@@ -1057,6 +1111,7 @@ SECTIONS: list[Section] = [
     Section("simulation", "simulation.json", simulation_section),
     Section("timestamp-rules-cpu", "timestamp-rules-cpu.json", timestamp_rules_section),
     Section("short-behind-long-cpu", "short-behind-long-cpu.json", short_behind_long_section),
+    Section("packing-gap-cpu", "packing-gap-cpu.json", packing_gap_section),
 ]
 
 

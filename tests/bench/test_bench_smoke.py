@@ -150,6 +150,23 @@ def test_bench_throughput_small(tmp_path: Path) -> None:
     assert "## Cross-job batching" in report.throughput_section(result)
 
 
+def test_bench_packing_gap_small(tmp_path: Path) -> None:
+    out = tmp_path / "packing-gap.json"
+    args = ["--mixes", "1", "--jobs", "3", "--gaps", "0.5", "--baseline", "unpacked", "--out", str(out)]
+    stdout = run(["-m", "bench.bench_packing_gap", *args])
+    assert f"wrote {out}" in stdout
+    result = json.loads(out.read_text())
+    assert_provenance(result, "bench_packing_gap")
+    summary = result["summary"]
+    assert set(summary) == {"unpacked", "0.5"} and result["baseline"] == "unpacked"
+    assert "wer_minus_baseline" in summary["0.5"] and "wer_minus_baseline" not in summary["unpacked"]
+    for name, s in summary.items():
+        assert s["jobs"] == 3 and 0 <= s["wer"] < 0.5 and s["rows"] >= 1 and positive(s["encoder_per_speech"])
+        assert len(result["variants"][name]["mixes"][0]["jobs"]) == 3
+    assert summary["0.5"]["rows"] < summary["unpacked"]["rows"]  # three short jobs share a row
+    assert "## The silence between packed pieces" in report.packing_gap_section(result)
+
+
 def test_bench_batching_small() -> None:
     stdout = run(["-m", "bench.bench_batching", "--jobs", "2", "--repeats", "1", "--batch-size", "2"])
 
