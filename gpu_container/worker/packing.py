@@ -13,9 +13,9 @@ its own windows); a window alone is decoded the same in any batch.
 - The gap: 0.5 s of silence. Silero's VAD leaves up to 0.4 s of each piece's own quiet at its
   ends, so the voices are about a second apart, and word alignment drifts by a few tenths of a
   second at most: a word's midpoint still lands on its own side of the middle of the gap. Over
-  384 jobs (24 mixes of 16 short jobs, every job held, `make_jobs` seeds 7-23 and 101-118) the
-  word error rate was 2.53 % with 0.5 s, 2.68 % with 0.75 s, 2.78 % with 1 s and 3.88 % unpacked
-  (0.5 s minus 1 s: -0.24 points, 95 % interval -0.50 to +0.02 over mixes resampled); no word
+  384 jobs (bench/bench_packing_gap.py: 24 mixes of 16 short jobs, every job held) the word
+  error rate was 2.53 % with 0.5 s, 2.68 % with 0.75 s, 2.78 % with 1 s and 3.88 % unpacked
+  (0.5 s minus 1 s: -0.24 points, 95 % interval -0.51 to +0.01 over mixes resampled); no word
   crossed into another job; encoder seconds per speech second 1.16, 1.22, 1.23 and 3.07. The
   words that differ between gaps are the model's own doubts ("chairs"/"cares", "nine"/"night"),
   which any change of a row's context flips either way. On the bench mix (seed 7) 0.5 s packs the
