@@ -65,11 +65,11 @@ class JobOptions(BaseModel):
     share_windows: bool = Field(
         default=True,
         description="a short job's speech may share a 30 s window with other short jobs' speech (packing: a 6 s "
-        "job then costs about a quarter of a window instead of a whole one; each job gets only its own words back). "
+        "job then takes 6.5 s of a window instead of all 30; each job gets only its own words back). "
         "The decoder reads the whole window, so beside other jobs the same file can come out with a word or a "
         "punctuation mark different. `false`: the job's windows are its own, and the same file with the same "
-        "options gives the same transcript whatever runs beside it (short files cost more GPU time: 2.3x the encoder "
-        "work on the benchmark's 16 short jobs).",
+        "options gives the same transcript whatever runs beside it (short files cost more GPU time: 2.7x the encoder "
+        "work on the benchmark's mixes of short jobs).",
     )
     channels: Literal["mix", "split"] = Field(
         default="mix",

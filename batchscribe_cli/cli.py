@@ -119,7 +119,7 @@ TASK_HELP = "transcribe, or translate the speech into English (needs a multiling
 WORDS_HELP = "a start and end time for every word (in the JSON)"
 OWN_WINDOWS_HELP = (
     "decode the file in windows of its own, never shared with other short jobs' speech: the same file always "
-    "gives the same transcript (short files cost more GPU time: 2.3x on the benchmark's 16 short jobs)"
+    "gives the same transcript (short files cost more GPU time: 2.7x on the benchmark's mixes of short jobs)"
 )
 PROMPT_HELP = "text that primes the decoder: names, jargon, spelling (max 1000 chars)"
 DATA_DIR_HELP = (
