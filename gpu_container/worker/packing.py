@@ -11,8 +11,10 @@ words can change with its neighbours (a job that must come out the same every ti
 its own windows); a window alone is decoded the same in any batch.
 
 - The gap: 0.5 s of silence. Silero's VAD leaves up to 0.4 s of each piece's own quiet at its
-  ends, so the voices are about a second apart, and word alignment drifts by a few tenths of a
-  second at most: a word's midpoint still lands on its own side of the middle of the gap. Over
+  ends, so the voices are usually about a second apart, and word alignment drifts by a few
+  tenths of a second at most: a word's midpoint still lands on its own side of the middle of the
+  gap. (The measurement's espeak jobs speak from their first sample and end with ~0.45 s of
+  quiet: the next job's first word is 0.25 s from the middle of the gap.) Over
   384 jobs (bench/bench_packing_gap.py: 24 mixes of 16 short jobs, every job held) the word
   error rate was 2.53 % with 0.5 s, 2.68 % with 0.75 s, 2.78 % with 1 s and 3.88 % unpacked
   (0.5 s minus 1 s: -0.24 points, 95 % interval -0.51 to +0.01 over mixes resampled); no word
