@@ -5,11 +5,12 @@ Each mix is `--jobs` short espeak jobs (bench_batching.make_jobs: 2-4 sentences,
 held at once by the worker's own `Batches` (B = 8 rows, tiny.en, int8, 2 threads), run once
 unpacked and once packed with each gap (`packing.GAP_SECONDS` set for that run), the variants in
 turn within each mix so the machine's drift hits all alike. Recorded per variant: encoder rows,
-speech seconds, the corpus WER, the words a job got that only another job of its mix says (a
-word leaking across a boundary would show here; misheard words such as "and" land here too, so
-the unpacked count is the floor), and how many transcripts end with a full stop; per gap, the
-WER difference to the `--baseline` gap with a 95 % interval from resampling the mixes. Every
-job's reference and transcript are kept. A measurement, not a test.
+speech seconds, the corpus WER, how many jobs came out worse and better than unpacked, the
+words a job got that only another job of its mix says (a word leaking across a boundary would
+show here; misheard words such as "and" land here too, so the unpacked count is the floor), and
+how many transcripts end with a full stop; per gap, the WER difference to the `--baseline` gap
+with a 95 % interval from resampling the mixes. Every job's reference and transcript are kept.
+A measurement, not a test.
 
     python -m bench.bench_packing_gap                       # 24 mixes of 16: ~10 min on 2 cores
     python -m bench.bench_packing_gap --mixes 6 --gaps 0.5 1.0
@@ -88,6 +89,14 @@ def summarise(variants: dict[str, dict[str, Any]], baseline: str, seed: int = 0)
             "full_stop_ends": sum(j["hyp"].strip()[-1:] in ".?!" for j in jobs),
             "jobs": len(jobs),
         }
+        if name != UNPACKED and UNPACKED in variants:
+            pairs = [
+                (_wer([ours]), _wer([theirs]))
+                for m, u in zip(mixes, variants[UNPACKED]["mixes"], strict=True)
+                for ours, theirs in zip(m["jobs"], u["jobs"], strict=True)
+            ]
+            summary["jobs_worse_than_unpacked"] = sum(a > b for a, b in pairs)
+            summary["jobs_better_than_unpacked"] = sum(a < b for a, b in pairs)
         if name != baseline:
             rng, diffs = random.Random(seed), []
             for _ in range(RESAMPLES):

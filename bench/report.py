@@ -998,6 +998,9 @@ def packing_gap_section(result: dict[str, Any]) -> str:
                 f"{s['encoder_per_speech']:.2f}",
                 f"{100 * s['wer']:.2f} %",
                 f"{diff['points']:+.2f} ({lo:+.2f} to {hi:+.2f})" if diff else "baseline",
+                f"{s['jobs_worse_than_unpacked']} / {s['jobs_better_than_unpacked']}"
+                if "jobs_worse_than_unpacked" in s
+                else "\u2013",
                 s["foreign_words"],
                 f"{s['full_stop_ends']} of {s['jobs']}",
             ]
@@ -1017,6 +1020,8 @@ def packing_gap_section(result: dict[str, Any]) -> str:
                 "baseline in points, with a 95 % interval from resampling the mixes (paired). Foreign words: words "
                 "a job's transcript has that only another job of its mix says (a word leaking across a boundary "
                 "would count; misheard words such as 'and' count too, so the unpacked figure is the floor). "
+                "Jobs worse / better: each job's own WER packed against unpacked (a row's context flips the "
+                "model's doubtful words either way). "
                 f"The worker packs with {result['default_gap_s']:g} s.",
                 "",
                 table(
@@ -1025,6 +1030,7 @@ def packing_gap_section(result: dict[str, Any]) -> str:
                         "encoder s ÷ speech s",
                         "WER",
                         f"WER minus {baseline} (points)",
+                        "jobs worse / better than unpacked",
                         "foreign words",
                         "transcripts ending with a full stop",
                     ],

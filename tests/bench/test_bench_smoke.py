@@ -164,6 +164,8 @@ def test_bench_packing_gap_small(tmp_path: Path) -> None:
         assert s["jobs"] == 3 and 0 <= s["wer"] < 0.5 and s["rows"] >= 1 and positive(s["encoder_per_speech"])
         assert len(result["variants"][name]["mixes"][0]["jobs"]) == 3
     assert summary["0.5"]["rows"] < summary["unpacked"]["rows"]  # three short jobs share a row
+    worse, better = summary["0.5"]["jobs_worse_than_unpacked"], summary["0.5"]["jobs_better_than_unpacked"]
+    assert 0 <= worse + better <= 3
     assert "## The silence between packed pieces" in report.packing_gap_section(result)
 
 
