@@ -305,7 +305,7 @@ def speech_from_probabilities(probs: np.ndarray, length: int, options: Any) -> l
     probabilities are `probs`: faster_whisper.vad.get_speech_timestamps (1.2.1) after its model
     call, line for line (its thresholds, the split of speech longer than max_speech_duration_s at
     its last pause, the padding)."""
-    rate, frame = 16000, VAD_FRAME
+    rate, frame = features.SAMPLE_RATE, VAD_FRAME
     threshold = options.threshold
     neg_threshold = options.neg_threshold if options.neg_threshold is not None else max(threshold - 0.15, 0.01)
     min_speech_samples = rate * options.min_speech_duration_ms / 1000
@@ -794,7 +794,7 @@ def library_transcribe(
     the previous text within one 30 s window only (past it, on repetitive speech, that made
     them skip sentences: NOTES.md). Benchmarks and tests compare the worker's path with it.
     `word_timestamps`: the library's word alignment too (faster-whisper only)."""
-    one_window = len(audio) <= 30 * 16_000
+    one_window = len(audio) <= 30 * features.SAMPLE_RATE
     if engine.name == "faster-whisper":
         from faster_whisper import BatchedInferencePipeline
 
