@@ -39,7 +39,8 @@ from gpu_container.worker.windows import open_media
 from harness.audio import SENTENCES, speak
 
 
-def _words(text: str) -> str:
+def spoken_words(text: str) -> str:
+    """The words of `text` as WER compares them: lower case, punctuation dropped."""
     return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
@@ -56,8 +57,8 @@ def make_jobs(root: Path, n: int, seed: int = 7) -> dict[str, tuple[str, Path]]:
 def wer(jobs: dict[str, tuple[str, Path]], texts: dict[str, str]) -> float:
     import jiwer
 
-    refs = [_words(jobs[j][0]) for j in sorted(jobs)]
-    hyps = [_words(texts[j]) for j in sorted(jobs)]
+    refs = [spoken_words(jobs[j][0]) for j in sorted(jobs)]
+    hyps = [spoken_words(texts[j]) for j in sorted(jobs)]
     return float(jiwer.wer(refs, hyps))
 
 

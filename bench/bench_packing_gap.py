@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.bench_batching import make_jobs
+from bench.bench_batching import make_jobs, spoken_words
 from bench.bench_throughput import through_batches
 from bench.provenance import ROOT, load_average, record
 from gpu_container.worker import packing
@@ -39,10 +38,6 @@ from gpu_container.worker.engines import FasterWhisperEngine
 SEEDS = (7, 11, 13, 17, 19, 23, *range(101, 119))  # 7: bench_throughput's mix
 UNPACKED = "unpacked"
 RESAMPLES = 2000
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
 
 
 @contextmanager
@@ -58,16 +53,16 @@ def _gap(seconds: float) -> Iterator[None]:
 def _wer(jobs: list[dict[str, str]]) -> float:
     import jiwer
 
-    return float(jiwer.wer([" ".join(_words(j["ref"])) for j in jobs], [" ".join(_words(j["hyp"])) for j in jobs]))
+    return float(jiwer.wer([spoken_words(j["ref"]) for j in jobs], [spoken_words(j["hyp"]) for j in jobs]))
 
 
 def _foreign_words(mix: list[dict[str, str]]) -> int:
     """Words a job's transcript has that only another job of the mix says."""
     count = 0
     for i, job in enumerate(mix):
-        own = set(_words(job["ref"]))
-        others = {w for k, other in enumerate(mix) if k != i for w in _words(other["ref"])} - own
-        count += len(others & set(_words(job["hyp"])))
+        own = set(spoken_words(job["ref"]).split())
+        others = {w for k, other in enumerate(mix) if k != i for w in spoken_words(other["ref"]).split()} - own
+        count += len(others & set(spoken_words(job["hyp"]).split()))
     return count
 
 
@@ -76,15 +71,17 @@ def summarise(variants: dict[str, dict[str, Any]], baseline: str, seed: int = 0)
     each variant's WER minus the baseline's, the mixes resampled (paired)."""
     out: dict[str, Any] = {}
     base = variants[baseline]["mixes"]
+    base_wer = _wer([j for m in base for j in m["jobs"]])
     for name, v in variants.items():
         mixes = v["mixes"]
         jobs = [j for m in mixes for j in m["jobs"]]
+        wer = _wer(jobs)
         rows, speech = sum(m["rows"] for m in mixes), sum(m["speech_s"] for m in mixes)
         summary: dict[str, Any] = {
             "rows": rows,
             "speech_s": round(speech, 1),
             "encoder_per_speech": round(rows * 30 / speech, 3) if speech else None,
-            "wer": round(_wer(jobs), 4),
+            "wer": round(wer, 4),
             "foreign_words": sum(_foreign_words(m["jobs"]) for m in mixes),
             "full_stop_ends": sum(j["hyp"].strip()[-1:] in ".?!" for j in jobs),
             "jobs": len(jobs),
@@ -107,7 +104,7 @@ def summarise(variants: dict[str, dict[str, Any]], baseline: str, seed: int = 0)
             diffs.sort()
             lo, hi = diffs[int(0.025 * RESAMPLES)], diffs[int(0.975 * RESAMPLES) - 1]
             summary["wer_minus_baseline"] = {
-                "points": round(100 * (_wer(jobs) - _wer([j for m in base for j in m["jobs"]])), 2),
+                "points": round(100 * (wer - base_wer), 2),
                 "interval_95": [round(100 * lo, 2), round(100 * hi, 2)],
             }
         out[name] = summary
