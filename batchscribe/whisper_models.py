@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+SAMPLE_RATE = 16_000  # Whisper's input: mono samples a second
+WINDOW_SECONDS = 30.0  # one encoder input (the mel frames of a window; shorter audio is padded)
 AUDIO_CTX = 1500  # encoder positions: 30 s of log-mel frames after the stride-2 convolution
 TEXT_CTX = 448  # decoder positions: the most tokens a window's prompt and output hold
 

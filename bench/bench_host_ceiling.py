@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE, WINDOW_SECONDS
 from bench.provenance import ROOT, load_average, record, stat
 from harness.audio import SHORT_TEXT, convert, long_text, speak
 
@@ -176,7 +177,7 @@ def mel_costs(batch: int, repeats: int) -> dict[str, Any]:
 
     fe = FeatureExtractor(128)  # large-v3's 128 bands: the deployed model's
     rng = np.random.default_rng(0)
-    audios = [(0.1 * rng.standard_normal(30 * 16_000)).astype(np.float32) for _ in range(batch)]
+    audios = [(0.1 * rng.standard_normal(int(WINDOW_SECONDS * SAMPLE_RATE))).astype(np.float32) for _ in range(batch)]
     spec = features.MelSpec(fe.mel_filters)
     per, batched = [], []
     from faster_whisper.audio import pad_or_trim

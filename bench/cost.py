@@ -51,6 +51,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+from batchscribe.whisper_models import SAMPLE_RATE, WINDOW_SECONDS
 from bench.provenance import ROOT, command, hardware
 
 BENCH = ROOT / "bench"
@@ -63,7 +64,7 @@ WRITES_ITEM = "dynamodb_write_request_units"  # the per-job item WriteCost count
 WRITE_DESIGN = ("after", "declared")  # this tree's heartbeats, the sweep index as resources declares it
 REFERENCE_HELD_S = 600.0  # a job held 10 minutes: the figure shown beside the per-job services
 
-WINDOW_S = 30.0
+WINDOW_S = WINDOW_SECONDS
 MODELS = ("large-v3-turbo", "large-v3")
 ENGINES = ("ctranslate2", "pytorch")  # faster-whisper runs CTranslate2: the worker's default engine
 DEFAULT_ENGINE = "ctranslate2"
@@ -286,7 +287,7 @@ def measure_host(seconds: float = 120.0, repeats: int = 3) -> dict[str, Any]:
     def decode() -> Any:
         chunks = []
         with av.open(io.BytesIO(data), mode="r") as container:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             for frame in container.decode(audio=0):
                 for o in resampler.resample(frame):
                     chunks.append(o.to_ndarray().reshape(-1))

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker.batched import DecodeOptions
-from gpu_container.worker.media import SAMPLE_RATE, decode
+from gpu_container.worker.media import decode
 from gpu_container.worker.windows import Window, open_media
 
 PRIMED_TIMEOUT_S = 60.0

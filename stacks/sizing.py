@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from batchscribe.models import EngineName
 from batchscribe.settings import WorkerSettings
-from batchscribe.whisper_models import LARGEST, WHISPER_DIMS, WhisperDims, whisper_dims
+from batchscribe.whisper_models import LARGEST, SAMPLE_RATE, WHISPER_DIMS, WINDOW_SECONDS, WhisperDims, whisper_dims
 
 # bench/results/engines-cpu.json (2026-12-07, `python -m bench.bench_engines --repeats 3`, Intel Xeon,
 # tiny.en, beam 5, a 5 min file): the highest peak RSS (VmHWM) of each engine's process while it
@@ -47,8 +47,6 @@ MEASURED_WORKING_SET_MIB = 796.3 - 191.1
 TINY_HEADS = 6
 CUDA_HOST_MIB = 1536  # CUDA context and cuBLAS's host allocations: an estimate, no GPU host RSS measured
 MARGIN = 1.25
-SAMPLE_RATE = 16_000
-WINDOW_SECONDS = 30
 
 
 def weights_mib(model: WhisperDims) -> float:

@@ -53,6 +53,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 
 from batchscribe.models import JobOptions
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import UnsupportedLanguage
 from gpu_container.worker.features import FeaturePrefetch
@@ -485,7 +486,6 @@ class _WindowLoop:
         return [_language_code(item.options.language, st.multilingual, st.language_codes) for item in items]
 
     def run(self, batch: Sequence[WindowRequest]) -> list[WindowResult]:
-        from gpu_container.worker.media import SAMPLE_RATE
 
         if not batch:
             return []

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
 N_FFT = 400
 HOP = 160
 N_FRAMES = 3000  # the encoder's input: 30 s at 100 frames a second

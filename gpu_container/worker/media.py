@@ -10,9 +10,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker.errors import InvalidMedia, NoAudio, TooLong
-
-SAMPLE_RATE = 16_000
 
 # FFmpeg demuxer names of audio/video containers. Anything else (hls, concat, dash, rtsp,
 # image2, lavfi, ...) is refused before a single packet is read.

@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker.batched import BatchRunner, WindowResult, WindowSegment, compression_ratio
-from gpu_container.worker.media import SAMPLE_RATE
 from gpu_container.worker.transcript import Word
 from gpu_container.worker.windows import MAX_WINDOW_SECONDS, Window
 

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from batchscribe.whisper_models import WINDOW_SECONDS
+
 SMOOTHING = 0.5  # weight of the newest measured pace against the ones before
-FIRST_STEP_SECONDS = 30.0  # how far ahead of what is done a job's first batch may be shown (a window)
+FIRST_STEP_SECONDS = WINDOW_SECONDS  # how far ahead of what is done a job's first batch may be shown (a window)
 
 
 @dataclass

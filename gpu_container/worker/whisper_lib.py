@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker import features
 
 # library (distribution name) -> the version this adapter was written and tested against
@@ -305,7 +306,7 @@ def speech_from_probabilities(probs: np.ndarray, length: int, options: Any) -> l
     probabilities are `probs`: faster_whisper.vad.get_speech_timestamps (1.2.1) after its model
     call, line for line (its thresholds, the split of speech longer than max_speech_duration_s at
     its last pause, the padding)."""
-    rate, frame = features.SAMPLE_RATE, VAD_FRAME
+    rate, frame = SAMPLE_RATE, VAD_FRAME
     threshold = options.threshold
     neg_threshold = options.neg_threshold if options.neg_threshold is not None else max(threshold - 0.15, 0.01)
     min_speech_samples = rate * options.min_speech_duration_ms / 1000
@@ -432,7 +433,7 @@ class FasterWhisperSteps:
         vectorized call (features.log_mel_batch; torch on a CUDA device where torch is
         installed), equal to the library's extractor run window by window."""
         fe = self.model.feature_extractor
-        if (fe.n_fft, fe.hop_length, fe.sampling_rate) != (features.N_FFT, features.HOP, features.SAMPLE_RATE):
+        if (fe.n_fft, fe.hop_length, fe.sampling_rate) != (features.N_FFT, features.HOP, SAMPLE_RATE):
             return self.features_per_window(audios)  # a model with other STFT settings: the library's own
         return features.log_mel_batch(audios, self._mel)
 
@@ -794,7 +795,7 @@ def library_transcribe(
     the previous text within one 30 s window only (past it, on repetitive speech, that made
     them skip sentences: NOTES.md). Benchmarks and tests compare the worker's path with it.
     `word_timestamps`: the library's word alignment too (faster-whisper only)."""
-    one_window = len(audio) <= 30 * features.SAMPLE_RATE
+    one_window = len(audio) <= 30 * SAMPLE_RATE
     if engine.name == "faster-whisper":
         from faster_whisper import BatchedInferencePipeline
 

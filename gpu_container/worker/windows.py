@@ -35,12 +35,13 @@ from typing import Any, Generic, TypeVar
 import av
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE, WINDOW_SECONDS
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.errors import InvalidMedia, NoAudio, TooLong
-from gpu_container.worker.media import _OPEN_OPTIONS, ALLOWED_FORMATS, SAMPLE_RATE
+from gpu_container.worker.media import _OPEN_OPTIONS, ALLOWED_FORMATS
 from gpu_container.worker.scheduler import NOT_READY, NotReady
 
-MAX_WINDOW_SECONDS = 30.0
+MAX_WINDOW_SECONDS = WINDOW_SECONDS
 MIN_AUDIO_SAMPLES = SAMPLE_RATE // 10  # as media.decode: less than 0.1 s is no audio
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.engines import OpenAIWhisperEngine
-from gpu_container.worker.media import SAMPLE_RATE, decode
+from gpu_container.worker.media import decode
 from harness.audio import SHORT_TEXT, have_tools, long_text, speak
 
 TIMESTAMP_BEGIN = 50363  # tiny.en's first timestamp token

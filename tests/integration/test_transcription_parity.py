@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from batchscribe.repository import JobRepository
+from batchscribe.whisper_models import SAMPLE_RATE
 from batchscribe_cli.cli import main
 from gpu_container.worker.engines import Engine
-from gpu_container.worker.media import SAMPLE_RATE, decode
+from gpu_container.worker.media import decode
 from gpu_container.worker.whisper_lib import library_transcribe
 from harness.audio import SHORT_TEXT, speak
 from tests.conftest import Stack

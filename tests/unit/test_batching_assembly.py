@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker import batched
 from gpu_container.worker.batched import WindowResult, WindowSegment, assemble, split_timestamped
-from gpu_container.worker.media import SAMPLE_RATE
 from gpu_container.worker.transcript import (
     READABLE_CUES,
     Segment,

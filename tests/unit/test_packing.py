@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from batchscribe.models import JobOptions
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker.batched import DecodeOptions, WindowResult, WindowSegment, run_isolating
 from gpu_container.worker.batches import Batches
-from gpu_container.worker.media import SAMPLE_RATE
 from gpu_container.worker.packing import (
     CUT_MARGIN_SECONDS,
     GAP_SECONDS,
