@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import statistics
 import tempfile
 import time
@@ -36,12 +35,7 @@ from gpu_container.worker.engines import Engine, FasterWhisperEngine, OpenAIWhis
 from gpu_container.worker.media import decode
 from gpu_container.worker.scheduler import JobFinished, Scheduler
 from gpu_container.worker.windows import open_media
-from harness.audio import SENTENCES, speak
-
-
-def spoken_words(text: str) -> str:
-    """The words of `text` as WER compares them: lower case, punctuation dropped."""
-    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+from harness.audio import SENTENCES, speak, spoken_words
 
 
 def make_jobs(root: Path, n: int, seed: int = 7) -> dict[str, tuple[str, Path]]:

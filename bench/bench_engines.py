@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.provenance import load_average, record, stat
+from harness.audio import spoken_words
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,10 +55,6 @@ VARIANTS: dict[str, str] = {
 MODEL = "tiny.en"
 BEAM = 5
 WARMUP_TEXT = "The weather today is sunny and warm. We will meet at the office after lunch."
-
-
-def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
 # ---- the child: one variant, measured alone ---------------------------------------------
@@ -253,7 +249,7 @@ def run(
         files[_label(s)] = {
             "target_seconds": s,
             "audio_seconds": round(decode(path, 4 * 3600).duration, 2),
-            "words": len(_words(text).split()),
+            "words": len(spoken_words(text).split()),
             "reference": text,
         }
         paths.append(path)
@@ -277,7 +273,7 @@ def run(
             for (name, meta), f in zip(files.items(), res["files"], strict=True):
                 f["file"] = name
                 f["x_realtime"] = meta["audio_seconds"] / f["wall_s"]
-                f["wer"] = float(jiwer.wer(_words(meta["reference"]), _words(f.pop("text"))))
+                f["wer"] = float(jiwer.wer(spoken_words(meta["reference"]), spoken_words(f.pop("text"))))
             res["round"] = r
             res["load_average"] = load_average()
             rounds.append(res)

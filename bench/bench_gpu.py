@@ -60,6 +60,7 @@ from gpu_container.worker.batched import (
 from gpu_container.worker.batches import DECODING_POLL_SECONDS, Batches, default_batching
 from gpu_container.worker.scheduler import JobFinished
 from gpu_container.worker.windows import MediaStream, Window
+from harness.audio import spoken_words
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENGINES = ("faster-whisper", "openai-whisper")
@@ -83,10 +84,6 @@ class Plan:
 
     def left(self) -> float:
         return self.budget_s - (time.perf_counter() - self.started)
-
-
-def words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
 def sync(device: str) -> None:
@@ -314,7 +311,8 @@ def correctness(device: str, folder: Path) -> list[dict[str, Any]]:
         out.append({
             "engine": engine.name, "model": engine.model_name, "device": engine.device,
             "seconds": round(time.perf_counter() - started, 2), "audio_seconds": round(transcript.duration, 1),
-            "wer": round(float(jiwer.wer(words(SAMPLE_TEXT), words(transcript.text))), 4), "text": transcript.text,
+            "wer": round(float(jiwer.wer(spoken_words(SAMPLE_TEXT), spoken_words(transcript.text))), 4),
+            "text": transcript.text,
         })  # fmt: skip
     return out
 

@@ -28,12 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.bench_batching import make_jobs, spoken_words
+from bench.bench_batching import make_jobs
 from bench.bench_throughput import through_batches
 from bench.provenance import ROOT, load_average, record
 from gpu_container.worker import packing
 from gpu_container.worker.batched import FasterWhisperBatchRunner
 from gpu_container.worker.engines import FasterWhisperEngine
+from harness.audio import spoken_words
 
 SEEDS = (7, 11, 13, 17, 19, 23, *range(101, 119))  # 7: bench_throughput's mix
 UNPACKED = "unpacked"

@@ -1,8 +1,10 @@
 """Test speech, made at run time with espeak-ng (and ffmpeg for other containers): the one
-source of test audio for the tests, the benchmarks and the chaos run."""
+source of test audio for the tests, the benchmarks and the chaos run, and the one way they
+compare a transcript with the text spoken (`spoken_words`)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,6 +28,11 @@ SENTENCES = [
     "Thank you for your help with the move.",
 ]
 SHORT_TEXT = " ".join(SENTENCES[:3])
+
+
+def spoken_words(text: str) -> str:
+    """The words of `text` as WER compares them: lower case, punctuation dropped."""
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
 def have_tools() -> bool:

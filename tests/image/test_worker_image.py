@@ -17,7 +17,7 @@ import pytest
 from batchscribe_cli.cli import SAMPLE, SAMPLE_TEXT
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalStack
-from harness.audio import SHORT_TEXT, speak
+from harness.audio import SHORT_TEXT, speak, spoken_words
 from tests.e2e.waits import running_stack
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
@@ -41,10 +41,6 @@ def stack(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
     yield from running_stack(tmp_path_factory, name="image-stack", idle_exit_seconds=15, worker_image=image)
 
 
-def words(text: str) -> str:
-    return " ".join("".join(c if c.isalnum() or c == "'" else " " for c in text.lower()).split())
-
-
 def test_the_image_takes_a_job_from_the_local_queue_and_commits_its_transcript(
     stack: LocalStack, tmp_path: Path
 ) -> None:
@@ -60,8 +56,8 @@ def test_the_image_takes_a_job_from_the_local_queue_and_commits_its_transcript(
         assert job["attempt"] == 1
         assert (job["result"]["engine"], job["result"]["model"]) == ("faster-whisper", "tiny.en")
     sample_text = client.result_text(done[0], "txt")
-    assert jiwer.wer(words(SAMPLE_TEXT), words(sample_text)) < 0.25, sample_text
-    assert jiwer.wer(words(SHORT_TEXT), words(client.result_text(done[1], "txt"))) < 0.3
+    assert jiwer.wer(spoken_words(SAMPLE_TEXT), spoken_words(sample_text)) < 0.25, sample_text
+    assert jiwer.wer(spoken_words(SHORT_TEXT), spoken_words(client.result_text(done[1], "txt"))) < 0.3
     srt = client.result_text(done[0], "srt")
     assert srt.startswith("1\n00:00:00") and "-->" in srt
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from batchscribe.whisper_models import SAMPLE_RATE
 from gpu_container.worker import whisper_lib
 from gpu_container.worker.batched import (
     BatchRunner,
@@ -24,12 +25,12 @@ from gpu_container.worker.batched import (
 )
 from gpu_container.worker.engines import FasterWhisperEngine, OpenAIWhisperEngine
 from gpu_container.worker.errors import InvalidMedia, NoAudio, TooLong
-from gpu_container.worker.media import SAMPLE_RATE, decode
+from gpu_container.worker.media import decode
 from gpu_container.worker.scheduler import JobFailed, JobFinished, Scheduler
 from gpu_container.worker.transcript import READABLE_CUES, Transcript, render
 from gpu_container.worker.whisper_lib import library_transcribe
 from gpu_container.worker.windows import iter_windows, open_media
-from harness.audio import SENTENCES, convert, have_tools, long_text, make_video_only, speak
+from harness.audio import SENTENCES, convert, have_tools, long_text, make_video_only, speak, spoken_words
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,14 +40,10 @@ pytestmark = [
 JOB_TEXTS = {f"job{i}": " ".join(SENTENCES[3 * i : 3 * i + 3]) for i in range(4)}
 
 
-def words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
-
-
 def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
-    return float(jiwer.wer(words(reference), words(hypothesis)))
+    return float(jiwer.wer(spoken_words(reference), spoken_words(hypothesis)))
 
 
 @pytest.fixture(scope="module")

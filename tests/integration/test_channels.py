@@ -15,9 +15,9 @@ from batchscribe.models import JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.windows import SplitStream, open_channels
-from harness.audio import speak
+from harness.audio import speak, spoken_words
 from tests.conftest import Stack
-from tests.integration.workers import make_worker, s3_text, submit, words
+from tests.integration.workers import make_worker, s3_text, submit
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_each_channel_is_transcribed_apart_and_tagged(
     outputs = job.result.outputs
     data = json.loads(s3_text(aws_stack, outputs["json"]))
     by_channel = {ch: " ".join(s["text"] for s in data["segments"] if s["channel"] == ch) for ch in (0, 1)}
-    caller, agent = words(by_channel[0]), words(by_channel[1])
+    caller, agent = spoken_words(by_channel[0]), spoken_words(by_channel[1])
     assert "hello" in caller and "people" in caller
     assert "certainly" in agent and "evening" in agent
     assert "hello" not in agent and "evening" not in caller  # each channel holds its own speaker only
@@ -84,5 +84,5 @@ def test_without_the_option_the_channels_are_mixed(
     assert job.status is JobStatus.SUCCEEDED and job.result is not None
     data = json.loads(s3_text(aws_stack, job.result.outputs["json"]))
     assert all("channel" not in s for s in data["segments"])
-    text = words(" ".join(s["text"] for s in data["segments"]))
+    text = spoken_words(" ".join(s["text"] for s in data["segments"]))
     assert "hello" in text and "evening" in text

@@ -4,7 +4,6 @@ has one)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import jiwer
@@ -14,13 +13,9 @@ from batchscribe.models import JobOptions
 from gpu_container.worker.batches import transcribe_file
 from gpu_container.worker.engines import FasterWhisperEngine, OpenAIWhisperEngine
 from gpu_container.worker.preflight import CudaProbe, choose_device
-from harness.audio import long_text, speak
+from harness.audio import long_text, speak, spoken_words
 
 pytestmark = pytest.mark.gpu
-
-
-def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
 @pytest.mark.parametrize("engine_cls", [FasterWhisperEngine, OpenAIWhisperEngine])
@@ -32,7 +27,7 @@ def test_engine_picks_the_gpu_and_transcribes(tmp_path: Path, engine_cls: type) 
     if isinstance(engine, FasterWhisperEngine):
         assert engine.compute_type == "float16"
     transcript = transcribe_file(wav, JobOptions(), engine, max_duration_seconds=600)
-    assert jiwer.wer(_words(text), _words(transcript.text)) <= 0.3
+    assert jiwer.wer(spoken_words(text), spoken_words(transcript.text)) <= 0.3
 
 
 @pytest.mark.parametrize("engine", ["faster-whisper", "openai-whisper"])

@@ -7,7 +7,6 @@ with one of them cut at a sentence pause, and each still gets all of its own tra
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from gpu_container.worker.packing import PackedRequest
 from gpu_container.worker.scheduler import JobFinished
 from gpu_container.worker.transcript import Transcript
 from gpu_container.worker.windows import open_media
-from harness.audio import SENTENCES, have_tools, speak
+from harness.audio import SENTENCES, have_tools, speak, spoken_words
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,10 +33,6 @@ TEXTS = {
     "c": SENTENCES[2],
     "d": SENTENCES[3] + " " + SENTENCES[5],
 }
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +92,12 @@ def each_its_own(
 
     for job, text in texts.items():
         got = packed[job]
-        error = jiwer.wer(" ".join(words(text)), " ".join(words(got.text)))
-        error_alone = jiwer.wer(" ".join(words(text)), " ".join(words(alone[job].text)))
+        error = jiwer.wer(spoken_words(text), spoken_words(got.text))
+        error_alone = jiwer.wer(spoken_words(text), spoken_words(alone[job].text))
         assert error <= max(wer, error_alone), (job, got.text)
-        others = {w for j, t in texts.items() if j != job for w in words(t)} - set(words(text))
-        assert not others & set(words(got.text)), (job, got.text)
+        others = {w for j, t in texts.items() if j != job for w in spoken_words(t).split()}
+        others -= set(spoken_words(text).split())
+        assert not others & set(spoken_words(got.text).split()), (job, got.text)
         starts = [s.start for s in got.segments]
         assert got.segments and starts == sorted(starts), job
         assert all(0.0 <= s.start <= s.end <= got.duration + 1e-3 for s in got.segments), job
@@ -121,7 +117,7 @@ def test_packed_jobs_each_get_their_own_transcript(runner: FasterWhisperBatchRun
     each_its_own(TEXTS, packed, alone, 0.15)
     # The job that asked for words has them, inside its segments; the others have none
     b_words = [w for s in packed["b"].segments for w in s.words or []]
-    assert len(b_words) >= len(words(TEXTS["b"])) - 2
+    assert len(b_words) >= len(spoken_words(TEXTS["b"]).split()) - 2
     assert all(0.0 <= w.start <= w.end <= packed["b"].duration + 1e-3 for w in b_words)
     assert all(s.words is None for job in "acd" for s in packed[job].segments)
 
@@ -146,7 +142,7 @@ def test_a_job_with_windows_of_its_own_comes_out_the_same_beside_any_jobs(
     def timed(t: Transcript) -> list[tuple[float, float, str]]:
         return [(s.start, s.end, s.text) for s in t.segments]
 
-    assert timed(beside["c"]) == timed(alone["c"]) == timed(beside_d["c"]) and words(alone["c"].text)
+    assert timed(beside["c"]) == timed(alone["c"]) == timed(beside_d["c"]) and spoken_words(alone["c"].text).split()
     each_its_own(TEXTS, beside, beside, 0.15)
 
 

@@ -23,9 +23,10 @@ from batchscribe.settings import ApiSettings
 from batchscribe.sources import FetchFailed, FetchLimits, FetchStopped, SourceRefused, check_source, fetch, redacted
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Outcome
+from harness.audio import spoken_words
 from tests.conftest import OWNER_B, Stack, reset_caches
 from tests.helpers import call
-from tests.integration.workers import make_worker, queue_counts, s3_text, words
+from tests.integration.workers import make_worker, queue_counts, s3_text
 
 
 @dataclass
@@ -347,7 +348,8 @@ def test_the_worker_fetches_and_transcribes_a_source_url(
     assert job["input"]["size_bytes"] == len(data)  # the fetched size replaced the cap
     record = JobRepository(local_sources.table).get(job_id)
     assert record.result is not None
-    assert len(words(s3_text(local_sources, record.result.outputs["txt"])).split()) >= len(words(spoken).split()) // 2
+    heard = spoken_words(s3_text(local_sources, record.result.outputs["txt"])).split()
+    assert len(heard) >= len(spoken_words(spoken).split()) // 2
     log = s3_text(local_sources, record.log_key or "")
     assert f"fetched bytes={len(data)}" in log and "redirects=1" in log
     assert "t0p-secret" not in log  # the URL's query never reaches the log

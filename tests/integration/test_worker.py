@@ -19,6 +19,7 @@ from batchscribe.models import JobMessage, JobStatus
 from batchscribe.repository import JobRepository
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.main import Outcome, Worker
+from harness.audio import spoken_words
 from tests.conftest import Stack
 from tests.helpers import call, create, deliver_uploads, post_upload
 from tests.integration.workers import (
@@ -28,7 +29,6 @@ from tests.integration.workers import (
     s3_text,
     submit,
     until_heard,
-    words,
     worker_settings,
 )
 
@@ -121,9 +121,9 @@ def test_worker_transcribes_speech(
     check_srt(s3_text(aws_stack, outputs["srt"]))
     check_vtt(s3_text(aws_stack, outputs["vtt"]))
     txt = s3_text(aws_stack, outputs["txt"])
-    error_rate = jiwer.wer(words(spoken), words(txt))
+    error_rate = jiwer.wer(spoken_words(spoken), spoken_words(txt))
     assert error_rate <= 0.3, (error_rate, txt)
-    assert words(data["text"]) == words(txt)
+    assert spoken_words(data["text"]) == spoken_words(txt)
     log = s3_text(aws_stack, record.log_key or "")
     assert "transcribed" in log and "succeeded" in log
     assert queue_counts(aws_stack) == (0, 0)

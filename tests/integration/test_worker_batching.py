@@ -24,7 +24,7 @@ from gpu_container.worker import batches as batches_module
 from gpu_container.worker.engines import Engine
 from gpu_container.worker.gpu_memory import MemoryInfo, MiB
 from gpu_container.worker.main import Outcome, Worker
-from harness.audio import SENTENCES, long_text, speak
+from harness.audio import SENTENCES, long_text, speak, spoken_words
 from tests.conftest import Stack
 from tests.e2e.waits import wait_until
 from tests.fake_gpu import A10G, FakeProbe
@@ -37,7 +37,6 @@ from tests.integration.workers import (
     submit,
     until_claimed,
     until_heard,
-    words,
 )
 
 pytestmark = pytest.mark.slow
@@ -85,7 +84,8 @@ def test_k_jobs_share_batches_and_each_gets_its_own_transcript(
         assert (job.status, job.attempt) == (JobStatus.SUCCEEDED, 1)
         assert job.result is not None and job.result.compute_seconds > 0
         text = s3_text(aws_stack, job.result.outputs["txt"])
-        assert jiwer.wer(words(spoken), words(text)) <= 0.3, (spoken, text)  # its own words, nobody else's
+        # its own words, nobody else's
+        assert jiwer.wer(spoken_words(spoken), spoken_words(text)) <= 0.3, (spoken, text)
     assert queue_counts(aws_stack) == (0, 0)
 
 
@@ -281,7 +281,7 @@ def test_a_batch_out_of_gpu_memory_is_halved_and_the_job_completes(
     job = JobRepository(aws_stack.table).get(job_id)
     assert (job.status, job.attempt) == (JobStatus.SUCCEEDED, 1)
     assert job.result is not None
-    assert jiwer.wer(words(text), words(s3_text(aws_stack, job.result.outputs["txt"]))) <= 0.3
+    assert jiwer.wer(spoken_words(text), spoken_words(s3_text(aws_stack, job.result.outputs["txt"]))) <= 0.3
     assert sizes == [6, 3, 3]  # the same windows again, 3 at a time; never one by one
     assert worker.batches.size(("faster-whisper", "tiny.en")) == 3 and worker.batch_size == 8
     halved = [r for r in caplog.records if r.getMessage() == "out of GPU memory: batch size halved"]

@@ -3,7 +3,6 @@ runner with a hook before each batch (to inject faults mid-job)."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,10 +77,6 @@ def submit(stack: Stack, path: Path, content_type: str = "audio/wav", **options:
     deliver_uploads(stack)
     assert call("GET", f"/jobs/{job['job_id']}")[1]["status"] == "queued"
     return str(job["job_id"])
-
-
-def words(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
 def s3_text(stack: Stack, key: str) -> str:
