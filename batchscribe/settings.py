@@ -384,6 +384,9 @@ class WorkerSettings(StoreSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = "auto"
     cpu_threads: int = Field(default=0, ge=0)
+    cpu_lanes: int = Field(
+        default=0, ge=0, description="faster-whisper on a CPU: model replicas sharing a batch; 0: the engine's default"
+    )
     beam_size: int = Field(default=5, ge=1, le=10)
     allow_download: bool = False
     max_jobs: int = Field(default=0, ge=0, description="exit after this many jobs; 0: no cap")

@@ -96,8 +96,12 @@ def main() -> None:
     engine: Engine
     runner: BatchRunner
     if args.engine == "faster-whisper":
+        # the library's transcribe on the model as it loads it by default (one replica, every
+        # thread: its loop runs one call at a time); the batched path on the worker's engine
+        # (its CPU lanes)
+        engine = FasterWhisperEngine(device=args.device, beam_size=args.beam_size, lanes=1)
         fw = FasterWhisperEngine(device=args.device, beam_size=args.beam_size)
-        engine, runner = fw, FasterWhisperBatchRunner.from_engine(fw)
+        runner = FasterWhisperBatchRunner.from_engine(fw)
     else:
         ow = OpenAIWhisperEngine(device=args.device, beam_size=args.beam_size)
         engine, runner = ow, OpenAIWhisperBatchRunner.from_engine(ow)

@@ -45,12 +45,15 @@ RESULTS = ROOT / "bench" / "results"
 BASELINE = "openai-whisper"
 VARIANTS: dict[str, str] = {
     "openai-whisper": "openai-whisper (PyTorch, fp32 on CPU / fp16 on GPU), one window after another",
-    "faster-whisper": "faster-whisper (CTranslate2, int8 on CPU / fp16 on GPU), sequential",
-    "faster-whisper-batched": "faster-whisper's BatchedInferencePipeline (VAD chunks, batch 8), as the engine runs it",
+    "faster-whisper": "faster-whisper (CTranslate2, int8 on CPU / fp16 on GPU), sequential, loaded as the library "
+    "loads it by default (one replica with every thread)",
+    "faster-whisper-batched": "faster-whisper's BatchedInferencePipeline (VAD chunks, batch 8), loaded so too (its "
+    "batches run one after another: a second replica would idle)",
     "faster-whisper-batched-words": "the same with word_timestamps=True: the word alignment the worker's path runs "
     "for every window to time its sentence segments (the pipeline's own segments are its ~30 s VAD chunks)",
     "worker-batched": "the worker's batched path, as `batchscribe transcribe` runs it (batches.transcribe_file: "
-    "streamed windows -> Batches, features prepared a batch ahead -> FasterWhisperBatchRunner)",
+    "streamed windows -> Batches, features prepared a batch ahead -> FasterWhisperBatchRunner, each batch split "
+    "between the engine's CPU lanes: two replicas, one thread each, side by side)",
 }
 MODEL = "tiny.en"
 BEAM = 5
@@ -105,7 +108,7 @@ def _transcriber(variant: str, device: str, batch_size: int) -> tuple[Callable[[
     from gpu_container.worker.engines import FasterWhisperEngine
 
     if variant.startswith("faster-whisper"):
-        fw = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM)
+        fw = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM, lanes=1)
         pipeline_batch = 8 if "batched" in variant else 0  # BatchedInferencePipeline's batch, as before
         words = variant.endswith("-words")
         return (
@@ -227,15 +230,15 @@ def run(
 ) -> dict[str, Any]:
     import jiwer
 
-    from gpu_container.worker.batches import CPU_FILE_BATCH_SIZE
+    from gpu_container.worker.batches import CPU_BATCH_SIZE
     from gpu_container.worker.main import default_batching
     from gpu_container.worker.media import decode
     from harness.audio import long_text, speak
 
     device = _device(device)
-    # B as `batchscribe transcribe` runs one file (transcribe_file): CPU_FILE_BATCH_SIZE on a CPU;
+    # B as `batchscribe transcribe` runs one file (transcribe_file): CPU_BATCH_SIZE on a CPU;
     # on a GPU it sizes B from the memory free after the load, here the default a T4 gets
-    batch_size = CPU_FILE_BATCH_SIZE if device != "cuda" else default_batching(device, MODEL)[1]
+    batch_size = CPU_BATCH_SIZE if device != "cuda" else default_batching(device, MODEL)[1]
     if BASELINE in variants:  # the openai-whisper checkpoint is converted once, outside the timings
         from gpu_container.worker.engines import openai_checkpoint, resolve_model
 

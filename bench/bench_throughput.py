@@ -25,6 +25,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,10 @@ RESULTS = ROOT / "bench" / "results"
 # batched: K = 2B, as packing lays about two of these jobs in a row (K = B filled half a batch's
 # B rows: 8 held jobs packed into 4); batched-k-eq-b: the same rows with K = B, for comparison
 MODES = {"one-at-a-time": (1, 1), "batched": (16, 8), "batched-k-eq-b": (8, 8)}
+# One job at a time loads the model as faster-whisper does by default (one replica with both
+# threads); the batched modes with the worker's CPU lanes (engines.FasterWhisperEngine), whose
+# second replica a batch of one window would leave idle.
+ONE_LANE = {"one-at-a-time"}
 _DEPLOYED = Timings()
 # The local stack's schedules (the scaler starts the worker within a second of being let go),
 # with a deployment's lease timings: the local stack's 1 s heartbeat (there so that a lost lease
@@ -68,6 +73,7 @@ def one_round(mode: str, jobs: dict[str, tuple[str, Path]], data_dir: Path) -> d
         timings=TIMINGS,
         worker_held_jobs=held,
         worker_batch_size=batch,
+        worker_cpu_lanes=1 if mode in ONE_LANE else 0,
         quiet=True,
     )
     with LocalStack(config) as stack:
@@ -111,10 +117,12 @@ def through_batches(
 
     rows = 0
     encode = runner.steps.encode
+    counted = threading.Lock()  # the runner's lanes encode side by side
 
     def counting(features: Any) -> Any:
         nonlocal rows
-        rows += len(features)
+        with counted:
+            rows += len(features)
         return encode(features)
 
     runner.steps.encode = counting
@@ -146,6 +154,7 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int, repeats: i
     from gpu_container.worker.engines import FasterWhisperEngine
 
     runner = FasterWhisperBatchRunner.from_engine(FasterWhisperEngine(device="cpu", cpu_threads=2))
+    one_lane = FasterWhisperBatchRunner.from_engine(FasterWhisperEngine(device="cpu", cpu_threads=2, lanes=1))
     out: dict[str, Any] = {"held_jobs": held, "batch_size": batch}
     # first the one-at-a-time mode's model path (K = B = 1), the baseline of the in-process ratio;
     # then packed with K = B, and with every job held (as a GPU worker, K 32-64, holds a burst of short jobs)
@@ -159,7 +168,9 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int, repeats: i
     times: dict[str, list[float]] = {name: [] for name, *_ in variants}
     for round_, (name, pack, k, b) in ((r, v) for r in range(max(1, repeats)) for v in variants):
         started = time.perf_counter()
-        texts, rows, speech = through_batches(runner, jobs, held=k, batch=b, pack=pack)
+        texts, rows, speech = through_batches(
+            one_lane if name == "one_at_a_time" else runner, jobs, held=k, batch=b, pack=pack
+        )
         times[name].append(round(time.perf_counter() - started, 2))
         if round_:
             out[name]["seconds"] = round(statistics.median(times[name]), 2)

@@ -461,7 +461,7 @@ def engines_section(result: dict[str, Any]) -> str:
     parts += [f"- **{name}**: {row['description']}" for name, row in variants.items()]
     if "worker-batched" in variants:
         parts.append(
-            f"  (batches of {result['worker_batch_size']} windows, what `batchscribe transcribe` runs a file with on "
+            f"  (batches of {result['worker_batch_size']} window(s), what `batchscribe transcribe` runs a file with on "
             "this device; segments timed by word alignment, each window decoded once; its timing "
             "includes the file's streaming decode, which the worker overlaps with batches; the others are timed on "
             "audio decoded beforehand)"

@@ -32,18 +32,20 @@ from batchscribe.whisper_models import LARGEST, SAMPLE_RATE, WHISPER_DIMS, WINDO
 
 # bench/results/engines-cpu.json (2026-12-07, `python -m bench.bench_engines --repeats 3`, Intel Xeon,
 # tiny.en, beam 5, a 5 min file): the highest peak RSS (VmHWM) of each engine's process while it
-# transcribed: the worker's batched path (worker-batched, at the batch of 8 `batchscribe transcribe`
-# runs a file with on a CPU, more than the CPU worker's 2, so an upper bound for the worker) for
-# faster-whisper, the openai-whisper variant for openai-whisper (its process carries torch).
-MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 796.3, "openai-whisper": 722.8}
-# In the same runs the worker's RSS rose by at most 183.0 MiB (before the load to the load's peak)
-# to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.54 x the file; rounded up.
+# transcribed: the worker's batched path (worker-batched, at the CPU worker's own B of 2 that
+# `batchscribe transcribe` runs a file with on a CPU too, one window in each of the engine's two
+# CPU lanes) for faster-whisper, the openai-whisper variant for openai-whisper (its process
+# carries torch).
+MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 604.5, "openai-whisper": 731.4}
+# In the same runs the worker's RSS rose by at most 183.6 MiB (before the load to the load's peak)
+# to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.55 x the file; rounded up (the two
+# lanes' replicas share the weights).
 LOAD_FACTOR = 2.6
-# ... and once loaded, transcribing on CPU took the process from 191.1 to 796.3 MiB: the model's
-# working set (the encoder's attention scores, 2 windows at a time on a CPU, and the decoder's
-# caches for 8 windows x 5 beams), which grows with the model's width and heads; it is scaled by
-# the model's heads over tiny.en's 6.
-MEASURED_WORKING_SET_MIB = 796.3 - 191.1
+# ... and once loaded, transcribing on CPU took the process from 192.1 to 604.5 MiB: the model's
+# working set (in each of the two lanes, one window's encoder attention scores and its decoder
+# caches for 5 beams), which grows with the model's width and heads; it is scaled by the model's
+# heads over tiny.en's 6.
+MEASURED_WORKING_SET_MIB = 604.5 - 192.1
 TINY_HEADS = 6
 CUDA_HOST_MIB = 1536  # CUDA context and cuBLAS's host allocations: an estimate, no GPU host RSS measured
 MARGIN = 1.25

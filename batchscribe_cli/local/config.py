@@ -47,6 +47,7 @@ class LocalConfig:
     save_every_seconds: float = 30  # the state is also saved at stop (data_dir/state)
     worker_held_jobs: int = 0  # K: jobs one worker holds at once (0: the worker's default for its device)
     worker_batch_size: int = 0  # B: windows per batch (0: the worker's default)
+    worker_cpu_lanes: int = 0  # faster-whisper's CPU lanes (0: the engine's default)
     high_priority_owners: list[str] | None = None  # ARNs (local: owner_arn(name)); None: everyone
     create_rate_limit: int = 0  # creates per owner per window; 0: no limit
     create_rate_window_seconds: int = 60
@@ -138,6 +139,7 @@ def _worker(cfg: LocalConfig, r: Provisioned) -> WorkerSettings:
         model=cfg.model,
         device=cfg.device,
         cpu_threads=2,
+        cpu_lanes=cfg.worker_cpu_lanes,
         # an image brings its own model and cache folders (baked at build time)
         cache_dir=None if cfg.worker_image else str((cfg.data_dir / "cache").resolve()),
         timings=cfg.timings,

@@ -47,6 +47,7 @@ import re
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
@@ -429,6 +430,17 @@ def _split_at_words(pieces: list[dict[str, Any]], window: Window, keep_words: bo
     return out
 
 
+def lane_parts(n: int, lanes: int) -> list[tuple[int, int]]:
+    """[start, end) of each lane's consecutive windows of a batch of n: as even as counts go,
+    the first lanes one longer; never an empty lane."""
+    lanes = max(1, min(lanes, n))
+    size, extra = divmod(n, lanes)
+    bounds = [0]
+    for i in range(lanes):
+        bounds.append(bounds[-1] + size + (1 if i < extra else 0))
+    return list(itertools.pairwise(bounds))
+
+
 def _chunk_of(window: Window, word: dict[str, Any]) -> int:
     return window.chunk_at((word["start"] + word["end"]) / 2)
 
@@ -565,7 +577,11 @@ def _to_result(window: Window, language: str, pieces: list[dict[str, Any]], with
 
 
 class FasterWhisperBatchRunner(_WindowLoop):
-    """Batched faster-whisper over windows; shares a loaded `faster_whisper.WhisperModel`."""
+    """Batched faster-whisper over windows; shares a loaded `faster_whisper.WhisperModel`.
+
+    With `lanes` > 1 (the engine's CTranslate2 replicas on a CPU: engines.FasterWhisperEngine)
+    a batch is cut into that many runs of consecutive windows, each decoded as a batch of its
+    own on its own replica, side by side; the results come back in the batch's order."""
 
     name = "faster-whisper"
 
@@ -577,6 +593,7 @@ class FasterWhisperBatchRunner(_WindowLoop):
         device: str = "cpu",
         beam_size: int = 5,
         timestamp_tokens: bool = False,
+        lanes: int = 1,
     ) -> None:
         self.steps = whisper_lib.FasterWhisperSteps(model)
         self.model_name = model_name
@@ -587,6 +604,25 @@ class FasterWhisperBatchRunner(_WindowLoop):
         self.features = FeaturePrefetch(self.steps.features)
         self.timestamp_tokens = timestamp_tokens
         self.segments_by_words = not timestamp_tokens
+        self.lanes = max(1, lanes)
+        self._lanes = ThreadPoolExecutor(self.lanes - 1, thread_name_prefix="lane") if self.lanes > 1 else None
+
+    @classmethod
+    def from_engine(cls, engine: Any, **kwargs: Any) -> Self:
+        kwargs.setdefault("lanes", getattr(engine, "lanes", 1))
+        return super().from_engine(engine, **kwargs)
+
+    def run(self, batch: Sequence[WindowRequest]) -> list[WindowResult]:
+        parts = lane_parts(len(batch), self.lanes)
+        if self._lanes is None or len(parts) < 2:
+            return super().run(batch)
+        run = super().run
+        others = [self._lanes.submit(run, batch[a:b]) for a, b in parts[1:]]
+        try:
+            first = run(batch[parts[0][0] : parts[0][1]])
+        finally:
+            wait(others)  # no lane still running when the batch fails (run_isolating cuts it)
+        return first + [result for lane in others for result in lane.result()]
 
     def prepare(self, batch: Sequence[WindowRequest]) -> None:
         """Start the log-mel features of the next batch's windows beside the model (one slot):

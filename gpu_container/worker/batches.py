@@ -56,7 +56,6 @@ from gpu_container.worker.windows import MediaStream, SplitStream, open_stream, 
 EngineKey = tuple[str, str]  # (engine, model)
 MemoryProbe = Callable[[], MemoryInfo | None]
 CPU_BATCH_SIZE = 2  # B on a CPU: see default_batching
-CPU_FILE_BATCH_SIZE = 8  # B on a CPU for one file alone (transcribe_file): no job waits behind its batch
 DECODING_POLL_SECONDS = 0.01  # nothing to batch while every held job's next window is decoding
 FILL_WAIT_SECONDS = 0.3  # a batch short of B waits for jobs added (or claimed) under this long ago...
 FILL_WAIT_MAX_SECONDS = 1.0  # ...and while more keep coming, at most this long in all
@@ -130,11 +129,12 @@ def worker_batching(settings: WorkerSettings, device: str, probe: MemoryProbe | 
 
 def _engine_batch_size(engine: Engine) -> int:
     """B for an engine already loaded (`batchscribe transcribe`): its weights are in the used memory.
-    On a CPU, CPU_FILE_BATCH_SIZE: the worker's B of 2 keeps a short job's wait behind a long
-    file's batch short, and a file transcribed alone has nothing behind it; 8 windows a batch
-    ran a 5 min file in ~0.75x the time 2 did (one CTranslate2 generate over more rows)."""
+    On a CPU, the worker's CPU_BATCH_SIZE: one window a lane (engines.FasterWhisperEngine), which ran
+    a 5 min file in 4.7 s where batches of 8 (4 a lane) took 5.4 s, and a 60 s file alike (0.88 s and
+    0.86 s; Intel Xeon, 2 cores; before the lanes, one replica with both threads, 8 windows a batch
+    had been the faster, ~0.75x the time of 2)."""
     if engine.device != "cuda":
-        return CPU_FILE_BATCH_SIZE
+        return CPU_BATCH_SIZE
     info = free_memory()
     return default_batching(
         "cuda",

@@ -395,6 +395,7 @@ class Worker:
             device=self.device,
             compute_type=s.compute_type,
             cpu_threads=s.cpu_threads,
+            lanes=s.cpu_lanes,
             beam_size=s.beam_size,
             allow_download=s.allow_download,
             model_dir=s.model_dir,

@@ -199,11 +199,13 @@ def torch_cuda_kernel() -> None:
         raise RuntimeError(f"a float16 product on the GPU summed to {total}, not {64**3}")
 
 
-def load_faster_whisper(ref: str, *, device: str, compute_type: str, cpu_threads: int) -> Any:
-    """A faster_whisper.WhisperModel from a model folder (or a name it may download)."""
+def load_faster_whisper(ref: str, *, device: str, compute_type: str, cpu_threads: int, replicas: int = 1) -> Any:
+    """A faster_whisper.WhisperModel from a model folder (or a name it may download):
+    `replicas` CTranslate2 workers sharing the weights (its `num_workers`), each with
+    `cpu_threads` threads on a CPU."""
     from faster_whisper import WhisperModel
 
-    return WhisperModel(ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    return WhisperModel(ref, device=device, compute_type=compute_type, cpu_threads=cpu_threads, num_workers=replicas)
 
 
 def download_model(model: str, output_dir: str) -> None:

@@ -351,5 +351,97 @@ def test_a_fallback_on_a_cpu_runs_no_encoder_again(
             batch.append(Work(job, 0, next(iter(stream.windows())), DecodeOptions(language="en"), None, 10.0))
     # When two windows run in one batch
     results = runner.run(batch)
-    # Then the encoder read them once: the fallback decoded again from its output
-    assert encoded == [2] and all(r.segments for r in results)
+    # Then the encoder read each once (one in each of the CPU's two lanes): the fallback decoded
+    # again from its output
+    assert encoded == [1, 1] and all(r.segments for r in results)
+
+
+def test_a_cpu_batch_is_split_between_two_lanes_run_side_by_side_with_the_same_transcript(
+    fw_engine: FasterWhisperEngine, three_minutes: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from gpu_container.worker.scheduler import Work
+
+    # Given the worker's CPU engine (two replicas sharing the weights, one thread each) and the
+    # library's way of loading it (one replica with both threads)
+    assert fw_engine.lanes == 2 and fw_engine.model.model.num_workers == 2
+    single = FasterWhisperEngine(device="cpu", cpu_threads=2, lanes=1)
+    assert single.lanes == 1 and single.model.model.num_workers == 1
+    _, path = three_minutes
+    with open_media(path, 600) as stream:
+        windows = list(itertools.islice(stream.windows(), 5))
+    options = DecodeOptions(language="en", word_timestamps=True)
+    batch = [Work("long", i, w, options, None) for i, w in enumerate(windows)]
+
+    # When a batch of five windows runs on each, the lanes' model calls recorded
+    laned = FasterWhisperBatchRunner.from_engine(fw_engine)
+    calls: list[tuple[str, str, int, float, float]] = []
+    for step in ("encode", "generate"):
+        original = getattr(laned.steps, step)
+
+        def recorded(first: Any, *args: Any, _step: str = step, _call: Any = original, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _call(first, *args, **kwargs)
+            finally:
+                rows = len(args[0]) if _step == "generate" else len(first)
+                calls.append((_step, threading.current_thread().name, rows, started, time.perf_counter()))
+
+        monkeypatch.setattr(laned.steps, step, recorded)
+    split = laned.run(batch)
+    whole = FasterWhisperBatchRunner.from_engine(single).run(batch)
+
+    # Then it ran as two batches of its own, 3 windows and 2, on two threads at the same time...
+    threads = {name for _, name, *_ in calls}
+    assert len(threads) == 2
+    decoded = sorted(rows for step, _, rows, *_ in calls if step == "generate")
+    assert decoded == [2, 3]
+    spans = [(min(c[3] for c in calls if c[1] == t), max(c[4] for c in calls if c[1] == t)) for t in sorted(threads)]
+    assert max(a for a, _ in spans) < min(b for _, b in spans)  # the two lanes' work overlapped
+    # ...and each window came back in its place with what the one-replica runner gives it
+    assert len(split) == len(whole) == len(windows)
+    for a, b in zip(split, whole, strict=True):
+        assert [s.text for s in a.segments] == [s.text for s in b.segments]
+        for x, y in zip(a.segments, b.segments, strict=True):
+            assert abs(x.start - y.start) <= 0.02 and abs(x.end - y.end) <= 0.02
+
+
+def test_a_lane_that_fails_fails_the_batch_after_the_other_lane_ended(
+    fw_engine: FasterWhisperEngine, speech: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from gpu_container.worker.scheduler import Work
+
+    # Given a runner whose second lane's decode fails, and whose first lane's is slow
+    runner = FasterWhisperBatchRunner.from_engine(fw_engine)
+    generate = runner.steps.generate
+    running: list[int] = [0]
+    ended_after_failure: list[bool] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name.startswith("lane"):
+            raise RuntimeError("a lane's decode failed")
+        running[0] += 1
+        time.sleep(0.5)
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            running[0] -= 1
+            ended_after_failure.append(True)
+
+    monkeypatch.setattr(runner.steps, "generate", flaky)
+    with open_media(speech["job0"], 600) as stream:
+        window = next(iter(stream.windows()))
+    batch = [Work(f"job{i}", 0, window, DecodeOptions(language="en"), None) for i in range(2)]
+
+    # When the batch runs, the lane's error comes out once the main lane's decode has ended
+    with pytest.raises(RuntimeError, match="a lane's decode failed"):
+        runner.run(batch)
+    assert running == [0] and ended_after_failure == [True]
+    # And the worker's isolation runs each window alone (one lane): both transcribed
+    results = run_isolating(runner, batch)
+    assert all(not isinstance(r, BaseException) and r.segments for r in results)

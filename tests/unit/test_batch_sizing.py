@@ -73,4 +73,4 @@ def test_batchscribe_transcribe_sizes_b_with_its_engine_already_loaded(monkeypat
     monkeypatch.setattr(batches, "free_memory", lambda: None)
     assert batches._engine_batch_size(engine) == 14
     cpu = SimpleNamespace(device="cpu", model_name="tiny.en")
-    assert batches._engine_batch_size(cpu) == batches.CPU_FILE_BATCH_SIZE
+    assert batches._engine_batch_size(cpu) == batches.CPU_BATCH_SIZE

@@ -474,3 +474,14 @@ def test_a_cut_job_whose_row_fails_runs_again_whole() -> None:
     for got, own in zip(results, run_isolating(Ear(), batch), strict=True):
         assert isinstance(got, WindowResult) and isinstance(own, WindowResult) and said(got) == said(own)
     assert [(x.job, x.window.duration) for x in ear.batches[-1]] == [(batch[i].job, 18.0) for i in bad.items]
+
+
+def test_a_batch_is_cut_into_lanes_of_consecutive_windows_as_even_as_counts_go() -> None:
+    from gpu_container.worker.batched import lane_parts
+
+    assert lane_parts(5, 2) == [(0, 3), (3, 5)]
+    assert lane_parts(4, 2) == [(0, 2), (2, 4)]
+    assert lane_parts(1, 2) == [(0, 1)]  # never an empty lane
+    assert lane_parts(2, 1) == [(0, 2)]
+    assert lane_parts(0, 2) == [(0, 0)]
+    assert lane_parts(7, 3) == [(0, 3), (3, 5), (5, 7)]
