@@ -77,8 +77,10 @@ def default_batching(
     and disk for the K it holds: stacks/sizing.py `held_jobs`, a test holds the two equal).
     B: CPU 2 (`CPU_BATCH_SIZE`: a short job joining a long file waits for the batch under way and
     shares its own with the long file's windows, both as long as B windows on a CPU; at B 8 a 4 s
-    job took 20 s beside a 10 min file, at B 2 8.5 s, the long file no slower: bench/results/
-    short-behind-long-cpu.json). GPU: as many windows as fit
+    job took 4.0 s beside a 10 min file, at B 2 1.9 s, the long file no slower (10.0 s against
+    11.5 s), with the engine's two CPU lanes, one window each at B 2: bench/results/
+    short-behind-long-cpu.json; before the lanes, on an AMD EPYC, 20 s and 8.5 s). GPU: as many
+    windows as fit
     in `free_bytes` of GPU memory beside the model's weights (gpu_memory.fit_batch; `dims` or the
     model's by name), a T4's 16 GB when nothing was measured. B no longer equals K: a batch takes
     several windows of a job, and the scheduler gives each held job its share of it.
