@@ -498,7 +498,6 @@ class _WindowLoop:
         return [_language_code(item.options.language, st.multilingual, st.language_codes) for item in items]
 
     def run(self, batch: Sequence[WindowRequest]) -> list[WindowResult]:
-
         if not batch:
             return []
         n = len(batch)

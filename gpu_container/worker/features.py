@@ -139,7 +139,8 @@ class FeaturePrefetch:
     """One slot: `prepare(audios)` starts the features of the next batch's windows on this
     object's own thread; `take(audios)` gives the features of the windows it is handed, the
     prepared rows from the slot (waiting for them if they are still being computed) and any
-    others computed now, together. A window is known by its samples' address and length, which
+    others computed now, together (from several threads at once: each of the runner's CPU lanes
+    takes its own windows). A window is known by its samples' address and length, which
     the slot keeps alive; so a batch cut into chunks (run_isolating), topped up, or the rest of a
     window (a continuation pass, other samples) still gets correct features. A newer `prepare`
     replaces the slot."""
@@ -164,7 +165,8 @@ class FeaturePrefetch:
         rows = [slot[1].get(_identity(a)) for a in audios] if slot is not None else [None] * len(audios)
         missing = [i for i, row in enumerate(rows) if row is None]
         if len(missing) == len(audios):
-            self.computed_rows += len(audios)
+            with self._lock:  # the runner's CPU lanes take their rows side by side
+                self.computed_rows += len(audios)
             return self._compute(audios)
         assert slot is not None
         ready = slot[2].result()
@@ -174,8 +176,9 @@ class FeaturePrefetch:
                 out[i] = ready[row]
         if missing:
             out[missing] = self._compute([audios[i] for i in missing])
-        self.ready_rows += len(audios) - len(missing)
-        self.computed_rows += len(missing)
+        with self._lock:
+            self.ready_rows += len(audios) - len(missing)
+            self.computed_rows += len(missing)
         return out
 
     def close(self) -> None:
