@@ -54,7 +54,10 @@ VARIANTS: dict[str, str] = {
     "worker-batched": "the worker's batched path, as `batchscribe transcribe` runs it (batches.transcribe_file: "
     "streamed windows -> Batches, features prepared a batch ahead -> FasterWhisperBatchRunner, each batch split "
     "between the engine's CPU lanes: two replicas, one thread each, side by side)",
+    "worker-one-lane": "the same path on one replica with every thread (lanes=1), in batches of 8 on a CPU (its best: "
+    "the worker's path before the lanes); on a GPU the same as worker-batched",
 }
+ONE_LANE_CPU_BATCH = 8  # worker-one-lane's B on a CPU
 MODEL = "tiny.en"
 BEAM = 5
 WARMUP_TEXT = "The weather today is sunny and warm. We will meet at the office after lunch."
@@ -116,11 +119,14 @@ def _transcriber(variant: str, device: str, batch_size: int) -> tuple[Callable[[
                 fw, audio.samples, language="en", batch_size=pipeline_batch, word_timestamps=words
             )
         ), fw.device
-    if variant == "worker-batched":
+    if variant in ("worker-batched", "worker-one-lane"):
         from batchscribe.models import JobOptions
         from gpu_container.worker.batches import transcribe_file
 
-        engine = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM)
+        one_lane = variant == "worker-one-lane"
+        engine = FasterWhisperEngine(model=MODEL, device=device, beam_size=BEAM, lanes=1 if one_lane else 0)
+        if one_lane and engine.device != "cuda":
+            batch_size = ONE_LANE_CPU_BATCH
 
         def worker_path(path: Path, _audio: Any) -> str:
             """One job through the worker's own path (what `batchscribe transcribe` runs): the

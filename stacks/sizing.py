@@ -36,16 +36,16 @@ from batchscribe.whisper_models import LARGEST, SAMPLE_RATE, WHISPER_DIMS, WINDO
 # `batchscribe transcribe` runs a file with on a CPU too, one window in each of the engine's two
 # CPU lanes) for faster-whisper, the openai-whisper variant for openai-whisper (its process
 # carries torch).
-MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 604.5, "openai-whisper": 731.4}
-# In the same runs the worker's RSS rose by at most 183.6 MiB (before the load to the load's peak)
-# to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.55 x the file; rounded up (the two
+MEASURED_PEAK_MIB: dict[EngineName, float] = {"faster-whisper": 608.1, "openai-whisper": 730.8}
+# In the same runs the worker's RSS rose by at most 179.4 MiB (before the load to the load's peak)
+# to load tiny.en's 72.0 MiB model.bin (75,537,502 bytes): 2.49 x the file; rounded up (the two
 # lanes' replicas share the weights).
-LOAD_FACTOR = 2.6
-# ... and once loaded, transcribing on CPU took the process from 192.1 to 604.5 MiB: the model's
+LOAD_FACTOR = 2.5
+# ... and once loaded, transcribing on CPU took the process from 191.1 to 608.1 MiB: the model's
 # working set (in each of the two lanes, one window's encoder attention scores and its decoder
 # caches for 5 beams), which grows with the model's width and heads; it is scaled by the model's
 # heads over tiny.en's 6.
-MEASURED_WORKING_SET_MIB = 604.5 - 192.1
+MEASURED_WORKING_SET_MIB = 608.1 - 191.1
 TINY_HEADS = 6
 CUDA_HOST_MIB = 1536  # CUDA context and cuBLAS's host allocations: an estimate, no GPU host RSS measured
 MARGIN = 1.25

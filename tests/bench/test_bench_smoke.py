@@ -75,6 +75,7 @@ def test_bench_engines_quick(tmp_path: Path) -> None:
         "faster-whisper-batched",
         "faster-whisper-batched-words",
         "worker-batched",
+        "worker-one-lane",
     }
     (name,) = result["files"]
     assert positive(result["files"][name]["audio_seconds"])
