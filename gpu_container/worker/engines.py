@@ -82,9 +82,9 @@ class FasterWhisperEngine:
     (CTranslate2 shares them), each with its share of the threads, and the batch runner splits
     every batch between them (batched.FasterWhisperBatchRunner): CTranslate2's threads within
     one call stall on beam search's small per-step products, and two calls side by side keep
-    both cores busy. Measured on 2 cores (Intel Xeon, tiny.en, beam 5, 16 windows of 30 s): batches
-    of 2 took 13.2 s on one replica with 2 threads and 6.1 s on two with 1 thread each (2.2x),
-    batches of 8 10.1 s and 7.1 s (1.4x). `lanes=1` loads the model as faster-whisper does by
+    both cores busy. Measured on 2 cores (Intel Xeon, tiny.en, beam 5; bench/results/engines-cpu.json,
+    worker-batched against worker-one-lane): a 5 min file in 5.0 s against 7.4 s on one replica
+    with both threads, a 60 s file in 1.05 s against 1.94 s. `lanes=1` loads the model as faster-whisper does by
     default (one replica with every thread: the library's own pipelines run one call at a time,
     and the benchmarks' baselines run it so). On a GPU: one replica."""
 

@@ -224,6 +224,7 @@ class Worker:
                 "uid": os.getuid(),
                 "held_jobs": self.max_held,
                 "batch_size": self.batch_size,
+                "lanes": getattr(self._engine_for((s.engine, s.model)), "lanes", 1),  # loaded by _prove
                 "disk_capacity_bytes": self.disk.capacity,
                 "largest_job_bytes": self.disk.largest,
             },

@@ -101,11 +101,15 @@ def test_worker_transcribes_speech(
     engine_name: str,
     kind: str,
     content_type: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     path, spoken = speech[kind]
     job_id = submit(aws_stack, path, content_type)
 
     assert make_worker(aws_stack, engines[engine_name], max_jobs=1).run() == 0
+    # its start line says how it runs the model: faster-whisper on a CPU in two lanes
+    (started,) = [r for r in caplog.records if r.getMessage() == "worker started"]
+    assert started.__dict__["lanes"] == (min(2, os.cpu_count() or 1) if engine_name == "faster-whisper" else 1)
 
     _status, job = call("GET", f"/jobs/{job_id}")
     assert job["status"] == "succeeded", job
