@@ -222,7 +222,9 @@ def test_a_burst_larger_than_one_receive_is_claimed_at_once_and_shares_a_batch(
     machine the slow claims and their preparing spread over more than the default 1 s)."""
     ids = [submit(aws_stack, speech["wav"][0], language="en") for _ in range(12)]
     scripted = Scripted(engines["faster-whisper"], lambda _batch: None)
-    worker = make_worker(aws_stack, scripted, max_held_jobs=12, max_jobs=12, batch_size=8)
+    # inputs of at most 64 MiB: the host's free disk (12 of the default largest input need ~26 GB)
+    # is not what this test measures, and a fuller disk had the worker receive 10, 1 and 1
+    worker = make_worker(aws_stack, scripted, max_held_jobs=12, max_jobs=12, batch_size=8, max_input_bytes=64 << 20)
     worker.batches.fill_wait = 2.0
     claim, receive = worker.repo.claim, worker.queue.receive
     claims: list[tuple[float, float]] = []  # (start, end) of each claim
