@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from batchscribe.whisper_models import WINDOW_SECONDS
 from bench.bench_batching import make_jobs
 from bench.bench_throughput import through_batches
 from bench.provenance import ROOT, load_average, record
@@ -81,7 +82,7 @@ def summarise(variants: dict[str, dict[str, Any]], baseline: str, seed: int = 0)
         summary: dict[str, Any] = {
             "rows": rows,
             "speech_s": round(speech, 1),
-            "encoder_per_speech": round(rows * 30 / speech, 3) if speech else None,
+            "encoder_per_speech": round(rows * WINDOW_SECONDS / speech, 3) if speech else None,
             "wer": round(wer, 4),
             "foreign_words": sum(_foreign_words(m["jobs"]) for m in mixes),
             "full_stop_ends": sum(j["hyp"].strip()[-1:] in ".?!" for j in jobs),

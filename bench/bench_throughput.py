@@ -33,6 +33,7 @@ from typing import Any
 
 from batchscribe.models import iso
 from batchscribe.settings import Timings
+from batchscribe.whisper_models import WINDOW_SECONDS
 from batchscribe_cli.client import Client
 from batchscribe_cli.local import LocalConfig, LocalStack
 from bench.bench_batching import make_jobs, wer
@@ -183,9 +184,9 @@ def packing(jobs: dict[str, tuple[str, Path]], held: int, batch: int, repeats: i
             "seconds": times[name][0],
             "seconds_runs": times[name],
             "encoder_rows": rows,
-            "encoder_seconds": rows * 30.0,
+            "encoder_seconds": rows * WINDOW_SECONDS,
             "speech_seconds": round(speech, 2),
-            "encoder_per_speech": round(rows * 30.0 / speech, 3),
+            "encoder_per_speech": round(rows * WINDOW_SECONDS / speech, 3),
             "wer": round(wer(jobs, texts), 4),
             "job_wer": {j: round(wer({j: jobs[j]}, {j: texts[j]}), 4) for j in sorted(jobs)},
         }

@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from batchscribe.whisper_models import SAMPLE_RATE, WINDOW_SECONDS
+
 N_FFT = 400
 HOP = 160
-N_FRAMES = 3000  # the encoder's input: 30 s at 100 frames a second
+N_FRAMES = round(WINDOW_SECONDS * SAMPLE_RATE / HOP)  # the encoder's input: 3000 frames, 100 a second
 # numpy rows per FFT call: one keeps the [rows, frames, n_fft] intermediates at ~5 MB, in cache
 # (10 windows of 28 s, Intel Xeon: 64 ms at 1 row a call, 118 ms at 4, 132 ms at 8, faster-whisper's
 # own extractor 58 ms; on an AMD EPYC 1-8 measured alike)
